@@ -1,0 +1,3 @@
+from mq.cli.main import run
+
+run()

@@ -1,0 +1,39 @@
+"""The typer application: global options and one command per verb."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .. import __version__
+from . import listing, sem
+from .state import Globals
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  help="mq: a fair machine queue for shared embedded test boards (drop-in for mq.sh).")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mq {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    host: Optional[str] = typer.Option(None, "--host", help="Lab host ('local' = no SSH). Env MQ_HOST."),
+    base: Optional[str] = typer.Option(None, "--base", help="Lock directory on the lab host. Env MQ_BASE."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for unexpected errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    ctx.obj = Globals(host=host, base=base, debug=debug)
+
+
+app.command("sem")(sem.sem)
+app.command("systems")(listing.systems)
+app.command("system-tsv")(listing.system_tsv)
+app.command("pool-tsv")(listing.pool_tsv)
+app.command("features")(listing.features)

@@ -1,0 +1,89 @@
+"""``mq sem``: wait, signal, info, mr-info, cancel and dumpall, as in mq.sh."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .. import render, service
+from ..engine.boardlock import NO_KEY
+from ..engine.signals import GUARD
+from ..errors import BadInputError
+from .state import open_from
+
+ACTIONS = ("wait", "signal", "info", "mr-info", "cancel")
+
+
+def sem(
+    ctx: typer.Context,
+    name: Optional[str] = typer.Argument(None, help="System or pool (or 'dumpall')."),
+    wait: bool = typer.Option(False, "--wait", "-wait", help="Acquire the lock (fair, first come first served)."),
+    signal: bool = typer.Option(False, "--signal", "-signal", help="Release the lock."),
+    info: bool = typer.Option(False, "--info", "-info", help="Show holder, grant number and waiters."),
+    mr_info: bool = typer.Option(False, "--mr-info", "-mr-info", help="One machine-readable line per board."),
+    cancel: bool = typer.Option(False, "--cancel", "-cancel", help="End your waits for NAME with KEY."),
+    key: str = typer.Option(NO_KEY, "-k", "--key", help="Key stored with the lock ('0' = none)."),
+    force: bool = typer.Option(False, "-f", "--force", help="Release even another user's lock."),
+    period: float = typer.Option(8.0, "-w", help="Seconds per retry period (budget = -w x -t)."),
+    retries: int = typer.Option(-1, "-t", help="Retry periods: -1 forever, 0 one try."),
+    lock_timeout: int = typer.Option(0, "-T", help="Others may reclaim the lock after this many seconds."),
+    as_json: bool = typer.Option(False, "--json", help="Versioned JSON output."),
+) -> None:
+    """Lock, release and inspect boards and pools (mq.sh sem)."""
+    chosen = [a for a, flag in zip(ACTIONS, (wait, signal, info, mr_info, cancel)) if flag]
+    if len(chosen) > 1:
+        raise BadInputError("Give only one of -wait, -signal, -info, -mr-info, -cancel")
+    if not chosen:
+        if name == "dumpall":
+            return _dumpall(ctx, as_json)
+        raise BadInputError("Usage: mq sem -wait|-signal|-info|-mr-info|-cancel SYSTEM|POOL, or mq sem dumpall")
+    if name is None:
+        raise BadInputError(f"mq sem -{chosen[0]} needs a system or pool name")
+    if lock_timeout < 0:
+        raise BadInputError("-T must be >= 0")
+    lab = open_from(ctx)
+    action = chosen[0]
+    if action == "wait":
+        _wait(lab, name, key, lock_timeout, period, retries, as_json)
+    elif action == "signal":
+        released = service.sem_signal(lab, name, key=key, force=force)
+        if as_json:
+            render.out(render.envelope("released", [r.board for r in released]))
+        else:
+            render.write_lines(render.released_lines(released))
+    elif action == "cancel":
+        count = service.sem_cancel(lab, name, key=key)
+        render.err(f"Cancelled {count} wait(s) for {name} with key '{key}'")
+    else:
+        states = service.sem_info(lab, name)
+        if as_json:
+            render.out(render.envelope("info", [render.state_json(s) for s in states]))
+        elif action == "info":
+            render.write_lines(line for s in states for line in render.info_lines(s))
+        else:
+            render.write_lines(render.mr_info_line(s) for s in states)
+
+
+def _wait(lab: service.Lab, name: str, key: str, lock_timeout: int, period: float, retries: int,
+          as_json: bool) -> None:
+    GUARD.install()
+    grant = service.sem_wait(lab, name, key=key, lock_timeout=lock_timeout, period=period, retries=retries)
+    try:
+        with GUARD.deferred():
+            via = f" (pool {name})" if grant.board != name else ""
+            render.err(f"Acquired lock for {grant.board}{via}, grant #{grant.grant}")
+            if as_json:
+                render.out(render.envelope("grant", render.grant_json(grant)))
+            else:
+                render.out(grant.board)
+    finally:
+        GUARD.restore()
+
+
+def _dumpall(ctx: typer.Context, as_json: bool) -> None:
+    states = service.sem_dumpall(open_from(ctx))
+    if as_json:
+        render.out(render.envelope("dumpall", [render.state_json(s) for s in states]))
+    else:
+        render.write_lines(render.mr_info_line(s) for s in states)

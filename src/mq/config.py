@@ -1,0 +1,103 @@
+"""Where the lab is: options > environment > config file > built-in default.
+
+* ``mq --host H --base DIR`` (global options)
+* ``MQ_HOST``, ``MQ_BASE``, ``MQ_LAB``, ``MQ_SSH_CONFIG`` (environment)
+* ``$MQ_CONFIG`` or ``~/.config/mq/config.toml`` keys ``host``, ``base``,
+  ``lab``, ``ssh_config``, ``transport``
+* default: ``host = "local"`` with a demo lab under ``~/.local/share/mq``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional
+
+from .errors import ConfigError
+
+LOCAL = "local"
+TRANSPORTS = ("paramiko", "openssh")
+_KEYS = ("host", "base", "lab", "ssh_config", "transport")
+_ENV = {"host": "MQ_HOST", "base": "MQ_BASE", "lab": "MQ_LAB", "ssh_config": "MQ_SSH_CONFIG"}
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str
+    base: str
+    lab: str  # inventory file: <base>/lab.toml unless named
+    ssh_config: Optional[str] = None
+    transport: str = "paramiko"
+    default_lab: bool = False  # nothing configured: the built-in demo lab
+    sources: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_local(self) -> bool:
+        return self.host == LOCAL
+
+
+def default_base(env: Mapping[str, str]) -> str:
+    data = env.get("XDG_DATA_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data, "mq")
+
+
+def config_path(env: Mapping[str, str]) -> str:
+    if env.get("MQ_CONFIG"):
+        return env["MQ_CONFIG"]
+    cfg = env.get("XDG_CONFIG_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".config")
+    return os.path.join(cfg, "mq", "config.toml")
+
+
+def _read_file(path: str, explicit: bool) -> Dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(path, "", "no such file (named by MQ_CONFIG)") from None
+        return {}
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read ({exc.strerror})") from None
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        from .engine import _toml as tomllib  # type: ignore[no-redef]
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "", f"not valid TOML ({exc})") from None
+    for key, value in data.items():
+        if key not in _KEYS:
+            raise ConfigError(path, key, f"unknown key (known: {', '.join(_KEYS)})")
+        if not isinstance(value, str) or not value:
+            raise ConfigError(path, key, "expected a non-empty string")
+    return data
+
+
+def load_config(host: Optional[str] = None, base: Optional[str] = None,
+                env: Optional[Mapping[str, str]] = None) -> Config:
+    env = os.environ if env is None else env
+    path = config_path(env)
+    from_file = _read_file(path, explicit=bool(env.get("MQ_CONFIG")))
+    chosen: Dict[str, str] = {}
+    sources: Dict[str, str] = {}
+    for key in _KEYS:
+        option = {"host": host, "base": base}.get(key)
+        env_name = _ENV.get(key)
+        if option:
+            chosen[key], sources[key] = option, "option"
+        elif env_name and env.get(env_name):
+            chosen[key], sources[key] = env[env_name], env_name
+        elif key in from_file:
+            chosen[key], sources[key] = from_file[key], path
+    default_lab = not chosen.get("host") and not chosen.get("base")
+    transport = chosen.get("transport", "paramiko")
+    if transport not in TRANSPORTS:
+        raise ConfigError(sources.get("transport", path), "transport", f"expected one of {', '.join(TRANSPORTS)}")
+    the_host = chosen.get("host", LOCAL)
+    the_base = chosen.get("base") or (default_base(env) if the_host == LOCAL else "/var/cache/machinelocks")
+    the_base = os.path.expanduser(the_base) if the_host == LOCAL else the_base
+    lab = chosen.get("lab") or os.path.join(the_base, "lab.toml")
+    return Config(host=the_host, base=the_base, lab=os.path.expanduser(lab) if the_host == LOCAL else lab,
+                  ssh_config=chosen.get("ssh_config"), transport=transport, default_lab=default_lab,
+                  sources=sources)

@@ -1,0 +1,181 @@
+"""Board lock files, byte-compatible with procmail ``lockfile(1)`` and ``mq.sh``.
+
+``<base>/<board>.lock`` is created with O_CREAT|O_EXCL (never following a
+symlink), mode 0444, owned by the holder; its content is the ``-T`` timeout
+in seconds (``0`` = none). ``<base>/<board>.key`` holds the key (``0`` = none).
+Anything at the lock path that is not a regular file (a planted symlink,
+FIFO, socket, directory) counts as held and is never opened or followed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import time
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from .fsutil import create_exclusive, read_small, unlink_quiet, write_atomic
+from .labdir import user_name
+
+NO_KEY = "0"
+LOCK_MODE = 0o444
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a board's lock, read from the lock file itself."""
+
+    board: str
+    uid: int
+    user: str
+    since_ns: int
+    timeout: Optional[int]  # None: content unreadable or malformed
+    key: Optional[str]  # None: no readable key file
+    dev: int
+    ino: int
+    kind: str  # "file", or what was planted: "symlink", "fifo", "socket", "directory", "other"
+    grant: Optional[int] = None
+    pool: str = ""
+
+    def expired(self, now: float) -> bool:
+        """True once a ``-T`` timeout has passed; a lock dated in the future is fresh."""
+        if self.kind != "file" or not self.timeout:
+            return False
+        return now - self.since_ns / 1e9 > self.timeout
+
+    def expires_at(self) -> Optional[float]:
+        if self.kind != "file" or not self.timeout:
+            return None
+        return self.since_ns / 1e9 + self.timeout
+
+    @property
+    def shown_key(self) -> str:
+        return NO_KEY if self.key is None else self.key
+
+
+def lock_path(base: str, board: str) -> str:
+    return os.path.join(base, board + ".lock")
+
+
+def key_path(base: str, board: str) -> str:
+    return os.path.join(base, board + ".key")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "file"
+    for test, name in ((stat.S_ISLNK, "symlink"), (stat.S_ISFIFO, "fifo"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISDIR, "directory")):
+        if test(mode):
+            return name
+    return "other"
+
+
+def _parse_timeout(text: Optional[str]) -> Optional[int]:
+    if text is None:
+        return None
+    value = text.strip()
+    return int(value) if value.isdigit() and len(value) < 12 else None
+
+
+def read_holder(base: str, board: str) -> Optional[Holder]:
+    """The current holder of ``board``, or None when the board is free."""
+    path = lock_path(base, board)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    kind = _kind(st.st_mode)
+    timeout = _parse_timeout(read_small(path)) if kind == "file" else None
+    key_text = read_small(key_path(base, board))
+    key = key_text.rstrip("\n") if key_text is not None else None
+    return Holder(board=board, uid=st.st_uid, user=user_name(st.st_uid), since_ns=st.st_mtime_ns,
+                  timeout=timeout, key=key, dev=st.st_dev, ino=st.st_ino, kind=kind)
+
+
+def is_free(base: str, board: str) -> bool:
+    try:
+        os.lstat(lock_path(base, board))
+    except FileNotFoundError:
+        return True
+    return False
+
+
+def try_create(base: str, board: str, timeout: int) -> Optional[os.stat_result]:
+    """Create the lock; None if it exists. Other OSErrors propagate (nothing left behind)."""
+    try:
+        return create_exclusive(lock_path(base, board), f"{timeout}\n".encode(), LOCK_MODE)
+    except FileExistsError:
+        return None
+
+
+def write_key(base: str, board: str, key: str, mode: int) -> None:
+    """Store the key atomically (a stale key file of another user is replaced)."""
+    write_atomic(key_path(base, board), (key + "\n").encode(), mode)
+
+
+def _aside(base: str, name: str) -> str:
+    return os.path.join(base, f".{name}.mq-release.{os.getpid()}.{time.monotonic_ns()}")
+
+
+def remove_checked(base: str, holder: Holder) -> bool:
+    """Remove exactly the lock described by ``holder`` (same inode), never a successor's.
+
+    The lock is renamed aside first, its identity re-checked, then deleted; if
+    the file renamed was not the one we checked, it is linked back. Returns
+    False when the lock was already gone or has changed. Raises OSError (for
+    example EPERM in a sticky directory) when it may not be removed.
+    """
+    path = lock_path(base, holder.board)
+    aside = _aside(base, holder.board + ".lock")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return False
+    st = os.lstat(aside)
+    if (st.st_dev, st.st_ino) != (holder.dev, holder.ino):
+        with contextlib.suppress(OSError):
+            os.link(aside, path, follow_symlinks=False)
+        unlink_quiet(aside)
+        return False
+    try:
+        os.unlink(aside)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
+    return True
+
+
+def drop_key(base: str, board: str, expected: Optional[str]) -> None:
+    """Remove the key file, but only if it still carries the key we checked."""
+    path = key_path(base, board)
+    aside = _aside(base, board + ".key")
+    try:
+        os.rename(path, aside)
+    except OSError:
+        return
+    text = read_small(aside)
+    current = text.rstrip("\n") if text is not None else None
+    if expected is not None and current != expected:
+        with contextlib.suppress(OSError):
+            os.link(aside, path, follow_symlinks=False)
+    unlink_quiet(aside)
+
+
+def availability(base: str, board: str, now: float) -> Tuple[bool, Optional[float]]:
+    """(can be taken now, when a held lock's ``-T`` expires): cheap, no user look-ups."""
+    path = lock_path(base, board)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return True, None
+    if not stat.S_ISREG(st.st_mode):
+        return False, None
+    timeout = _parse_timeout(read_small(path))
+    if not timeout:
+        return False, None
+    expires = st.st_mtime_ns / 1e9 + timeout
+    return now > expires, expires

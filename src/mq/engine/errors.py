@@ -1,0 +1,131 @@
+"""Errors raised by the host-side engine, each carrying its exit code.
+
+The engine runs on the lab host with only the standard library, so these
+live here rather than in ``mq.errors`` (which re-exports them).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+# Named exit codes, documented in README.md ("Exit codes").
+EXIT_OK = 0
+EXIT_UNKNOWN_TARGET = 1
+EXIT_NOT_ACQUIRED = 2
+EXIT_NOT_HOLDER = 3
+EXIT_ALREADY_HELD = 4
+EXIT_BAD_INPUT = 5
+EXIT_CONFIG = 6
+EXIT_LOCKDIR = 7
+EXIT_DISK = 8
+EXIT_SSH = 9
+EXIT_HOST = 10
+EXIT_USAGE = 64
+
+
+def safe_text(value: str, limit: int = 64) -> str:
+    """Render untrusted text on one line: control characters escaped, truncated."""
+    shown = value if len(value) <= limit else value[:limit] + "..."
+    return shown.encode("unicode_escape").decode("ascii")
+
+
+class EngineError(Exception):
+    """Base of every error the engine reports; ``exit_code`` is the process status."""
+
+    exit_code = EXIT_UNKNOWN_TARGET
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InventoryError(EngineError):
+    """The lab inventory (lab.toml) is missing or wrong; names the file and key."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, path: str, key: str, message: str) -> None:
+        super().__init__(f"{path}: {key}: {message}" if key else f"{path}: {message}")
+        self.path = path
+        self.key = key
+
+
+class UnknownTargetError(EngineError):
+    """A name that is neither a system nor a pool of the inventory."""
+
+    exit_code = EXIT_UNKNOWN_TARGET
+
+    def __init__(self, name: str, systems: Sequence[str], pools: Sequence[str]) -> None:
+        super().__init__(
+            f"Unknown system or pool '{safe_text(name)}'. "
+            f"Valid systems: {' '.join(systems) or '(none)'}; pools: {' '.join(pools) or '(none)'}"
+        )
+        self.name = name
+
+
+class BadInputError(EngineError):
+    """A key or other argument that fails the strict input checks."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class NotAcquiredError(EngineError):
+    """The wait budget ran out, or the wait was cancelled (mq.sh exit 2)."""
+
+    exit_code = EXIT_NOT_ACQUIRED
+
+    def __init__(self, name: str, reason: str = "") -> None:
+        super().__init__(f"Failed to acquire lock for system ({name})" + (f": {reason}" if reason else ""))
+        self.name = name
+        self.reason = reason
+
+
+class NotHolderError(EngineError):
+    """Release of a lock the caller does not hold, or with the wrong key."""
+
+    exit_code = EXIT_NOT_HOLDER
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class AlreadyHeldError(EngineError):
+    """The caller already holds the lock with no key or the same key."""
+
+    exit_code = EXIT_ALREADY_HELD
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"You already hold the lock for {name} with this key. Please explicitly release it first."
+        )
+        self.name = name
+
+
+class LockDirError(EngineError):
+    """The lock directory is missing, not writable, or an operation was denied."""
+
+    exit_code = EXIT_LOCKDIR
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{message}: {path}")
+        self.path = path
+
+
+class DiskError(EngineError):
+    """Disk or inodes full, or another I/O error; nothing was left half-written."""
+
+    exit_code = EXIT_DISK
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{message}: {path}")
+        self.path = path
+
+
+class Interrupted(EngineError):
+    """A signal (SIGINT, SIGTERM, SIGHUP) ended the command; exit 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"Interrupted by signal {signum}; nothing left held or queued")
+        self.signum = signum
+        self.exit_code = 128 + signum

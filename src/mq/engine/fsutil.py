@@ -1,0 +1,94 @@
+"""Small file-system helpers: safe opens, atomic writes, errno -> engine errors."""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Optional
+
+from .errors import DiskError, EngineError, LockDirError
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
+_DIR_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR}
+
+MAX_SMALL_FILE = 4096
+
+
+def os_error(exc: OSError, path: str, action: str) -> EngineError:
+    """Map an OSError to the engine error users should see (one clear line)."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.errno in _DISK_ERRNOS:
+        return DiskError(path, f"cannot {action} ({reason})")
+    if exc.errno in _DIR_ERRNOS:
+        return LockDirError(path, f"cannot {action} ({reason})")
+    return DiskError(path, f"cannot {action} ({reason})")
+
+
+def read_small(path: str) -> Optional[str]:
+    """Read a small regular file without following symlinks or blocking on FIFOs.
+
+    Returns None when the path is missing, not a regular file, or unreadable.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        import stat
+
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, MAX_SMALL_FILE)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", "replace")
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def create_exclusive(path: str, data: bytes, mode: int) -> os.stat_result:
+    """Create ``path`` with O_EXCL (never following symlinks) and fill it.
+
+    Raises FileExistsError when something already exists there. On any other
+    failure (disk full, ...) the half-made file is removed before raising.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+        write_all(fd, data)
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quiet(path)
+        raise
+    os.close(fd)
+    return st
+
+
+def write_atomic(path: str, data: bytes, mode: int) -> None:
+    """Replace ``path`` with ``data`` via a private temporary file and rename."""
+    tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.tmp.{os.getpid()}"
+    _unlink_quiet(tmp)
+    try:
+        create_exclusive(tmp, data, mode)
+        os.rename(tmp, path)
+    except BaseException:
+        _unlink_quiet(tmp)
+        raise
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+unlink_quiet = _unlink_quiet

@@ -1,0 +1,30 @@
+"""Strict checks for names and keys, applied before any file-system call."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import BadInputError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+MAX_KEY = 256
+
+
+def valid_name(name: str) -> bool:
+    """A system or pool name that is safe as a file name in the lock directory."""
+    return bool(NAME_RE.match(name)) and name not in (".", "..") and not name.endswith((".lock", ".key"))
+
+
+def check_key(key: str) -> str:
+    """Keys are data: any printable text (quotes, ``$()``, ``;`` ...) is stored literally.
+
+    Control characters (newline, NUL, escape ...) are refused: they would
+    let a key forge extra lines in ``-mr-info``/``dumpall`` output.
+    """
+    if not key:
+        raise BadInputError("Key must not be empty (omit -k for no key)")
+    if len(key) > MAX_KEY:
+        raise BadInputError(f"Key is longer than {MAX_KEY} characters")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+        raise BadInputError("Key must not contain control characters such as newlines")
+    return key

@@ -1,0 +1,224 @@
+"""The waiting queue: one ticket file per waiter, walked in arrival order.
+
+A ticket ``.mq/queue/T<seq>-<pid>`` holds the waiter's identity and the
+boards it can use (one board, or a pool's members). Its owner keeps an
+exclusive ``flock`` on it for as long as it waits: the kernel drops that
+lock when the process dies, so anyone can tell a dead waiter (the flock can
+be taken) from a live one and skip or clear it.
+
+``walk_queue`` is the planner: it hands each free board to the earliest
+live ticket that can use it, so a board waiter and a pool waiter share one
+arrival order, a pool of n boards admits n holders, and a board no earlier
+waiter can use goes to a later waiter at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from .fsutil import create_exclusive, os_error, read_small, unlink_quiet
+from .labdir import LabDir
+
+PREFIX = "T"
+CANCEL_SUFFIX = ".cancel"
+
+
+@dataclass(frozen=True)
+class Ticket:
+    name: str
+    seq: int
+    uid: int
+    user: str
+    pid: int
+    host: str
+    key: str
+    target: str
+    boards: Tuple[str, ...]
+    created: float
+
+    @property
+    def path_name(self) -> str:
+        return self.name
+
+
+def ticket_name(seq: int, pid: int) -> str:
+    return f"{PREFIX}{seq:012d}-{pid}"
+
+
+def parse_seq(name: str) -> Optional[int]:
+    if not name.startswith(PREFIX) or "." in name:
+        return None
+    head = name[1:].split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+class OwnTicket:
+    """The caller's own ticket: holds the liveness flock until closed."""
+
+    def __init__(self, lab: LabDir, ticket: Ticket, fd: int) -> None:
+        self.lab = lab
+        self.ticket = ticket
+        self.fd = fd
+        self.path = os.path.join(lab.queue_dir, ticket.name)
+
+    @property
+    def cancel_name(self) -> str:
+        return self.ticket.name + CANCEL_SUFFIX
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        unlink_quiet(self.path)
+        unlink_quiet(os.path.join(self.lab.queue_dir, self.cancel_name))
+        os.close(self.fd)
+        self.fd = -1
+
+
+class Queue:
+    def __init__(self, lab: LabDir) -> None:
+        self.lab = lab
+        self._cache: Dict[str, Optional[Ticket]] = {}
+
+    def enqueue(self, target: str, boards: Sequence[str], key: str) -> OwnTicket:
+        """Append a ticket (call with the lab mutex held, so arrival order is total)."""
+        seq = self.lab.next_number("seq")
+        pid = os.getpid()
+        ticket = Ticket(name=ticket_name(seq, pid), seq=seq, uid=self.lab.uid, user=self.lab.user, pid=pid,
+                        host=socket.gethostname(), key=key, target=target, boards=tuple(boards),
+                        created=time.time())
+        body = json.dumps({"v": 1, "uid": ticket.uid, "user": ticket.user, "pid": pid, "host": ticket.host,
+                           "key": key, "target": target, "boards": list(boards), "created": ticket.created})
+        # Made under a temporary name, locked, then renamed into the queue, so a
+        # ticket is never visible without its liveness lock.
+        tmp = os.path.join(self.lab.queue_dir, f".new-{ticket.name}")
+        final = os.path.join(self.lab.queue_dir, ticket.name)
+        try:
+            create_exclusive(tmp, body.encode(), self.lab.read_mode)
+            fd = os.open(tmp, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            unlink_quiet(tmp)
+            raise os_error(exc, tmp, "create waiting ticket") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(tmp, final)
+        except OSError as exc:
+            os.close(fd)
+            unlink_quiet(tmp)
+            raise os_error(exc, final, "queue waiting ticket") from None
+        self._cache[ticket.name] = ticket
+        return OwnTicket(self.lab, ticket, fd)
+
+    def tickets(self) -> List[Ticket]:
+        """Tickets in arrival order (dead ones included; see ``is_alive``)."""
+        try:
+            names = os.listdir(self.lab.queue_dir)
+        except FileNotFoundError:
+            return []
+        found: List[Tuple[int, str]] = []
+        for name in names:
+            seq = parse_seq(name)
+            if seq is not None:
+                found.append((seq, name))
+        found.sort()
+        result: List[Ticket] = []
+        for seq, name in found:
+            ticket = self._load(seq, name)
+            if ticket is not None:
+                result.append(ticket)
+        return result
+
+    def _load(self, seq: int, name: str) -> Optional[Ticket]:
+        if name in self._cache:
+            return self._cache[name]
+        text = read_small(os.path.join(self.lab.queue_dir, name))
+        ticket = None
+        if text is not None:
+            try:
+                raw = json.loads(text)
+                ticket = Ticket(name=name, seq=seq, uid=int(raw["uid"]), user=str(raw["user"]),
+                                pid=int(raw["pid"]), host=str(raw["host"]), key=str(raw["key"]),
+                                target=str(raw["target"]), boards=tuple(str(b) for b in raw["boards"]),
+                                created=float(raw["created"]))
+            except (ValueError, KeyError, TypeError):
+                ticket = None
+        self._cache[name] = ticket
+        return ticket
+
+    def is_alive(self, ticket: Ticket) -> bool:
+        """A ticket is alive while its owner holds its flock (the kernel drops it on death)."""
+        path = os.path.join(self.lab.queue_dir, ticket.name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # cannot check: assume alive rather than skip a real waiter
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def clear_dead(self, ticket: Ticket) -> bool:
+        """Remove a dead ticket (mutex held); True if it was dead and is gone."""
+        if self.is_alive(ticket):
+            return False
+        unlink_quiet(os.path.join(self.lab.queue_dir, ticket.name))
+        unlink_quiet(os.path.join(self.lab.queue_dir, ticket.name + CANCEL_SUFFIX))
+        self._cache.pop(ticket.name, None)
+        return True
+
+    def request_cancel(self, ticket: Ticket) -> None:
+        path = os.path.join(self.lab.queue_dir, ticket.name + CANCEL_SUFFIX)
+        try:
+            create_exclusive(path, b"cancel\n", self.lab.file_mode)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise os_error(exc, path, "cancel wait") from None
+
+
+def walk_queue(tickets: Sequence[Ticket], me: str, available: Callable[[str], bool],
+               alive: Callable[[Ticket], bool]) -> Tuple[Optional[str], List[Ticket]]:
+    """Hand available boards to tickets in arrival order; return my board (if any).
+
+    ``available(board)`` says whether a board is free (or reclaimable). The
+    walk stops as soon as none of my boards is left to hand out, so a waiter
+    that cannot be served costs a directory listing and a few ``lstat``s.
+    Liveness is checked only for tickets about to receive a board; the dead
+    ones found are returned for clearing.
+    """
+    mine = next((t for t in tickets if t.name == me), None)
+    if mine is None:
+        return None, []
+    state: Dict[str, bool] = {}
+
+    def free(board: str) -> bool:
+        if board not in state:
+            state[board] = available(board)
+        return state[board]
+
+    dead: List[Ticket] = []
+    for ticket in tickets:
+        if not any(free(b) for b in mine.boards):
+            return None, dead
+        choice = next((b for b in ticket.boards if free(b)), None)
+        if ticket.name == me:
+            return choice, dead
+        if choice is None:
+            continue
+        if not alive(ticket):
+            dead.append(ticket)
+            continue
+        state[choice] = False
+    return None, dead

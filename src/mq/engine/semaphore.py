@@ -1,0 +1,332 @@
+"""The lock engine: fair waits for boards and pools, releases, cancels, state.
+
+Everything here runs on the lab host with only the standard library. The
+CLI (locally) or the JSON-lines agent (over SSH) calls it and renders the
+result objects it returns; it never prints.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from . import boardlock, notify
+from .boardlock import NO_KEY, Holder
+from .errors import (
+    AlreadyHeldError,
+    DiskError,
+    EngineError,
+    LockDirError,
+    NotAcquiredError,
+    NotHolderError,
+)
+from .fsutil import os_error
+from .inventory import Inventory
+from .labdir import LabDir
+from .names import check_key
+from .queue import CANCEL_SUFFIX, OwnTicket, Queue, Ticket, parse_seq, walk_queue
+from .signals import GUARD
+
+_LOCK_EVENTS = notify.IN_DELETE | notify.IN_MOVED_FROM
+_QUEUE_EVENTS = notify.IN_DELETE | notify.IN_CLOSE_WRITE | notify.IN_CREATE
+
+
+@dataclass(frozen=True)
+class Grant:
+    board: str
+    target: str
+    key: str
+    timeout: int
+    grant: int
+    waited: float
+    reclaimed_from: str = ""
+
+
+@dataclass(frozen=True)
+class Released:
+    board: str
+    holder: Holder
+    forced: bool
+
+
+@dataclass(frozen=True)
+class BoardState:
+    board: str
+    holder: Optional[Holder]
+    waiters: Tuple[Ticket, ...] = field(default=())
+
+
+class Engine:
+    """Lock operations on one lock directory with one inventory."""
+
+    def __init__(self, base: str, inventory: Inventory) -> None:
+        self.lab = LabDir(base)
+        self.inventory = inventory
+        self.queue = Queue(self.lab)
+
+    # -- waiting -------------------------------------------------------------
+    def wait(self, name: str, key: str = NO_KEY, timeout: int = 0, budget: Optional[float] = None,
+             extra_fds: Sequence[int] = (), on_extra: Optional[Callable[[int], None]] = None) -> Grant:
+        """Take a board (or the first free pool member) in first-come, first-served order.
+
+        ``budget`` is the total wait in seconds (None: forever, 0: one try).
+        ``extra_fds`` are watched while waiting; ``on_extra(fd)`` may raise to
+        abandon the wait (the agent uses it for client EOF and cancel).
+        """
+        boards = self.inventory.members(name)
+        check_key(key)
+        self.lab.ensure()
+        if not self.inventory.is_pool(name):
+            held = boardlock.read_holder(self.lab.base, name)
+            if held is not None and held.uid == self.lab.uid and key in (NO_KEY, held.key):
+                raise AlreadyHeldError(name)
+        started = time.monotonic()
+        deadline = None if budget is None else started + max(0.0, budget)
+        watcher = notify.watch({self.lab.base: _LOCK_EVENTS, self.lab.queue_dir: _QUEUE_EVENTS})
+        try:
+            with GUARD.deferred(), self.lab.mutex():
+                own = self.queue.enqueue(name, boards, key)
+            try:
+                GUARD.raise_pending()
+                return self._wait_loop(own, name, key, timeout, started, deadline, watcher, extra_fds, on_extra)
+            finally:
+                own.close()
+        finally:
+            watcher.close()
+
+    def _wait_loop(self, own: OwnTicket, name: str, key: str, timeout: int, started: float,
+                   deadline: Optional[float], watcher: "notify.InotifyWatcher | notify.PollWatcher",
+                   extra_fds: Sequence[int], on_extra: Optional[Callable[[int], None]]) -> Grant:
+        lock_names = {b + ".lock" for b in own.ticket.boards}
+        check = True
+        while True:
+            if check:
+                grant = self._try(own, name, key, timeout, started)
+                if grant is not None:
+                    return grant
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                self.lab.audit("timeout", target=name, key=key, waited=round(now - started, 3))
+                raise NotAcquiredError(name)
+            sleep = self._until_expiry(own.ticket.boards)
+            if deadline is not None:
+                sleep = deadline - now if sleep is None else min(sleep, deadline - now)
+            events, ready = watcher.wait(sleep, extra_fds)
+            for fd in ready:
+                if on_extra is not None:
+                    on_extra(fd)
+            check = not events or self._relevant(events, own, lock_names)
+
+    def _relevant(self, events: List[notify.Event], own: OwnTicket, lock_names: set) -> bool:
+        relevant = False
+        for directory, mask, name in events:
+            if mask & notify.IN_Q_OVERFLOW:
+                relevant = True
+            elif directory == self.lab.base:
+                relevant = relevant or name in lock_names
+            elif name == own.cancel_name:
+                self.lab.audit("cancel", target=own.ticket.target, key=own.ticket.key)
+                raise NotAcquiredError(own.ticket.target, "wait cancelled")
+            elif not name.endswith(CANCEL_SUFFIX) and mask & (notify.IN_DELETE | notify.IN_CLOSE_WRITE):
+                seq = parse_seq(name)
+                relevant = relevant or (seq is not None and seq < own.ticket.seq)
+        return relevant
+
+    def _until_expiry(self, boards: Sequence[str]) -> Optional[float]:
+        now = time.time()
+        soonest: Optional[float] = None
+        for board in boards:
+            _, expires = boardlock.availability(self.lab.base, board, now)
+            if expires is not None and expires >= now:
+                delay = expires - now + 0.01
+                soonest = delay if soonest is None else min(soonest, delay)
+        return soonest
+
+    def _available(self, board: str) -> bool:
+        return boardlock.availability(self.lab.base, board, time.time())[0]
+
+    def _walk(self, own: OwnTicket) -> Optional[str]:
+        choice, dead = walk_queue(self.queue.tickets(), own.ticket.name, self._available, self.queue.is_alive)
+        for ticket in dead:
+            if self.queue.clear_dead(ticket):
+                self.lab.audit("dead-waiter", target=ticket.target, key=ticket.key, waiter=ticket.user,
+                               pid=ticket.pid)
+        return choice
+
+    def _try(self, own: OwnTicket, name: str, key: str, timeout: int, started: float) -> Optional[Grant]:
+        if self._walk(own) is None:
+            return None
+        with GUARD.deferred():
+            with self.lab.mutex():
+                board = self._walk(own)
+                grant = None if board is None else self._take(board, own, name, key, timeout, started)
+            if grant is not None and GUARD.pending is not None:
+                self._release_own(grant)
+        GUARD.raise_pending()
+        return grant
+
+    def _take(self, board: str, own: OwnTicket, name: str, key: str, timeout: int,
+              started: float) -> Optional[Grant]:
+        """Create the lock for ``board`` (mutex held); None if a legacy tool won the race."""
+        base = self.lab.base
+        holder = boardlock.read_holder(base, board)
+        reclaimed = ""
+        if holder is not None:
+            if not holder.expired(time.time()):
+                return None
+            self._reclaim(holder)
+            reclaimed = holder.user
+        path = boardlock.lock_path(base, board)
+        try:
+            st = boardlock.try_create(base, board, timeout)
+        except OSError as exc:
+            raise os_error(exc, path, "create lock") from None
+        if st is None:
+            return None
+        try:
+            boardlock.write_key(base, board, key, self.lab.read_mode)
+            number = self.lab.next_number("grants")
+            pool = name if name != board else ""
+            self.lab.write_holder_meta(board, {"grant": number, "dev": st.st_dev, "ino": st.st_ino,
+                                               "user": self.lab.user, "key": key, "pool": pool,
+                                               "pid": os.getpid(), "time": time.time()})
+        except (OSError, EngineError) as exc:
+            mine = boardlock.read_holder(base, board)
+            if mine is not None and (mine.dev, mine.ino) == (st.st_dev, st.st_ino):
+                boardlock.remove_checked(base, mine)
+            boardlock.drop_key(base, board, key)
+            if isinstance(exc, EngineError):
+                raise
+            raise os_error(exc, boardlock.key_path(base, board), "store key") from None
+        own.close()
+        waited = round(time.monotonic() - started, 3)
+        self.lab.audit("grant", board=board, pool=pool, key=key, grant=number, timeout=timeout, waited=waited)
+        return Grant(board=board, target=name, key=key, timeout=timeout, grant=number, waited=waited,
+                     reclaimed_from=reclaimed)
+
+    def _reclaim(self, holder: Holder) -> None:
+        try:
+            removed = boardlock.remove_checked(self.lab.base, holder)
+        except PermissionError:
+            raise LockDirError(boardlock.lock_path(self.lab.base, holder.board),
+                               f"permission denied reclaiming the expired lock of {holder.user} "
+                               "(is the lock directory sticky?)") from None
+        except OSError as exc:
+            raise os_error(exc, boardlock.lock_path(self.lab.base, holder.board), "reclaim lock") from None
+        if removed:
+            boardlock.drop_key(self.lab.base, holder.board, holder.key)
+            self.lab.drop_holder_meta(holder.board)
+            self.lab.audit("reclaim", board=holder.board, previous_user=holder.user, previous_key=holder.key,
+                           timeout=holder.timeout, age=round(time.time() - holder.since_ns / 1e9, 3))
+
+    def _release_own(self, grant: Grant) -> None:
+        holder = boardlock.read_holder(self.lab.base, grant.board)
+        if holder is not None and holder.uid == self.lab.uid:
+            self._remove(holder, grant.key, forced=False, reason="interrupted")
+
+    # -- releasing -----------------------------------------------------------------
+    def signal(self, name: str, key: str = NO_KEY, force: bool = False) -> List[Released]:
+        """Release ``name`` (a board), or the caller's locks in a pool (all with ``force``)."""
+        boards = self.inventory.members(name)
+        check_key(key)
+        self.lab.check(writable=True)
+        if not self.inventory.is_pool(name):
+            return [self._release_one(name, key, force)]
+        released: List[Released] = []
+        for board in boards:
+            holder = boardlock.read_holder(self.lab.base, board)
+            if holder is None:
+                continue
+            if force or (holder.uid == self.lab.uid and holder.shown_key == key):
+                released.append(self._release_one(board, key, force))
+        if not released:
+            raise NotHolderError(name, f"You hold no lock in pool {name} with key '{key}'")
+        return released
+
+    def _release_one(self, board: str, key: str, force: bool) -> Released:
+        holder = boardlock.read_holder(self.lab.base, board)
+        if holder is None:
+            raise NotHolderError(board, f"Lock for {board} is not held; nothing released")
+        if not force:
+            if holder.uid != self.lab.uid:
+                raise NotHolderError(board, f"Lock for {board} is held by {holder.user}, not {self.lab.user}; "
+                                            "nothing released (use -f to force)")
+            if holder.shown_key != key:
+                raise NotHolderError(board, f"Lock for {board} is held with a different key; nothing released")
+        with GUARD.deferred():
+            self._remove(holder, key, forced=force, reason="")
+        GUARD.raise_pending()
+        return Released(board=board, holder=holder, forced=force)
+
+    def _remove(self, holder: Holder, key: str, forced: bool, reason: str) -> None:
+        base = self.lab.base
+        path = boardlock.lock_path(base, holder.board)
+        with self.lab.mutex():
+            meta = self._meta_for(holder)
+            try:
+                removed = boardlock.remove_checked(base, holder)
+            except PermissionError:
+                raise LockDirError(path, "permission denied removing the lock") from None
+            except OSError as exc:
+                raise os_error(exc, path, "remove lock") from None
+            if not removed:
+                raise NotHolderError(holder.board, f"Lock for {holder.board} changed while releasing; "
+                                                   "nothing removed")
+            boardlock.drop_key(base, holder.board, holder.key)
+            if meta is not None:
+                self.lab.drop_holder_meta(holder.board)
+        held = round(time.time() - holder.since_ns / 1e9, 3)
+        self.lab.audit("force" if forced else "release", board=holder.board, key=key, holder=holder.user,
+                       holder_key=holder.key, held=held, grant=meta.get("grant") if meta else None,
+                       pool=meta.get("pool", "") if meta else "", reason=reason or None)
+
+    def _meta_for(self, holder: Holder) -> Optional[Dict[str, object]]:
+        meta = self.lab.read_holder_meta(holder.board)
+        if meta and meta.get("ino") == holder.ino and meta.get("dev") == holder.dev:
+            return meta
+        return None
+
+    # -- looking -------------------------------------------------------------------
+    def holder(self, board: str) -> Optional[Holder]:
+        holder = boardlock.read_holder(self.lab.base, board)
+        if holder is None:
+            return None
+        meta = self._meta_for(holder)
+        if meta is None:
+            return holder
+        grant = meta.get("grant")
+        return Holder(**{**holder.__dict__, "grant": grant if isinstance(grant, int) else None,
+                         "pool": str(meta.get("pool", ""))})
+
+    def info(self, name: str) -> List[BoardState]:
+        boards = self.inventory.members(name)
+        self.lab.check(writable=False)
+        waiting = [t for t in self.queue.tickets() if self.queue.is_alive(t)]
+        return [BoardState(board, self.holder(board), tuple(t for t in waiting if board in t.boards))
+                for board in boards]
+
+    def dumpall(self) -> List[BoardState]:
+        self.lab.check(writable=False)
+        states = [BoardState(b, self.holder(b)) for b in self.inventory.systems]
+        return [s for s in states if s.holder is not None]
+
+    def cancel(self, name: str, key: str = NO_KEY) -> int:
+        """Ask the caller's waits for ``name`` with ``key`` to end (each exits 2)."""
+        self.inventory.members(name)
+        check_key(key)
+        self.lab.ensure()
+        count = 0
+        for ticket in self.queue.tickets():
+            if ticket.uid != self.lab.uid or ticket.key != key:
+                continue
+            if name != ticket.target and name not in ticket.boards:
+                continue
+            if self.queue.is_alive(ticket):
+                self.queue.request_cancel(ticket)
+                count += 1
+        return count
+
+
+__all__ = ["BoardState", "DiskError", "Engine", "Grant", "Released"]

@@ -1,0 +1,139 @@
+"""Output: mq.sh-compatible lines, tables and JSON. The only stdout writer."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO
+
+from .engine.boardlock import Holder
+from .engine.errors import safe_text
+from .engine.inventory import Inventory
+from .engine.semaphore import BoardState, Grant, Released
+
+JSON_VERSION = 1
+
+
+def out(line: str = "", stream: Optional[TextIO] = None) -> None:
+    (stream or sys.stdout).write(line + "\n")
+
+
+def err(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def stat_date(ns: int) -> str:
+    """``stat -c %y`` style: 2024-07-31 13:02:11.000000000 +1000 (local time)."""
+    secs, frac = divmod(ns, 1_000_000_000)
+    local = time.localtime(secs)
+    return time.strftime("%Y-%m-%d %H:%M:%S", local) + f".{frac:09d} " + time.strftime("%z", local)
+
+
+def _key(holder: Holder) -> str:
+    return safe_text(holder.shown_key, 256)
+
+
+def info_lines(state: BoardState) -> List[str]:
+    holder = state.holder
+    if holder is None:
+        lines = [f"Lock for {state.board} currently free"]
+    else:
+        timeout = "?" if holder.timeout is None else str(holder.timeout)
+        lines = [f"Lock for {state.board} held by {holder.user} since {stat_date(holder.since_ns)}, "
+                 f"timeout {timeout} with key '{_key(holder)}'"]
+        if holder.kind != "file":
+            lines.append(f"  (a {holder.kind} sits at the lock path: treated as held, never followed)")
+        elif holder.timeout is None:
+            lines.append("  (lock file content is not a timeout: treated as held)")
+        if holder.grant is not None:
+            lines.append(f"  grant #{holder.grant}" + (f" via pool {holder.pool}" if holder.pool else ""))
+    for number, ticket in enumerate(state.waiters, 1):
+        via = f" via {ticket.target}" if ticket.target != state.board else ""
+        since = time.strftime("%H:%M:%S", time.localtime(ticket.created))
+        lines.append(f"  waiting {number}: {ticket.user} key '{safe_text(ticket.key, 256)}'{via} since {since}")
+    return lines
+
+
+def mr_info_line(state: BoardState) -> str:
+    holder = state.holder
+    if holder is None:
+        return f"{state.board} FREE"
+    return f"{state.board} LOCKED {holder.user} {stat_date(holder.since_ns)} {_key(holder)}"
+
+
+def holder_json(holder: Optional[Holder]) -> Optional[Dict[str, Any]]:
+    if holder is None:
+        return None
+    return {"user": holder.user, "uid": holder.uid, "since": holder.since_ns / 1e9, "timeout": holder.timeout,
+            "key": holder.key, "kind": holder.kind, "grant": holder.grant, "pool": holder.pool or None}
+
+
+def state_json(state: BoardState) -> Dict[str, Any]:
+    return {"board": state.board, "state": "free" if state.holder is None else "locked",
+            "holder": holder_json(state.holder),
+            "waiters": [{"user": t.user, "key": t.key, "target": t.target, "since": t.created}
+                        for t in state.waiters]}
+
+
+def envelope(kind: str, data: Any) -> str:
+    return json.dumps({"mq": JSON_VERSION, "kind": kind, "data": data}, sort_keys=True)
+
+
+def grant_json(grant: Grant) -> Dict[str, Any]:
+    return {"board": grant.board, "target": grant.target, "key": grant.key, "timeout": grant.timeout,
+            "grant": grant.grant, "waited": grant.waited}
+
+
+def released_lines(released: Sequence[Released]) -> List[str]:
+    return [f"Released lock for {r.board}" + (f" (forced; was held by {r.holder.user})" if r.forced else "")
+            for r in released]
+
+
+def _table(rows: Sequence[Sequence[str]]) -> List[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+
+
+SYSTEM_COLUMNS = ("name", "arch", "sel4_plat", "isa", "soc", "cpu", "cores", "ram", "max_clk", "num_files")
+
+
+def system_row(inv: Inventory, name: str) -> List[str]:
+    s = inv.systems[name]
+    return [s.name, s.arch, s.sel4_plat, s.isa, s.soc, s.cpu, str(s.cores or ""), s.ram, s.max_clk, str(s.files)]
+
+
+def systems_lines(inv: Inventory) -> List[str]:
+    lines = _table([list(SYSTEM_COLUMNS)] + [system_row(inv, n) for n in inv.systems])
+    lines.append("")
+    lines += _table([["pool", "members"]] + [[p.name, " ".join(p.members)] for p in inv.pools.values()])
+    return lines
+
+
+def systems_simple(inv: Inventory) -> List[str]:
+    return list(inv.systems) + list(inv.pools)
+
+
+def system_tsv(inv: Inventory) -> List[str]:
+    return ["\t".join(SYSTEM_COLUMNS)] + ["\t".join(system_row(inv, n)) for n in inv.systems]
+
+
+def pool_tsv(inv: Inventory) -> List[str]:
+    return ["\t".join([p.name, *p.members]) for p in inv.pools.values()]
+
+
+def features_lines(inv: Inventory) -> List[str]:
+    rows = [["name", "pxe_linux", "dtb"]]
+    rows += [[s.name, "yes" if s.pxe_linux else "no", "yes" if s.dtb else "no"] for s in inv.systems.values()]
+    return ["\t".join(r) for r in rows]
+
+
+def inventory_json(inv: Inventory) -> Dict[str, Any]:
+    return {"systems": [dict(zip(SYSTEM_COLUMNS, system_row(inv, n))) for n in inv.systems],
+            "pools": {p.name: list(p.members) for p in inv.pools.values()}}
+
+
+def write_lines(lines: Iterable[str]) -> None:
+    for line in lines:
+        out(line)

@@ -1,0 +1,193 @@
+"""Shared fixtures: isolation from the developer's home, real lab directories,
+real Unix test users, and a runner for the real ``mq`` command."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+TEST_GROUP = "mqlab"
+TEST_USERS = ("mqalice", "mqbob", "mqcarol")
+
+LAB_TOML = textwrap.dedent(
+    """
+    [systems.b1]
+    arch = "arm"
+    soc = "imx8"
+    [systems.b2]
+    arch = "arm"
+    soc = "imx8"
+    [systems.b3]
+    arch = "arm"
+    soc = "imx8"
+    [systems.solo]
+    arch = "riscv"
+    [systems.x86a]
+    arch = "x86"
+    files = 2
+    pxe_linux = true
+    [systems.x86b]
+    arch = "x86"
+    files = 2
+    dtb = true
+
+    [pools.trio]
+    match = { soc = "imx8" }
+    [pools.pair]
+    systems = ["b3", "solo"]
+    [pools.x86]
+    match = { arch = "x86" }
+    """
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own HOME; no MQ_* or SSH variables leak in."""
+    home = tmp_path_factory.mktemp("home")
+    for name in list(os.environ):
+        if name.startswith(("MQ_", "SSH_", "XDG_")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("PYTHONPATH", SRC)
+    monkeypatch.setenv("TZ", "UTC")
+    return home
+
+
+@dataclass
+class LabFixture:
+    base: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({"MQ_HOST": "local", "MQ_BASE": str(self.base)})
+        return env
+
+    def lock(self, board: str) -> Path:
+        return self.base / f"{board}.lock"
+
+    def key(self, board: str) -> Path:
+        return self.base / f"{board}.key"
+
+    def held(self) -> set[str]:
+        return {p.name[: -len(".lock")] for p in self.base.glob("*.lock")}
+
+    def tickets(self) -> list[str]:
+        queue = self.base / ".mq" / "queue"
+        return sorted(p.name for p in queue.iterdir()) if queue.exists() else []
+
+    def audit(self) -> list[dict[str, object]]:
+        import json
+
+        path = self.base / "audit.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def make_lab(path: Path, shared: bool = False) -> LabFixture:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "lab.toml").write_text(LAB_TOML)
+    if shared:
+        os.chown(path, 0, grp.getgrnam(TEST_GROUP).gr_gid)
+        os.chmod(path, 0o2775)
+        os.chmod(path / "lab.toml", 0o644)
+        # every parent must be traversable by the test users
+        for parent in path.parents:
+            if str(parent).startswith("/tmp/") or str(parent) == "/tmp":
+                os.chmod(parent, os.stat(parent).st_mode | 0o011)
+    return LabFixture(base=path)
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> LabFixture:
+    """A private lock directory with the test inventory (boards b1-b3, solo, x86a/b)."""
+    return make_lab(tmp_path / "lab")
+
+
+def run_mq(lab: LabFixture, *args: str, user: str | None = None, timeout: float = 30,
+           check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the real ``mq`` CLI in a new process (optionally as a test user)."""
+    proc = subprocess.run([sys.executable, "-m", "mq", *args], env=user_env(lab.env, user), capture_output=True,
+                          text=True, timeout=timeout, **as_user(user))
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mq {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def spawn_mq(lab: LabFixture, *args: str, user: str | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "mq", *args], env=user_env(lab.env, user), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **as_user(user))
+
+
+def user_env(env: dict[str, str], user: str | None) -> dict[str, str]:
+    """The environment for a child run as ``user``: its own empty HOME."""
+    if user is None:
+        return env
+    entry = pwd.getpwnam(user)
+    home = Path("/tmp") / f"mq-home-{user}"
+    home.mkdir(mode=0o700, exist_ok=True)
+    os.chown(home, entry.pw_uid, entry.pw_gid)
+    return {**env, "HOME": str(home), "USER": user, "LOGNAME": user}
+
+
+def as_user(user: str | None) -> dict[str, object]:
+    """Popen keyword arguments that run a child as a test user (root only)."""
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [grp.getgrnam(TEST_GROUP).gr_gid],
+            "umask": 0o022}
+
+
+def _ensure_users() -> bool:
+    if os.geteuid() != 0 or not shutil.which("useradd"):
+        return False
+    try:
+        grp.getgrnam(TEST_GROUP)
+    except KeyError:
+        subprocess.run(["groupadd", TEST_GROUP], check=True)
+    for user in TEST_USERS:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            subprocess.run(["useradd", "-M", "-N", "-g", TEST_GROUP, "-s", "/bin/sh", user], check=True)
+    _make_reachable(os.path.realpath(sys.executable))
+    _make_reachable(SRC)
+    return True
+
+
+def _make_reachable(path: str) -> None:
+    """Let the test users traverse to the interpreter and the source (CI machine is throwaway)."""
+    for parent in Path(path).parents:
+        mode = os.stat(parent).st_mode
+        if not mode & 0o001:
+            os.chmod(parent, mode | 0o001)
+
+
+@pytest.fixture(scope="session")
+def test_users() -> tuple[str, ...]:
+    """Real Unix users in one group (created when running as root, as CI does)."""
+    if not _ensure_users():
+        pytest.skip("needs root to create test users")
+    return TEST_USERS
+
+
+@pytest.fixture
+def shared_lab(test_users: tuple[str, ...], tmp_path: Path) -> Iterator[LabFixture]:
+    """A group-writable (setgid) lock directory shared by the test users."""
+    root = Path("/tmp") / f"mq-shared-{os.getpid()}-{tmp_path.name}"
+    lab = make_lab(root / "lab", shared=True)
+    os.chmod(root, 0o755)
+    yield lab
+    shutil.rmtree(root, ignore_errors=True)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
@@ -58,12 +59,12 @@ def _read_file(path: str, explicit: bool) -> Dict[str, Any]:
         return {}
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read ({exc.strerror})") from None
+    if sys.version_info >= (3, 11):
+        from tomllib import loads
+    else:  # Python 3.10: the engine's own parser
+        from .engine._toml import loads
     try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        from .engine import _toml as tomllib  # type: ignore[no-redef]
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        data: Dict[str, Any] = loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(path, "", f"not valid TOML ({exc})") from None
     for key, value in data.items():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .engine.errors import (  # noqa: F401 - re-exported
+from .engine.errors import (
     EXIT_ALREADY_HELD,
     EXIT_BAD_INPUT,
     EXIT_CONFIG,
@@ -28,6 +28,13 @@ from .engine.errors import (  # noqa: F401 - re-exported
 )
 
 MqError = EngineError
+
+__all__ = [
+    "EXIT_ALREADY_HELD", "EXIT_BAD_INPUT", "EXIT_CONFIG", "EXIT_DISK", "EXIT_HOST", "EXIT_LOCKDIR",
+    "EXIT_NOT_ACQUIRED", "EXIT_NOT_HOLDER", "EXIT_OK", "EXIT_SSH", "EXIT_UNKNOWN_TARGET", "EXIT_USAGE",
+    "AlreadyHeldError", "BadInputError", "ConfigError", "DiskError", "EngineError", "Interrupted",
+    "InventoryError", "LockDirError", "MqError", "NotAcquiredError", "NotHolderError", "UnknownTargetError",
+]
 
 
 class ConfigError(EngineError):

@@ -130,7 +130,7 @@ def features_lines(inv: Inventory) -> List[str]:
 
 
 def inventory_json(inv: Inventory) -> Dict[str, Any]:
-    return {"systems": [dict(zip(SYSTEM_COLUMNS, system_row(inv, n))) for n in inv.systems],
+    return {"systems": [dict(zip(SYSTEM_COLUMNS, system_row(inv, n), strict=True)) for n in inv.systems],
             "pools": {p.name: list(p.members) for p in inv.pools.values()}}
 
 

@@ -18,9 +18,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = normalize(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     import click
+    import typer.main
 
     from .app import app
-    import typer.main
 
     command = typer.main.get_command(app)
     try:

@@ -31,7 +31,7 @@ def sem(
     as_json: bool = typer.Option(False, "--json", help="Versioned JSON output."),
 ) -> None:
     """Lock, release and inspect boards and pools (mq.sh sem)."""
-    chosen = [a for a, flag in zip(ACTIONS, (wait, signal, info, mr_info, cancel)) if flag]
+    chosen = [a for a, flag in zip(ACTIONS, (wait, signal, info, mr_info, cancel), strict=True) if flag]
     if len(chosen) > 1:
         raise BadInputError("Give only one of -wait, -signal, -info, -mr-info, -cancel")
     if not chosen:

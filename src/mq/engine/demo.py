@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = ["DEMO_INVENTORY"]
 
-DEMO_INVENTORY: str = '''\
+DEMO_INVENTORY: str = """\
 # Demo lab inventory: five simulated boards and two pools.
 # The odroidc4 boards are in both pools.
 
@@ -68,4 +68,4 @@ match = { soc = "amlogic-s905x3" }
 
 [pools.arm_pool]
 match = { arch = "arm" }
-'''
+"""

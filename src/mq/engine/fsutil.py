@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from typing import Optional
@@ -85,10 +86,8 @@ def write_atomic(path: str, data: bytes, mode: int) -> None:
 
 
 def _unlink_quiet(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass
 
 
 unlink_quiet = _unlink_quiet

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .errors import InventoryError, UnknownTargetError
+from .names import NAME_RE
+from .names import valid_name as is_valid_name
 
 if sys.version_info >= (3, 11):
     from tomllib import TOMLDecodeError as _TOMLDecodeError
@@ -44,10 +46,6 @@ __all__ = [
     "parse_inventory",
 ]
 
-# Strict pattern for system and pool names (they become file names in the
-# lock directory).  Always use is_valid_name(): ``$`` alone would also accept
-# a trailing newline.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -60,15 +58,6 @@ ATTRIBUTES = (
     "arch", "isa", "soc", "cpu", "cores", "ram", "max_clk", "sel4_plat",
     "files", "pxe_linux", "dtb", "boot", "power_off",
 )  # fmt: skip
-
-
-def is_valid_name(name: str) -> bool:
-    """A system or pool name that is safe as a file name in the lock directory."""
-    return (
-        NAME_RE.fullmatch(name) is not None
-        and name not in (".", "..")
-        and not name.endswith((".lock", ".key"))
-    )
 
 
 @dataclass(frozen=True)
@@ -204,8 +193,7 @@ def _parse_pool(path: str, name: str, body: object, systems: Mapping[str, System
         if not criteria:
             raise InventoryError(path, where + ".match", "expected at least one attribute")
         wanted = {
-            attr: _attribute(path, _key("pools", name, "match", attr), attr, value)
-            for attr, value in criteria.items()
+            attr: _attribute(path, _key("pools", name, "match", attr), attr, value) for attr, value in criteria.items()
         }
         for system in systems.values():
             if system.name not in members and all(system.attribute(a) == v for a, v in wanted.items()):

@@ -6,13 +6,15 @@ import re
 
 from .errors import BadInputError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+# System and pool names become file names in the lock directory. Always use
+# valid_name() (fullmatch): ``$`` alone would also accept a trailing newline.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 MAX_KEY = 256
 
 
 def valid_name(name: str) -> bool:
     """A system or pool name that is safe as a file name in the lock directory."""
-    return bool(NAME_RE.match(name)) and name not in (".", "..") and not name.endswith((".lock", ".key"))
+    return NAME_RE.fullmatch(name) is not None and name not in (".", "..") and not name.endswith((".lock", ".key"))
 
 
 def check_key(key: str) -> str:

@@ -113,7 +113,7 @@ class PollWatcher:
 _LIBC = _load_libc()
 
 
-def watch(dirs: Dict[str, int]) -> "InotifyWatcher | PollWatcher":
+def watch(dirs: Dict[str, int]) -> InotifyWatcher | PollWatcher:
     """A watcher for ``{directory: mask}``; inotify when the kernel offers it."""
     if _LIBC is not None and os.environ.get("MQ_NO_INOTIFY") != "1":
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from . import boardlock, notify
 from .boardlock import NO_KEY, Holder
@@ -97,7 +97,7 @@ class Engine:
             watcher.close()
 
     def _wait_loop(self, own: OwnTicket, name: str, key: str, timeout: int, started: float,
-                   deadline: Optional[float], watcher: "notify.InotifyWatcher | notify.PollWatcher",
+                   deadline: Optional[float], watcher: notify.InotifyWatcher | notify.PollWatcher,
                    extra_fds: Sequence[int], on_extra: Optional[Callable[[int], None]]) -> Grant:
         lock_names = {b + ".lock" for b in own.ticket.boards}
         check = True
@@ -119,7 +119,7 @@ class Engine:
                     on_extra(fd)
             check = not events or self._relevant(events, own, lock_names)
 
-    def _relevant(self, events: List[notify.Event], own: OwnTicket, lock_names: set) -> bool:
+    def _relevant(self, events: List[notify.Event], own: OwnTicket, lock_names: Set[str]) -> bool:
         relevant = False
         for directory, mask, name in events:
             if mask & notify.IN_Q_OVERFLOW:

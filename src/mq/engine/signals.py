@@ -25,7 +25,7 @@ class SignalGuard:
         self.pending: Optional[int] = None
         self._saved: Dict[int, Any] = {}
 
-    def install(self) -> "SignalGuard":
+    def install(self) -> SignalGuard:
         if threading.current_thread() is threading.main_thread():
             for signum in HANDLED:
                 self._saved[signum] = signal.signal(signum, self._handle)

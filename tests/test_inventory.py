@@ -1,0 +1,293 @@
+"""The lab inventory (lab.toml): parsing, pools, and errors that name file and key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mq.engine import _toml, inventory
+from mq.engine.demo import DEMO_INVENTORY
+from mq.engine.errors import InventoryError, UnknownTargetError
+from mq.engine.inventory import (
+    Inventory,
+    Pool,
+    System,
+    is_valid_name,
+    load_inventory,
+    parse_inventory,
+)
+
+GOOD = """
+[systems.b2]
+arch = "arm"
+cores = 2
+ram = 512
+max_clk = "1GHz"
+[systems.a1]
+arch = "arm"
+soc = "imx8"
+files = 3
+pxe_linux = true
+dtb = true
+boot = "echo boot"
+power_off = "echo off"
+[systems.x1]
+arch = "x86"
+soc = "imx8"
+
+[pools.mixed]
+systems = ["x1"]
+match = { arch = "arm" }
+[pools.imx]
+match = { soc = "imx8", arch = "arm" }
+"""
+
+
+def inventory_error(text: str, path: str = "lab.toml") -> InventoryError:
+    with pytest.raises(InventoryError) as caught:
+        parse_inventory(text, path)
+    return caught.value
+
+
+@pytest.fixture(params=["tomllib", "_toml"])
+def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the standard parser and again with the fallback one."""
+    if request.param == "_toml":
+        monkeypatch.setattr(inventory, "_loads", _toml.loads)
+        monkeypatch.setattr(inventory, "_TOMLDecodeError", _toml.TOMLDecodeError)
+    return str(request.param)
+
+
+def test_parse_good_inventory(parser: str) -> None:
+    inv = parse_inventory(GOOD, "lab.toml")
+    assert list(inv.systems) == ["b2", "a1", "x1"]
+    assert inv.systems["b2"] == System("b2", arch="arm", cores=2, ram="512", max_clk="1GHz")
+    a1 = inv.systems["a1"]
+    assert (a1.files, a1.pxe_linux, a1.dtb, a1.boot, a1.power_off) == (3, True, True, "echo boot", "echo off")
+    assert inv.systems["x1"].files == 1 and inv.systems["x1"].boot is None
+    # explicit list first, then matches in declaration order
+    assert inv.pools["mixed"] == Pool("mixed", ("x1", "b2", "a1"))
+    assert inv.pools["imx"].members == ("a1",)
+    assert inv.members("mixed") == ("x1", "b2", "a1")
+    assert inv.members("b2") == ("b2",)
+    assert inv.is_pool("imx") and not inv.is_pool("a1") and not inv.is_pool("nope")
+    assert inv.pools_of("a1") == ("mixed", "imx")
+    assert inv.pools_of("x1") == ("mixed",)
+    assert inv.pools_of("nope") == ()
+    assert inv.path == "lab.toml"
+
+
+def test_no_duplicate_members() -> None:
+    inv = parse_inventory(
+        '[systems.a]\narch = "arm"\n[systems.b]\narch = "arm"\n'
+        '[pools.p]\nsystems = ["b", "a"]\nmatch = { arch = "arm" }\n',
+        "lab.toml",
+    )
+    assert inv.members("p") == ("b", "a")
+
+
+def test_demo_inventory(parser: str) -> None:
+    inv = parse_inventory(DEMO_INVENTORY, "demo.toml")
+    assert list(inv.systems) == ["odroidc4_1", "odroidc4_2", "sabre", "tx2", "pc99"]
+    assert inv.members("odroidc4_pool") == ("odroidc4_1", "odroidc4_2")
+    assert inv.members("arm_pool") == ("odroidc4_1", "odroidc4_2", "sabre", "tx2")
+    assert inv.pools_of("odroidc4_1") == ("odroidc4_pool", "arm_pool")
+    c4 = inv.systems["odroidc4_2"]
+    assert (c4.soc, c4.arch, c4.isa, c4.sel4_plat, c4.cores, c4.ram, c4.max_clk) == (
+        "amlogic-s905x3", "arm", "aarch64", "odroidc4", 4, "4GB", "2.0GHz",
+    )  # fmt: skip
+    assert inv.systems["sabre"].soc == "imx6" and inv.systems["sabre"].pxe_linux is False
+    assert inv.systems["tx2"].dtb and inv.systems["tx2"].pxe_linux
+    assert inv.systems["pc99"].files == 2 and inv.systems["pc99"].isa == "x86_64"
+    assert all(system.boot is None for system in inv.systems.values())
+
+
+def test_attribute() -> None:
+    system = System("s", arch="arm", cores=4)
+    assert system.attribute("arch") == "arm"
+    assert system.attribute("cores") == 4
+    assert system.attribute("name") == "s"
+    assert system.attribute("boot") is None
+    with pytest.raises(KeyError):
+        system.attribute("members")
+
+
+def test_unknown_target() -> None:
+    inv = parse_inventory(DEMO_INVENTORY, "demo.toml")
+    with pytest.raises(UnknownTargetError) as caught:
+        inv.members("nope")
+    message = str(caught.value)
+    assert message == (
+        "Unknown system or pool 'nope'. Valid systems: odroidc4_1 odroidc4_2 sabre tx2 pc99; "
+        "pools: odroidc4_pool arm_pool"
+    )
+    assert caught.value.exit_code == 1
+
+
+@pytest.mark.parametrize("name", ["a\nb", "a\x00b", "\x1b[31mred", "x" * 4096, "a'b"])
+def test_unknown_target_hostile_name_prints_on_one_line(name: str) -> None:
+    inv = parse_inventory(DEMO_INVENTORY, "demo.toml")
+    with pytest.raises(UnknownTargetError) as caught:
+        inv.members(name)
+    message = str(caught.value)
+    assert "\n" not in message and "\x00" not in message and "\x1b" not in message
+    assert len(message) < 300
+
+
+def test_error_names_file_and_key() -> None:
+    error = inventory_error('[systems.sabre]\nfiles = "two"\n')
+    assert str(error) == 'lab.toml: systems.sabre.files: expected an integer >= 1, got "two"'
+    assert (error.path, error.key) == ("lab.toml", "systems.sabre.files")
+    assert error.exit_code == 6
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        ("[systems.s]\nfiles = 0\n", "systems.s.files", "expected an integer >= 1, got 0"),
+        ("[systems.s]\nfiles = true\n", "systems.s.files", "expected an integer >= 1, got true"),
+        ("[systems.s]\nfiles = 1.5\n", "systems.s.files", "expected an integer >= 1, got 1.5"),
+        ('[systems.s]\ncores = "4"\n', "systems.s.cores", 'expected an integer >= 1, got "4"'),
+        ("[systems.s]\narch = 64\n", "systems.s.arch", "expected a string, got 64"),
+        ("[systems.s]\nram = true\n", "systems.s.ram", "expected a string or an integer, got true"),
+        ("[systems.s]\nram = [1]\n", "systems.s.ram", "expected a string or an integer, got an array"),
+        ('[systems.s]\ndtb = "yes"\n', "systems.s.dtb", 'expected true or false, got "yes"'),
+        ("[systems.s]\npxe_linux = 1\n", "systems.s.pxe_linux", "expected true or false, got 1"),
+        ('[systems.s]\nboot = ""\n', "systems.s.boot", "expected a command, got an empty string"),
+        ("[systems.s]\nboot = 1\n", "systems.s.boot", "expected a string, got 1"),
+        ('[systems.s]\nsoc = "a\\nb"\n', "systems.s.soc", "must not contain control characters"),
+        ('[systems.s]\ncolour = "red"\n', "systems.s.colour", "unknown attribute"),
+        ('[systems.s]\n"we.ird" = 1\n', 'systems.s."we.ird"', "unknown attribute"),
+        ("[systems.s.sub]\n", "systems.s.sub", "unknown attribute"),
+        ("systems = 1\n", "systems", "expected a table, got 1"),
+        ("systems.s = 1\n", "systems.s", "expected a table, got 1"),
+        ("", "systems", "no systems defined"),
+        ("[pools.p]\nsystems = []\n", "systems", "no systems defined"),
+        ("[system.s]\n", "system", "unknown section"),
+        ("[systems.s]\n[pools]\np = 1\n", "pools.p", "expected a table, got 1"),
+        ('[systems.s]\n[pools.p]\nsystems = "s"\n', "pools.p.systems", 'expected an array of system names, got "s"'),
+        ("[systems.s]\n[pools.p]\nsystems = [1]\n", "pools.p.systems", "expected a system name, got 1"),
+        ('[systems.s]\n[pools.p]\nsystems = ["t"]\n', "pools.p.systems", 'unknown system "t" (systems: s)'),
+        ('[systems.s]\n[pools.p]\nsystems = ["s", "s"]\n', "pools.p.systems", 'system "s" is listed twice'),
+        ("[systems.s]\n[pools.p]\nsystems = []\n", "pools.p", "pool has no members"),
+        ("[systems.s]\n[pools.p]\n", "pools.p", "pool has no members"),
+        ('[systems.s]\narch = "arm"\n[pools.p]\nmatch = { arch = "x86" }\n', "pools.p", "match selects no system"),
+        ("[systems.s]\n[pools.p]\nmatch = {}\n", "pools.p.match", "expected at least one attribute"),
+        ('[systems.s]\n[pools.p]\nmatch = "arm"\n', "pools.p.match", 'expected a table, got "arm"'),
+        ('[systems.s]\n[pools.p]\nmatch = { colour = "red" }\n', "pools.p.match.colour", "unknown attribute"),
+        ('[systems.s]\n[pools.p]\nmatch = { files = "2" }\n', "pools.p.match.files", "expected an integer"),
+        ('[systems.s]\n[pools.p]\nmembers = ["s"]\n', "pools.p.members", "unknown key"),
+        ('[systems.s]\n[pools.s]\nsystems = ["s"]\n', "pools.s", "cannot have the name of a system"),
+        (  # a pool is not a system
+            '[systems.s]\n[pools.p]\nsystems = ["s"]\n[pools.q]\nsystems = ["p"]\n',
+            "pools.q.systems",
+            'unknown system "p"',
+        ),
+    ],
+)
+def test_errors(parser: str, text: str, key: str, message: str) -> None:
+    error = inventory_error(text)
+    assert error.key == key
+    assert message in str(error)
+    assert str(error).startswith(f"lab.toml: {key}: ")
+
+
+def test_match_coerces_like_attributes() -> None:
+    inv = parse_inventory(
+        '[systems.a]\nram = "512"\ncores = 2\n[systems.b]\nram = 512\npxe_linux = true\n'
+        "[pools.small]\nmatch = { ram = 512 }\n[pools.two]\nmatch = { cores = 2 }\n"
+        "[pools.pxe]\nmatch = { pxe_linux = true }\n",
+        "lab.toml",
+    )
+    assert inv.members("small") == ("a", "b")
+    assert inv.members("two") == ("a",)
+    assert inv.members("pxe") == ("b",)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[systems.a]\narch = 'x'\narch = 'y'\n",  # duplicate key
+        "[systems.a]\n[systems.a]\n",  # redefined table
+        "[systems.a\n",
+    ],
+)
+def test_invalid_toml(parser: str, text: str) -> None:
+    error = inventory_error(text)
+    assert error.key == ""
+    assert str(error).startswith("lab.toml: invalid TOML: ")
+    assert "line" in str(error)
+
+
+def test_dates_are_rejected(parser: str) -> None:
+    error = inventory_error("[systems.a]\nboot = 1979-05-27\n")
+    if parser == "tomllib":
+        assert str(error) == "lab.toml: systems.a.boot: expected a string, got a date"
+    else:  # the fallback parser does not support dates at all
+        assert error.key == ""
+        assert "invalid TOML: dates and times are not supported (at line 2, column 8)" in str(error)
+
+
+HOSTILE = ["../x", "a/b", "..", ".", "", "x" * 4096, "-rf", "a\x00b", "a\nb", "ok\n", "a b", "a.lock", "b.key", "é"]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_system_names_rejected(parser: str, name: str) -> None:
+    error = inventory_error(f"[systems.{json.dumps(name)}]\n")
+    assert error.key.startswith("systems.")
+    assert "invalid name" in str(error)
+    assert "\n" not in str(error) and "\x00" not in str(error)
+    assert len(str(error)) < 300
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_pool_names_rejected(parser: str, name: str) -> None:
+    error = inventory_error(f'[systems.s]\n[pools.{json.dumps(name)}]\nsystems = ["s"]\n')
+    assert error.key.startswith("pools.")
+    assert "invalid name" in str(error)
+    assert "\n" not in str(error) and "\x00" not in str(error)
+
+
+def test_hostile_member_name_printed_safely() -> None:
+    error = inventory_error('[systems.s]\n[pools.p]\nsystems = ["a\\nb"]\n')
+    assert 'unknown system "a\\nb"' in str(error)
+    assert "\n" not in str(error)
+
+
+@pytest.mark.parametrize("name", ["a", "A9", "odroidc4_1", "x86-64+v2.1", "9" * 64, "a.locks"])
+def test_valid_names(name: str) -> None:
+    assert is_valid_name(name)
+    assert name in parse_inventory(f'[systems."{name}"]\n', "lab.toml").systems
+
+
+def test_name_length_limit() -> None:
+    assert is_valid_name("a" * 64)
+    assert not is_valid_name("a" * 65)
+
+
+def test_load_inventory(tmp_path: Path) -> None:
+    path = tmp_path / "lab.toml"
+    path.write_text(DEMO_INVENTORY, encoding="utf-8")
+    inv = load_inventory(str(path))
+    assert isinstance(inv, Inventory)
+    assert inv.path == str(path)
+    assert inv == parse_inventory(DEMO_INVENTORY, str(path))
+
+
+def test_load_missing_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "nope.toml")
+    with pytest.raises(InventoryError) as caught:
+        load_inventory(path)
+    assert caught.value.key == ""
+    assert str(caught.value) == f"{path}: no such file"
+
+
+def test_load_unreadable(tmp_path: Path) -> None:
+    with pytest.raises(InventoryError, match="cannot read"):
+        load_inventory(str(tmp_path))
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"[systems.a]\narch = '\xff'\n")
+    with pytest.raises(InventoryError, match="not valid UTF-8"):
+        load_inventory(str(bad))

@@ -158,10 +158,16 @@ def _ensure_users() -> bool:
     except KeyError:
         subprocess.run(["groupadd", TEST_GROUP], check=True)
     for user in TEST_USERS:
+        home = f"/tmp/mq-home-{user}"
         try:
             pwd.getpwnam(user)
         except KeyError:
-            subprocess.run(["useradd", "-M", "-N", "-g", TEST_GROUP, "-s", "/bin/sh", user], check=True)
+            subprocess.run(["useradd", "-M", "-N", "-g", TEST_GROUP, "-s", "/bin/sh", "-d", home, user], check=True)
+        # a real home (for the engine cache over SSH) and an unlocked account (sshd refuses "!")
+        subprocess.run(["usermod", "-d", home, "-p", "*", user], check=True)
+        entry = pwd.getpwnam(user)
+        os.makedirs(home, mode=0o700, exist_ok=True)
+        os.chown(home, entry.pw_uid, entry.pw_gid)
     _make_reachable(os.path.realpath(sys.executable))
     _make_reachable(SRC)
     return True

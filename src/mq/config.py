@@ -36,6 +36,19 @@ class Config:
     def is_local(self) -> bool:
         return self.host == LOCAL
 
+    @property
+    def host_user(self) -> Optional[str]:
+        """The user of a ``user@host`` HOST (as mq.sh allowed), else None (ssh config decides)."""
+        return self.host.rsplit("@", 1)[0] if "@" in self.host else None
+
+    @property
+    def lab_is_default(self) -> bool:
+        return "lab" not in self.sources
+
+    @property
+    def host_name(self) -> str:
+        return self.host.rsplit("@", 1)[-1]
+
 
 def default_base(env: Mapping[str, str]) -> str:
     data = env.get("XDG_DATA_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".local", "share")

@@ -1,26 +1,29 @@
-"""The library API the CLI calls: find the lab, open the engine, return results.
+"""The library API the CLI calls: open the lab's transport, call the engine, return results.
 
-Only the local transport exists so far (``host = "local"``): the engine
-runs in this process, with no SSH at all.
+Whether the engine runs in this process (the built-in local lab, or on the
+lab host itself) or on the lab host over one SSH connection is the
+transport's business; results come back as the engine's own objects.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any
 
 from .config import Config
-from .engine.boardlock import NO_KEY
-from .engine.inventory import Inventory, load_inventory
-from .engine.semaphore import BoardState, Engine, Grant, Released
-from .errors import ConfigError
+from .engine.boardlock import NO_KEY, Holder
+from .engine.inventory import Inventory, Pool, System
+from .engine.protocol import states_from_wire
+from .engine.queue import Ticket
+from .engine.semaphore import BoardState, Grant, Released
+from .transport import Transport, open_transport
 
 DEMO_NOTICE = ("mq: no configuration found; created a demo lab with simulated boards in {base} "
                "(set MQ_HOST/MQ_BASE or ~/.config/mq/config.toml for a real lab)")
 
 
-def wait_budget(period: float, retries: int) -> Optional[float]:
+def wait_budget(period: float, retries: int) -> float | None:
     """mq.sh's ``-w``/``-t`` as a total budget: -1 forever, 0 one try, else period x retries."""
     if retries < 0:
         return None
@@ -29,15 +32,30 @@ def wait_budget(period: float, retries: int) -> Optional[float]:
 
 @dataclass
 class Lab:
-    """An opened lab: its inventory and the engine that owns its locks."""
+    """An opened lab: one transport (one SSH connection at most) for the whole command."""
 
     config: Config
-    inventory: Inventory
-    engine: Engine
-    notices: List[str] = field(default_factory=list)
+    transport: Transport
+    notices: list[str] = field(default_factory=list)
+    _inventory: Inventory | None = None
+
+    @property
+    def inventory(self) -> Inventory:
+        if self._inventory is None:
+            self._inventory = inventory_from_wire(self.transport.call("inventory"))
+        return self._inventory
+
+    def close(self) -> None:
+        self.transport.close()
 
 
-def _create_demo_lab(config: Config) -> Optional[str]:
+def inventory_from_wire(data: dict[str, Any]) -> Inventory:
+    systems = {s["name"]: System(**s) for s in data["systems"]}
+    pools = {p["name"]: Pool(name=p["name"], members=tuple(p["members"])) for p in data["pools"]}
+    return Inventory(path=str(data["path"]), systems=systems, pools=pools)
+
+
+def _create_demo_lab(config: Config) -> str | None:
     from .engine.demo import DEMO_INVENTORY
 
     if os.path.exists(config.lab):
@@ -51,35 +69,40 @@ def _create_demo_lab(config: Config) -> Optional[str]:
 
 
 def open_lab(config: Config) -> Lab:
-    notices: List[str] = []
-    if not config.is_local:
-        raise ConfigError(config.sources.get("host", "host"), "host",
-                          f"'{config.host}': remote lab hosts need the SSH transport (not built yet); "
-                          "use host = \"local\"")
+    notices: list[str] = []
     if config.default_lab:
         notice = _create_demo_lab(config)
         if notice:
             notices.append(notice)
-    inventory = load_inventory(config.lab)
-    return Lab(config=config, inventory=inventory, engine=Engine(config.base, inventory), notices=notices)
+    return Lab(config=config, transport=open_transport(config), notices=notices)
+
+
+def _states(data: list[dict[str, Any]]) -> list[BoardState]:
+    return [BoardState(board, holder, waiters) for board, holder, waiters in states_from_wire(data)]
 
 
 def sem_wait(lab: Lab, name: str, key: str = NO_KEY, lock_timeout: int = 0, period: float = 8.0,
              retries: int = -1) -> Grant:
-    return lab.engine.wait(name, key=key, timeout=lock_timeout, budget=wait_budget(period, retries))
+    data = lab.transport.call("wait", name=name, key=key, timeout=lock_timeout,
+                              budget=wait_budget(period, retries))
+    return Grant(**data)
 
 
-def sem_signal(lab: Lab, name: str, key: str = NO_KEY, force: bool = False) -> List[Released]:
-    return lab.engine.signal(name, key=key, force=force)
+def sem_signal(lab: Lab, name: str, key: str = NO_KEY, force: bool = False) -> list[Released]:
+    data = lab.transport.call("signal", name=name, key=key, force=force)
+    return [Released(board=r["board"], holder=Holder(**r["holder"]), forced=r["forced"]) for r in data]
 
 
-def sem_info(lab: Lab, name: str) -> List[BoardState]:
-    return lab.engine.info(name)
+def sem_info(lab: Lab, name: str) -> list[BoardState]:
+    return _states(lab.transport.call("info", name=name))
 
 
 def sem_cancel(lab: Lab, name: str, key: str = NO_KEY) -> int:
-    return lab.engine.cancel(name, key=key)
+    return int(lab.transport.call("cancel", name=name, key=key))
 
 
-def sem_dumpall(lab: Lab) -> List[BoardState]:
-    return lab.engine.dumpall()
+def sem_dumpall(lab: Lab) -> list[BoardState]:
+    return _states(lab.transport.call("dumpall"))
+
+
+__all__ = ["Lab", "Ticket", "open_lab", "sem_cancel", "sem_dumpall", "sem_info", "sem_signal", "sem_wait"]

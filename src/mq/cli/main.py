@@ -6,6 +6,7 @@ import sys
 from typing import List, Optional
 
 from ..engine.errors import EXIT_USAGE, EngineError, Interrupted
+from ..engine.signals import GUARD
 from ..render import err
 
 
@@ -23,6 +24,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .app import app
 
     command = typer.main.get_command(app)
+    GUARD.install()
     try:
         result = command.main(args=args, prog_name="mq", standalone_mode=False)
     except click.exceptions.UsageError as exc:

@@ -67,18 +67,14 @@ def sem(
 
 def _wait(lab: service.Lab, name: str, key: str, lock_timeout: int, period: float, retries: int,
           as_json: bool) -> None:
-    GUARD.install()
     grant = service.sem_wait(lab, name, key=key, lock_timeout=lock_timeout, period=period, retries=retries)
-    try:
-        with GUARD.deferred():
-            via = f" (pool {name})" if grant.board != name else ""
-            render.err(f"Acquired lock for {grant.board}{via}, grant #{grant.grant}")
-            if as_json:
-                render.out(render.envelope("grant", render.grant_json(grant)))
-            else:
-                render.out(grant.board)
-    finally:
-        GUARD.restore()
+    with GUARD.deferred():  # a signal now must not hide a lock we hold and report
+        via = f" (pool {name})" if grant.board != name else ""
+        render.err(f"Acquired lock for {grant.board}{via}, grant #{grant.grant}")
+        if as_json:
+            render.out(render.envelope("grant", render.grant_json(grant)))
+        else:
+            render.out(grant.board)
 
 
 def _dumpall(ctx: typer.Context, as_json: bool) -> None:

@@ -22,6 +22,7 @@ class Globals:
 def open_from(ctx: typer.Context) -> Lab:
     opts: Globals = ctx.obj or Globals()
     lab = open_lab(load_config(host=opts.host, base=opts.base))
+    ctx.call_on_close(lab.close)
     for notice in lab.notices:
         err(notice)
     return lab

@@ -58,6 +58,18 @@ class BoardState:
     waiters: Tuple[Ticket, ...] = field(default=())
 
 
+@dataclass(frozen=True)
+class _Hooks:
+    extra_fds: Sequence[int] = ()
+    on_extra: Optional[Callable[[int], None]] = None
+    on_tick: Optional[Callable[[], Optional[float]]] = None
+
+
+def _shortest(*delays: Optional[float]) -> Optional[float]:
+    present = [max(0.0, d) for d in delays if d is not None]
+    return min(present) if present else None
+
+
 class Engine:
     """Lock operations on one lock directory with one inventory."""
 
@@ -68,12 +80,15 @@ class Engine:
 
     # -- waiting -------------------------------------------------------------
     def wait(self, name: str, key: str = NO_KEY, timeout: int = 0, budget: Optional[float] = None,
-             extra_fds: Sequence[int] = (), on_extra: Optional[Callable[[int], None]] = None) -> Grant:
+             extra_fds: Sequence[int] = (), on_extra: Optional[Callable[[int], None]] = None,
+             on_tick: Optional[Callable[[], Optional[float]]] = None) -> Grant:
         """Take a board (or the first free pool member) in first-come, first-served order.
 
         ``budget`` is the total wait in seconds (None: forever, 0: one try).
         ``extra_fds`` are watched while waiting; ``on_extra(fd)`` may raise to
-        abandon the wait (the agent uses it for client EOF and cancel).
+        abandon the wait (the agent uses it for client EOF and abort).
+        ``on_tick()`` runs before every sleep, may raise, and returns the longest
+        sleep it allows (the agent's keepalive), or None.
         """
         boards = self.inventory.members(name)
         check_key(key)
@@ -90,7 +105,8 @@ class Engine:
                 own = self.queue.enqueue(name, boards, key)
             try:
                 GUARD.raise_pending()
-                return self._wait_loop(own, name, key, timeout, started, deadline, watcher, extra_fds, on_extra)
+                return self._wait_loop(own, name, key, timeout, started, deadline, watcher,
+                                       _Hooks(extra_fds, on_extra, on_tick))
             finally:
                 own.close()
         finally:
@@ -98,7 +114,7 @@ class Engine:
 
     def _wait_loop(self, own: OwnTicket, name: str, key: str, timeout: int, started: float,
                    deadline: Optional[float], watcher: notify.InotifyWatcher | notify.PollWatcher,
-                   extra_fds: Sequence[int], on_extra: Optional[Callable[[int], None]]) -> Grant:
+                   hooks: _Hooks) -> Grant:
         lock_names = {b + ".lock" for b in own.ticket.boards}
         check = True
         while True:
@@ -110,14 +126,14 @@ class Engine:
             if deadline is not None and now >= deadline:
                 self.lab.audit("timeout", target=name, key=key, waited=round(now - started, 3))
                 raise NotAcquiredError(name)
-            sleep = self._until_expiry(own.ticket.boards)
-            if deadline is not None:
-                sleep = deadline - now if sleep is None else min(sleep, deadline - now)
-            events, ready = watcher.wait(sleep, extra_fds)
+            sleep = _shortest(self._until_expiry(own.ticket.boards),
+                              None if deadline is None else deadline - now,
+                              hooks.on_tick() if hooks.on_tick else None)
+            events, ready = watcher.wait(sleep, hooks.extra_fds)
             for fd in ready:
-                if on_extra is not None:
-                    on_extra(fd)
-            check = not events or self._relevant(events, own, lock_names)
+                if hooks.on_extra is not None:
+                    hooks.on_extra(fd)
+            check = (not events and not ready) or self._relevant(events, own, lock_names)
 
     def _relevant(self, events: List[notify.Event], own: OwnTicket, lock_names: Set[str]) -> bool:
         relevant = False

@@ -1,0 +1,73 @@
+"""The versioned JSON-lines protocol between the client and the host agent.
+
+Shared by both ends. One request per line from the client:
+``{"id": N, "op": "wait", "args": {...}}``; replies carry the same id:
+``{"id": N, "ok": true, "result": ...}`` or
+``{"id": N, "ok": false, "error": {"type", "message", "exit_code", ...}}``.
+While a request runs the agent may send ``{"id": N, "event": "alive"}`` and
+the client may send ``{"op": "ping"}`` or ``{"op": "abort", "signum": S}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import errors
+from .boardlock import Holder
+from .queue import Ticket
+
+PROTOCOL = 1
+
+
+def encode(message: Dict[str, Any]) -> bytes:
+    return (json.dumps(message, separators=(",", ":")) + "\n").encode()
+
+
+def decode(line: bytes) -> Dict[str, Any]:
+    value = json.loads(line.decode("utf-8"))
+    if not isinstance(value, dict):
+        raise ValueError("protocol message is not an object")
+    return value
+
+
+def to_wire(value: Any) -> Any:
+    """Result objects (frozen dataclasses, lists of them) as JSON-ready data."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [to_wire(v) for v in value]
+    return value
+
+
+def error_to_wire(exc: errors.EngineError) -> Dict[str, Any]:
+    data: Dict[str, Any] = {"type": type(exc).__name__, "message": exc.message, "exit_code": exc.exit_code}
+    for attr in ("name", "path", "key", "signum", "reason"):
+        if hasattr(exc, attr):
+            data[attr] = getattr(exc, attr)
+    return data
+
+
+def error_from_wire(data: Dict[str, Any]) -> errors.EngineError:
+    """Rebuild the engine error on the client (same message and exit code)."""
+    exc = errors.EngineError(str(data.get("message", "host error")))
+    exc.exit_code = int(data.get("exit_code", errors.EXIT_HOST))
+    if data.get("type") == "Interrupted":
+        interrupted = errors.Interrupted(int(data.get("signum", 2)))
+        interrupted.message = exc.message
+        return interrupted
+    return exc
+
+
+def holder_from_wire(data: Optional[Dict[str, Any]]) -> Optional[Holder]:
+    return None if data is None else Holder(**data)
+
+
+def ticket_from_wire(data: Dict[str, Any]) -> Ticket:
+    return Ticket(**{**data, "boards": tuple(data["boards"])})
+
+
+def states_from_wire(data: List[Dict[str, Any]]) -> List[Tuple[str, Optional[Holder], Tuple[Ticket, ...]]]:
+    return [(d["board"], holder_from_wire(d["holder"]), tuple(ticket_from_wire(t) for t in d["waiters"]))
+            for d in data]

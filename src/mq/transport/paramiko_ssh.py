@@ -1,0 +1,168 @@
+"""SSH with paramiko: one connection per command, the user's ssh config honoured."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import replace
+from typing import Any
+
+from ..config import Config
+from .base import SshError
+from .bundle import remote_command
+from .remote import RemoteTransport, start_agent
+from .sshconfig import HostSettings, config_file, resolve, split_jump
+
+
+class ChannelStream:
+    """An exec channel as a byte stream."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+
+    def send(self, data: bytes) -> None:
+        self.channel.sendall(data)
+
+    def recv(self, timeout: float) -> bytes | None:
+        self.channel.settimeout(timeout)
+        try:
+            return bytes(self.channel.recv(65536))
+        except TimeoutError:
+            return None
+        except OSError as exc:
+            if exc.__class__.__name__ == "timeout":
+                return None
+            raise
+
+    def diagnose(self) -> str:
+        deadline = time.monotonic() + 1.0
+        while not self.channel.exit_status_ready() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        err = b""
+        while self.channel.recv_stderr_ready():
+            err += self.channel.recv_stderr(65536)
+        status = self.channel.exit_status if self.channel.exit_status_ready() else None
+        text = err.decode("utf-8", "replace").strip().splitlines()
+        return (f"exit status {status}" if status is not None else "") + (f"; {text[-1]}" if text else "")
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+class _RefusePolicy:
+    """Unknown host keys are refused with advice, never silently added."""
+
+    def __init__(self, settings: HostSettings) -> None:
+        self.settings = settings
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        import paramiko
+
+        s = self.settings
+        raise paramiko.SSHException(
+            f"the host key of {hostname} ({key.get_name()}) is not known. Check it and accept it with "
+            f"`ssh -p {s.port} {s.user}@{s.hostname} true` (or `ssh-keyscan -p {s.port} {s.hostname} >> "
+            f"{s.known_hosts[0]}`), or set `StrictHostKeyChecking accept-new` for this host")
+
+
+def _client(settings: HostSettings) -> Any:
+    import paramiko
+
+    client = paramiko.SSHClient()
+    for path in ("/etc/ssh/ssh_known_hosts", *settings.known_hosts[1:]):
+        if os.path.exists(path):
+            client.load_system_host_keys(path)
+    primary = settings.known_hosts[0]
+    if os.path.exists(primary):
+        client.load_host_keys(primary)
+    policy: Any
+    if settings.strict_host_keys == "no":
+        policy = paramiko.WarningPolicy()
+    elif settings.strict_host_keys == "accept-new":
+        os.makedirs(os.path.dirname(primary), mode=0o700, exist_ok=True)
+        if not os.path.exists(primary):
+            with open(primary, "a", encoding="utf-8"):
+                pass
+        client.load_host_keys(primary)  # also where AutoAddPolicy saves the new key
+        policy = paramiko.AutoAddPolicy()
+    else:
+        policy = _RefusePolicy(settings)
+    client.set_missing_host_key_policy(policy)
+    return client
+
+
+def _socket(settings: HostSettings, config_path: str, chain: list[Any]) -> Any:
+    """The transport socket: direct TCP, a ProxyCommand, or a channel through ProxyJump hosts."""
+    import paramiko
+
+    if settings.proxy_jump:
+        previous: Any = None
+        for hop in settings.proxy_jump:
+            user, host, port = split_jump(hop)
+            hop_settings = resolve(host, config_path, user)
+            if port is not None:
+                hop_settings = replace(hop_settings, port=port)
+            if previous is None:
+                sock = _socket(replace(hop_settings, proxy_jump=()), config_path, chain)
+            else:
+                sock = previous.get_transport().open_channel(
+                    "direct-tcpip", (hop_settings.hostname, hop_settings.port), ("127.0.0.1", 0))
+            previous = _connect(hop_settings, sock, chain)
+        return previous.get_transport().open_channel("direct-tcpip", (settings.hostname, settings.port),
+                                                     ("127.0.0.1", 0))
+    if settings.proxy_command:
+        return paramiko.ProxyCommand(settings.proxy_command)
+    sock = socket.create_connection((settings.hostname, settings.port), timeout=settings.connect_timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _connect(settings: HostSettings, sock: Any, chain: list[Any]) -> Any:
+    client = _client(settings)
+    chain.append(client)
+    client.connect(settings.hostname, port=settings.port, username=settings.user, sock=sock,
+                   key_filename=[p for p in settings.identity_files if os.path.exists(p)] or None,
+                   look_for_keys=not settings.identities_only, allow_agent=not settings.identities_only,
+                   timeout=settings.connect_timeout, banner_timeout=settings.connect_timeout,
+                   auth_timeout=settings.connect_timeout)
+    client.get_transport().set_keepalive(max(1, int(settings.alive_interval)))
+    return client
+
+
+class ParamikoTransport(RemoteTransport):
+    def __init__(self, config: Config) -> None:
+        import paramiko
+
+        self.host = config.host
+        self._chain: list[Any] = []
+        path = config_file(config)
+        try:
+            settings = resolve(config.host_name, path, config.host_user)
+            client = _connect(settings, _socket(settings, path, self._chain), self._chain)
+            channel = client.get_transport().open_session()
+            channel.exec_command(remote_command(config.base, None if config.lab_is_default else config.lab))
+        except (OSError, paramiko.SSHException, EOFError, ValueError) as exc:
+            self._close_chain()
+            raise SshError(self.host, _reason(exc)) from None
+        try:
+            self.client = start_agent(ChannelStream(channel), self.host, settings.alive_interval)
+        except BaseException:
+            self._close_chain()
+            raise
+
+    def _close_chain(self) -> None:
+        for client in reversed(self._chain):
+            client.close()
+        self._chain.clear()
+
+    def close(self) -> None:
+        super().close()
+        self._close_chain()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or exc.__class__.__name__
+    if exc.__class__.__name__ == "AuthenticationException":
+        return f"authentication failed ({text})"
+    return text

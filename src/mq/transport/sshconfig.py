@@ -1,0 +1,80 @@
+"""The user's OpenSSH client configuration, resolved for one host alias."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass, field
+
+from ..config import Config
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    alias: str
+    hostname: str
+    port: int
+    user: str
+    identity_files: tuple[str, ...] = ()
+    identities_only: bool = False
+    proxy_jump: tuple[str, ...] = ()
+    proxy_command: str | None = None
+    known_hosts: tuple[str, ...] = field(default=())
+    strict_host_keys: str = "ask"  # yes | ask | accept-new | no
+    alive_interval: float = 15.0
+    alive_count: int = 3
+    connect_timeout: float = 15.0
+
+
+def config_file(config: Config) -> str:
+    return os.path.expanduser(config.ssh_config or "~/.ssh/config")
+
+
+def _expand(path: str, settings: dict[str, str], alias: str) -> str:
+    home = os.path.expanduser("~")
+    tokens = {"%d": home, "%u": getpass.getuser(), "%h": settings.get("hostname", alias),
+              "%r": settings.get("user", getpass.getuser()), "%p": settings.get("port", "22"), "%n": alias,
+              "%%": "%"}
+    for token, value in tokens.items():
+        path = path.replace(token, value)
+    return os.path.expanduser(path)
+
+
+def resolve(alias: str, path: str, user: str | None = None) -> HostSettings:
+    """Settings for ``alias`` from the ssh config at ``path`` (missing file: defaults)."""
+    import paramiko
+
+    ssh_config = paramiko.SSHConfig.from_path(path) if os.path.exists(path) else paramiko.SSHConfig()
+    raw = ssh_config.lookup(alias)
+    found: dict[str, str] = {k: (v if isinstance(v, str) else " ".join(v)) for k, v in raw.items()
+                             if k not in ("identityfile", "userknownhostsfile")}
+    identities = tuple(_expand(p, found, alias) for p in raw.get("identityfile", []))
+    known = raw.get("userknownhostsfile")
+    known_files = tuple(_expand(p, found, alias) for p in (known.split() if isinstance(known, str) else known or []))
+    jump = found.get("proxyjump", "")
+    proxy_command = found.get("proxycommand")
+    return HostSettings(
+        alias=alias,
+        hostname=found.get("hostname", alias),
+        port=int(found.get("port", 22)),
+        user=user or found.get("user") or getpass.getuser(),
+        identity_files=identities,
+        identities_only=found.get("identitiesonly", "no").lower() == "yes",
+        proxy_jump=tuple(j.strip() for j in jump.split(",") if j.strip()) if jump.lower() != "none" else (),
+        proxy_command=_expand(proxy_command, found, alias) if proxy_command and proxy_command != "none" else None,
+        known_hosts=known_files or (os.path.expanduser("~/.ssh/known_hosts"),),
+        strict_host_keys=found.get("stricthostkeychecking", "ask").lower(),
+        alive_interval=float(found.get("serveraliveinterval", 15) or 15),
+        alive_count=int(found.get("serveralivecountmax", 3) or 3),
+        connect_timeout=float(found.get("connecttimeout", 15) or 15),
+    )
+
+
+def split_jump(spec: str) -> tuple[str | None, str, int | None]:
+    """``[user@]host[:port]`` of a ProxyJump entry."""
+    user, _, rest = spec.rpartition("@")
+    host, port = rest, None
+    if rest.count(":") == 1:
+        host, _, port_text = rest.partition(":")
+        port = int(port_text)
+    return (user or None), host, port

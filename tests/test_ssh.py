@@ -1,0 +1,251 @@
+"""The SSH transports against a real sshd on 127.0.0.1, with real Unix users."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pexpect
+import pytest
+from conftest import LabFixture, make_lab
+from sshd import Sshd, client_config, start_sshd
+
+pytestmark = pytest.mark.skipif(not Path("/usr/sbin/sshd").exists(), reason="needs openssh-server")
+
+
+@dataclass
+class SshLab:
+    lab: LabFixture
+    sshd: Sshd
+    client_dir: Path
+    known_hosts: Path
+
+    def env(self, user: str, **extra: str) -> dict[str, str]:
+        cfg = client_config(self.sshd, user, self.client_dir / f"config_{user}", known_hosts=self.known_hosts)
+        env = dict(os.environ)
+        env.update({"MQ_HOST": "labhost", "MQ_BASE": str(self.lab.base), "MQ_SSH_CONFIG": str(cfg),
+                    "HOME": str(self.client_dir)})
+        env.update(extra)
+        return env
+
+    def mq(self, user: str, *args: str, timeout: float = 30, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mq", *args], env=self.env(user, **extra),
+                              capture_output=True, text=True, timeout=timeout)
+
+    def spawn(self, user: str, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "mq", *args], env=self.env(user), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.fixture(scope="module")
+def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    import conftest
+
+    if not conftest._ensure_users():
+        pytest.skip("needs root to create test users")
+    root = Path("/tmp") / f"mq-sshd-{os.getpid()}"
+    server = start_sshd(root, conftest.TEST_USERS)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ssh_lab(sshd_server: Sshd, tmp_path: Path) -> Iterator[SshLab]:
+    lab = make_lab(sshd_server.root / f"lab-{tmp_path.name}", shared=True)
+    client_dir = tmp_path / "client"
+    client_dir.mkdir()
+    known = client_dir / "known_hosts"
+    known.write_text(sshd_server.known_hosts_line() + "\n")
+    yield SshLab(lab=lab, sshd=sshd_server, client_dir=client_dir, known_hosts=known)
+    subprocess.run(["pkill", "-9", "-u", "mqalice,mqbob,mqcarol", "-f", "mq.engine"], check=False)
+
+
+def wait_for(condition, timeout: float = 10.0, step: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return bool(condition())
+
+
+def host_agents(user: str) -> list[str]:
+    out = subprocess.run(["pgrep", "-u", user, "-f", "mq.engine.agent"], capture_output=True, text=True).stdout
+    return out.split()
+
+
+def test_one_connection_per_command(ssh_lab: SshLab) -> None:
+    for args in (("sem", "-info", "trio"), ("sem", "-wait", "trio", "-k", "K"), ("sem", "-signal", "trio", "-k", "K"),
+                 ("systems", "simple"), ("sem", "dumpall")):
+        before = ssh_lab.sshd.accepted()
+        proc = ssh_lab.mq("mqalice", *args)
+        assert proc.returncode == 0, proc.stderr
+        assert ssh_lab.sshd.accepted() - before == 1, args
+
+
+def test_owner_is_the_ssh_user_and_others_cannot_release(ssh_lab: SshLab) -> None:
+    assert ssh_lab.mq("mqalice", "sem", "-wait", "b1", "-k", "alice-key").returncode == 0
+    assert os.stat(ssh_lab.lab.lock("b1")).st_uid == int(subprocess.check_output(["id", "-u", "mqalice"]))
+    info = ssh_lab.mq("mqbob", "sem", "-info", "b1")
+    assert info.stdout.startswith("Lock for b1 held by mqalice since ")
+    assert "with key 'alice-key'" in info.stdout
+    denied = ssh_lab.mq("mqbob", "sem", "-signal", "b1", "-k", "alice-key")
+    assert denied.returncode == 3
+    assert "held by mqalice" in denied.stderr
+    assert ssh_lab.lab.held() == {"b1"}
+    forced = ssh_lab.mq("mqbob", "sem", "-signal", "b1", "-f")
+    assert forced.returncode == 0, forced.stderr
+    assert ssh_lab.lab.held() == set()
+    assert [e["event"] for e in ssh_lab.lab.audit()][-1] == "force"
+
+
+def test_engine_is_cached_on_the_host_by_hash(ssh_lab: SshLab) -> None:
+    assert ssh_lab.mq("mqcarol", "sem", "-info", "b1").returncode == 0
+    cache = Path("/tmp/mq-home-mqcarol/.cache/mq")
+    engines = [p for p in cache.iterdir() if p.name.startswith("engine-")]
+    assert len(engines) == 1
+    stamp = engines[0].stat().st_mtime_ns
+    assert ssh_lab.mq("mqcarol", "sem", "-info", "b1").returncode == 0
+    assert engines[0].stat().st_mtime_ns == stamp
+    assert (engines[0] / "mq" / "engine" / "agent.py").exists()
+
+
+def test_proxyjump_through_a_second_sshd(ssh_lab: SshLab, tmp_path: Path) -> None:
+    import conftest
+
+    jump = start_sshd(Path("/tmp") / f"mq-jump-{os.getpid()}", conftest.TEST_USERS, keys_from=ssh_lab.sshd)
+    try:
+        ssh_lab.known_hosts.write_text(ssh_lab.sshd.known_hosts_line() + "\n" + jump.known_hosts_line() + "\n")
+        key = ssh_lab.client_dir / "id_mqalice"
+        cfg = client_config(ssh_lab.sshd, "mqalice", ssh_lab.client_dir / "cfg_jump",
+                            known_hosts=ssh_lab.known_hosts,
+                            extra=f"  ProxyJump jumphost\nHost jumphost\n  HostName 127.0.0.1\n  Port {jump.port}\n"
+                                  f"  User mqalice\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
+                                  f"  UserKnownHostsFile {ssh_lab.known_hosts}\n")
+        before_lab, before_jump = ssh_lab.sshd.accepted(), jump.accepted()
+        proc = ssh_lab.mq("mqalice", "sem", "-info", "b2", MQ_SSH_CONFIG=str(cfg))
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith("Lock for b2 currently free")
+        assert (ssh_lab.sshd.accepted() - before_lab, jump.accepted() - before_jump) == (1, 1)
+    finally:
+        jump.stop()
+
+
+def test_unknown_host_key_is_refused_with_advice(ssh_lab: SshLab) -> None:
+    ssh_lab.known_hosts.write_text("")
+    proc = ssh_lab.mq("mqalice", "sem", "-info", "b1")
+    assert proc.returncode == 9
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "Unable to ssh to labhost"
+    assert "not known" in proc.stderr and "accept" in proc.stderr
+    assert ssh_lab.known_hosts.read_text() == ""  # never silently added
+
+
+def test_unable_to_ssh_first_line(ssh_lab: SshLab, tmp_path: Path) -> None:
+    from sshd import free_port
+
+    cfg = tmp_path / "dead_config"
+    cfg.write_text(f"Host labhost\n  HostName 127.0.0.1\n  Port {free_port()}\n  User mqalice\n")
+    proc = ssh_lab.mq("mqalice", "sem", "-info", "b1", MQ_SSH_CONFIG=str(cfg))
+    assert proc.returncode == 9
+    assert proc.stderr.splitlines()[0] == "Unable to ssh to labhost"
+
+
+def test_missing_lock_directory_on_host(ssh_lab: SshLab) -> None:
+    proc = ssh_lab.mq("mqalice", "sem", "-wait", "b1", MQ_BASE="/nonexistent/mq-locks")
+    assert proc.returncode in (6, 7)  # the inventory lives in the lock directory: its absence is named
+    assert "/nonexistent/mq-locks" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_kill9_of_waiting_client_cleans_up_host(ssh_lab: SshLab) -> None:
+    assert ssh_lab.mq("mqbob", "sem", "-wait", "b1").returncode == 0
+    waiter = ssh_lab.spawn("mqalice", "sem", "-wait", "b1", "-k", "w")
+    assert wait_for(lambda: len(ssh_lab.lab.tickets()) == 1)
+    assert host_agents("mqalice")
+    waiter.kill()
+    waiter.wait()
+    assert wait_for(lambda: not ssh_lab.lab.tickets() and not host_agents("mqalice"), timeout=5)
+    assert ssh_lab.lab.held() == {"b1"}
+
+
+def test_stopped_client_is_dropped_after_keepalive(ssh_lab: SshLab) -> None:
+    assert ssh_lab.mq("mqbob", "sem", "-wait", "b1").returncode == 0
+    waiter = ssh_lab.spawn("mqalice", "sem", "-wait", "b1")
+    assert wait_for(lambda: len(ssh_lab.lab.tickets()) == 1)
+    waiter.send_signal(signal.SIGSTOP)
+    try:
+        # keepalive 1 s (ServerAliveInterval): the host gives up after 3 silent seconds
+        assert wait_for(lambda: not ssh_lab.lab.tickets() and not host_agents("mqalice"), timeout=10)
+    finally:
+        waiter.send_signal(signal.SIGCONT)
+    assert waiter.wait(timeout=10) not in (0, None)
+    assert ssh_lab.lab.held() == {"b1"}
+
+
+def test_ctrl_c_while_waiting_over_ssh(ssh_lab: SshLab) -> None:
+    assert ssh_lab.mq("mqbob", "sem", "-wait", "b1").returncode == 0
+    child = pexpect.spawn(sys.executable, ["-m", "mq", "sem", "-wait", "b1", "-k", "cc"],
+                          env=ssh_lab.env("mqalice"), timeout=10)
+    assert wait_for(lambda: len(ssh_lab.lab.tickets()) == 1)
+    started = time.monotonic()
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert time.monotonic() - started < 1.5
+    assert child.exitstatus == 130
+    assert wait_for(lambda: not ssh_lab.lab.tickets(), timeout=3)
+    assert ssh_lab.lab.held() == {"b1"}
+
+
+def test_ctrl_c_while_connecting(ssh_lab: SshLab, tmp_path: Path) -> None:
+    cfg = tmp_path / "slow_config"
+    cfg.write_text("Host labhost\n  ProxyCommand sleep 30\n  User mqalice\n")
+    child = pexpect.spawn(sys.executable, ["-m", "mq", "sem", "-info", "b1"],
+                          env=ssh_lab.env("mqalice", MQ_SSH_CONFIG=str(cfg)), timeout=10)
+    time.sleep(1.0)
+    started = time.monotonic()
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert time.monotonic() - started < 1.5
+    assert child.exitstatus not in (0, None)
+
+
+def test_openssh_transport(ssh_lab: SshLab, tmp_path: Path) -> None:
+    config = tmp_path / "mq.toml"
+    config.write_text('transport = "openssh"\n')
+    before = ssh_lab.sshd.accepted()
+    proc = ssh_lab.mq("mqalice", "sem", "-wait", "pair", "-k", "o", MQ_CONFIG=str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "b3"
+    assert ssh_lab.sshd.accepted() - before == 1
+    info = ssh_lab.mq("mqbob", "sem", "-mr-info", "b3", MQ_CONFIG=str(config))
+    assert info.stdout.startswith("b3 LOCKED mqalice ")
+    assert ssh_lab.mq("mqalice", "sem", "-signal", "pair", "-k", "o", MQ_CONFIG=str(config)).returncode == 0
+
+
+def test_fair_order_across_ssh_clients(ssh_lab: SshLab) -> None:
+    assert ssh_lab.mq("mqcarol", "sem", "-wait", "b1").returncode == 0
+    waiters = []
+    for index, user in enumerate(("mqalice", "mqbob", "mqalice")):
+        waiters.append(ssh_lab.spawn(user, "sem", "-wait", "b1", "-k", f"w{index}"))
+        assert wait_for(lambda n=index + 1: len(ssh_lab.lab.tickets()) == n)
+    order = []
+    holder, key = "mqcarol", "0"
+    for _ in waiters:
+        assert ssh_lab.mq(holder, "sem", "-signal", "b1", "-k", key).returncode == 0
+        assert wait_for(lambda: ssh_lab.lab.key("b1").exists() and ssh_lab.lab.lock("b1").exists())
+        key = ssh_lab.lab.key("b1").read_text().strip()
+        holder = ssh_lab.mq("mqcarol", "sem", "-mr-info", "b1").stdout.split()[2]
+        order.append(key)
+    assert order == ["w0", "w1", "w2"]
+    for proc in waiters:
+        assert proc.wait(timeout=10) == 0
+    assert ssh_lab.mq(holder, "sem", "-signal", "b1", "-k", key).returncode == 0

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pexpect
 import pytest
+
 from conftest import LabFixture, make_lab
 from sshd import Sshd, client_config, start_sshd
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -107,14 +108,19 @@ def test_owner_is_the_ssh_user_and_others_cannot_release(ssh_lab: SshLab) -> Non
 
 
 def test_engine_is_cached_on_the_host_by_hash(ssh_lab: SshLab) -> None:
-    assert ssh_lab.mq("mqcarol", "sem", "-info", "b1").returncode == 0
+    from mq.transport.bundle import engine_zip
+
     cache = Path("/tmp/mq-home-mqcarol/.cache/mq")
-    engines = [p for p in cache.iterdir() if p.name.startswith("engine-")]
-    assert len(engines) == 1
-    stamp = engines[0].stat().st_mtime_ns
+    shutil.rmtree(cache, ignore_errors=True)
     assert ssh_lab.mq("mqcarol", "sem", "-info", "b1").returncode == 0
-    assert engines[0].stat().st_mtime_ns == stamp
-    assert (engines[0] / "mq" / "engine" / "agent.py").exists()
+    engine = cache / f"engine-{engine_zip()[0]}"
+    assert [p.name for p in cache.iterdir()] == [engine.name]
+    assert (engine / "mq" / "engine" / "agent.py").exists()
+    assert oct(cache.stat().st_mode & 0o777) == "0o700"  # nobody else can plant code there
+    stamp = engine.stat().st_mtime_ns
+    assert ssh_lab.mq("mqcarol", "sem", "-info", "b1").returncode == 0
+    assert engine.stat().st_mtime_ns == stamp
+    assert [p.name for p in cache.iterdir()] == [engine.name]
 
 
 def test_proxyjump_through_a_second_sshd(ssh_lab: SshLab, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ _KEYS = ("host", "base", "lab", "ssh_config", "transport")
 _ENV = {"host": "MQ_HOST", "base": "MQ_BASE", "lab": "MQ_LAB", "ssh_config": "MQ_SSH_CONFIG"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=True)
 class Config:
     host: str
     base: str
@@ -30,7 +30,7 @@ class Config:
     ssh_config: Optional[str] = None
     transport: str = "paramiko"
     default_lab: bool = False  # nothing configured: the built-in demo lab
-    sources: Dict[str, str] = field(default_factory=dict)
+    sources: Dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def is_local(self) -> bool:

@@ -34,7 +34,14 @@ __all__ = [
     "EXIT_NOT_ACQUIRED", "EXIT_NOT_HOLDER", "EXIT_OK", "EXIT_SSH", "EXIT_UNKNOWN_TARGET", "EXIT_USAGE",
     "AlreadyHeldError", "BadInputError", "ConfigError", "DiskError", "EngineError", "Interrupted",
     "InventoryError", "LockDirError", "MqError", "NotAcquiredError", "NotHolderError", "UnknownTargetError",
+    "UsageError",
 ]
+
+
+class UsageError(EngineError):
+    """The command line is incomplete or malformed (exit 64, as for parser errors)."""
+
+    exit_code = EXIT_USAGE
 
 
 class ConfigError(EngineError):

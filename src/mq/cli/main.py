@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import List, Optional
 
@@ -15,9 +16,39 @@ def normalize(argv: List[str]) -> List[str]:
     return list(argv)
 
 
+def global_options(args: List[str]) -> dict[str, str]:
+    """``--host``/``--base`` given before the command (as the app callback will parse them)."""
+    found: dict[str, str] = {}
+    index = 0
+    while index < len(args) and args[index].startswith("-"):
+        name, eq, value = args[index].partition("=")
+        if name in ("--host", "--base"):
+            if not eq and index + 1 < len(args):
+                index += 1
+                value = args[index]
+            found[name[2:]] = value
+        index += 1
+    return found
+
+
+def connect_early(args: List[str]) -> None:
+    """Start a remote lab's connection before typer is even imported (overlaps ~0.1 s)."""
+    if any(a in ("-h", "--help", "--version") for a in args) or not args:
+        return
+    try:
+        from ..config import load_config
+        from ..transport import start_early
+
+        start_early(load_config(host=(g := global_options(args)).get("host"), base=g.get("base")))
+    except EngineError:
+        return  # reported properly when the command opens the lab
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = normalize(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    if os.environ.get("MQ_NO_EARLY") != "1":
+        connect_early(args)
     import click
     import typer.main
 
@@ -42,12 +73,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
     except BrokenPipeError:
         return 141
-    except Exception:
+    except Exception as exc:
+        if _is_usage_error(exc):  # typer releases that vendor their own click
+            err(f"mq: {exc.format_message()}")  # type: ignore[attr-defined]
+            return EXIT_USAGE
         if debug:
             raise
         err(f"mq: unexpected error: {sys.exc_info()[1]!r} (run with --debug for a traceback)")
         return 70
     return result if isinstance(result, int) else 0
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    return any(cls.__name__ == "UsageError" for cls in type(exc).__mro__) and hasattr(exc, "format_message")
 
 
 def run() -> None:

@@ -9,7 +9,7 @@ import typer
 from .. import render, service
 from ..engine.boardlock import NO_KEY
 from ..engine.signals import GUARD
-from ..errors import BadInputError
+from ..errors import BadInputError, UsageError
 from .state import open_from
 
 ACTIONS = ("wait", "signal", "info", "mr-info", "cancel")
@@ -37,9 +37,9 @@ def sem(
     if not chosen:
         if name == "dumpall":
             return _dumpall(ctx, as_json)
-        raise BadInputError("Usage: mq sem -wait|-signal|-info|-mr-info|-cancel SYSTEM|POOL, or mq sem dumpall")
+        raise UsageError("Usage: mq sem -wait|-signal|-info|-mr-info|-cancel SYSTEM|POOL, or mq sem dumpall")
     if name is None:
-        raise BadInputError(f"mq sem -{chosen[0]} needs a system or pool name")
+        raise UsageError(f"mq sem -{chosen[0]} needs a system or pool name")
     if lock_timeout < 0:
         raise BadInputError("-T must be >= 0")
     lab = open_from(ctx)

@@ -9,7 +9,6 @@ FIFO, socket, directory) counts as held and is never opened or followed.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -39,6 +38,10 @@ class Holder:
     kind: str  # "file", or what was planted: "symlink", "fifo", "socket", "directory", "other"
     grant: Optional[int] = None
     pool: str = ""
+
+    def same_file(self, st: os.stat_result) -> bool:
+        """The lock file this holder was read from (not a successor reusing its inode)."""
+        return (st.st_dev, st.st_ino, st.st_uid, st.st_mtime_ns) == (self.dev, self.ino, self.uid, self.since_ns)
 
     def expired(self, now: float) -> bool:
         """True once a ``-T`` timeout has passed; a lock dated in the future is fresh."""
@@ -122,24 +125,28 @@ def _aside(base: str, name: str) -> str:
 
 
 def remove_checked(base: str, holder: Holder) -> bool:
-    """Remove exactly the lock described by ``holder`` (same inode), never a successor's.
+    """Remove exactly the lock described by ``holder``, never a successor's.
 
-    The lock is renamed aside first, its identity re-checked, then deleted; if
-    the file renamed was not the one we checked, it is linked back. Returns
-    False when the lock was already gone or has changed. Raises OSError (for
+    Identity is device, inode, owner and modification time together (inode
+    numbers are reused at once on ext4). The path is checked, renamed aside,
+    and the renamed file checked again before it is deleted; a file that
+    turns out not to be ours is put back without replacing anything.
+    Returns False when the lock is gone or has changed. Raises OSError (for
     example EPERM in a sticky directory) when it may not be removed.
     """
     path = lock_path(base, holder.board)
+    try:
+        if not holder.same_file(os.lstat(path)):
+            return False
+    except FileNotFoundError:
+        return False
     aside = _aside(base, holder.board + ".lock")
     try:
         os.rename(path, aside)
     except FileNotFoundError:
         return False
-    st = os.lstat(aside)
-    if (st.st_dev, st.st_ino) != (holder.dev, holder.ino):
-        with contextlib.suppress(OSError):
-            os.link(aside, path, follow_symlinks=False)
-        unlink_quiet(aside)
+    if not holder.same_file(os.lstat(aside)):
+        put_back(aside, path)
         return False
     try:
         os.unlink(aside)
@@ -147,6 +154,29 @@ def remove_checked(base: str, holder: Holder) -> bool:
         if exc.errno != errno.ENOENT:
             raise
     return True
+
+
+def put_back(aside: str, path: str) -> None:
+    """Return a file renamed aside by mistake, never replacing what is there now."""
+    if rename_noreplace(aside, path):
+        return
+    try:
+        os.link(aside, path, follow_symlinks=False)
+    except OSError:
+        return  # cannot restore without clobbering: leave it aside rather than delete it
+    unlink_quiet(aside)
+
+
+def rename_noreplace(src: str, dst: str) -> bool:
+    """renameat2(RENAME_NOREPLACE) where the kernel and libc have it."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        at_fdcwd, noreplace = -100, 1
+        return int(libc.renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), noreplace)) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def drop_key(base: str, board: str, expected: Optional[str]) -> None:
@@ -160,8 +190,8 @@ def drop_key(base: str, board: str, expected: Optional[str]) -> None:
     text = read_small(aside)
     current = text.rstrip("\n") if text is not None else None
     if expected is not None and current != expected:
-        with contextlib.suppress(OSError):
-            os.link(aside, path, follow_symlinks=False)
+        put_back(aside, path)
+        return
     unlink_quiet(aside)
 
 

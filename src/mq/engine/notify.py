@@ -9,7 +9,6 @@ Where inotify is missing (a non-Linux host) ``PollWatcher`` re-checks every
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import select
 import struct
@@ -25,6 +24,7 @@ IN_DELETE = 0x00000200
 IN_DELETE_SELF = 0x00000400
 IN_Q_OVERFLOW = 0x00004000
 IN_ONLYDIR = 0x01000000
+IN_DONT_FOLLOW = 0x02000000
 IN_NONBLOCK = 0o4000
 IN_CLOEXEC = 0o2000000
 
@@ -35,8 +35,9 @@ Event = Tuple[str, int, str]  # (watched directory, mask, file name)
 
 
 def _load_libc() -> Optional[ctypes.CDLL]:
+    """libc's inotify functions, from the running process (no ctypes.util: it is slow to import)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)
         libc.inotify_init1  # noqa: B018 - probe for the symbol
     except (OSError, AttributeError):
         return None
@@ -44,7 +45,7 @@ def _load_libc() -> Optional[ctypes.CDLL]:
 
 
 class InotifyWatcher:
-    """Watches directories; ``wait`` returns their events (name filtered by the caller)."""
+    """Watches directories (and single files); ``wait`` returns their events."""
 
     def __init__(self, libc: ctypes.CDLL, dirs: Dict[str, int]) -> None:
         fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
@@ -52,14 +53,22 @@ class InotifyWatcher:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
         self.fd: int = fd
+        self._libc = libc
         self._paths: Dict[int, str] = {}
-        for path, mask in dirs.items():
-            wd = libc.inotify_add_watch(fd, os.fsencode(path), mask | IN_ONLYDIR)
-            if wd < 0:
-                err = ctypes.get_errno()
-                os.close(fd)
-                raise OSError(err, os.strerror(err), path)
-            self._paths[wd] = path
+        try:
+            for path, mask in dirs.items():
+                self.add(path, mask | IN_ONLYDIR)
+        except OSError:
+            os.close(fd)
+            raise
+
+    def add(self, path: str, mask: int) -> None:
+        """Watch one more path (a file watch ends by itself when the file is deleted)."""
+        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(path), mask | IN_DONT_FOLLOW)
+        if wd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), path)
+        self._paths[wd] = path
 
     def fileno(self) -> int:
         return self.fd
@@ -100,6 +109,12 @@ class PollWatcher:
 
     def fileno(self) -> int:
         return -1
+
+    def add(self, path: str, mask: int) -> None:
+        pass
+
+    def read_events(self) -> List[Event]:
+        return []
 
     def wait(self, timeout: Optional[float], extra: Sequence[int] = ()) -> Tuple[List[Event], List[int]]:
         step = POLL_INTERVAL if timeout is None else min(timeout, POLL_INTERVAL)

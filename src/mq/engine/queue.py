@@ -14,6 +14,7 @@ waiter can use goes to a later waiter at once.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -179,6 +180,7 @@ class Queue:
         return True
 
     def request_cancel(self, ticket: Ticket) -> None:
+        """Mark the ticket cancelled, then touch it: its owner watches it for that."""
         path = os.path.join(self.lab.queue_dir, ticket.name + CANCEL_SUFFIX)
         try:
             create_exclusive(path, b"cancel\n", self.lab.file_mode)
@@ -186,6 +188,8 @@ class Queue:
             pass
         except OSError as exc:
             raise os_error(exc, path, "cancel wait") from None
+        with contextlib.suppress(OSError):
+            os.utime(os.path.join(self.lab.queue_dir, ticket.name))
 
 
 def walk_queue(tickets: Sequence[Ticket], me: str, available: Callable[[str], bool],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import boardlock, notify
 from .boardlock import NO_KEY, Holder
@@ -19,18 +19,15 @@ from .errors import (
     DiskError,
     EngineError,
     LockDirError,
-    NotAcquiredError,
     NotHolderError,
 )
 from .fsutil import os_error
 from .inventory import Inventory
 from .labdir import LabDir
 from .names import check_key
-from .queue import CANCEL_SUFFIX, OwnTicket, Queue, Ticket, parse_seq, walk_queue
+from .queue import OwnTicket, Queue, Ticket, walk_queue
 from .signals import GUARD
-
-_LOCK_EVENTS = notify.IN_DELETE | notify.IN_MOVED_FROM
-_QUEUE_EVENTS = notify.IN_DELETE | notify.IN_CLOSE_WRITE | notify.IN_CREATE
+from .waiter import LOCK_EVENTS, QUEUE_EVENTS, Hooks, Waiter
 
 
 @dataclass(frozen=True)
@@ -58,18 +55,6 @@ class BoardState:
     waiters: Tuple[Ticket, ...] = field(default=())
 
 
-@dataclass(frozen=True)
-class _Hooks:
-    extra_fds: Sequence[int] = ()
-    on_extra: Optional[Callable[[int], None]] = None
-    on_tick: Optional[Callable[[], Optional[float]]] = None
-
-
-def _shortest(*delays: Optional[float]) -> Optional[float]:
-    present = [max(0.0, d) for d in delays if d is not None]
-    return min(present) if present else None
-
-
 class Engine:
     """Lock operations on one lock directory with one inventory."""
 
@@ -77,6 +62,7 @@ class Engine:
         self.lab = LabDir(base)
         self.inventory = inventory
         self.queue = Queue(self.lab)
+        self._watcher: notify.InotifyWatcher | notify.PollWatcher | None = None
 
     # -- waiting -------------------------------------------------------------
     def wait(self, name: str, key: str = NO_KEY, timeout: int = 0, budget: Optional[float] = None,
@@ -95,88 +81,51 @@ class Engine:
         self.lab.ensure()
         if not self.inventory.is_pool(name):
             held = boardlock.read_holder(self.lab.base, name)
-            if held is not None and held.uid == self.lab.uid and key in (NO_KEY, held.key):
+            if held is not None and held.kind == "file" and held.uid == self.lab.uid and key in (NO_KEY, held.key):
                 raise AlreadyHeldError(name)
         started = time.monotonic()
         deadline = None if budget is None else started + max(0.0, budget)
-        watcher = notify.watch({self.lab.base: _LOCK_EVENTS, self.lab.queue_dir: _QUEUE_EVENTS})
+        with GUARD.deferred(), self.lab.mutex():
+            own = self.queue.enqueue(name, boards, key)
         try:
-            with GUARD.deferred(), self.lab.mutex():
-                own = self.queue.enqueue(name, boards, key)
-            try:
-                GUARD.raise_pending()
-                return self._wait_loop(own, name, key, timeout, started, deadline, watcher,
-                                       _Hooks(extra_fds, on_extra, on_tick))
-            finally:
-                own.close()
+            GUARD.raise_pending()
+
+            def take(alive: Optional[Callable[[Ticket], bool]]) -> Optional[Grant]:
+                return self._try(own, name, key, timeout, started, alive)
+
+            return Waiter(self, own, take, deadline, Hooks(extra_fds, on_extra, on_tick)).run(started)
         finally:
-            watcher.close()
+            own.close()
 
-    def _wait_loop(self, own: OwnTicket, name: str, key: str, timeout: int, started: float,
-                   deadline: Optional[float], watcher: notify.InotifyWatcher | notify.PollWatcher,
-                   hooks: _Hooks) -> Grant:
-        lock_names = {b + ".lock" for b in own.ticket.boards}
-        check = True
-        while True:
-            if check:
-                grant = self._try(own, name, key, timeout, started)
-                if grant is not None:
-                    return grant
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                self.lab.audit("timeout", target=name, key=key, waited=round(now - started, 3))
-                raise NotAcquiredError(name)
-            sleep = _shortest(self._until_expiry(own.ticket.boards),
-                              None if deadline is None else deadline - now,
-                              hooks.on_tick() if hooks.on_tick else None)
-            events, ready = watcher.wait(sleep, hooks.extra_fds)
-            for fd in ready:
-                if hooks.on_extra is not None:
-                    hooks.on_extra(fd)
-            check = (not events and not ready) or self._relevant(events, own, lock_names)
+    def watcher(self) -> notify.InotifyWatcher | notify.PollWatcher:
+        """This engine's inotify watcher, made once and kept (closing one costs milliseconds)."""
+        if self._watcher is None:
+            self._watcher = notify.watch({self.lab.base: LOCK_EVENTS, self.lab.queue_dir: QUEUE_EVENTS})
+        else:
+            self._watcher.read_events()  # drop what happened between waits
+        return self._watcher
 
-    def _relevant(self, events: List[notify.Event], own: OwnTicket, lock_names: Set[str]) -> bool:
-        relevant = False
-        for directory, mask, name in events:
-            if mask & notify.IN_Q_OVERFLOW:
-                relevant = True
-            elif directory == self.lab.base:
-                relevant = relevant or name in lock_names
-            elif name == own.cancel_name:
-                self.lab.audit("cancel", target=own.ticket.target, key=own.ticket.key)
-                raise NotAcquiredError(own.ticket.target, "wait cancelled")
-            elif not name.endswith(CANCEL_SUFFIX) and mask & (notify.IN_DELETE | notify.IN_CLOSE_WRITE):
-                seq = parse_seq(name)
-                relevant = relevant or (seq is not None and seq < own.ticket.seq)
-        return relevant
-
-    def _until_expiry(self, boards: Sequence[str]) -> Optional[float]:
-        now = time.time()
-        soonest: Optional[float] = None
-        for board in boards:
-            _, expires = boardlock.availability(self.lab.base, board, now)
-            if expires is not None and expires >= now:
-                delay = expires - now + 0.01
-                soonest = delay if soonest is None else min(soonest, delay)
-        return soonest
-
-    def _available(self, board: str) -> bool:
+    def available(self, board: str) -> bool:
         return boardlock.availability(self.lab.base, board, time.time())[0]
 
-    def _walk(self, own: OwnTicket) -> Optional[str]:
-        choice, dead = walk_queue(self.queue.tickets(), own.ticket.name, self._available, self.queue.is_alive)
+    def clear_dead(self, ticket: Ticket) -> None:
+        if self.queue.clear_dead(ticket):
+            self.lab.audit("dead-waiter", target=ticket.target, key=ticket.key, waiter=ticket.user,
+                           pid=ticket.pid)
+
+    def _walk(self, own: OwnTicket, alive: Optional[Callable[[Ticket], bool]] = None) -> Optional[str]:
+        choice, dead = walk_queue(self.queue.tickets(), own.ticket.name, self.available,
+                                  alive or self.queue.is_alive)
         for ticket in dead:
-            if self.queue.clear_dead(ticket):
-                self.lab.audit("dead-waiter", target=ticket.target, key=ticket.key, waiter=ticket.user,
-                               pid=ticket.pid)
+            self.clear_dead(ticket)
         return choice
 
-    def _try(self, own: OwnTicket, name: str, key: str, timeout: int, started: float) -> Optional[Grant]:
-        if self._walk(own) is None:
-            return None
+    def _try(self, own: OwnTicket, name: str, key: str, timeout: int, started: float,
+             alive: Optional[Callable[[Ticket], bool]] = None) -> Optional[Grant]:
+        """Walk again under the mutex and, if this ticket's turn has come, take the board."""
         with GUARD.deferred():
             with self.lab.mutex():
-                board = self._walk(own)
+                board = self._walk(own, alive)
                 grant = None if board is None else self._take(board, own, name, key, timeout, started)
             if grant is not None and GUARD.pending is not None:
                 self._release_own(grant)
@@ -206,6 +155,7 @@ class Engine:
             number = self.lab.next_number("grants")
             pool = name if name != board else ""
             self.lab.write_holder_meta(board, {"grant": number, "dev": st.st_dev, "ino": st.st_ino,
+                                               "mtime_ns": st.st_mtime_ns,
                                                "user": self.lab.user, "key": key, "pool": pool,
                                                "pid": os.getpid(), "time": time.time()})
         except (OSError, EngineError) as exc:
@@ -288,6 +238,8 @@ class Engine:
             except OSError as exc:
                 raise os_error(exc, path, "remove lock") from None
             if not removed:
+                self.lab.audit("force" if forced else "release", board=holder.board, key=key,
+                               holder=holder.user, outcome="changed")
                 raise NotHolderError(holder.board, f"Lock for {holder.board} changed while releasing; "
                                                    "nothing removed")
             boardlock.drop_key(base, holder.board, holder.key)
@@ -296,11 +248,12 @@ class Engine:
         held = round(time.time() - holder.since_ns / 1e9, 3)
         self.lab.audit("force" if forced else "release", board=holder.board, key=key, holder=holder.user,
                        holder_key=holder.key, held=held, grant=meta.get("grant") if meta else None,
-                       pool=meta.get("pool", "") if meta else "", reason=reason or None)
+                       pool=meta.get("pool", "") if meta else "", reason=reason or None, outcome="released")
 
     def _meta_for(self, holder: Holder) -> Optional[Dict[str, object]]:
         meta = self.lab.read_holder_meta(holder.board)
-        if meta and meta.get("ino") == holder.ino and meta.get("dev") == holder.dev:
+        if meta and (meta.get("ino"), meta.get("dev"), meta.get("mtime_ns")) == \
+                (holder.ino, holder.dev, holder.since_ns):
             return meta
         return None
 

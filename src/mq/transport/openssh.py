@@ -58,6 +58,20 @@ class PipeStream:
             self.proc.wait()
 
 
+def _alive_interval(config: Config) -> float:
+    """ServerAliveInterval as ssh itself resolves it (``ssh -G``, no connection made)."""
+    argv = ["ssh", "-G"] + (["-F", os.path.expanduser(config.ssh_config)] if config.ssh_config else [])
+    try:
+        out = subprocess.run([*argv, "--", config.host], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 15.0
+    for line in out.splitlines():
+        name, _, value = line.partition(" ")
+        if name == "serveraliveinterval" and value.strip().isdigit() and int(value) > 0:
+            return float(value)
+    return 15.0
+
+
 class OpenSshTransport(RemoteTransport):
     def __init__(self, config: Config) -> None:
         self.host = config.host
@@ -72,7 +86,7 @@ class OpenSshTransport(RemoteTransport):
             raise SshError(self.host, f"cannot run ssh: {exc}") from None
         stream = PipeStream(proc)
         try:
-            self.client = start_agent(stream, self.host, keepalive=15.0)
+            self.client = start_agent(stream, self.host, keepalive=_alive_interval(config))
         except SshError:
             stream.close()
             raise

@@ -332,7 +332,7 @@ def test_13_disk_full_clear_error_nothing_left_release_works(tiny_fs: Path, tmp_
 # -- case 14: lock directory not writable, or missing -------------------------------------
 def test_14_lock_dir_not_writable_clear_error_no_retry(shared_lab: LabFixture, test_users: tuple[str, ...]) -> None:
     alice = test_users[0]
-    os.chmod(shared_lab.base, 0o2755)  # noqa: S103 - chmod g-w: the case under test
+    os.chmod(shared_lab.base, 0o2755)
     started = time.monotonic()
     wait, force, info = run_all(shared_lab, ("sem", "-wait", "b1"), ("sem", "-signal", "b1", "-f"),
                                 ("sem", "-info", "b1"), user=alice, timeout=5)

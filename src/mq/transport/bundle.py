@@ -19,7 +19,7 @@ from pathlib import Path
 ENGINE_DIR = Path(__file__).resolve().parent.parent / "engine"
 
 BOOTSTRAP = r"""
-import os,sys,hashlib,io,zipfile,shutil
+import os,sys
 h,base,lab=sys.argv[1],sys.argv[2],sys.argv[3]
 w=lambda s:(os.write(1,(s+'\n').encode()))
 if sys.version_info<(3,9):
@@ -27,6 +27,7 @@ if sys.version_info<(3,9):
 c=os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'),'.cache')
 d=os.path.join(c,'mq','engine-'+h)
 if not os.path.isfile(os.path.join(d,'mq','engine','agent.py')):
+    import hashlib,io,zipfile,shutil
     w('{"bootstrap":"send"}')
     def rd(n):
         b=b''

@@ -12,7 +12,7 @@ from ..config import Config
 from .base import SshError
 from .bundle import remote_command
 from .remote import RemoteTransport, start_agent
-from .sshconfig import HostSettings, config_file, resolve, split_jump
+from .sshconfig import HostSettings, config_file, import_paramiko, resolve, split_jump
 
 
 class ChannelStream:
@@ -132,11 +132,10 @@ def _connect(settings: HostSettings, sock: Any, chain: list[Any]) -> Any:
 
 class ParamikoTransport(RemoteTransport):
     def __init__(self, config: Config) -> None:
-        import paramiko
-
+        path = config_file(config)
+        paramiko = import_paramiko(path)
         self.host = config.host
         self._chain: list[Any] = []
-        path = config_file(config)
         try:
             settings = resolve(config.host_name, path, config.host_user)
             client = _connect(settings, _socket(settings, path, self._chain), self._chain)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
+import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..config import Config
 
@@ -26,6 +29,21 @@ class HostSettings:
     connect_timeout: float = 15.0
 
 
+def import_paramiko(config_path: str) -> Any:
+    """Import paramiko without ``invoke`` (half its import time) unless ``Match exec`` needs it."""
+    if "paramiko" not in sys.modules and "invoke" not in sys.modules:
+        try:
+            with open(config_path, encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
+        except OSError:
+            text = ""
+        if not re.search(r"^\s*(match\b.*\bexec\b|include\b)", text, re.IGNORECASE | re.MULTILINE):
+            sys.modules["invoke"] = None  # type: ignore[assignment]  # paramiko then skips Match exec support
+    import paramiko
+
+    return paramiko
+
+
 def config_file(config: Config) -> str:
     return os.path.expanduser(config.ssh_config or "~/.ssh/config")
 
@@ -42,8 +60,7 @@ def _expand(path: str, settings: dict[str, str], alias: str) -> str:
 
 def resolve(alias: str, path: str, user: str | None = None) -> HostSettings:
     """Settings for ``alias`` from the ssh config at ``path`` (missing file: defaults)."""
-    import paramiko
-
+    paramiko = import_paramiko(path)
     ssh_config = paramiko.SSHConfig.from_path(path) if os.path.exists(path) else paramiko.SSHConfig()
     raw = ssh_config.lookup(alias)
     found: dict[str, str] = {k: (v if isinstance(v, str) else " ".join(v)) for k, v in raw.items()

@@ -48,6 +48,7 @@ class LabDir:
         self.state = os.path.join(self.base, STATE_DIR)
         self.queue_dir = os.path.join(self.state, "queue")
         self.holders_dir = os.path.join(self.state, "holders")
+        self.sessions_dir = os.path.join(self.state, "sessions")
         self.audit_path = os.path.join(self.base, "audit.jsonl")
         self.uid = os.getuid()
         self.user = user_name(self.uid)
@@ -86,7 +87,7 @@ class LabDir:
         if self._ready:
             return
         self.check(writable=True)
-        for path in (self.state, self.queue_dir, self.holders_dir):
+        for path in (self.state, self.queue_dir, self.holders_dir, self.sessions_dir):
             self._mkdir(path)
         self._ready = True
 
@@ -143,6 +144,40 @@ class LabDir:
         finally:
             os.close(fd)
         return value
+
+    # -- session locks: a ``run`` holds an flock here for as long as it lives -------
+    def session_path(self, board: str) -> str:
+        return os.path.join(self.sessions_dir, board)
+
+    def hold_session(self, board: str) -> int:
+        """Take the board's session flock (call with the mutex held); returns its fd."""
+        fd = self._open_shared(self.session_path(board))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+
+    def has_session_file(self, board: str) -> bool:
+        return os.path.exists(self.session_path(board))
+
+    def session_alive(self, board: str) -> bool:
+        try:
+            fd = os.open(self.session_path(board), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # cannot tell: never reclaim on a guess
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
     # -- grant metadata --------------------------------------------------------
     def holder_path(self, board: str) -> str:

@@ -16,6 +16,7 @@ from . import boardlock, notify
 from .boardlock import NO_KEY, Holder
 from .errors import (
     AlreadyHeldError,
+    BadInputError,
     DiskError,
     EngineError,
     LockDirError,
@@ -27,7 +28,7 @@ from .labdir import LabDir
 from .names import check_key
 from .queue import OwnTicket, Queue, Ticket, walk_queue
 from .signals import GUARD
-from .waiter import LOCK_EVENTS, QUEUE_EVENTS, Hooks, Waiter
+from .waiter import LOCK_EVENTS, QUEUE_EVENTS, SESSION_EVENTS, Hooks, Waiter
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,17 @@ class BoardState:
     waiters: Tuple[Ticket, ...] = field(default=())
 
 
+@dataclass(frozen=True)
+class Request:
+    """What one wait asks for."""
+
+    name: str
+    key: str
+    timeout: int
+    session: bool
+    started: float
+
+
 class Engine:
     """Lock operations on one lock directory with one inventory."""
 
@@ -63,11 +75,13 @@ class Engine:
         self.inventory = inventory
         self.queue = Queue(self.lab)
         self._watcher: notify.InotifyWatcher | notify.PollWatcher | None = None
+        self._sessions: Dict[str, int] = {}  # board -> fd holding its session flock
 
     # -- waiting -------------------------------------------------------------
     def wait(self, name: str, key: str = NO_KEY, timeout: int = 0, budget: Optional[float] = None,
              extra_fds: Sequence[int] = (), on_extra: Optional[Callable[[int], None]] = None,
-             on_tick: Optional[Callable[[], Optional[float]]] = None) -> Grant:
+             on_tick: Optional[Callable[[], Optional[float]]] = None, session: bool = False,
+             boards: Optional[Sequence[str]] = None) -> Grant:
         """Take a board (or the first free pool member) in first-come, first-served order.
 
         ``budget`` is the total wait in seconds (None: forever, 0: one try).
@@ -75,8 +89,15 @@ class Engine:
         abandon the wait (the agent uses it for client EOF and abort).
         ``on_tick()`` runs before every sleep, may raise, and returns the longest
         sleep it allows (the agent's keepalive), or None.
+        ``session``: the lock belongs to this process (``run``): it is released
+        when the process ends, and counts as dead if the process dies.
+        ``boards`` narrows a pool to the members that suit the job.
         """
-        boards = self.inventory.members(name)
+        members = self.inventory.members(name)
+        if boards is None:
+            boards = members
+        elif not boards or not set(boards) <= set(members):
+            raise BadInputError(f"no suitable board in {name}")
         check_key(key)
         self.lab.ensure()
         if not self.inventory.is_pool(name):
@@ -90,8 +111,10 @@ class Engine:
         try:
             GUARD.raise_pending()
 
+            request = Request(name=name, key=key, timeout=timeout, session=session, started=started)
+
             def take(alive: Optional[Callable[[Ticket], bool]]) -> Optional[Grant]:
-                return self._try(own, name, key, timeout, started, alive)
+                return self._try(own, request, alive)
 
             return Waiter(self, own, take, deadline, Hooks(extra_fds, on_extra, on_tick)).run(started)
         finally:
@@ -100,13 +123,18 @@ class Engine:
     def watcher(self) -> notify.InotifyWatcher | notify.PollWatcher:
         """This engine's inotify watcher, made once and kept (closing one costs milliseconds)."""
         if self._watcher is None:
-            self._watcher = notify.watch({self.lab.base: LOCK_EVENTS, self.lab.queue_dir: QUEUE_EVENTS})
+            self._watcher = notify.watch({self.lab.base: LOCK_EVENTS, self.lab.queue_dir: QUEUE_EVENTS,
+                                          self.lab.sessions_dir: SESSION_EVENTS})
         else:
             self._watcher.read_events()  # drop what happened between waits
         return self._watcher
 
     def available(self, board: str) -> bool:
-        return boardlock.availability(self.lab.base, board, time.time())[0]
+        """Free, past its ``-T`` timeout, or held by a ``run`` whose process died."""
+        if boardlock.availability(self.lab.base, board, time.time())[0]:
+            return True
+        holder = boardlock.read_holder(self.lab.base, board) if self.lab.has_session_file(board) else None
+        return holder is not None and self._dead_session(holder)
 
     def clear_dead(self, ticket: Ticket) -> None:
         if self.queue.clear_dead(ticket):
@@ -120,59 +148,76 @@ class Engine:
             self.clear_dead(ticket)
         return choice
 
-    def _try(self, own: OwnTicket, name: str, key: str, timeout: int, started: float,
+    def _try(self, own: OwnTicket, request: Request,
              alive: Optional[Callable[[Ticket], bool]] = None) -> Optional[Grant]:
         """Walk again under the mutex and, if this ticket's turn has come, take the board."""
         with GUARD.deferred():
             with self.lab.mutex():
                 board = self._walk(own, alive)
-                grant = None if board is None else self._take(board, own, name, key, timeout, started)
+                grant = None if board is None else self._take(board, own, request)
             if grant is not None and GUARD.pending is not None:
                 self._release_own(grant)
         GUARD.raise_pending()
         return grant
 
-    def _take(self, board: str, own: OwnTicket, name: str, key: str, timeout: int,
-              started: float) -> Optional[Grant]:
+    def _take(self, board: str, own: OwnTicket, request: Request) -> Optional[Grant]:
         """Create the lock for ``board`` (mutex held); None if a legacy tool won the race."""
         base = self.lab.base
         holder = boardlock.read_holder(base, board)
         reclaimed = ""
         if holder is not None:
-            if not holder.expired(time.time()):
+            dead = self._dead_session(holder)
+            if not dead and not holder.expired(time.time()):
                 return None
-            self._reclaim(holder)
+            self._reclaim(holder, "dead-session" if dead else "expired")
             reclaimed = holder.user
         path = boardlock.lock_path(base, board)
         try:
-            st = boardlock.try_create(base, board, timeout)
+            st = boardlock.try_create(base, board, request.timeout)
         except OSError as exc:
             raise os_error(exc, path, "create lock") from None
         if st is None:
             return None
+        pool = request.name if request.name != board else ""
         try:
-            boardlock.write_key(base, board, key, self.lab.read_mode)
+            boardlock.write_key(base, board, request.key, self.lab.read_mode)
+            if request.session:
+                self._sessions[board] = self.lab.hold_session(board)
             number = self.lab.next_number("grants")
-            pool = name if name != board else ""
             self.lab.write_holder_meta(board, {"grant": number, "dev": st.st_dev, "ino": st.st_ino,
-                                               "mtime_ns": st.st_mtime_ns,
-                                               "user": self.lab.user, "key": key, "pool": pool,
-                                               "pid": os.getpid(), "time": time.time()})
+                                               "mtime_ns": st.st_mtime_ns, "user": self.lab.user,
+                                               "key": request.key, "pool": pool, "pid": os.getpid(),
+                                               "session": request.session, "time": time.time()})
         except (OSError, EngineError) as exc:
-            mine = boardlock.read_holder(base, board)
-            if mine is not None and (mine.dev, mine.ino) == (st.st_dev, st.st_ino):
-                boardlock.remove_checked(base, mine)
-            boardlock.drop_key(base, board, key)
+            self._undo_create(board, st, request.key)
             if isinstance(exc, EngineError):
                 raise
             raise os_error(exc, boardlock.key_path(base, board), "store key") from None
         own.close()
-        waited = round(time.monotonic() - started, 3)
-        self.lab.audit("grant", board=board, pool=pool, key=key, grant=number, timeout=timeout, waited=waited)
-        return Grant(board=board, target=name, key=key, timeout=timeout, grant=number, waited=waited,
-                     reclaimed_from=reclaimed)
+        waited = round(time.monotonic() - request.started, 3)
+        self.lab.audit("grant", board=board, pool=pool, key=request.key, grant=number, timeout=request.timeout,
+                       waited=waited, session=request.session or None)
+        return Grant(board=board, target=request.name, key=request.key, timeout=request.timeout, grant=number,
+                     waited=waited, reclaimed_from=reclaimed)
 
-    def _reclaim(self, holder: Holder) -> None:
+    def _undo_create(self, board: str, st: os.stat_result, key: str) -> None:
+        mine = boardlock.read_holder(self.lab.base, board)
+        if mine is not None and mine.same_file(st):
+            boardlock.remove_checked(self.lab.base, mine)
+        boardlock.drop_key(self.lab.base, board, key)
+        self._end_session(board)
+
+    def _end_session(self, board: str) -> None:
+        fd = self._sessions.pop(board, None)
+        if fd is not None:
+            os.close(fd)
+
+    def _dead_session(self, holder: Holder) -> bool:
+        """A ``run`` lock whose holding process has died (its session flock is free)."""
+        meta = self._meta_for(holder)
+        return bool(meta and meta.get("session")) and not self.lab.session_alive(holder.board)
+
+    def _reclaim(self, holder: Holder, why: str) -> None:
         try:
             removed = boardlock.remove_checked(self.lab.base, holder)
         except PermissionError:
@@ -184,13 +229,39 @@ class Engine:
         if removed:
             boardlock.drop_key(self.lab.base, holder.board, holder.key)
             self.lab.drop_holder_meta(holder.board)
-            self.lab.audit("reclaim", board=holder.board, previous_user=holder.user, previous_key=holder.key,
+            self.lab.audit("reclaim", reason=why, board=holder.board, previous_user=holder.user,
+                           previous_key=holder.key,
                            timeout=holder.timeout, age=round(time.time() - holder.since_ns / 1e9, 3))
 
-    def _release_own(self, grant: Grant) -> None:
+    def _release_own(self, grant: Grant, reason: str = "interrupted") -> None:
         holder = boardlock.read_holder(self.lab.base, grant.board)
         if holder is not None and holder.uid == self.lab.uid:
-            self._remove(holder, grant.key, forced=False, reason="interrupted")
+            self._remove(holder, grant.key, forced=False, reason=reason)
+        self._end_session(grant.board)
+
+    def end_session_lock(self, board: str, key: str, reason: str) -> bool:
+        """Release a lock this process took for a ``run`` (if it is still ours)."""
+        holder = boardlock.read_holder(self.lab.base, board)
+        if holder is None or holder.uid != self.lab.uid or holder.shown_key != key:
+            self._end_session(board)
+            self.lab.audit("release", board=board, key=key, reason=reason, outcome="gone")
+            return False
+        with GUARD.deferred():
+            self._remove(holder, key, forced=False, reason=reason)
+        return True
+
+    def check_held(self, name: str, key: str = NO_KEY) -> str:
+        """For ``run -n``: the board (or first pool member) the caller holds with ``key``."""
+        boards = self.inventory.members(name)
+        check_key(key)
+        self.lab.check(writable=False)
+        for board in boards:
+            holder = boardlock.read_holder(self.lab.base, board)
+            if holder is not None and holder.kind == "file" and holder.uid == self.lab.uid \
+                    and holder.shown_key == key:
+                return board
+        raise NotHolderError(name, f"You do not hold {name} with key '{key}' (run -n needs the lock first: "
+                                   f"mq sem -wait {name} -k KEY)")
 
     # -- releasing -----------------------------------------------------------------
     def signal(self, name: str, key: str = NO_KEY, force: bool = False) -> List[Released]:
@@ -245,6 +316,7 @@ class Engine:
             boardlock.drop_key(base, holder.board, holder.key)
             if meta is not None:
                 self.lab.drop_holder_meta(holder.board)
+            self._end_session(holder.board)
         held = round(time.time() - holder.since_ns / 1e9, 3)
         self.lab.audit("force" if forced else "release", board=holder.board, key=key, holder=holder.user,
                        holder_key=holder.key, held=held, grant=meta.get("grant") if meta else None,

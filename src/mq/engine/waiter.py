@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 LOCK_EVENTS = notify.IN_DELETE | notify.IN_MOVED_FROM
 QUEUE_EVENTS = notify.IN_DELETE | notify.IN_CLOSE_WRITE
 OWN_EVENTS = notify.IN_ATTRIB
+SESSION_EVENTS = notify.IN_CLOSE_WRITE
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,8 @@ class Waiter:
             elif directory == base:
                 board = self._lock_names.get(name)
                 walk = walk or (board is not None and not self._covered(board))
+            elif directory == self.engine.lab.sessions_dir:  # a run's holder process ended
+                walk = walk or (name in self.boards and not self._covered(name))
             elif directory == queue_dir and name in self.ahead:
                 del self.ahead[name]
                 self._alive.discard(name)

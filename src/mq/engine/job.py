@@ -1,0 +1,240 @@
+"""A ``run`` job on the lab host: private image directory, boot command, console, power off.
+
+The system's ``boot`` template (from the inventory) is split with shell-word
+rules and its placeholders are replaced by whole arguments, so no shell ever
+sees a file name or text the user typed. The console (the boot command's
+stdout and stderr) is matched against the completion and error regular
+expressions here, on the host, so a job ends correctly even if the client
+is gone.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import os
+import re
+import select
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from .errors import BadInputError, EngineError, InventoryError
+from .inventory import System
+
+PLACEHOLDERS = ("system", "files", "dtb", "bitstream", "linux", "python")
+_PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
+_FILE_N = re.compile(r"file([1-9][0-9]*)")
+WINDOW = 8192  # characters of console kept for matches that span reads
+STOP_GRACE = 2.0
+POWER_OFF_TIMEOUT = 60.0
+
+# Outcomes of a boot, each with its exit code (README "Exit codes").
+COMPLETED, ERROR_TEXT, TIMED_OUT, CONSOLE_ENDED, DETACHED = "completed", "error", "timeout", "console-ended", "detached"
+OUTCOME_EXIT = {COMPLETED: 0, ERROR_TEXT: 11, TIMED_OUT: 12, CONSOLE_ENDED: 13}
+EXIT_BOOT_FAILED = 14
+
+
+class BootError(EngineError):
+    """The boot command could not be started."""
+
+    exit_code = EXIT_BOOT_FAILED
+
+
+@dataclass
+class Images:
+    files: List[str] = field(default_factory=list)
+    dtb: str = ""
+    bitstream: str = ""
+    linux: bool = False
+
+
+def expand(template: str, system: System, images: Images, where: str) -> List[str]:
+    """The argv for a ``boot``/``power_off`` template (placeholders as whole arguments)."""
+    try:
+        words = shlex.split(template)
+    except ValueError as exc:
+        raise InventoryError(where, "", f"cannot split command: {exc}") from None
+    values: Dict[str, List[str]] = {
+        "system": [system.name], "files": list(images.files), "dtb": [images.dtb] if images.dtb else [],
+        "bitstream": [images.bitstream] if images.bitstream else [], "linux": ["-L"] if images.linux else [],
+        "python": [sys.executable],
+    }
+
+    def lookup(name: str) -> List[str]:
+        numbered = _FILE_N.fullmatch(name)
+        if numbered:
+            index = int(numbered.group(1)) - 1
+            return [images.files[index]] if index < len(images.files) else []
+        if name not in values:
+            raise InventoryError(where, "", f"unknown placeholder {{{name}}} (known: {', '.join(PLACEHOLDERS)}, "
+                                            "file1, file2, ...)")
+        return values[name]
+
+    argv: List[str] = []
+    for word in words:
+        whole = _PLACEHOLDER.fullmatch(word)
+        if whole:
+            argv.extend(lookup(whole.group(1)))  # an empty value drops the argument
+        else:
+            argv.append(_PLACEHOLDER.sub(lambda m: " ".join(lookup(m.group(1))), word))
+    if not argv:
+        raise InventoryError(where, "", "command is empty")
+    return argv
+
+
+def compile_pattern(text: Optional[str], option: str) -> Optional[re.Pattern[str]]:
+    if not text:
+        return None
+    try:
+        return re.compile(text, re.MULTILINE)
+    except re.error as exc:
+        raise BadInputError(f"{option} {text!r} is not a valid regular expression: {exc}") from None
+
+
+def _die_with_parent() -> None:
+    """In the console's child: the kernel kills it if the job's process dies (kill -9 included)."""
+    os.setsid()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class JobDir:
+    """A private directory for one job's images, removed when the job ends."""
+
+    def __init__(self) -> None:
+        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+                            "mq", "jobs")
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        self.path = tempfile.mkdtemp(prefix="job-", dir=root)
+
+    def place(self, name: str) -> str:
+        safe = os.path.basename(name).lstrip(".") or "image"
+        safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", safe)[:100]
+        path = os.path.join(self.path, safe)
+        stem, counter = path, 1
+        while os.path.exists(path):
+            counter += 1
+            path = f"{stem}.{counter}"
+        return path
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+Emit = Callable[[bytes], None]
+
+
+class Console:
+    """The running boot command: stream, match, time out, stop."""
+
+    def __init__(self, argv: Sequence[str], env: Optional[Dict[str, str]] = None) -> None:
+        try:
+            self.proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, env=env,
+                                         preexec_fn=_die_with_parent)  # noqa: PLW1509 - the agent has no threads
+        except OSError as exc:
+            raise BootError(f"cannot start the boot command {argv[0]!r}: {exc.strerror}") from None
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        self.fd = self.proc.stdout.fileno()
+        self.stdin_fd = self.proc.stdin.fileno()
+        os.set_blocking(self.fd, False)
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._window = ""
+        self.ended = False
+
+    def read(self) -> bytes:
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return b""
+        if not data:
+            self.ended = True
+        return data
+
+    def search(self, data: bytes, patterns: Dict[str, re.Pattern[str]]) -> Optional[str]:
+        """The outcome whose pattern matches first in the console so far (spanning reads)."""
+        text = self._window + self._decoder.decode(data)
+        best: Optional[Tuple[int, str]] = None
+        for outcome, pattern in patterns.items():
+            found = pattern.search(text)
+            if found and (best is None or found.start() < best[0]):
+                best = (found.start(), outcome)
+        self._window = text[-WINDOW:]
+        return best[1] if best else None
+
+    def write(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self.stdin_fd, data)
+
+    def stop(self) -> None:
+        """Stop the console command and everything it started (its session)."""
+        if self.proc.poll() is None:
+            for sig, grace in ((signal.SIGTERM, STOP_GRACE), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except OSError:
+                    break
+                try:
+                    self.proc.wait(timeout=grace)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        else:
+            with contextlib.suppress(OSError):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of an ended command
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+def power_off(argv: Sequence[str], env: Optional[Dict[str, str]] = None) -> str:
+    """Run a ``power_off`` command; returns '' or a one-line problem report."""
+    try:
+        proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=POWER_OFF_TIMEOUT, env=env, start_new_session=True)
+    except OSError as exc:
+        return f"cannot run power_off {argv[0]!r}: {exc.strerror}"
+    except subprocess.TimeoutExpired:
+        return f"power_off did not finish within {POWER_OFF_TIMEOUT:.0f} s"
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()
+        return f"power_off exited {proc.returncode}" + (f": {tail[-1]}" if tail else "")
+    return ""
+
+
+def watch_console(console: Console, emit: Emit, patterns: Dict[str, re.Pattern[str]],
+                  deadline: Optional[float], inputs: Sequence[int] = (),
+                  on_input: Optional[Callable[[int], None]] = None,
+                  on_tick: Optional[Callable[[], Optional[float]]] = None) -> str:
+    """Stream the console to ``emit`` until a pattern matches, the deadline passes or it ends."""
+    while True:
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            return TIMED_OUT
+        waits = [d for d in (None if deadline is None else deadline - now, on_tick() if on_tick else None)
+                 if d is not None]
+        ready, _, _ = select.select([console.fd, *inputs], [], [], min(waits) if waits else None)
+        for fd in ready:
+            if fd != console.fd and on_input is not None:
+                on_input(fd)
+        if console.fd in ready:
+            data = console.read()
+            if data:
+                emit(data)
+                found = console.search(data, patterns) if patterns else None
+                if found:
+                    return found
+            elif console.ended:
+                return CONSOLE_ENDED

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from .. import __version__
-from . import listing, sem
+from . import listing, run, sem
 from .state import Globals
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -33,6 +33,7 @@ def main_options(
 
 
 app.command("sem")(sem.sem)
+app.command("run")(run.run_command)
 app.command("systems")(listing.systems)
 app.command("system-tsv")(listing.system_tsv)
 app.command("pool-tsv")(listing.pool_tsv)

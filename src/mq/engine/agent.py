@@ -15,9 +15,9 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import errors, protocol
+from . import errors, fsutil, job, protocol, runner
 from .inventory import Inventory, load_inventory
 from .semaphore import Engine
 from .signals import GUARD
@@ -47,6 +47,52 @@ class LineChannel:
             return line
         return None
 
+    def read_exact(self, size: int, silence: float) -> bytes:
+        """``size`` raw bytes following a frame header (uploads, keystrokes)."""
+        while len(self._buffer) < size:
+            ready, _, _ = select.select([self.fd], [], [], silence)
+            if not ready:
+                raise ClientGone(f"client silent for {silence:.0f} s in the middle of a transfer")
+            before = len(self._buffer)
+            self.fill()
+            if len(self._buffer) == before:
+                raise ClientGone("client closed the connection in the middle of a transfer")
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+
+class RemoteJobIO:
+    """A job's console and keyboard over the protocol stream."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.input_fds: Sequence[int] = [agent.channel.fd]
+
+    def emit(self, event: str, data: bytes = b"", **fields: Any) -> None:
+        self.agent.send({"id": self.agent._current_id, "event": event, "n": len(data), **fields}, data)
+
+    def on_input(self, _fd: int) -> List[Tuple[str, bytes]]:
+        channel = self.agent.channel
+        channel.fill()
+        commands: List[Tuple[str, bytes]] = []
+        while True:
+            message = self.agent._read_message()
+            if message is None:
+                break
+            op = message.get("op")
+            if op == "abort":
+                raise errors.Interrupted(int(message.get("signum", signal.SIGINT)))
+            if op == runner.STDIN:
+                commands.append((runner.STDIN, channel.read_exact(int(message.get("n", 0)), self.agent.keepalive * 3)))
+            elif op in (runner.DETACH, runner.RELEASE):
+                commands.append((str(op), b""))
+        if channel.eof:
+            raise ClientGone("client closed the connection")
+        return commands
+
+    def tick(self) -> float:
+        return self.agent._tick()
+
 
 class Agent:
     def __init__(self, base: str, lab: Optional[str], out_fd: int, in_fd: int = 0) -> None:
@@ -60,11 +106,12 @@ class Agent:
         self._inventory: Optional[Inventory] = None
         self._current_id: Any = None
         self._last_sent = time.monotonic()
+        self._job: Optional[job.JobDir] = None
 
     # -- plumbing ----------------------------------------------------------------
-    def send(self, message: Dict[str, Any]) -> None:
+    def send(self, message: Dict[str, Any], payload: bytes = b"") -> None:
         self._last_sent = time.monotonic()
-        data = protocol.encode(message)
+        data = protocol.encode(message) + payload
         while data:
             data = data[os.write(self.out_fd, data):]
 
@@ -102,6 +149,7 @@ class Agent:
             "hello": self._hello, "inventory": self._inventory_op, "wait": self._wait,
             "signal": lambda **a: self.engine().signal(**a), "info": lambda **a: self.engine().info(**a),
             "cancel": lambda **a: self.engine().cancel(**a), "dumpall": lambda **a: self.engine().dumpall(),
+            "job_open": self._job_open, "upload": self._upload, "job_run": self._job_run,
         }
         if op not in handlers:
             raise errors.BadInputError(f"unknown request '{errors.safe_text(op)}'")
@@ -121,6 +169,34 @@ class Agent:
         inv = self._inventory
         return {"path": inv.path, "systems": [protocol.to_wire(s) for s in inv.systems.values()],
                 "pools": [protocol.to_wire(p) for p in inv.pools.values()]}
+
+    def _job_open(self) -> Dict[str, Any]:
+        self._job = job.JobDir()
+        return {"dir": self._job.path}
+
+    def _upload(self, name: str, size: int) -> str:
+        """Raw bytes follow the request line; stored in the job's private directory."""
+        if self._job is None:
+            raise errors.BadInputError("upload before job_open")
+        path = self._job.place(name)
+        remaining = int(size)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            while remaining:
+                chunk = self.channel.read_exact(min(remaining, 1 << 20), self.keepalive * 3)
+                remaining -= len(chunk)
+                while chunk:
+                    chunk = chunk[os.write(fd, chunk):]
+        except OSError as exc:
+            raise fsutil.os_error(exc, path, "store uploaded image") from None
+        finally:
+            os.close(fd)
+        return path
+
+    def _job_run(self, **args: Any) -> Dict[str, Any]:
+        spec = runner.JobSpec(**args)
+        job_dir, self._job = self._job, None
+        return runner.run_job(self.engine(), spec, RemoteJobIO(self), job_dir)
 
     def _wait(self, **args: Any) -> Any:
         if self.channel.fd < 0:  # in-process (local transport): signals interrupt the wait
@@ -180,6 +256,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return agent.serve()
     except errors.Interrupted:
         return 0
+    finally:
+        if agent._job is not None:  # uploaded but never run: the client went away
+            agent._job.remove()
 
 
 if __name__ == "__main__":

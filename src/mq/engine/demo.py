@@ -6,6 +6,8 @@ __all__ = ["DEMO_INVENTORY"]
 
 DEMO_INVENTORY: str = """\
 # Demo lab inventory: five simulated boards and two pools.
+# Each board's `boot` runs mq's board simulator, which follows the image file
+# (see examples/*.img): `mq run -s odroidc4_pool -f examples/sel4test-pass.img -c "All is well"`.
 # The odroidc4 boards are in both pools.
 
 [systems.odroidc4_1]
@@ -17,6 +19,7 @@ cores = 4
 ram = "4GB"
 max_clk = "2.0GHz"
 sel4_plat = "odroidc4"
+boot = "{python} -m mq.engine.simboard {system} {files}"
 
 [systems.odroidc4_2]
 arch = "arm"
@@ -27,6 +30,7 @@ cores = 4
 ram = "4GB"
 max_clk = "2.0GHz"
 sel4_plat = "odroidc4"
+boot = "{python} -m mq.engine.simboard {system} {files}"
 
 [systems.sabre]
 arch = "arm"
@@ -37,6 +41,7 @@ cores = 4
 ram = "1GB"
 max_clk = "1.0GHz"
 sel4_plat = "imx6"
+boot = "{python} -m mq.engine.simboard {system} {files}"
 pxe_linux = false
 
 [systems.tx2]
@@ -48,6 +53,7 @@ cores = 6
 ram = "8GB"
 max_clk = "2.0GHz"
 sel4_plat = "tx2"
+boot = "{python} -m mq.engine.simboard {system} {files}"
 dtb = true
 pxe_linux = true
 
@@ -60,6 +66,7 @@ cores = 4
 ram = "16GB"
 max_clk = "3.4GHz"
 sel4_plat = "pc99"
+boot = "{python} -m mq.engine.simboard {system} {files}"
 files = 2
 pxe_linux = true
 

@@ -217,8 +217,9 @@ def power_off(argv: Sequence[str], env: Optional[Dict[str, str]] = None) -> str:
 def watch_console(console: Console, emit: Emit, patterns: Dict[str, re.Pattern[str]],
                   deadline: Optional[float], inputs: Sequence[int] = (),
                   on_input: Optional[Callable[[int], None]] = None,
-                  on_tick: Optional[Callable[[], Optional[float]]] = None) -> str:
-    """Stream the console to ``emit`` until a pattern matches, the deadline passes or it ends."""
+                  on_tick: Optional[Callable[[], Optional[float]]] = None,
+                  stopped: Optional[Callable[[], bool]] = None) -> str:
+    """Stream the console to ``emit`` until a pattern matches, the deadline passes, it ends or is stopped."""
     while True:
         now = time.monotonic()
         if deadline is not None and now >= deadline:
@@ -229,6 +230,8 @@ def watch_console(console: Console, emit: Emit, patterns: Dict[str, re.Pattern[s
         for fd in ready:
             if fd != console.fd and on_input is not None:
                 on_input(fd)
+        if stopped is not None and stopped():
+            return DETACHED
         if console.fd in ready:
             data = console.read()
             if data:

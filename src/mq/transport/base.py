@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import select
 import threading
 import time
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..engine import protocol
 from ..engine.errors import EXIT_HOST, EXIT_SSH, EngineError, Interrupted
 from ..engine.signals import GUARD
 
+if TYPE_CHECKING:
+    from ..keyboard import Keyboard
+
 ABORT_GRACE = 1.0  # seconds to wait for the host to confirm an abort
+JOB_ABORT_GRACE = 10.0  # ... of a job: console stopped, board powered off, lock released
+
+
+EventHandler = Callable[[str, bytes, dict[str, Any]], None]
+Progress = Callable[[int], None]  # bytes just sent
+CHUNK = 256 * 1024
 
 
 class Transport(Protocol):
@@ -20,6 +32,14 @@ class Transport(Protocol):
 
     def call(self, op: str, **args: Any) -> Any:
         """Run one engine request on the lab host; returns wire data or raises EngineError."""
+        ...
+
+    def upload(self, path: str, name: str, progress: Progress | None = None) -> str:
+        """Copy a local file into this command's private job directory on the host; its host path."""
+        ...
+
+    def run_job(self, spec: dict[str, Any], on_event: EventHandler, keyboard: Keyboard | None) -> dict[str, Any]:
+        """Run a job (``mq run``) on the host, streaming its events; the job's result."""
         ...
 
     def close(self) -> None: ...
@@ -70,6 +90,8 @@ class AgentClient:
         self._send_lock = threading.Lock()
         self._closed = threading.Event()
         self._pinger = threading.Thread(target=self._ping_loop, name="mq-keepalive", daemon=True)
+        self._job_open = False
+        self._running_job = False
 
     def start(self) -> dict[str, Any]:
         hello: dict[str, Any] = self.call("hello", protocol_version=protocol.PROTOCOL, keepalive=self.keepalive)
@@ -115,24 +137,101 @@ class AgentClient:
             self._abort(request_id, exc.signum)
             raise
 
-    def _reply(self, request_id: int, silence: float) -> Any:
+    def read_exact(self, size: int, silence: float) -> bytes:
+        while len(self._buffer) < size:
+            chunk = self.stream.recv(silence)
+            if chunk is None:
+                raise SshError(self.host, f"connection lost: the host sent nothing for {silence:.0f} s")
+            if not chunk:
+                raise self._ended()
+            self._buffer += chunk
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def _reply(self, request_id: int, silence: float, on_event: EventHandler | None = None) -> Any:
         while True:
             message = protocol.decode(self.read_line(silence))
-            if message.get("id") != request_id or message.get("event"):
+            if message.get("event"):
+                payload = self.read_exact(int(message.get("n", 0)), silence) if message.get("n") else b""
+                if on_event is not None and message.get("id") == request_id and message["event"] != "alive":
+                    on_event(str(message["event"]), payload, message)
+                continue
+            if message.get("id") != request_id:
                 continue
             if message.get("ok"):
                 return message.get("result")
             raise protocol.error_from_wire(dict(message.get("error") or {}))
 
+    def upload(self, path: str, name: str, progress: Progress | None = None) -> str:
+        """Send a file as raw bytes after an ``upload`` request line (same connection)."""
+        if not self._job_open:
+            self.call("job_open")
+            self._job_open = True
+        size = os.path.getsize(path)
+        self._next_id += 1
+        request_id = self._next_id
+        with open(path, "rb") as handle, self._send_lock:
+            self.stream.send(protocol.encode({"id": request_id, "op": "upload",
+                                              "args": {"name": name, "size": size}}))
+            while chunk := handle.read(CHUNK):
+                self.stream.send(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+        try:
+            return str(self._reply(request_id, self.keepalive * 3))
+        except Interrupted as exc:
+            self._abort(request_id, exc.signum)
+            raise
+
+    def run_job(self, spec: dict[str, Any], on_event: EventHandler, keyboard: Keyboard | None) -> dict[str, Any]:
+        self._next_id += 1
+        request_id = self._next_id
+        self._job_open = False
+        self._running_job = True
+        self.send_message({"id": request_id, "op": "job_run", "args": spec})
+        stop = threading.Event()
+        forwarder = None
+        if keyboard is not None:
+            forwarder = threading.Thread(target=self._forward_keys, args=(keyboard, stop), daemon=True)
+            forwarder.start()
+        try:
+            return dict(self._reply(request_id, self.keepalive * 3, on_event))
+        except Interrupted as exc:
+            self._abort(request_id, exc.signum)
+            raise
+        finally:
+            stop.set()
+            self._running_job = False
+
+    def _forward_keys(self, keyboard: Keyboard, stop: threading.Event) -> None:
+        while not stop.is_set() and not keyboard.closed:
+            ready, _, _ = select.select([keyboard.fd], [], [], 0.2)
+            if not ready:
+                continue
+            for command, data in keyboard.read():
+                try:
+                    with self._send_lock:
+                        self.stream.send(protocol.encode({"op": command, "n": len(data)}) + data)
+                except OSError:
+                    return
+
     def _abort(self, request_id: int, signum: int) -> None:
-        """Tell the host to stop and wait briefly for it to confirm (never hangs)."""
+        """Tell the host to stop and wait briefly for it to confirm (never hangs).
+
+        A job gets longer: its console is stopped and the board powered off first.
+        """
         with GUARD.deferred():
-            deadline = time.monotonic() + ABORT_GRACE
+            grace = JOB_ABORT_GRACE if self._running_job else ABORT_GRACE
+            deadline = time.monotonic() + grace
             try:
                 self.send_message({"op": "abort", "signum": signum})
                 while time.monotonic() < deadline:
                     message = protocol.decode(self.read_line(max(0.01, deadline - time.monotonic())))
-                    if message.get("id") == request_id and not message.get("event"):
+                    if message.get("event"):
+                        if message.get("n"):
+                            self.read_exact(int(message["n"]), max(0.01, deadline - time.monotonic()))
+                        continue
+                    if message.get("id") == request_id:
                         return
             except (EngineError, OSError, ValueError):
                 return

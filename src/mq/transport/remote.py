@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..engine.errors import EngineError, Interrupted
-from .base import AgentClient, HostError, SshError, Stream
+from .base import AgentClient, EventHandler, HostError, Progress, SshError, Stream
+
+if TYPE_CHECKING:
+    from ..keyboard import Keyboard
 from .bundle import bundle_message
 
 
@@ -51,8 +55,17 @@ class RemoteTransport:
     client: AgentClient
 
     def call(self, op: str, **args: Any) -> Any:
+        return self._guard(lambda: self.client.call(op, **args))
+
+    def upload(self, path: str, name: str, progress: Progress | None = None) -> str:
+        return str(self._guard(lambda: self.client.upload(path, name, progress)))
+
+    def run_job(self, spec: dict[str, Any], on_event: EventHandler, keyboard: Keyboard | None) -> dict[str, Any]:
+        return dict(self._guard(lambda: self.client.run_job(spec, on_event, keyboard)))
+
+    def _guard(self, action: Callable[[], Any]) -> Any:
         try:
-            return self.client.call(op, **args)
+            return action()
         except (Interrupted, EngineError):
             raise
         except OSError as exc:

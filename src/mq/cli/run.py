@@ -1,0 +1,50 @@
+"""``mq run``: boot images on a board or pool member and follow its console (mq.sh run)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .. import render
+from ..engine.boardlock import NO_KEY
+from ..runjob import RunOptions, run
+from .state import open_from
+
+OUTCOME_TEXT = {
+    "completed": "completion text found",
+    "error": "error text found",
+    "timeout": "timed out (-d) before the completion text",
+    "console-ended": "the console ended before the completion text",
+    "detached": "released",
+}
+
+
+def run_command(
+    ctx: typer.Context,
+    system: str = typer.Option(..., "-s", help="System or pool to run on."),
+    completion: Optional[str] = typer.Option(None, "-c", help="Completion text (regular expression): success."),
+    error: Optional[str] = typer.Option(None, "-e", help="Error text (regular expression): failure."),
+    timeout: float = typer.Option(-1, "-d", help="Seconds without the completion text before failing (-1: none)."),
+    log: Optional[str] = typer.Option(None, "-l", help="Also write the console to this file."),
+    key: str = typer.Option(NO_KEY, "-k", help="Lock key."),
+    held: bool = typer.Option(False, "-n", help="You already hold the lock: run, do not release."),
+    reserve: bool = typer.Option(False, "-r", help="Reserve: lock, wait for Enter or Ctrl+D, release."),
+    interactive: bool = typer.Option(False, "-a", help="Keep the console open and interactive after the text."),
+    linux: bool = typer.Option(False, "-L", help="The image is Linux (PXE-booting systems only)."),
+    dtb: Optional[str] = typer.Option(None, "-b", help="Device tree blob (with -L, on systems that take one)."),
+    bitstream: Optional[str] = typer.Option(None, "--bitstream", help="FPGA bitstream file."),
+    files: list[str] = typer.Option([], "-f", help="Image file; repeat for systems taking several."),
+    period: float = typer.Option(8.0, "-w", help="Seconds per retry period while waiting for the lock."),
+    retries: int = typer.Option(-1, "-t", help="Retry periods: -1 forever, 0 one try."),
+) -> None:
+    """Lock, boot, stream the console until the completion text, power off, release."""
+    lab = open_from(ctx)
+    result = run(lab, RunOptions(target=system, completion=completion, error=error, timeout=timeout, log=log,
+                                 key=key, held=held, reserve=reserve, interactive=interactive, linux=linux, dtb=dtb,
+                                 bitstream=bitstream, files=files, period=period, retries=retries), render.err)
+    for note in result.notes:
+        render.err(f"mq: warning: {note}")
+    render.err(f"mq: {result.board}: {OUTCOME_TEXT.get(result.outcome, result.outcome)}")
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)

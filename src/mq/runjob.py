@@ -1,0 +1,137 @@
+"""``mq run`` on the client: check the request, upload the images, run and stream the job.
+
+Everything that can be checked before locking is checked here, so a bad
+request never takes a board: the image count against the system's
+``files``, ``-L`` and ``-b`` against ``pxe_linux`` and ``dtb``, and that every
+file exists and is readable. On a pool, only the members that suit the job
+are waited for.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .console import ConsoleSink
+from .engine.boardlock import NO_KEY
+from .engine.inventory import System
+from .engine.job import DETACHED, OUTCOME_EXIT
+from .errors import BadInputError, UsageError
+from .keyboard import Keyboard
+from .service import Lab, wait_budget
+
+BIG_UPLOAD = 4 << 20  # show a progress bar on a terminal from this size
+
+
+@dataclass
+class RunOptions:
+    target: str
+    completion: str | None = None
+    error: str | None = None
+    timeout: float = -1.0
+    log: str | None = None
+    key: str = NO_KEY
+    held: bool = False
+    reserve: bool = False
+    interactive: bool = False
+    linux: bool = False
+    dtb: str | None = None
+    bitstream: str | None = None
+    files: list[str] = field(default_factory=list)
+    period: float = 8.0
+    retries: int = -1
+
+
+@dataclass
+class RunResult:
+    outcome: str
+    board: str
+    exit_code: int
+    notes: list[str]
+
+
+Notify = Callable[[str], None]
+
+
+def _unsuitable(system: System, opts: RunOptions) -> str | None:
+    if not opts.reserve and len(opts.files) != system.files:
+        return f"{system.name} takes {system.files} image file(s) (-f), {len(opts.files)} given"
+    if opts.linux and not system.pxe_linux:
+        return f"{system.name} does not PXE-boot Linux (-L)"
+    if opts.dtb and not system.dtb:
+        return f"{system.name} does not accept a DTB (-b)"
+    return None
+
+
+def check(lab: Lab, opts: RunOptions) -> list[str]:
+    """The boards that suit the job; raises before anything is locked or copied."""
+    if not opts.reserve and not opts.completion:
+        raise UsageError("mq run needs -c TEXT (the completion text) or -r (reserve the board)")
+    if opts.dtb and not opts.linux:
+        raise BadInputError("-b DTB is only accepted together with -L")
+    members = lab.inventory.members(opts.target)
+    reasons = {b: _unsuitable(lab.inventory.systems[b], opts) for b in members}
+    suitable = [b for b, why in reasons.items() if why is None]
+    if not suitable:
+        raise BadInputError("; ".join(r for r in reasons.values() if r))
+    for path in [*opts.files, *(p for p in (opts.dtb, opts.bitstream) if p)]:
+        if not os.path.isfile(path):
+            raise BadInputError(f"{path}: no such file")
+        if not os.access(path, os.R_OK):
+            raise BadInputError(f"{path}: not readable")
+    return suitable
+
+
+def _upload_all(lab: Lab, paths: list[str], notify: Notify) -> list[str]:
+    total = sum(os.path.getsize(p) for p in paths)
+    if total < BIG_UPLOAD or not os.isatty(2):
+        return [lab.transport.upload(p, os.path.basename(p)) for p in paths]
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("uploading images", total=total)
+        return [lab.transport.upload(p, os.path.basename(p), lambda n: bar.advance(task, n)) for p in paths]
+
+
+def run(lab: Lab, opts: RunOptions, notify: Notify) -> RunResult:
+    boards = check(lab, opts)
+    uploaded = _upload_all(lab, opts.files, notify)
+    extra = _upload_all(lab, [p for p in (opts.dtb, opts.bitstream) if p], notify)
+    dtb = extra.pop(0) if opts.dtb else ""
+    bitstream = extra.pop(0) if opts.bitstream else ""
+    spec: dict[str, Any] = {
+        "target": opts.target, "boards": boards, "key": opts.key,
+        "mode": "held" if opts.held else "reserve" if opts.reserve else "run",
+        "completion": opts.completion, "error": opts.error, "timeout": opts.timeout,
+        "budget": wait_budget(opts.period, opts.retries), "interactive": opts.interactive, "files": uploaded,
+        "dtb": dtb, "bitstream": bitstream, "linux": opts.linux,
+    }
+    keyboard = Keyboard("reserve") if opts.reserve else Keyboard("interactive") if opts.interactive else None
+    sink = ConsoleSink(opts.log)
+
+    def on_event(event: str, data: bytes, fields: dict[str, Any]) -> None:
+        if event == "console":
+            sink.write(data)
+        elif event == "board":
+            board = fields.get("board", "?")
+            if opts.reserve:
+                notify(f"mq: {board} is yours (locked by this command). Press Enter or Ctrl+D to power it off "
+                       "and release it.")
+            else:
+                notify(f"mq: running on {board}" + ("" if fields.get("grant") else " (already held by you)"))
+        elif event == "interactive":
+            notify("\r\nmq: console is interactive now; Ctrl+] or Ctrl+D ends the session")
+
+    try:
+        if keyboard is not None:
+            with keyboard.terminal():
+                result = lab.transport.run_job(spec, on_event, keyboard)
+        else:
+            result = lab.transport.run_job(spec, on_event, None)
+    finally:
+        sink.close()
+    outcome = str(result["outcome"])
+    code = 0 if outcome == DETACHED else OUTCOME_EXIT.get(outcome, 1)
+    return RunResult(outcome=outcome, board=str(result["board"]), exit_code=code, notes=list(result["notes"]))

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import inventory_cache
 from .config import Config
 from .engine.boardlock import NO_KEY, Holder
 from .engine.inventory import Inventory, Pool, System
@@ -42,7 +43,9 @@ class Lab:
     @property
     def inventory(self) -> Inventory:
         if self._inventory is None:
-            self._inventory = inventory_from_wire(self.transport.call("inventory"))
+            data = self.transport.call("inventory")
+            self._inventory = inventory_from_wire(data)
+            inventory_cache.save(self.config, data)
         return self._inventory
 
     def close(self) -> None:

@@ -55,6 +55,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .app import app
 
     command = typer.main.get_command(app)
+    if "_MQ_COMPLETE" in os.environ:  # shell completion: typer's classes match completions/*
+        from typer._completion_classes import completion_init
+
+        completion_init()
     GUARD.install()
     try:
         result = command.main(args=args, prog_name="mq", standalone_mode=False)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .. import render
+from .. import inventory_cache, render
 from ..engine.boardlock import NO_KEY
 from ..runjob import RunOptions, run
 from .state import open_from
@@ -22,7 +22,7 @@ OUTCOME_TEXT = {
 
 def run_command(
     ctx: typer.Context,
-    system: str = typer.Option(..., "-s", help="System or pool to run on."),
+    system: str = typer.Option(..., "-s", help="System or pool to run on.", autocompletion=inventory_cache.names),
     completion: Optional[str] = typer.Option(None, "-c", help="Completion text (regular expression): success."),
     error: Optional[str] = typer.Option(None, "-e", help="Error text (regular expression): failure."),
     timeout: float = typer.Option(-1, "-d", help="Seconds without the completion text before failing (-1: none)."),

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .. import render, service
+from .. import inventory_cache, render, service
 from ..engine.boardlock import NO_KEY
 from ..engine.signals import GUARD
 from ..errors import BadInputError, UsageError
@@ -17,7 +17,8 @@ ACTIONS = ("wait", "signal", "info", "mr-info", "cancel")
 
 def sem(
     ctx: typer.Context,
-    name: Optional[str] = typer.Argument(None, help="System or pool (or 'dumpall')."),
+    name: Optional[str] = typer.Argument(None, help="System or pool (or 'dumpall').",
+                                         autocompletion=inventory_cache.names),
     wait: bool = typer.Option(False, "--wait", "-wait", help="Acquire the lock (fair, first come first served)."),
     signal: bool = typer.Option(False, "--signal", "-signal", help="Release the lock."),
     info: bool = typer.Option(False, "--info", "-info", help="Show holder, grant number and waiters."),

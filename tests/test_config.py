@@ -157,3 +157,18 @@ def test_unreachable_host_clear_error(tmp_path: Path) -> None:
         assert "Traceback" not in proc.stderr and "unexpected error" not in proc.stderr
         if proc.returncode == 9:
             assert proc.stderr.splitlines()[0] == f"Unable to ssh to {NO_HOST}"
+
+
+def test_legacy_mq_sh_config_is_read_never_run(tmp_path: Path) -> None:
+    """mq.sh users' ``~/.mq`` keeps working: HOST and BASE are read, the file is never executed."""
+    from mq.config import load_config
+
+    canary = tmp_path / "ran"
+    (tmp_path / ".mq").write_text(f'touch {canary}\nHOST=tftp.lab\nexport BASE="/var/cache/locks"  # lab\n'
+                                  f"HOST2=$(touch {canary})\n")
+    config = load_config(env={"HOME": str(tmp_path)})
+    assert (config.host, config.base) == ("tftp.lab", "/var/cache/locks")
+    assert not canary.exists()
+    (tmp_path / ".config" / "mq").mkdir(parents=True)
+    (tmp_path / ".config" / "mq" / "config.toml").write_text('host = "local"\n')
+    assert load_config(env={"HOME": str(tmp_path)}).host == "local"  # config.toml wins over ~/.mq

@@ -3,13 +3,15 @@
 * ``mq --host H --base DIR`` (global options)
 * ``MQ_HOST``, ``MQ_BASE``, ``MQ_LAB``, ``MQ_SSH_CONFIG`` (environment)
 * ``$MQ_CONFIG`` or ``~/.config/mq/config.toml`` keys ``host``, ``base``,
-  ``lab``, ``ssh_config``, ``transport``
+  ``lab``, ``ssh_config``, ``transport``; without either, ``HOST=`` and
+  ``BASE=`` lines of mq.sh's ``~/.mq`` (read, never executed)
 * default: ``host = "local"`` with a demo lab under ``~/.local/share/mq``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
@@ -88,11 +90,32 @@ def _read_file(path: str, explicit: bool) -> Dict[str, Any]:
     return data
 
 
+_LEGACY = re.compile(r"""^\s*(?:export\s+)?(HOST|BASE)=(["']?)([^"'\s;#]+)\2\s*(?:#.*)?$""")
+
+
+def read_legacy(path: str) -> Dict[str, str]:
+    """``HOST=...`` and ``BASE=...`` from mq.sh's shell config ``~/.mq`` (nothing is executed)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return {}
+    found: Dict[str, str] = {}
+    for line in lines:
+        match = _LEGACY.match(line)
+        if match:
+            found[match.group(1).lower()] = match.group(3)
+    return found
+
+
 def load_config(host: Optional[str] = None, base: Optional[str] = None,
                 env: Optional[Mapping[str, str]] = None) -> Config:
     env = os.environ if env is None else env
     path = config_path(env)
     from_file = _read_file(path, explicit=bool(env.get("MQ_CONFIG")))
+    if not from_file and not env.get("MQ_CONFIG"):
+        path = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".mq")
+        from_file = read_legacy(path)
     chosen: Dict[str, str] = {}
     sources: Dict[str, str] = {}
     for key in _KEYS:

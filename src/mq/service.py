@@ -91,6 +91,10 @@ def sem_wait(lab: Lab, name: str, key: str = NO_KEY, lock_timeout: int = 0, peri
     return Grant(**data)
 
 
+def undo_grant(lab: Lab, grant: Grant) -> None:
+    lab.transport.call("undo_grant", board=grant.board, key=grant.key, grant=grant.grant)
+
+
 def sem_signal(lab: Lab, name: str, key: str = NO_KEY, force: bool = False) -> list[Released]:
     data = lab.transport.call("signal", name=name, key=key, force=force)
     return [Released(board=r["board"], holder=Holder(**r["holder"]), forced=r["forced"]) for r in data]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import typer
@@ -68,14 +69,21 @@ def sem(
 
 def _wait(lab: service.Lab, name: str, key: str, lock_timeout: int, period: float, retries: int,
           as_json: bool) -> None:
-    grant = service.sem_wait(lab, name, key=key, lock_timeout=lock_timeout, period=period, retries=retries)
-    with GUARD.deferred():  # a signal now must not hide a lock we hold and report
+    # Signals are taken only where nothing is half done: while waiting, or here
+    # before the grant is reported (then it is given back). Once reported, it stands.
+    with GUARD.deferred():
+        grant = service.sem_wait(lab, name, key=key, lock_timeout=lock_timeout, period=period, retries=retries)
+        if GUARD.pending is not None:
+            service.undo_grant(lab, grant)
+            GUARD.check()
         via = f" (pool {name})" if grant.board != name else ""
         render.err(f"Acquired lock for {grant.board}{via}, grant #{grant.grant}")
         if as_json:
             render.out(render.envelope("grant", render.grant_json(grant)))
         else:
             render.out(grant.board)
+        sys.stdout.flush()
+    GUARD.settle()
 
 
 def _dumpall(ctx: typer.Context, as_json: bool) -> None:

@@ -150,6 +150,7 @@ class Agent:
             "signal": lambda **a: self.engine().signal(**a), "info": lambda **a: self.engine().info(**a),
             "cancel": lambda **a: self.engine().cancel(**a), "dumpall": lambda **a: self.engine().dumpall(),
             "job_open": self._job_open, "upload": self._upload, "job_run": self._job_run,
+            "undo_grant": lambda **a: self.engine().undo_grant(**a),
         }
         if op not in handlers:
             raise errors.BadInputError(f"unknown request '{errors.safe_text(op)}'")
@@ -228,18 +229,21 @@ class Agent:
             if op in ("ping", "abort"):
                 continue
             self._current_id = message.get("id")
-            try:
-                result = self.dispatch(op, dict(message.get("args") or {}))
-            except ClientGone:
-                return 0
-            except errors.EngineError as exc:
-                self.send({"id": self._current_id, "ok": False, "error": protocol.error_to_wire(exc)})
-            except TypeError as exc:
-                self.send({"id": self._current_id, "ok": False,
-                           "error": {"type": "BadInputError", "message": f"bad request: {exc}",
-                                     "exit_code": errors.EXIT_BAD_INPUT}})
-            else:
-                self.send({"id": self._current_id, "ok": True, "result": result})
+            with GUARD.deferred():  # a result is sent before a signal ends the agent
+                try:
+                    result = self.dispatch(op, dict(message.get("args") or {}))
+                except ClientGone:
+                    return 0
+                except errors.EngineError as exc:
+                    self.send({"id": self._current_id, "ok": False, "error": protocol.error_to_wire(exc)})
+                except TypeError as exc:
+                    self.send({"id": self._current_id, "ok": False,
+                               "error": {"type": "BadInputError", "message": f"bad request: {exc}",
+                                         "exit_code": errors.EXIT_BAD_INPUT}})
+                else:
+                    self.send({"id": self._current_id, "ok": True, "result": result})
+            if GUARD.received is not None:
+                return 0  # SIGHUP/SIGTERM: the session is over
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -27,6 +27,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import BadInputError, EngineError, InventoryError
 from .inventory import System
+from .signals import GUARD
 
 PLACEHOLDERS = ("system", "files", "dtb", "bitstream", "linux", "python")
 _PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
@@ -226,9 +227,10 @@ def watch_console(console: Console, emit: Emit, patterns: Dict[str, re.Pattern[s
             return TIMED_OUT
         waits = [d for d in (None if deadline is None else deadline - now, on_tick() if on_tick else None)
                  if d is not None]
-        ready, _, _ = select.select([console.fd, *inputs], [], [], min(waits) if waits else None)
+        ready, _, _ = select.select([console.fd, *inputs, *GUARD.wake_fds], [], [], min(waits) if waits else None)
+        GUARD.check()  # safe point: a signal ends the job here
         for fd in ready:
-            if fd != console.fd and on_input is not None:
+            if fd != console.fd and on_input is not None and fd not in GUARD.wake_fds:
                 on_input(fd)
         if stopped is not None and stopped():
             return DETACHED

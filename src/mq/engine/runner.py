@@ -17,6 +17,7 @@ from . import job
 from .boardlock import NO_KEY
 from .errors import BadInputError
 from .semaphore import Engine
+from .signals import GUARD
 
 # What the client side can ask for while a job runs (from the user's keyboard).
 STDIN, DETACH, RELEASE = "stdin", "detach", "release"
@@ -77,10 +78,11 @@ def run_job(engine: Engine, spec: JobSpec, io: JobIO, job_dir: Optional[job.JobD
         if spec.mode == "held":
             board = engine.check_held(spec.target, spec.key)
         else:
-            grant = engine.wait(spec.target, key=spec.key, budget=spec.budget, boards=spec.boards, session=True,
-                                extra_fds=list(io.input_fds), on_extra=lambda fd: _ignore_keys(io, fd),
-                                on_tick=io.tick)
-            board, took = grant.board, True
+            with GUARD.deferred():  # interruptible while waiting; a grant is always recorded here
+                grant = engine.wait(spec.target, key=spec.key, budget=spec.budget, boards=spec.boards,
+                                    session=True, extra_fds=list(io.input_fds),
+                                    on_extra=lambda fd: _ignore_keys(io, fd), on_tick=io.tick)
+                board, took = grant.board, True
         io.emit("board", board=board, grant=took)
         system = engine.inventory.systems[board]
         images = job.Images(files=list(spec.files), dtb=spec.dtb, bitstream=spec.bitstream, linux=spec.linux)
@@ -95,21 +97,27 @@ def run_job(engine: Engine, spec: JobSpec, io: JobIO, job_dir: Optional[job.JobD
             outcome = _watch(console, spec, io, completion, error)
         return {"outcome": outcome, "board": board, "notes": notes}
     finally:
-        if console is not None:
-            console.stop()
-        if board and spec.mode != "held":
-            system = engine.inventory.systems[board]
-            if system.power_off:
-                images = job.Images(files=list(spec.files), dtb=spec.dtb, bitstream=spec.bitstream,
-                                    linux=spec.linux)
-                problem = job.power_off(job.expand(system.power_off, system, images,
-                                                   f"systems.{board}.power_off"), env)
-                if problem:
-                    notes.append(problem)
-        if job_dir is not None:
-            job_dir.remove()
-        if took:
-            engine.end_session_lock(board, spec.key, reason="run ended")
+        with GUARD.deferred():  # a second Ctrl+C must not cut the clean-up short
+            _clean_up(engine, spec, board, took, console, job_dir, env, notes)
+
+
+def _clean_up(engine: Engine, spec: JobSpec, board: str, took: bool, console: Optional[job.Console],
+              job_dir: Optional[job.JobDir], env: Dict[str, str], notes: List[str]) -> None:
+    if console is not None:
+        console.stop()
+    if board and spec.mode != "held":
+        system = engine.inventory.systems[board]
+        if system.power_off:
+            images = job.Images(files=list(spec.files), dtb=spec.dtb, bitstream=spec.bitstream,
+                                linux=spec.linux)
+            problem = job.power_off(job.expand(system.power_off, system, images,
+                                               f"systems.{board}.power_off"), env)
+            if problem:
+                notes.append(problem)
+    if job_dir is not None:
+        job_dir.remove()
+    if took:
+        engine.end_session_lock(board, spec.key, reason="run ended")
 
 
 def _watch(console: job.Console, spec: JobSpec, io: JobIO, completion: Any, error: Any) -> str:
@@ -142,9 +150,10 @@ def _watch(console: job.Console, spec: JobSpec, io: JobIO, completion: Any, erro
 def _wait_for(io: JobIO, wanted: Sequence[str]) -> None:
     while True:
         tick = io.tick()
-        ready, _, _ = select.select(list(io.input_fds), [], [], tick)
+        ready, _, _ = select.select([*io.input_fds, *GUARD.wake_fds], [], [], tick)
+        GUARD.check()
         for fd in ready:
-            if any(command[0] in wanted for command in io.on_input(fd)):
+            if fd not in GUARD.wake_fds and any(command[0] in wanted for command in io.on_input(fd)):
                 return
 
 

@@ -106,17 +106,22 @@ class Engine:
                 raise AlreadyHeldError(name)
         started = time.monotonic()
         deadline = None if budget is None else started + max(0.0, budget)
-        with GUARD.deferred(), self.lab.mutex():
+        with GUARD.deferred():  # signals are taken at the waiter's safe points only
+            return self._wait_deferred(name, boards, key, timeout, session, started, deadline,
+                                       Hooks(extra_fds, on_extra, on_tick))
+
+    def _wait_deferred(self, name: str, boards: Sequence[str], key: str, timeout: int, session: bool,
+                       started: float, deadline: Optional[float], hooks: Hooks) -> Grant:
+        with self.lab.mutex():
             own = self.queue.enqueue(name, boards, key)
         try:
-            GUARD.raise_pending()
 
             request = Request(name=name, key=key, timeout=timeout, session=session, started=started)
 
             def take(alive: Optional[Callable[[Ticket], bool]]) -> Optional[Grant]:
                 return self._try(own, request, alive)
 
-            return Waiter(self, own, take, deadline, Hooks(extra_fds, on_extra, on_tick)).run(started)
+            return Waiter(self, own, take, deadline, hooks).run(started)
         finally:
             own.close()
 
@@ -151,14 +156,9 @@ class Engine:
     def _try(self, own: OwnTicket, request: Request,
              alive: Optional[Callable[[Ticket], bool]] = None) -> Optional[Grant]:
         """Walk again under the mutex and, if this ticket's turn has come, take the board."""
-        with GUARD.deferred():
-            with self.lab.mutex():
-                board = self._walk(own, alive)
-                grant = None if board is None else self._take(board, own, request)
-            if grant is not None and GUARD.pending is not None:
-                self._release_own(grant)
-        GUARD.raise_pending()
-        return grant
+        with GUARD.deferred(), self.lab.mutex():
+            board = self._walk(own, alive)
+            return None if board is None else self._take(board, own, request)
 
     def _take(self, board: str, own: OwnTicket, request: Request) -> Optional[Grant]:
         """Create the lock for ``board`` (mutex held); None if a legacy tool won the race."""
@@ -238,6 +238,16 @@ class Engine:
         if holder is not None and holder.uid == self.lab.uid:
             self._remove(holder, grant.key, forced=False, reason=reason)
         self._end_session(grant.board)
+
+    def undo_grant(self, board: str, key: str, grant: int) -> bool:
+        """Give back a grant the caller could not report (a signal raced it)."""
+        holder = self.holder(board)
+        if holder is None or holder.grant != grant or holder.uid != self.lab.uid:
+            return False
+        with GUARD.deferred():
+            self._remove(holder, key, forced=False, reason="interrupted")
+        self._end_session(board)
+        return True
 
     def end_session_lock(self, board: str, key: str, reason: str) -> bool:
         """Release a lock this process took for a ``run`` (if it is still ours)."""

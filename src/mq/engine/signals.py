@@ -1,18 +1,21 @@
-"""SIGINT/SIGTERM/SIGHUP handling that can be deferred over critical sections.
+"""SIGINT/SIGTERM/SIGHUP handling with deferral and explicit safe points.
 
-While waiting, a signal raises ``Interrupted`` at once (interrupting the
-``select``). While a grant or release is half done, the signal is held back
-and raised when the section ends, so the caller can undo a grant that raced
-the signal instead of leaving a lock behind.
+Outside a deferred section a signal raises ``Interrupted`` at once. Inside
+one (a grant being made, a wait whose result must reach the caller, a
+cleanup) the signal is only recorded; a ``select`` still wakes, because the
+signal also writes to ``wakeup_fd``, and the waiting code calls ``check()`` at
+its safe points, where nothing is half done. So a grant is either reported
+to the user or given back, never kept silently.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from types import FrameType
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from .errors import Interrupted
 
@@ -24,19 +27,54 @@ class SignalGuard:
         self._depth = 0
         self.pending: Optional[int] = None
         self._saved: Dict[int, Any] = {}
+        self.received: Optional[int] = None  # the last signal seen, handled or not yet
+        self.wakeup_fd: Optional[int] = None  # readable after any handled signal
+        self._write_fd: Optional[int] = None
 
     def install(self) -> SignalGuard:
-        if threading.current_thread() is threading.main_thread():
-            for signum in HANDLED:
-                self._saved[signum] = signal.signal(signum, self._handle)
+        if threading.current_thread() is not threading.main_thread() or self._saved:
+            return self
+        read_fd, write_fd = os.pipe()
+        for fd in (read_fd, write_fd):
+            os.set_blocking(fd, False)
+            os.set_inheritable(fd, False)
+        self.wakeup_fd, self._write_fd = read_fd, write_fd
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        for signum in HANDLED:
+            self._saved[signum] = signal.signal(signum, self._handle)
         return self
 
     def restore(self) -> None:
         for signum, handler in self._saved.items():
             signal.signal(signum, handler)
         self._saved.clear()
+        if self.wakeup_fd is not None and self._write_fd is not None:
+            signal.set_wakeup_fd(-1)
+            os.close(self.wakeup_fd)
+            os.close(self._write_fd)
+            self.wakeup_fd = self._write_fd = None
+
+    @property
+    def wake_fds(self) -> List[int]:
+        """Descriptors to add to a ``select`` that must notice signals while deferred."""
+        return [] if self.wakeup_fd is None else [self.wakeup_fd]
+
+    def check(self) -> None:
+        """A safe point: raise a recorded signal now, even inside a deferred section."""
+        if self.wakeup_fd is not None:
+            with contextlib.suppress(OSError):
+                while os.read(self.wakeup_fd, 512):
+                    pass
+        if self.pending is not None:
+            signum, self.pending = self.pending, None
+            raise Interrupted(signum)
+
+    def settle(self) -> None:
+        """The command's result is out: a signal recorded meanwhile changes nothing now."""
+        self.pending = None
 
     def _handle(self, signum: int, _frame: Optional[FrameType]) -> None:
+        self.received = signum
         if self._depth:
             if self.pending is None:
                 self.pending = signum

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set,
 from . import boardlock, notify
 from .errors import NotAcquiredError
 from .queue import OwnTicket, Ticket, walk_queue
+from .signals import GUARD
 
 if TYPE_CHECKING:
     from .semaphore import Engine, Grant
@@ -133,6 +134,7 @@ class Waiter:
         return soonest
 
     def run(self, started: float) -> Grant:
+        GUARD.check()
         grant = self.evaluate()
         if grant is not None:
             return grant
@@ -151,8 +153,9 @@ class Waiter:
                 raise NotAcquiredError(self.own.ticket.target)
             sleep = _shortest(self._until_expiry(), None if self.deadline is None else self.deadline - now,
                               self.hooks.on_tick() if self.hooks.on_tick else None)
-            events, ready = watcher.wait(sleep, self.hooks.extra_fds)
+            events, ready = watcher.wait(sleep, [*self.hooks.extra_fds, *GUARD.wake_fds])
+            GUARD.check()  # safe point: nothing is half done here
             for fd in ready:
-                if self.hooks.on_extra is not None:
+                if self.hooks.on_extra is not None and fd not in GUARD.wake_fds:
                     self.hooks.on_extra(fd)
             walk = (not events and not ready) or self._needs_walk(events)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import threading
@@ -134,7 +135,12 @@ class AgentClient:
         try:
             return self._reply(request_id, self.keepalive * 3)
         except Interrupted as exc:
-            self._abort(request_id, exc.signum)
+            reply = self._abort(request_id, exc.signum)
+            if op == "wait" and reply is not None and reply.get("ok"):  # the grant raced the signal
+                result = dict(reply.get("result") or {})
+                with contextlib.suppress(EngineError, OSError):
+                    self.call("undo_grant", board=result.get("board"), key=result.get("key"),
+                              grant=result.get("grant"))
             raise
 
     def read_exact(self, size: int, silence: float) -> bytes:
@@ -215,7 +221,7 @@ class AgentClient:
                 except OSError:
                     return
 
-    def _abort(self, request_id: int, signum: int) -> None:
+    def _abort(self, request_id: int, signum: int) -> dict[str, Any] | None:
         """Tell the host to stop and wait briefly for it to confirm (never hangs).
 
         A job gets longer: its console is stopped and the board powered off first.
@@ -232,9 +238,10 @@ class AgentClient:
                             self.read_exact(int(message["n"]), max(0.01, deadline - time.monotonic()))
                         continue
                     if message.get("id") == request_id:
-                        return
+                        return message
             except (EngineError, OSError, ValueError):
-                return
+                return None
+            return None
 
     def close(self) -> None:
         self._closed.set()

@@ -7,6 +7,7 @@ import select
 import subprocess
 
 from ..config import Config
+from ..engine.signals import GUARD
 from .base import SshError
 from .bundle import remote_command
 from .remote import RemoteTransport, start_agent
@@ -28,8 +29,9 @@ class PipeStream:
             view = view[os.write(self._in, view):]
 
     def recv(self, timeout: float) -> bytes | None:
-        ready, _, _ = select.select([self._out], [], [], timeout)
-        if not ready:
+        ready, _, _ = select.select([self._out, *GUARD.wake_fds], [], [], timeout)
+        GUARD.check()
+        if self._out not in ready:
             return None
         return os.read(self._out, 65536)
 

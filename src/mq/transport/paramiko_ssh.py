@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 import time
 from dataclasses import replace
 from typing import Any
 
 from ..config import Config
+from ..engine.signals import GUARD
 from .base import SshError
 from .bundle import remote_command
 from .remote import RemoteTransport, start_agent
@@ -25,10 +27,15 @@ class ChannelStream:
         self.channel.sendall(data)
 
     def recv(self, timeout: float) -> bytes | None:
-        self.channel.settimeout(timeout)
+        """Wait for data; a signal wakes this at once (``GUARD.check()`` raises it)."""
+        ready, _, _ = select.select([self.channel.fileno(), *GUARD.wake_fds], [], [], timeout)
+        GUARD.check()
+        if not ready:
+            return None
+        self.channel.settimeout(0.0)
         try:
             return bytes(self.channel.recv(65536))
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):
             return None
         except OSError as exc:
             if exc.__class__.__name__ == "timeout":

@@ -10,11 +10,15 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from mq.engine.inventory import load_inventory
+from mq.engine.semaphore import Engine
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 TEST_GROUP = "mqlab"
@@ -197,3 +201,32 @@ def shared_lab(test_users: tuple[str, ...], tmp_path: Path) -> Iterator[LabFixtu
     os.chmod(root, 0o755)
     yield lab
     shutil.rmtree(root, ignore_errors=True)
+
+
+# -- shared helpers for tests that watch real processes --------------------------------
+def wait_for(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition",
+             step: float = 0.01) -> object:
+    """Poll ``cond`` until it is truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(step)
+
+
+def engine(lab: LabFixture) -> Engine:
+    """The engine in the test process itself (root): a fast, real holder/releaser."""
+    return Engine(str(lab.base), load_inventory(str(lab.base / "lab.toml")))
+
+
+def queued(lab: LabFixture) -> list[str]:
+    """Tickets fully queued, in arrival order (not ``.new-`` files mid-enqueue, not ``.cancel`` marks)."""
+    return [name for name in lab.tickets() if name.startswith("T") and "." not in name]
+
+
+def ticket_pids(lab: LabFixture) -> list[int]:
+    """Pids of the queued tickets, in arrival (sequence) order."""
+    return [int(name.rsplit("-", 1)[1]) for name in queued(lab)]

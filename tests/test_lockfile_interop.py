@@ -12,36 +12,15 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from conftest import LabFixture, as_user, run_mq, spawn_mq, user_env
+from conftest import LabFixture, as_user, run_mq, spawn_mq, ticket_pids, user_env, wait_for
 from mq.engine import boardlock
 
 LOCKFILE = shutil.which("lockfile") or "/usr/bin/lockfile"
 pytestmark = pytest.mark.skipif(not os.access(LOCKFILE, os.X_OK), reason="procmail lockfile(1) not installed")
-
-
-def wait_for(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition",
-             step: float = 0.005) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
-
-
-def queued(lab: LabFixture) -> list[str]:
-    """Tickets fully queued, in arrival order (not ``.new-`` files mid-enqueue, not ``.cancel`` marks)."""
-    return [name for name in lab.tickets() if name.startswith("T") and "." not in name]
-
-
-def ticket_pids(lab: LabFixture) -> list[int]:
-    return [int(name.rsplit("-", 1)[1]) for name in queued(lab)]
 
 
 def key_of(lab: LabFixture, board: str) -> str | None:

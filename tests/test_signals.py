@@ -14,43 +14,18 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
 import pytest
 
-from conftest import LabFixture, run_mq, spawn_mq
-from mq.engine.inventory import load_inventory
-from mq.engine.semaphore import Engine
+from conftest import LabFixture, engine, run_mq, spawn_mq, ticket_pids, wait_for
 
 FAILED_B1 = "Failed to acquire lock for system (b1)"
 
 
 # -- helpers -------------------------------------------------------------------------
-def wait_for(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition",
-             step: float = 0.005) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
-
-
-def engine(lab: LabFixture) -> Engine:
-    return Engine(str(lab.base), load_inventory(str(lab.base / "lab.toml")))
-
-
-def queued(lab: LabFixture) -> list[str]:
-    """Tickets fully queued, in arrival order (not ``.new-`` files mid-enqueue, not ``.cancel`` marks)."""
-    return [name for name in lab.tickets() if name.startswith("T") and "." not in name]
-
-
-def ticket_pids(lab: LabFixture) -> list[int]:
-    return [int(name.rsplit("-", 1)[1]) for name in queued(lab)]
 
 
 def key_of(lab: LabFixture, board: str) -> str | None:

@@ -9,6 +9,7 @@ Where inotify is missing (a non-Linux host) ``PollWatcher`` re-checks every
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import select
 import struct
@@ -22,7 +23,9 @@ IN_MOVED_TO = 0x00000080
 IN_CREATE = 0x00000100
 IN_DELETE = 0x00000200
 IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
 IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
 IN_ONLYDIR = 0x01000000
 IN_DONT_FOLLOW = 0x02000000
 IN_NONBLOCK = 0o4000
@@ -67,8 +70,24 @@ class InotifyWatcher:
         wd = self._libc.inotify_add_watch(self.fd, os.fsencode(path), mask | IN_DONT_FOLLOW)
         if wd < 0:
             err = ctypes.get_errno()
+            if err == errno.ENOENT:
+                raise FileNotFoundError(err, os.strerror(err), path)
             raise OSError(err, os.strerror(err), path)
         self._paths[wd] = path
+
+    def keep(self, wanted: Dict[str, int]) -> bool:
+        """Watch exactly ``{path: mask}`` (adding is idempotent per inode); False if a path vanished."""
+        complete = True
+        for path, mask in wanted.items():
+            try:
+                self.add(path, mask)
+            except FileNotFoundError:
+                complete = False
+        for wd, watched in list(self._paths.items()):
+            if watched not in wanted:
+                self._libc.inotify_rm_watch(self.fd, wd)
+                del self._paths[wd]
+        return complete
 
     def fileno(self) -> int:
         return self.fd
@@ -86,6 +105,9 @@ class InotifyWatcher:
                 offset += _HEADER.size
                 name = data[offset:offset + length].rstrip(b"\0").decode("utf-8", "replace")
                 offset += length
+                if mask & IN_IGNORED:  # the watched file is gone; its wd is dead
+                    self._paths.pop(wd, None)
+                    continue
                 events.append((self._paths.get(wd, ""), mask, name))
 
     def wait(self, timeout: Optional[float], extra: Sequence[int] = ()) -> Tuple[List[Event], List[int]]:
@@ -112,6 +134,9 @@ class PollWatcher:
 
     def add(self, path: str, mask: int) -> None:
         pass
+
+    def keep(self, wanted: Dict[str, int]) -> bool:
+        return True
 
     def read_events(self) -> List[Event]:
         return []

@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import os
+import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .fsutil import create_exclusive, os_error, read_small, unlink_quiet
 from .labdir import LabDir
+from .signals import GUARD
 
 PREFIX = "T"
 CANCEL_SUFFIX = ".cancel"
@@ -42,6 +44,7 @@ class Ticket:
     target: str
     boards: Tuple[str, ...]
     created: float
+    nudge: bool = False  # the owner takes SIGUSR1 as "look at your ticket"
 
     @property
     def path_name(self) -> str:
@@ -92,9 +95,10 @@ class Queue:
         pid = os.getpid()
         ticket = Ticket(name=ticket_name(seq, pid), seq=seq, uid=self.lab.uid, user=self.lab.user, pid=pid,
                         host=socket.gethostname(), key=key, target=target, boards=tuple(boards),
-                        created=time.time())
+                        created=time.time(), nudge=GUARD.installed)
         body = json.dumps({"v": 1, "uid": ticket.uid, "user": ticket.user, "pid": pid, "host": ticket.host,
-                           "key": key, "target": target, "boards": list(boards), "created": ticket.created})
+                           "key": key, "target": target, "boards": list(boards), "created": ticket.created,
+                           "nudge": ticket.nudge})
         # Made under a temporary name, locked, then renamed into the queue, so a
         # ticket is never visible without its liveness lock.
         tmp = os.path.join(self.lab.queue_dir, f".new-{ticket.name}")
@@ -145,7 +149,7 @@ class Queue:
                 ticket = Ticket(name=name, seq=seq, uid=int(raw["uid"]), user=str(raw["user"]),
                                 pid=int(raw["pid"]), host=str(raw["host"]), key=str(raw["key"]),
                                 target=str(raw["target"]), boards=tuple(str(b) for b in raw["boards"]),
-                                created=float(raw["created"]))
+                                created=float(raw["created"]), nudge=bool(raw.get("nudge", False)))
             except (ValueError, KeyError, TypeError):
                 ticket = None
         self._cache[name] = ticket
@@ -189,7 +193,10 @@ class Queue:
         except OSError as exc:
             raise os_error(exc, path, "cancel wait") from None
         with contextlib.suppress(OSError):
-            os.utime(os.path.join(self.lab.queue_dir, ticket.name))
+            os.utime(os.path.join(self.lab.queue_dir, ticket.name))  # wakes a waiter watching its ticket
+        if ticket.nudge and ticket.uid == self.lab.uid and ticket.host == socket.gethostname():
+            with contextlib.suppress(OSError):
+                os.kill(ticket.pid, signal.SIGUSR1)  # wakes one that is not
 
 
 def walk_queue(tickets: Sequence[Ticket], me: str, available: Callable[[str], bool],

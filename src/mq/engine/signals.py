@@ -28,6 +28,7 @@ class SignalGuard:
         self.pending: Optional[int] = None
         self._saved: Dict[int, Any] = {}
         self.received: Optional[int] = None  # the last signal seen, handled or not yet
+        self.nudged = False
         self.wakeup_fd: Optional[int] = None  # readable after any handled signal
         self._write_fd: Optional[int] = None
 
@@ -42,7 +43,16 @@ class SignalGuard:
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
         for signum in HANDLED:
             self._saved[signum] = signal.signal(signum, self._handle)
+        self._saved[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._nudge)
         return self
+
+    @property
+    def installed(self) -> bool:
+        return bool(self._saved)
+
+    def _nudge(self, _signum: int, _frame: Optional[FrameType]) -> None:
+        """SIGUSR1 from ``sem -cancel``: look at your ticket (never an interrupt)."""
+        self.nudged = True
 
     def restore(self) -> None:
         for signum, handler in self._saved.items():

@@ -1,20 +1,27 @@
 """One waiter's sleep-and-walk loop: wake only when this waiter might be served.
 
-A waiter sleeps in ``select`` on the engine's inotify descriptor. It keeps
-``ahead``: the live tickets that arrived earlier and want one of its boards.
+A waiter keeps ``ahead``: the live tickets that arrived earlier and want one
+of its boards. A board some ticket ahead also wants is that ticket's
+business, so:
 
-* A lock released on a board that some ticket ahead also wants is that
-  ticket's business: the waiter stays asleep (no herd on each release).
-* A ticket ahead leaving (granted, cancelled or dead: its descriptor closes)
-  is only worth a queue walk if one of the waiter's boards is free now.
-* Its own ticket's attributes change when ``sem -cancel`` marks it.
-* Timeouts: the ``-w``/``-t`` budget, the next ``-T`` expiry of a held board,
-  and the agent's keepalive tick.
+* for each of its boards the waiter rings a doorbell on the nearest ticket
+  ahead that wants it (``doorbell``: a thread blocked in ``flock`` on that
+  ticket), and walks the queue when one leaves and a board of its is free;
+* only a waiter at the head for some board (no ticket ahead wants it) uses
+  inotify, on just the lock files of those boards (released, moved aside,
+  re-dated) and their ``run`` session files (the holder died); ``-T`` expiries
+  are timers. Others need no inotify instance at all, and nobody wakes for
+  boards they do not wait for.
+* ``sem -cancel`` marks the ticket and nudges the owner (SIGUSR1, or a
+  touch of the ticket for a waiter watching it).
+* Timeouts: the ``-w``/``-t`` budget, the next ``-T`` expiry of a board it is
+  at the head for, and the agent's keepalive tick.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set, Tuple
@@ -27,10 +34,9 @@ from .signals import GUARD
 if TYPE_CHECKING:
     from .semaphore import Engine, Grant
 
-LOCK_EVENTS = notify.IN_DELETE | notify.IN_MOVED_FROM
-QUEUE_EVENTS = notify.IN_DELETE | notify.IN_CLOSE_WRITE
-OWN_EVENTS = notify.IN_ATTRIB
+LOCK_EVENTS = notify.IN_ATTRIB | notify.IN_MOVE_SELF | notify.IN_DELETE_SELF
 SESSION_EVENTS = notify.IN_CLOSE_WRITE
+OWN_EVENTS = notify.IN_ATTRIB
 
 
 @dataclass(frozen=True)
@@ -56,11 +62,13 @@ class Waiter:
         self.deadline = deadline
         self.hooks = hooks
         self.boards = own.ticket.boards
-        self.ahead: Dict[str, Tuple[str, ...]] = {}
+        self.ahead: Dict[str, Tuple[str, ...]] = {}  # name -> boards, in arrival order
         self._alive: Set[str] = set()
         self._lock_names = {b + ".lock": b for b in self.boards}
+        self._watcher: Optional[notify.InotifyWatcher | notify.PollWatcher] = None
+        self._watched: Set[str] = set()
 
-    # -- liveness, cached: a live ticket stays live until its departure event --
+    # -- liveness, cached: a live ticket stays live until its doorbell rings --
     def alive(self, ticket: Ticket) -> bool:
         if ticket.name in self._alive:
             return True
@@ -88,74 +96,124 @@ class Waiter:
             return None
         return self.take(self.alive)
 
-    def _covered(self, board: str) -> bool:
-        return any(board in boards for boards in self.ahead.values())
+    def _nearest(self) -> Dict[str, str]:
+        """For each covered board, the nearest ticket ahead that wants it."""
+        nearest: Dict[str, str] = {}
+        for name, boards in self.ahead.items():  # arrival order: later ones overwrite
+            for board in boards:
+                if board in self.boards:
+                    nearest[board] = name
+        return nearest
+
+    def _head_boards(self) -> List[str]:
+        covered = self._nearest()
+        return [b for b in self.boards if b not in covered]
 
     def _any_available(self) -> bool:
         return any(self.engine.available(b) for b in self.boards)
 
-    def _cancelled(self) -> bool:
-        return os.path.exists(os.path.join(self.engine.lab.queue_dir, self.own.cancel_name))
+    def _check_cancel(self) -> None:
+        if os.path.exists(os.path.join(self.engine.lab.queue_dir, self.own.cancel_name)):
+            self.engine.lab.audit("cancel", target=self.own.ticket.target, key=self.own.ticket.key)
+            raise NotAcquiredError(self.own.ticket.target, "wait cancelled")
 
-    def _needs_walk(self, events: List[notify.Event]) -> bool:
+    def _arm(self, head: List[str]) -> bool:
+        """Doorbells on the tickets ahead; at the head, inotify on just the lock (and ``run``
+        session) files of the boards it waits for. True if the caller must look again."""
+        bell = self.engine.doorbell()
+        for name in set(self._nearest().values()):
+            bell.watch(os.path.join(self.engine.lab.queue_dir, name), name)
+        if not head:
+            if self._watcher is not None:
+                self._watcher.keep({self.own.path: OWN_EVENTS})
+            return False
+        newly = False
+        if self._watcher is None:  # (its queued events were just dropped: look again)
+            self._watcher = self.engine.watcher()
+            newly = True
+        wanted = {self.own.path: OWN_EVENTS}
+        for board in head:
+            lock = boardlock.lock_path(self.engine.lab.base, board)
+            if not os.path.lexists(lock):
+                newly = True  # freed since the walk: nothing to watch, look again
+                continue
+            wanted[lock] = LOCK_EVENTS
+            session = self.engine.lab.session_path(board)
+            if os.path.lexists(session):
+                wanted[session] = SESSION_EVENTS
+        self._watched = set(wanted) - {self.own.path}
+        return not self._watcher.keep(wanted) or newly
+
+    def _relevant(self, events: List[notify.Event]) -> bool:
         walk = False
-        base, queue_dir = self.engine.lab.base, self.engine.lab.queue_dir
-        for directory, mask, name in events:
+        for path, mask, _name in events:
             if mask & notify.IN_Q_OVERFLOW:
-                if self._cancelled():
-                    self._cancel()
+                self._check_cancel()
                 walk = True
-            elif directory == self.own.path:
-                if self._cancelled():
-                    self._cancel()
-            elif directory == base:
-                board = self._lock_names.get(name)
-                walk = walk or (board is not None and not self._covered(board))
-            elif directory == self.engine.lab.sessions_dir:  # a run's holder process ended
-                walk = walk or (name in self.boards and not self._covered(name))
-            elif directory == queue_dir and name in self.ahead:
-                del self.ahead[name]
-                self._alive.discard(name)
-                walk = walk or self._any_available()
+            elif path == self.own.path:
+                self._check_cancel()
+            elif path in self._watched:  # a lock released, moved aside, re-dated; a run's holder gone
+                walk = True
         return walk
 
-    def _cancel(self) -> None:
-        self.engine.lab.audit("cancel", target=self.own.ticket.target, key=self.own.ticket.key)
-        raise NotAcquiredError(self.own.ticket.target, "wait cancelled")
+    def _departed(self, names: List[str]) -> bool:
+        gone = [n for n in names if n in self.ahead]
+        for name in gone:
+            del self.ahead[name]
+            self._alive.discard(name)
+        return bool(gone) and self._any_available()
 
-    def _until_expiry(self) -> Optional[float]:
+    def _until_expiry(self, head: List[str]) -> Optional[float]:
         now = time.time()
         soonest: Optional[float] = None
-        for board in self.boards:
+        for board in head:
             _, expires = boardlock.availability(self.engine.lab.base, board, now)
             if expires is not None and expires >= now:
                 delay = expires - now + 0.01
                 soonest = delay if soonest is None else min(soonest, delay)
         return soonest
 
+    def _sleep(self, head: List[str], sleep: Optional[float]) -> Tuple[List[notify.Event], List[int]]:
+        fds = [self.engine.doorbell().fileno(), *self.hooks.extra_fds, *GUARD.wake_fds]
+        watcher = self._watcher
+        if watcher is not None and (head or isinstance(watcher, notify.InotifyWatcher)):
+            return watcher.wait(sleep, fds)
+        ready, _, _ = select.select(fds, [], [], sleep)
+        return [], ready
+
     def run(self, started: float) -> Grant:
         GUARD.check()
         grant = self.evaluate()
         if grant is not None:
             return grant
-        watcher = self.engine.watcher()
-        watcher.add(self.own.path, OWN_EVENTS)
-        walk = True  # events before the watcher existed were missed: look again
+        self.engine.doorbell().rung()  # bells of earlier waits
+        walk = False
         while True:
             if walk:
                 grant = self.evaluate()
                 if grant is not None:
                     return grant
+            head = self._head_boards()
+            if self._arm(head):
+                walk = True  # watches just added: look again before sleeping
+                continue
             now = time.monotonic()
             if self.deadline is not None and now >= self.deadline:
                 self.engine.lab.audit("timeout", target=self.own.ticket.target, key=self.own.ticket.key,
                                       waited=round(now - started, 3))
                 raise NotAcquiredError(self.own.ticket.target)
-            sleep = _shortest(self._until_expiry(), None if self.deadline is None else self.deadline - now,
+            sleep = _shortest(self._until_expiry(head), None if self.deadline is None else self.deadline - now,
                               self.hooks.on_tick() if self.hooks.on_tick else None)
-            events, ready = watcher.wait(sleep, [*self.hooks.extra_fds, *GUARD.wake_fds])
+            events, ready = self._sleep(head, sleep)
             GUARD.check()  # safe point: nothing is half done here
+            if GUARD.nudged:
+                GUARD.nudged = False
+                self._check_cancel()
+            bell = self.engine.doorbell()
+            walk = not events and not ready  # a timeout: an expiry or the deadline
+            if bell.fileno() in ready:
+                walk = self._departed(bell.rung()) or walk
+            walk = self._relevant(events) or walk
             for fd in ready:
-                if self.hooks.on_extra is not None and fd not in GUARD.wake_fds:
+                if self.hooks.on_extra is not None and fd in self.hooks.extra_fds:
                     self.hooks.on_extra(fd)
-            walk = (not events and not ready) or self._needs_walk(events)

@@ -101,7 +101,9 @@ def test_demo_inventory(parser: str) -> None:
     assert inv.systems["sabre"].soc == "imx6" and inv.systems["sabre"].pxe_linux is False
     assert inv.systems["tx2"].dtb and inv.systems["tx2"].pxe_linux
     assert inv.systems["pc99"].files == 2 and inv.systems["pc99"].isa == "x86_64"
-    assert all(system.boot is None for system in inv.systems.values())
+    boots = {system.boot for system in inv.systems.values()}
+    assert boots == {"{python} -m mq.engine.simboard {system} {files}"}
+    assert all(system.power_off is None for system in inv.systems.values())
 
 
 def test_attribute() -> None:

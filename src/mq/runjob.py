@@ -17,7 +17,7 @@ from typing import Any
 from .console import ConsoleSink
 from .engine.boardlock import NO_KEY
 from .engine.inventory import System
-from .engine.job import DETACHED, OUTCOME_EXIT
+from .engine.job import DETACHED, OUTCOME_EXIT, compile_pattern
 from .errors import BadInputError, UsageError
 from .keyboard import Keyboard
 from .service import Lab, wait_budget
@@ -71,6 +71,8 @@ def check(lab: Lab, opts: RunOptions) -> list[str]:
         raise UsageError("mq run needs -c TEXT (the completion text) or -r (reserve the board)")
     if opts.dtb and not opts.linux:
         raise BadInputError("-b DTB is only accepted together with -L")
+    compile_pattern(opts.completion, "-c")
+    compile_pattern(opts.error, "-e")
     members = lab.inventory.members(opts.target)
     reasons = {b: _unsuitable(lab.inventory.systems[b], opts) for b in members}
     suitable = [b for b, why in reasons.items() if why is None]
@@ -97,6 +99,14 @@ def _upload_all(lab: Lab, paths: list[str], notify: Notify) -> list[str]:
 
 def run(lab: Lab, opts: RunOptions, notify: Notify) -> RunResult:
     boards = check(lab, opts)
+    sink = ConsoleSink(opts.log)
+    try:
+        return _run(lab, opts, boards, sink, notify)
+    finally:
+        sink.close()
+
+
+def _run(lab: Lab, opts: RunOptions, boards: list[str], sink: ConsoleSink, notify: Notify) -> RunResult:
     uploaded = _upload_all(lab, opts.files, notify)
     extra = _upload_all(lab, [p for p in (opts.dtb, opts.bitstream) if p], notify)
     dtb = extra.pop(0) if opts.dtb else ""
@@ -109,7 +119,6 @@ def run(lab: Lab, opts: RunOptions, notify: Notify) -> RunResult:
         "dtb": dtb, "bitstream": bitstream, "linux": opts.linux,
     }
     keyboard = Keyboard("reserve") if opts.reserve else Keyboard("interactive") if opts.interactive else None
-    sink = ConsoleSink(opts.log)
 
     def on_event(event: str, data: bytes, fields: dict[str, Any]) -> None:
         if event == "console":
@@ -124,14 +133,11 @@ def run(lab: Lab, opts: RunOptions, notify: Notify) -> RunResult:
         elif event == "interactive":
             notify("\r\nmq: console is interactive now; Ctrl+] or Ctrl+D ends the session")
 
-    try:
-        if keyboard is not None:
-            with keyboard.terminal():
-                result = lab.transport.run_job(spec, on_event, keyboard)
-        else:
-            result = lab.transport.run_job(spec, on_event, None)
-    finally:
-        sink.close()
+    if keyboard is not None:
+        with keyboard.terminal():
+            result = lab.transport.run_job(spec, on_event, keyboard)
+    else:
+        result = lab.transport.run_job(spec, on_event, None)
     outcome = str(result["outcome"])
     code = 0 if outcome == DETACHED else OUTCOME_EXIT.get(outcome, 1)
     return RunResult(outcome=outcome, board=str(result["board"]), exit_code=code, notes=list(result["notes"]))

@@ -65,18 +65,18 @@ ENGINE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__
 
 def run_job(engine: Engine, spec: JobSpec, io: JobIO, job_dir: Optional[job.JobDir] = None) -> Dict[str, Any]:
     """Run one job to its end; returns ``{"outcome", "board", "notes"}``."""
-    completion = job.compile_pattern(spec.completion, "-c")
-    error = job.compile_pattern(spec.error, "-e")
-    if spec.mode == "run" and completion is None and not spec.interactive:
-        raise BadInputError("mq run needs -c TEXT (or -r to reserve)")
     board = ""
     took = False
     console: Optional[job.Console] = None
     notes: List[str] = []
     env = _env(ENGINE_ROOT)
-    try:
+    try:  # from the top: an early error still removes the job's uploads
+        completion = job.compile_pattern(spec.completion, "-c")
+        error = job.compile_pattern(spec.error, "-e")
+        if spec.mode == "run" and completion is None and not spec.interactive:
+            raise BadInputError("mq run needs -c TEXT (or -r to reserve)")
         if spec.mode == "held":
-            board = engine.check_held(spec.target, spec.key)
+            board = engine.check_held(spec.target, spec.key, spec.boards)
         else:
             with GUARD.deferred():  # interruptible while waiting; a grant is always recorded here
                 grant = engine.wait(spec.target, key=spec.key, budget=spec.budget, boards=spec.boards,

@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import boardlock, notify
 from .boardlock import NO_KEY, Holder
+from .doorbell import Doorbell
 from .errors import (
     AlreadyHeldError,
     BadInputError,
@@ -28,7 +29,7 @@ from .labdir import LabDir
 from .names import check_key
 from .queue import OwnTicket, Queue, Ticket, walk_queue
 from .signals import GUARD
-from .waiter import LOCK_EVENTS, QUEUE_EVENTS, SESSION_EVENTS, Hooks, Waiter
+from .waiter import Hooks, Waiter
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Engine:
         self.inventory = inventory
         self.queue = Queue(self.lab)
         self._watcher: notify.InotifyWatcher | notify.PollWatcher | None = None
+        self._doorbell: Optional[Doorbell] = None
         self._sessions: Dict[str, int] = {}  # board -> fd holding its session flock
 
     # -- waiting -------------------------------------------------------------
@@ -102,7 +104,9 @@ class Engine:
         self.lab.ensure()
         if not self.inventory.is_pool(name):
             held = boardlock.read_holder(self.lab.base, name)
-            if held is not None and held.kind == "file" and held.uid == self.lab.uid and key in (NO_KEY, held.key):
+            if held is not None and held.kind == "file" and held.uid == self.lab.uid \
+                    and key in (NO_KEY, held.key) and not held.expired(time.time()) \
+                    and not self._dead_session(held):
                 raise AlreadyHeldError(name)
         started = time.monotonic()
         deadline = None if budget is None else started + max(0.0, budget)
@@ -126,13 +130,18 @@ class Engine:
             own.close()
 
     def watcher(self) -> notify.InotifyWatcher | notify.PollWatcher:
-        """This engine's inotify watcher, made once and kept (closing one costs milliseconds)."""
+        """This engine's inotify watcher (made when a waiter first reaches the head, then kept:
+        closing one costs milliseconds); the waiter adds and removes its watches."""
         if self._watcher is None:
-            self._watcher = notify.watch({self.lab.base: LOCK_EVENTS, self.lab.queue_dir: QUEUE_EVENTS,
-                                          self.lab.sessions_dir: SESSION_EVENTS})
+            self._watcher = notify.watch({})
         else:
             self._watcher.read_events()  # drop what happened between waits
         return self._watcher
+
+    def doorbell(self) -> Doorbell:
+        if self._doorbell is None:
+            self._doorbell = Doorbell()
+        return self._doorbell
 
     def available(self, board: str) -> bool:
         """Free, past its ``-T`` timeout, or held by a ``run`` whose process died."""
@@ -260,9 +269,13 @@ class Engine:
             self._remove(holder, key, forced=False, reason=reason)
         return True
 
-    def check_held(self, name: str, key: str = NO_KEY) -> str:
-        """For ``run -n``: the board (or first pool member) the caller holds with ``key``."""
-        boards = self.inventory.members(name)
+    def check_held(self, name: str, key: str = NO_KEY, boards: Optional[Sequence[str]] = None) -> str:
+        """For ``run -n``: the board (or first pool member) the caller holds with ``key``.
+
+        ``boards`` narrows a pool to the members that suit the job.
+        """
+        members = self.inventory.members(name)
+        boards = members if boards is None else [b for b in members if b in set(boards)]
         check_key(key)
         self.lab.check(writable=False)
         for board in boards:

@@ -1,0 +1,872 @@
+"""``mq run`` end to end: real ``mq`` processes, the board simulator as console, a real sshd.
+
+Every board of the test inventory boots ``mq.engine.simboard`` (or a probe
+that prints its argv) and powers off by touching a marker file, so each test
+can check what a job left behind: no lock, no waiting ticket, no console
+process, no uploaded image, and a power-off that happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pexpect
+import pytest
+
+import conftest
+from conftest import LAB_TOML, LabFixture, make_lab, queued, wait_for
+from sshd import Sshd, client_config, start_sshd
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+PASS_IMG = EXAMPLES / "sel4test-pass.img"
+FAIL_IMG = EXAMPLES / "sel4test-fail.img"
+HANG_IMG = EXAMPLES / "sel4test-hang.img"
+SHELL_IMG = EXAMPLES / "interactive.img"
+SUCCESS = "All is well"
+MQ = [sys.executable, "-m", "mq"]
+BIN = Path(sys.executable).parent
+WEIRD = "my kernel $(touch pwned) `touch pwned2`.elf"
+
+PROBE = '''\
+import hashlib, json, os, sys
+args = sys.argv[1:]
+print("ARGV " + json.dumps(args))
+for arg in args:
+    if os.path.isfile(arg):
+        with open(arg, "rb") as handle:
+            print("FILE " + json.dumps([arg, hashlib.sha256(handle.read()).hexdigest()]))
+print("PROBE-DONE")
+'''
+
+EXTRA_TOML = """
+[systems.probe]
+arch = "probe"
+files = 2
+pxe_linux = true
+dtb = true
+boot = "{python} @PROBE@ {system} {file1} {file2} --kernel={file1} {linux} {dtb} {bitstream} {files}"
+power_off = "touch @MARKS@/poweroff-{system}"
+
+[systems.badoff]
+arch = "none"
+boot = "{python} -m mq.engine.simboard {system} {files}"
+power_off = "false"
+
+[systems.nob]
+arch = "none"
+boot = "/nonexistent/mq-no-such-boot {system} {files}"
+power_off = "touch @MARKS@/poweroff-{system}"
+
+[pools.mixed]
+systems = ["b2", "x86a"]
+"""
+
+
+def run_toml(marks: Path, probe: Path) -> str:
+    """conftest.LAB_TOML with a boot and power_off for every system, x86b PXE-booting too, plus extras."""
+    commands = ('boot = "{python} -m mq.engine.simboard {system} {files}"\n'
+                'power_off = "touch @MARKS@/poweroff-{system}"\n')
+    text = LAB_TOML.replace("dtb = true\n", "dtb = true\npxe_linux = true\n")  # x86b
+    text = re.sub(r"^\[systems\.\w+\]\n", lambda m: m.group(0) + commands, text, flags=re.MULTILINE)
+    text += EXTRA_TOML
+    return text.replace("@MARKS@", str(marks)).replace("@PROBE@", str(probe))
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def events(lab: LabFixture, kind: str) -> list[dict[str, object]]:
+    return [e for e in lab.audit() if e["event"] == kind]
+
+
+def key_of(lab: LabFixture, board: str) -> str | None:
+    try:
+        return lab.key(board).read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+def consoles(needle: str, user: str | None = None) -> list[str]:
+    """Simulated-board processes whose command line mentions ``needle``."""
+    cmd = ["pgrep", "-af", "mq.engine.simboard"] if user is None else \
+        ["pgrep", "-u", user, "-af", "mq.engine.simboard"]
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if needle in line and "pgrep" not in line]
+
+
+def jobs_left(home: Path, token: str = "") -> list[str]:
+    """Job directories under ``home``; with ``token``, only those holding an image named with it.
+
+    The test users' homes are shared with anything else running as them on this machine,
+    so their jobs are told apart by the unique token in the uploaded image names.
+    """
+    jobs = home / ".cache" / "mq" / "jobs"
+    if not jobs.exists():
+        return []
+    return sorted(p.name for p in jobs.iterdir() if not token or any(token in f.name for f in p.iterdir()))
+
+
+def write_image(path: Path, *lines: str) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class RunLab:
+    lab: LabFixture
+    marks: Path
+    home: Path
+    cwd: Path
+    images: Path
+    token: str
+
+    def image(self, name: str) -> Path:
+        """A copy of ``examples/NAME.img`` whose name carries this test's token."""
+        path = self.images / f"{name}-{self.token}.img"
+        if not path.exists():
+            shutil.copy(EXAMPLES / f"{name}.img", path)
+        return path
+
+    def powered_off(self, board: str) -> bool:
+        return (self.marks / f"poweroff-{board}").exists()
+
+    def mq(self, *args: str, cmd: list[str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*(cmd or MQ), *args], env=self.lab.env, cwd=self.cwd, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def mq_ok(self, *args: str) -> subprocess.CompletedProcess[str]:
+        proc = self.mq(*args)
+        assert proc.returncode == 0, f"mq {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+    def assert_clean(self, *boards: str, powered: bool = True) -> None:
+        """After a job: nothing held or queued, consoles gone, images deleted, power_off ran."""
+        assert self.lab.held() == set()
+        assert queued(self.lab) == []
+        for board in boards:
+            assert self.powered_off(board) is powered, board
+        wait_for(lambda: not consoles(f"{self.home}/"), timeout=5, what="console processes to end")
+        assert jobs_left(self.home) == []
+
+
+@dataclass
+class Spawned:
+    proc: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+
+    def stdout(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.err.read_text(errors="replace")
+
+    def finish(self, timeout: float = 30) -> int:
+        return self.proc.wait(timeout=timeout)
+
+
+@pytest.fixture
+def spawned() -> Iterator[list[Spawned]]:
+    started: list[Spawned] = []
+    yield started
+    for item in started:
+        if item.proc.poll() is None:
+            item.proc.kill()
+        item.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def children() -> Iterator[list[pexpect.spawn]]:
+    started: list[pexpect.spawn] = []
+    yield started
+    for child in started:
+        if child.isalive():
+            child.terminate(force=True)
+
+
+def spawn(env: dict[str, str], cwd: Path, started: list[Spawned], name: str, *args: str) -> Spawned:
+    out, err = cwd / f"{name}.out", cwd / f"{name}.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen([*MQ, *args], env=env, cwd=cwd, stdout=stdout, stderr=stderr,
+                                stdin=subprocess.DEVNULL)
+    item = Spawned(proc, out, err)
+    started.append(item)
+    return item
+
+
+def pty(rl: RunLab, children: list[pexpect.spawn], *args: str, env: dict[str, str] | None = None) -> pexpect.spawn:
+    child = pexpect.spawn(sys.executable, ["-m", "mq", *args], env=env or rl.lab.env, cwd=str(rl.cwd),
+                          encoding="utf-8", timeout=30, dimensions=(24, 200))
+    children.append(child)
+    return child
+
+
+def pty_end(child: pexpect.spawn, timeout: float = 30) -> tuple[str, int | None]:
+    child.expect(pexpect.EOF, timeout=timeout)
+    output = child.before or ""
+    child.close()
+    return output, child.exitstatus
+
+
+def prepare(base_lab: LabFixture, marks: Path, home: Path, cwd: Path) -> RunLab:
+    marks.mkdir(parents=True, exist_ok=True)
+    probe = cwd / "probe.py"
+    probe.write_text(PROBE)
+    (base_lab.base / "lab.toml").write_text(run_toml(marks, probe))
+    images = cwd / "images"
+    images.mkdir(exist_ok=True)
+    write_image(images / "slow.img", "print Starting slow test", "sleep 3", "print Test suite passed.", "pass")
+    write_image(images / "second.img", "# the second image of an x86 system (root task)")
+    write_image(images / "board.dtb", "# a device tree blob")
+    token = f"t{os.getpid()}x{time.monotonic_ns()}"
+    return RunLab(lab=base_lab, marks=marks, home=home, cwd=cwd, images=images, token=token)
+
+
+@pytest.fixture
+def rl(tmp_path: Path, isolated_env: Path) -> RunLab:
+    """A private local lab whose boards boot the simulator; power-off markers in ``marks``."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    return prepare(make_lab(tmp_path / "lab"), tmp_path / "marks", isolated_env, cwd)
+
+
+# -- 1. outcomes and cleanup ----------------------------------------------------------
+def test_success_streams_console_to_stdout_and_log(rl: RunLab) -> None:
+    log = rl.cwd / "console.log"
+    proc = subprocess.run([*MQ, "run", "-s", "b1", "-c", SUCCESS, "-f", str(PASS_IMG), "-l", str(log)],
+                          env=rl.lab.env, cwd=rl.cwd, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert b"Test suite passed. 20 tests passed." in proc.stdout
+    assert SUCCESS.encode() in proc.stdout
+    assert proc.stdout == log.read_bytes()
+    assert b"mq: running on b1" in proc.stderr
+    assert b"mq: running" not in proc.stdout  # messages never mix into the console stream
+    rl.assert_clean("b1")
+    assert [e["reason"] for e in events(rl.lab, "release")] == ["run ended"]
+
+
+@pytest.mark.parametrize(("args", "board", "code", "console"), [
+    (["-e", "FAILED", "-f", str(FAIL_IMG)], "b1", 11, "SIMULATED0002 ... FAILED"),
+    (["-d", "1", "-f", str(HANG_IMG)], "b2", 12, "Running test SIMULATED0001 ..."),
+    (["-f", str(FAIL_IMG)], "solo", 13, "Test failed: simulated failure"),
+    (["-f", str(PASS_IMG)], "nob", 14, ""),
+], ids=["error-text", "timeout", "console-ended", "boot-missing"])
+def test_failure_outcomes(rl: RunLab, args: list[str], board: str, code: int, console: str) -> None:
+    started = time.monotonic()
+    proc = rl.mq("run", "-s", board, "-c", SUCCESS, *args)
+    assert proc.returncode == code, proc.stderr
+    assert console in proc.stdout
+    assert SUCCESS not in proc.stdout
+    if code == 12:
+        assert 1.0 <= time.monotonic() - started < 15
+    if code == 14:
+        assert "/nonexistent/mq-no-such-boot" in proc.stderr
+    rl.assert_clean(board)
+    assert len(events(rl.lab, "grant")) == 1
+    assert len(events(rl.lab, "release")) == 1
+
+
+def test_boot_template_placeholders_are_whole_arguments_never_run(rl: RunLab) -> None:
+    kernel = rl.images / WEIRD
+    kernel.write_text("kernel bytes $(touch pwned)\n")
+    root = rl.images / "root task; touch pwned3.elf"
+    root.write_text("root task bytes\n")
+    dtb, bitstream = rl.images / "board $(id).dtb", rl.images / "fpga bits.bit"
+    dtb.write_text("dtb bytes\n")
+    bitstream.write_text("bitstream bytes\n")
+    sha = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (kernel, root, dtb, bitstream)}
+
+    def argv_of(stdout: str) -> tuple[list[str], dict[str, str]]:
+        lines = stdout.splitlines()
+        argv = json.loads(next(line for line in lines if line.startswith("ARGV "))[5:])
+        files = dict(json.loads(line[5:]) for line in lines if line.startswith("FILE "))
+        return argv, files
+
+    proc = rl.mq("run", "-s", "probe", "-c", "PROBE-DONE", "-L", "-b", str(dtb), "--bitstream", str(bitstream),
+                 "-f", str(kernel), "-f", str(root))
+    assert proc.returncode == 0, proc.stderr
+    argv, files = argv_of(proc.stdout)
+    assert len(argv) == 9, argv
+    system, file1, file2, kernel_opt, linux, dtb_arg, bits_arg, all1, all2 = argv
+    assert (system, kernel_opt, linux, all1, all2) == ("probe", f"--kernel={file1}", "-L", file1, file2)
+    jobs = str(rl.home / ".cache" / "mq" / "jobs") + "/"
+    for arg, source in ((file1, kernel), (file2, root), (dtb_arg, dtb), (bits_arg, bitstream)):
+        assert arg.startswith(jobs), arg  # the host copy, one argument, spaces and all
+        assert files[arg] == sha[source]
+
+    proc = rl.mq("run", "-s", "probe", "-c", "PROBE-DONE", "-f", str(kernel), "-f", str(root))
+    assert proc.returncode == 0, proc.stderr
+    argv, files = argv_of(proc.stdout)
+    assert len(argv) == 6, argv  # {linux}, {dtb}, {bitstream} empty: the arguments are dropped
+    assert argv[0] == "probe" and argv[3] == f"--kernel={argv[1]}" and argv[4:] == argv[1:3]
+    assert [files[a] for a in argv[1:3]] == [sha[kernel], sha[root]]
+
+    for where in (rl.cwd, rl.home, rl.images.parent, rl.lab.base, Path.cwd()):
+        assert not [p for p in where.rglob("pwned*")], where
+    rl.assert_clean("probe")
+
+
+# -- 2. checks before locking ------------------------------------------------------------
+@pytest.mark.parametrize(("target", "args", "code", "message"), [
+    ("b1", ["-c", "x", "-f", "@pass", "-f", "@second"], 5, "b1 takes 1 image file(s) (-f), 2 given"),
+    ("x86a", ["-c", "x", "-f", "@pass"], 5, "x86a takes 2 image file(s) (-f), 1 given"),
+    ("b1", ["-c", "x"], 5, "b1 takes 1 image file(s) (-f), 0 given"),
+    ("b1", ["-c", "x", "-L", "-f", "@pass"], 5, "b1 does not PXE-boot Linux (-L)"),
+    ("x86b", ["-c", "x", "-b", "@dtb", "-f", "@pass", "-f", "@second"], 5, "-b DTB is only accepted together with -L"),
+    ("x86a", ["-c", "x", "-L", "-b", "@dtb", "-f", "@pass", "-f", "@second"], 5,
+     "x86a does not accept a DTB (-b)"),
+    ("b1", ["-c", "x", "-f", "@missing"], 5, "no such file"),
+    ("b1", ["-c", "x", "-f", "@dir"], 5, "no such file"),
+    ("x86b", ["-c", "x", "-L", "-b", "@missing", "-f", "@pass", "-f", "@second"], 5, "no such file"),
+    ("b1", ["-f", "@pass"], 64, "-c TEXT"),
+    ("trio", ["-c", "x", "-f", "@pass", "-f", "@second"], 5, "takes 1 image file(s)"),
+    ("nosuch", ["-c", "x", "-f", "@pass"], 1, "Unknown system or pool 'nosuch'"),
+], ids=["too-many", "too-few", "none", "L-no-pxe", "b-without-L", "b-no-dtb", "missing", "directory",
+        "missing-dtb", "no-c-no-r", "pool-none-suits", "unknown"])
+def test_checks_before_locking(rl: RunLab, target: str, args: list[str], code: int, message: str) -> None:
+    paths = {"@pass": str(PASS_IMG), "@second": str(rl.images / "second.img"), "@dtb": str(rl.images / "board.dtb"),
+             "@missing": str(rl.images / "missing.img"), "@dir": str(rl.images)}
+    proc = rl.mq("run", "-s", target, *[paths.get(a, a) for a in args])
+    assert proc.returncode == code, proc.stderr
+    assert message in proc.stderr
+    assert proc.stdout == ""
+    assert rl.lab.held() == set()
+    assert events(rl.lab, "grant") == []
+    assert queued(rl.lab) == []
+    assert jobs_left(rl.home) == []  # nothing uploaded
+    assert list(rl.marks.iterdir()) == []
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-c", "(unclosed"], "-c '(unclosed' is not a valid regular expression"),
+    (["-c", SUCCESS, "-e", "[z-a]"], "-e '[z-a]' is not a valid regular expression"),
+    (["-c", SUCCESS, "-l", "/nonexistent/mq-dir/console.log"], "/nonexistent/mq-dir/console.log"),
+], ids=["bad-c", "bad-e", "log-unwritable"])
+def test_bad_patterns_and_log_refused_before_locking(rl: RunLab, args: list[str], message: str) -> None:
+    proc = rl.mq("run", "-s", "b1", *args, "-f", str(PASS_IMG))
+    assert proc.returncode == 5, proc.stderr
+    assert message in proc.stderr
+    assert "unexpected error" not in proc.stderr
+    assert proc.stdout == ""
+    assert rl.lab.held() == set()
+    assert events(rl.lab, "grant") == []
+    assert jobs_left(rl.home) == []
+    assert not rl.powered_off("b1")
+
+
+def test_broken_pipe_stops_the_job(rl: RunLab) -> None:
+    """stdout closed by the reader (``mq run ... | head -3``): the job stops and cleans up, exit 141."""
+    reader = subprocess.Popen(["head", "-3"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert reader.stdin is not None
+    proc = subprocess.run([*MQ, "run", "-s", "b1", "-c", SUCCESS, "-f", str(HANG_IMG)], env=rl.lab.env, cwd=rl.cwd,
+                          stdout=reader.stdin, stderr=subprocess.PIPE, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    reader.stdin.close()
+    reader.wait(timeout=10)
+    assert proc.returncode != 0, proc.stderr
+    rl.assert_clean("b1")
+    assert proc.returncode == 141, proc.stderr  # 128 + SIGPIPE, as main() intends (1 means "unknown system")
+
+
+def test_unreadable_file_refused_before_locking(shared_lab: LabFixture, test_users: tuple[str, ...],
+                                                tmp_path: Path) -> None:
+    user = test_users[0]
+    root = shared_lab.base.parent
+    cwd = root / "cwd"
+    cwd.mkdir(mode=0o777)
+    os.chmod(cwd, 0o777)
+    marks = root / "marks"
+    marks.mkdir()
+    os.chmod(marks, 0o777)
+    rl = prepare(shared_lab, marks, Path(f"/tmp/mq-home-{user}"), cwd)
+    os.chmod(rl.lab.base / "lab.toml", 0o644)
+    os.chmod(cwd / "probe.py", 0o644)
+    secret = root / f"secret-{rl.token}.img"
+    secret.write_text("print nobody may read this\npass\n")
+    os.chmod(secret, 0o600)  # root's file: the test user cannot read it
+    proc = conftest.run_mq(shared_lab, "run", "-s", "b1", "-c", "x", "-f", str(secret), user=user, timeout=60)
+    assert proc.returncode == 5, proc.stderr
+    assert "not readable" in proc.stderr
+    assert shared_lab.held() == set()
+    assert events(shared_lab, "grant") == []
+    assert jobs_left(rl.home, rl.token) == []
+    # the same user with a readable image runs (the refusal was about the file)
+    readable = rl.image("sel4test-pass")
+    os.chmod(rl.images, 0o755)
+    ok = conftest.run_mq(shared_lab, "run", "-s", "b1", "-c", SUCCESS, "-f", str(readable), user=user, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert shared_lab.held() == set()
+    assert rl.powered_off("b1")
+    assert jobs_left(rl.home, rl.token) == []
+    assert consoles(rl.token, user=user) == []
+
+
+def test_pool_uses_only_suitable_members(rl: RunLab) -> None:
+    second = str(rl.images / "second.img")
+    one = rl.mq("run", "-s", "mixed", "-c", SUCCESS, "-f", str(PASS_IMG))
+    assert one.returncode == 0, one.stderr
+    assert "mq: running on b2" in one.stderr
+    two = rl.mq("run", "-s", "mixed", "-c", SUCCESS, "-f", str(PASS_IMG), "-f", second)
+    assert two.returncode == 0, two.stderr
+    assert "mq: running on x86a" in two.stderr  # b2 is first and free, but takes one image
+    linux = rl.mq("run", "-s", "x86", "-L", "-b", str(rl.images / "board.dtb"), "-c", SUCCESS,
+                  "-f", str(PASS_IMG), "-f", second)
+    assert linux.returncode == 0, linux.stderr
+    assert "mq: running on x86b" in linux.stderr  # x86a takes no DTB
+    rl.assert_clean("b2", "x86a", "x86b")
+    assert [e["board"] for e in events(rl.lab, "grant")] == ["b2", "x86a", "x86b"]
+
+    # the suitable member is held: the free unsuitable one is never taken
+    rl.mq_ok("sem", "-wait", "x86a", "-k", "H")
+    blocked = rl.mq("run", "-s", "mixed", "-k", "R", "-c", SUCCESS, "-f", str(PASS_IMG), "-f", second, "-t", "0")
+    assert blocked.returncode == 2, blocked.stderr
+    assert rl.lab.held() == {"x86a"}
+    assert [e["board"] for e in events(rl.lab, "grant")] == ["b2", "x86a", "x86b", "x86a"]
+    assert jobs_left(rl.home) == []
+    rl.mq_ok("sem", "-signal", "x86a", "-k", "H")
+
+
+# -- 3. pools --------------------------------------------------------------------------
+def test_pool_run_names_the_board(rl: RunLab) -> None:
+    proc = rl.mq("run", "-s", "trio", "-c", SUCCESS, "-f", str(PASS_IMG))
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^mq: running on b[123]$", proc.stderr, re.MULTILINE), proc.stderr
+    assert "(mq simulated board b1)" in proc.stdout
+    rl.assert_clean("b1")
+
+
+def test_concurrent_pool_runs_get_different_boards(rl: RunLab, spawned: list[Spawned]) -> None:
+    slow = str(rl.images / "slow.img")
+    first = spawn(rl.lab.env, rl.cwd, spawned, "first", "run", "-s", "trio", "-k", "A", "-c", SUCCESS, "-f", slow)
+    wait_for(lambda: rl.lab.held() or first.proc.poll() is not None, what="the first run's board")
+    second = spawn(rl.lab.env, rl.cwd, spawned, "second", "run", "-s", "trio", "-k", "B", "-c", SUCCESS, "-f", slow)
+    assert (first.finish(), second.finish()) == (0, 0), first.stderr() + second.stderr()
+    boards = [re.search(r"mq: running on (b\d)", s.stderr()) for s in (first, second)]
+    assert all(boards), [s.stderr() for s in (first, second)]
+    names = [m.group(1) for m in boards if m]
+    assert names[0] != names[1]
+    grants = events(rl.lab, "grant")
+    releases = events(rl.lab, "release")
+    assert len(grants) == 2 and len(releases) == 2
+    assert grants[1]["time"] < releases[0]["time"]  # they really ran at the same time
+    rl.assert_clean(*names)
+
+
+def test_run_waits_fairly_behind_sem_holders(rl: RunLab, spawned: list[Spawned]) -> None:
+    for board in ("b1", "b2", "b3"):
+        rl.mq_ok("sem", "-wait", board, "-k", "H")
+    run = spawn(rl.lab.env, rl.cwd, spawned, "run", "run", "-s", "trio", "-k", "R", "-c", SUCCESS,
+                "-f", str(PASS_IMG))
+    wait_for(lambda: len(queued(rl.lab)) == 1 or run.proc.poll() is not None, what="the run's ticket")
+    later = spawn(rl.lab.env, rl.cwd, spawned, "later", "sem", "-wait", "trio", "-k", "W")
+    wait_for(lambda: len(queued(rl.lab)) == 2 or later.proc.poll() is not None, what="the later ticket")
+    time.sleep(0.3)
+    assert run.proc.poll() is None and later.proc.poll() is None
+    assert not rl.powered_off("b2") and "Booting" not in run.stdout()
+
+    rl.mq_ok("sem", "-signal", "b2", "-k", "H")
+    assert run.finish() == 0, run.stderr()
+    assert "mq: running on b2" in run.stderr()
+    assert SUCCESS in run.stdout()
+    assert later.finish() == 0, later.stderr()
+    assert later.stdout().splitlines()[-1] == "b2"
+    assert [(e["board"], e["key"]) for e in events(rl.lab, "grant")][-2:] == [("b2", "R"), ("b2", "W")]
+    assert rl.powered_off("b2")
+    for board, key in (("b1", "H"), ("b2", "W"), ("b3", "H")):
+        rl.mq_ok("sem", "-signal", board, "-k", key)
+    rl.assert_clean("b2")
+
+
+# -- 4. -n: the caller already holds the lock ------------------------------------------
+def test_held_run_needs_the_lock(rl: RunLab) -> None:
+    proc = rl.mq("run", "-n", "-s", "b1", "-k", "K", "-c", SUCCESS, "-f", str(PASS_IMG))
+    assert proc.returncode == 3, proc.stderr
+    assert "b1" in proc.stderr
+    assert proc.stdout == ""
+    assert rl.lab.held() == set()
+    assert events(rl.lab, "grant") == []
+    assert jobs_left(rl.home) == []
+
+
+def test_held_run_keeps_the_lock(rl: RunLab) -> None:
+    rl.mq_ok("sem", "-wait", "b1", "-k", "K")
+    proc = rl.mq("run", "-n", "-s", "b1", "-k", "K", "-c", SUCCESS, "-f", str(PASS_IMG))
+    assert proc.returncode == 0, proc.stderr
+    assert "mq: running on b1 (already held by you)" in proc.stderr
+    assert SUCCESS in proc.stdout
+    assert rl.lab.held() == {"b1"}
+    assert key_of(rl.lab, "b1") == "K"
+    assert events(rl.lab, "release") == []
+    wrong = rl.mq("run", "-n", "-s", "b1", "-k", "other", "-c", SUCCESS, "-f", str(PASS_IMG))
+    assert wrong.returncode == 3, wrong.stderr
+    assert wrong.stdout == ""
+    assert key_of(rl.lab, "b1") == "K"
+    rl.mq_ok("sem", "-signal", "b1", "-k", "K")
+    assert rl.lab.held() == set()
+    wait_for(lambda: not consoles(f"{rl.home}/"), timeout=5, what="console processes to end")
+    assert jobs_left(rl.home) == []
+
+
+def test_held_run_on_pool_uses_first_member_held_with_key(rl: RunLab) -> None:
+    rl.mq_ok("sem", "-wait", "b1", "-k", "other")
+    rl.mq_ok("sem", "-wait", "b2", "-k", "K")
+    rl.mq_ok("sem", "-wait", "b3", "-k", "K")
+    proc = rl.mq("run", "-n", "-s", "trio", "-k", "K", "-c", SUCCESS, "-f", str(PASS_IMG))
+    assert proc.returncode == 0, proc.stderr
+    assert "mq: running on b2 (already held by you)" in proc.stderr
+    assert "(mq simulated board b2)" in proc.stdout
+    assert rl.lab.held() == {"b1", "b2", "b3"}
+    assert [key_of(rl.lab, b) for b in ("b1", "b2", "b3")] == ["other", "K", "K"]
+    rl.mq_ok("sem", "-signal", "trio", "-k", "K")
+    rl.mq_ok("sem", "-signal", "b1", "-k", "other")
+
+
+def test_held_run_on_pool_skips_unsuitable_members(rl: RunLab) -> None:
+    """-n on a pool: the first member held with the key *that suits the job* (as without -n)."""
+    second = str(rl.images / "second.img")
+    rl.mq_ok("sem", "-wait", "b2", "-k", "K")  # held, first in the pool, but takes one image
+    refused = rl.mq("run", "-n", "-s", "mixed", "-k", "K", "-c", SUCCESS, "-f", str(PASS_IMG), "-f", second)
+    assert refused.returncode == 3, refused.stderr
+    assert "mq: running on b2" not in refused.stderr
+    rl.mq_ok("sem", "-wait", "x86a", "-k", "K")
+    proc = rl.mq("run", "-n", "-s", "mixed", "-k", "K", "-c", SUCCESS, "-f", str(PASS_IMG), "-f", second)
+    assert proc.returncode == 0, proc.stderr
+    assert "mq: running on x86a (already held by you)" in proc.stderr
+    assert rl.lab.held() == {"b2", "x86a"}
+    rl.mq_ok("sem", "-signal", "mixed", "-k", "K")
+
+
+# -- 5. on a terminal: -r, -a, Ctrl+C ---------------------------------------------------------
+@pytest.mark.parametrize("how", ["enter", "ctrl-d"])
+def test_reserve_until_enter_or_ctrl_d(rl: RunLab, children: list[pexpect.spawn], how: str) -> None:
+    child = pty(rl, children, "run", "-s", "b1", "-r")
+    child.expect("mq: b1 is yours")
+    child.expect("Enter or Ctrl\\+D")
+    assert rl.lab.held() == {"b1"}
+    time.sleep(0.2)
+    assert not rl.powered_off("b1")
+    if how == "enter":
+        child.sendline("")
+    else:
+        child.sendeof()
+    _, status = pty_end(child)
+    assert status == 0
+    rl.assert_clean("b1")
+
+
+def test_reserve_on_pool(rl: RunLab, children: list[pexpect.spawn]) -> None:
+    first = pty(rl, children, "run", "-s", "trio", "-r", "-k", "A")
+    first.expect(r"mq: (b\d) is yours")
+    board1 = first.match.group(1)
+    second = pty(rl, children, "run", "-s", "trio", "-r", "-k", "B")
+    second.expect(r"mq: (b\d) is yours")
+    board2 = second.match.group(1)
+    assert board1 != board2
+    assert rl.lab.held() == {board1, board2}
+    second.sendline("")
+    assert pty_end(second)[1] == 0
+    assert rl.lab.held() == {board1}
+    first.sendeof()
+    assert pty_end(first)[1] == 0
+    rl.assert_clean(board1, board2)
+
+
+@pytest.mark.parametrize("end", ["\x1d", "\x04"], ids=["ctrl-]", "ctrl-d"])
+def test_interactive_console(rl: RunLab, children: list[pexpect.spawn], end: str) -> None:
+    log = rl.cwd / "shell.log"
+    child = pty(rl, children, "run", "-s", "b1", "-c", "shell>", "-a", "-f", str(SHELL_IMG), "-l", str(log))
+    child.expect("Welcome to the simulated shell")
+    child.expect("console is interactive now")
+    child.send("hello-from-the-test\n")
+    child.expect("hello-from-the-test")
+    wait_for(lambda: "hello-from-the-test" in log.read_text(), timeout=10, what="the board's echo in the log")
+    assert rl.lab.held() == {"b1"}
+    child.send(end)
+    _, status = pty_end(child)
+    assert status == 0
+    text = log.read_text()
+    assert text.count("hello-from-the-test") == 1  # echoed by the board once, not by the terminal
+    rl.assert_clean("b1")
+
+
+def test_ctrl_c_while_waiting_for_the_lock(rl: RunLab, children: list[pexpect.spawn]) -> None:
+    rl.mq_ok("sem", "-wait", "b1", "-k", "H")
+    child = pty(rl, children, "run", "-s", "b1", "-k", "R", "-c", SUCCESS, "-f", str(PASS_IMG))
+    wait_for(lambda: len(queued(rl.lab)) == 1 or not child.isalive(), what="the run's ticket")
+    child.sendintr()
+    _, status = pty_end(child, timeout=10)
+    assert status == 130
+    assert rl.lab.held() == {"b1"}
+    assert key_of(rl.lab, "b1") == "H"
+    assert queued(rl.lab) == []
+    assert not rl.powered_off("b1")  # nothing was taken, nothing powered off
+    assert jobs_left(rl.home) == []
+    assert consoles(f"{rl.home}/") == []
+    rl.mq_ok("sem", "-signal", "b1", "-k", "H")
+
+
+@pytest.mark.parametrize("phase", ["console", "reserve", "interactive"])
+def test_ctrl_c_during_a_job(rl: RunLab, children: list[pexpect.spawn], phase: str) -> None:
+    if phase == "console":
+        child = pty(rl, children, "run", "-s", "b1", "-c", SUCCESS, "-f", str(HANG_IMG))
+        child.expect("Running test SIMULATED0001")
+        assert consoles(f"{rl.home}/")
+    elif phase == "reserve":
+        child = pty(rl, children, "run", "-s", "b1", "-r")
+        child.expect("b1 is yours")
+    else:
+        child = pty(rl, children, "run", "-s", "b1", "-c", "shell>", "-a", "-f", str(SHELL_IMG))
+        child.expect("console is interactive now")
+        child.send("typed\n")
+        child.expect("typed")
+    assert rl.lab.held() == {"b1"}
+    started = time.monotonic()
+    child.sendintr()
+    _, status = pty_end(child, timeout=15)
+    assert status == 130
+    assert time.monotonic() - started < 8
+    rl.assert_clean("b1")
+    assert [e["board"] for e in events(rl.lab, "release")] == ["b1"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
+def test_term_and_hup_during_a_job(rl: RunLab, spawned: list[Spawned], signum: int) -> None:
+    log = rl.cwd / "console.log"
+    run = spawn(rl.lab.env, rl.cwd, spawned, "run", "run", "-s", "b1", "-c", SUCCESS, "-f", str(HANG_IMG),
+                "-l", str(log))
+    wait_for(lambda: log.exists() and "Running test SIMULATED0001" in log.read_text(), what="the console")
+    run.proc.send_signal(signum)
+    assert run.finish(timeout=15) == 128 + signum, run.stderr()
+    rl.assert_clean("b1")
+
+
+def test_power_off_failure_is_a_warning(rl: RunLab) -> None:
+    proc = rl.mq("run", "-s", "badoff", "-c", SUCCESS, "-f", str(PASS_IMG))
+    assert proc.returncode == 0, proc.stderr
+    assert "mq: warning: power_off exited 1" in proc.stderr
+    assert rl.lab.held() == set()
+    assert jobs_left(rl.home) == []
+
+
+# -- 6. kill -9 of a local client ------------------------------------------------------------
+@pytest.mark.parametrize("key", [[], ["-k", "next"]], ids=["same-user-no-key", "same-user-other-key"])
+def test_kill9_local_client_console_dies_lock_reclaimed(rl: RunLab, spawned: list[Spawned], key: list[str]) -> None:
+    log = rl.cwd / "console.log"
+    run = spawn(rl.lab.env, rl.cwd, spawned, "run", "run", "-s", "b1", "-c", SUCCESS, "-f", str(HANG_IMG),
+                "-l", str(log))
+    wait_for(lambda: log.exists() and "Running test SIMULATED0001" in log.read_text(), what="the console")
+    assert consoles(f"{rl.home}/")
+    run.proc.kill()
+    run.proc.wait(timeout=10)
+    wait_for(lambda: not consoles(f"{rl.home}/"), timeout=5, what="the console to die with its job (PDEATHSIG)")
+    assert rl.lab.held() == {"b1"}  # the holder died: its lock is left, bound to a dead session
+    started = time.monotonic()
+    # the dead run held b1 with no key: a new wait by the same user (no key, or another) is not a re-take
+    proc = rl.mq("sem", "-wait", "b1", *key, "-w", "1", "-t", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - started < 5
+    assert key_of(rl.lab, "b1") == (key[1] if key else "0")
+    reclaims = events(rl.lab, "reclaim")
+    assert [(e["reason"], e["board"]) for e in reclaims] == [("dead-session", "b1")]
+    rl.mq_ok("sem", "-signal", "b1", *key)
+    assert rl.lab.held() == set()
+
+
+# -- 7. over SSH ------------------------------------------------------------------------------
+@dataclass
+class SshRunLab:
+    rl: RunLab
+    sshd: Sshd
+    client_dir: Path
+    known_hosts: Path
+    user: str = "mqalice"
+
+    def env(self) -> dict[str, str]:
+        cfg = client_config(self.sshd, self.user, self.client_dir / f"config_{self.user}",
+                            known_hosts=self.known_hosts)
+        env = dict(os.environ)
+        env.update({"MQ_HOST": "labhost", "MQ_BASE": str(self.rl.lab.base), "MQ_SSH_CONFIG": str(cfg),
+                    "HOME": str(self.client_dir)})
+        return env
+
+    def mq(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*MQ, *args], env=self.env(), cwd=self.rl.cwd, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+    @property
+    def host_home(self) -> Path:
+        return Path(f"/tmp/mq-home-{self.user}")
+
+    def assert_host_clean(self, board: str, timeout: float = 10) -> None:
+        lab = self.rl.lab
+        wait_for(lambda: lab.held() == set(), timeout=timeout, what="the lock released on the host")
+        token = self.rl.token
+        wait_for(lambda: not consoles(token, user=self.user), timeout=timeout, what="the host console gone")
+        wait_for(lambda: jobs_left(self.host_home, token) == [], timeout=timeout, what="uploaded images deleted")
+        assert self.rl.powered_off(board)
+        assert queued(lab) == []
+        releases = [e for e in events(lab, "release") if e["board"] == board]
+        assert releases and releases[-1]["outcome"] == "released"
+        assert releases[-1]["user"] == self.user
+
+
+@pytest.fixture(scope="module")
+def run_sshd() -> Iterator[Sshd]:
+    if not Path("/usr/sbin/sshd").exists():
+        pytest.skip("needs openssh-server")
+    if not conftest._ensure_users():
+        pytest.skip("needs root to create test users")
+    server = start_sshd(Path("/tmp") / f"mq-sshd-run-{os.getpid()}", conftest.TEST_USERS)
+    yield server
+    server.stop()
+    shutil.rmtree(server.root, ignore_errors=True)
+
+
+@pytest.fixture
+def ssh_rl(run_sshd: Sshd, tmp_path: Path, isolated_env: Path) -> Iterator[SshRunLab]:
+    lab = make_lab(run_sshd.root / f"lab-{tmp_path.name}", shared=True)
+    marks = run_sshd.root / f"marks-{tmp_path.name}"
+    marks.mkdir()
+    os.chmod(marks, 0o777)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    rl = prepare(lab, marks, isolated_env, cwd)
+    os.chmod(lab.base / "lab.toml", 0o644)
+    client_dir = tmp_path / "client"
+    client_dir.mkdir()
+    known = client_dir / "known_hosts"
+    known.write_text(run_sshd.known_hosts_line() + "\n")
+    yield SshRunLab(rl=rl, sshd=run_sshd, client_dir=client_dir, known_hosts=known)
+    # the host agents of this lab (their command line names its directory), if a test left one
+    pids = subprocess.run(["pgrep", "-f", str(lab.base)], capture_output=True, text=True).stdout.split()
+    for pid in pids:
+        if int(pid) != os.getpid():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+    shutil.rmtree(lab.base, ignore_errors=True)
+    shutil.rmtree(marks, ignore_errors=True)
+    jobs = Path(f"/tmp/mq-home-{SshRunLab.user}") / ".cache" / "mq" / "jobs"
+    for name in jobs_left(jobs.parent.parent.parent, rl.token):  # only what this test uploaded (if a test failed)
+        shutil.rmtree(jobs / name, ignore_errors=True)
+
+
+def test_ssh_run_success_one_connection(ssh_rl: SshRunLab) -> None:
+    image = ssh_rl.rl.images / f"{ssh_rl.rl.token} {WEIRD}"
+    shutil.copy(PASS_IMG, image)
+    log = ssh_rl.rl.cwd / "console.log"
+    before = ssh_rl.sshd.accepted()
+    proc = ssh_rl.mq("run", "-s", "trio", "-c", SUCCESS, "-f", str(image), "-l", str(log))
+    assert proc.returncode == 0, proc.stderr
+    assert ssh_rl.sshd.accepted() - before == 1
+    assert "mq: running on b1" in proc.stderr
+    assert "Test suite passed" in proc.stdout
+    assert proc.stdout == log.read_text()
+    ssh_rl.assert_host_clean("b1", timeout=5)
+    assert (ssh_rl.rl.marks / "poweroff-b1").stat().st_uid == pwd.getpwnam(ssh_rl.user).pw_uid  # ran on the host
+    for where in (ssh_rl.host_home, ssh_rl.rl.cwd, ssh_rl.rl.lab.base):
+        assert not list(where.rglob("pwned*")), where
+
+
+def test_ssh_kill9_client_during_run_cleans_up_host(ssh_rl: SshRunLab, spawned: list[Spawned]) -> None:
+    log = ssh_rl.rl.cwd / "console.log"
+    run = spawn(ssh_rl.env(), ssh_rl.rl.cwd, spawned, "run", "run", "-s", "b1", "-c", SUCCESS,
+                "-f", str(ssh_rl.rl.image("sel4test-hang")), "-l", str(log))
+    wait_for(lambda: log.exists() and "Running test SIMULATED0001" in log.read_text(), what="the console")
+    assert ssh_rl.rl.lab.held() == {"b1"}
+    assert consoles(ssh_rl.rl.token, user=ssh_rl.user)
+    assert jobs_left(ssh_rl.host_home, ssh_rl.rl.token)
+    run.proc.kill()
+    run.proc.wait(timeout=10)
+    ssh_rl.assert_host_clean("b1", timeout=8)
+
+
+def test_ssh_ctrl_c_during_run(ssh_rl: SshRunLab, children: list[pexpect.spawn]) -> None:
+    child = pty(ssh_rl.rl, children, "run", "-s", "b1", "-c", SUCCESS, "-f", str(ssh_rl.rl.image("sel4test-hang")),
+                env=ssh_rl.env())
+    child.expect("Running test SIMULATED0001", timeout=30)
+    assert ssh_rl.rl.lab.held() == {"b1"}
+    started = time.monotonic()
+    child.sendintr()
+    _, status = pty_end(child, timeout=20)
+    assert status == 130
+    assert time.monotonic() - started < 12
+    ssh_rl.assert_host_clean("b1", timeout=2)
+
+
+def test_ssh_interactive_and_reserve(ssh_rl: SshRunLab, children: list[pexpect.spawn]) -> None:
+    env = ssh_rl.env()
+    child = pty(ssh_rl.rl, children, "run", "-s", "b1", "-c", "shell>", "-a", "-f", str(ssh_rl.rl.image("interactive")),
+                env=env)
+    child.expect("console is interactive now")
+    child.send("over-ssh-hello\n")
+    child.expect("over-ssh-hello")
+    child.send("\x1d")
+    assert pty_end(child)[1] == 0
+    ssh_rl.assert_host_clean("b1", timeout=5)
+    os.unlink(ssh_rl.rl.marks / "poweroff-b1")
+    child = pty(ssh_rl.rl, children, "run", "-s", "trio", "-r", env=env)
+    child.expect("mq: b1 is yours")
+    assert ssh_rl.rl.lab.held() == {"b1"}
+    child.sendline("")
+    assert pty_end(child)[1] == 0
+    ssh_rl.assert_host_clean("b1", timeout=5)
+
+
+def test_ssh_bad_pattern_leaves_nothing_on_host(ssh_rl: SshRunLab) -> None:
+    image = ssh_rl.rl.image("sel4test-pass")
+    proc = ssh_rl.mq("run", "-s", "b1", "-c", "(unclosed", "-f", str(image))
+    assert proc.returncode == 5, proc.stderr
+    assert "not a valid regular expression" in proc.stderr
+    assert ssh_rl.rl.lab.held() == set()
+    assert events(ssh_rl.rl.lab, "grant") == []
+    time.sleep(0.5)
+    assert jobs_left(ssh_rl.host_home, ssh_rl.rl.token) == []  # no uploaded image left behind
+
+
+# -- 8. the seL4 CI sequence, unchanged ------------------------------------------------------------
+@pytest.mark.parametrize("program", ["mq", "mq.sh"])
+@pytest.mark.parametrize(("image", "code"), [(PASS_IMG, 0), (FAIL_IMG, 11)], ids=["pass", "fail"])
+def test_sel4_ci_sequence(rl: RunLab, program: str, image: Path, code: int) -> None:
+    script = BIN / program
+    if not script.exists():
+        found = shutil.which(program)
+        if found is None:
+            pytest.skip(f"{program} is not installed")
+        script = Path(found)
+    cmd = [str(script)]
+    board, key, log = "b1", f"ci-{program}-{code}-{os.getpid()}", rl.cwd / "ci.log"
+
+    def ci(*args: str) -> subprocess.CompletedProcess[str]:
+        return rl.mq(*args, cmd=cmd)
+
+    first = ci("sem", "-info", board)
+    assert (first.returncode, first.stdout) == (0, f"Lock for {board} currently free\n"), first.stderr
+    assert ci("sem", "-wait", board, "-k", key, "-T", "1800").returncode == 0
+    run = ci("run", "-c", SUCCESS, "-s", board, "-d", "30", "-t", "-1", "-w", "8", "-l", str(log), "-n", "-k", key,
+             "-e", "FAILED", "-f", str(image))
+    assert run.returncode == code, run.stderr
+    assert "Unable to ssh" not in run.stdout + run.stderr
+    assert run.stdout == log.read_text()
+    assert rl.lab.held() == {board}  # -n: the CI job still holds it for its cleanup
+    for args in (("sem", "-cancel", board, "-k", key), ("sem", "-signal", board, "-k", key)):
+        step = ci(*args)
+        assert step.returncode == 0, (args, step.stderr)
+    last = ci("sem", "-info", board)
+    assert (last.returncode, last.stdout) == (0, f"Lock for {board} currently free\n"), last.stderr
+    assert rl.lab.held() == set()
+    assert queued(rl.lab) == []
+    wait_for(lambda: not consoles(f"{rl.home}/"), timeout=5, what="console processes to end")
+    assert jobs_left(rl.home) == []

@@ -61,6 +61,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _prereqs import ssh_bench_ready
+
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"
 SRC_PATH = ""  # set when mq is not installed: children then get it on PYTHONPATH
@@ -423,16 +425,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _phase_child(args.phase_child, args.repeat)
         return 0
 
-    sys.path.insert(0, str(TESTS))
+    if not ssh_bench_ready():
+        return 2
     import conftest
     from sshd import client_config, start_sshd
-
-    if not Path("/usr/sbin/sshd").exists():
-        print("needs openssh-server (/usr/sbin/sshd)", file=sys.stderr)
-        return 2
-    if not conftest._ensure_users():
-        print("needs root (creates the test users mqalice/mqbob/mqcarol, as the SSH tests do)", file=sys.stderr)
-        return 2
 
     root = Path("/tmp") / f"mq-bench-sshd-{os.getpid()}"
     client_dir = Path(tempfile.mkdtemp(prefix="mqb-"))  # short: ControlPath must fit a unix socket name

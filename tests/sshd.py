@@ -53,7 +53,9 @@ class Sshd:
             self.proc.kill()
 
 
-def start_sshd(root: Path, users: tuple[str, ...], keys_from: Sshd | None = None) -> Sshd:
+def start_sshd(root: Path, users: tuple[str, ...], keys_from: Sshd | None = None,
+               options: tuple[str, ...] = ()) -> Sshd:
+    """A real sshd on 127.0.0.1; ``options`` are sshd_config lines that win over the defaults."""
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o755)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
@@ -78,12 +80,14 @@ def start_sshd(root: Path, users: tuple[str, ...], keys_from: Sshd | None = None
     port = free_port()
     log = root / "sshd.log"
     config = root / "sshd_config"
-    config.write_text("\n".join([
+    defaults = [
         f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}", f"PidFile {root}/sshd.pid",
         f"AuthorizedKeysFile {auth}/%u", "StrictModes no", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "UsePAM no", "LogLevel VERBOSE",
         "MaxStartups 200:30:400", "MaxSessions 100", "AllowTcpForwarding yes", "PermitRootLogin no",
-        "ClientAliveInterval 0", "Subsystem sftp internal-sftp", ""]))
+        "ClientAliveInterval 0", "Subsystem sftp internal-sftp"]
+    overridden = {line.split()[0].lower() for line in options}  # some keywords take the first value, some the last
+    config.write_text("\n".join([*options, *(d for d in defaults if d.split()[0].lower() not in overridden), ""]))
     proc = subprocess.Popen([SSHD, "-D", "-f", str(config), "-E", str(log)], stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

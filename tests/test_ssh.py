@@ -256,3 +256,123 @@ def test_fair_order_across_ssh_clients(ssh_lab: SshLab) -> None:
     for proc in waiters:
         assert proc.wait(timeout=10) == 0
     assert ssh_lab.mq(holder, "sem", "-signal", "b1", "-k", key).returncode == 0
+
+
+# -- fault matrix: the host side or the sshd dies, the host stalls, sshd refuses ----------------
+def session_sshd(user: str) -> list[int]:
+    """The per-connection sshd processes running as ``user`` (``sshd: user@notty``)."""
+    out = subprocess.run(["pgrep", "-u", user, "-x", "sshd"], capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def test_host_agent_killed_while_waiting_is_skipped(ssh_lab: SshLab) -> None:
+    """Case 6: kill -9 of the host-side process: its client says so, later waiters skip its ticket."""
+    assert ssh_lab.mq("mqbob", "sem", "-wait", "b1", "-k", "hold").returncode == 0
+    first = ssh_lab.spawn("mqalice", "sem", "-wait", "b1", "-k", "first")
+    assert wait_for(lambda: len(ssh_lab.lab.tickets()) == 1)
+    second = ssh_lab.spawn("mqcarol", "sem", "-wait", "b1", "-k", "second")
+    assert wait_for(lambda: len(ssh_lab.lab.tickets()) == 2)
+    for pid in host_agents("mqalice"):
+        os.kill(int(pid), signal.SIGKILL)
+    _, err = first.communicate(timeout=10)
+    assert first.returncode == 10, err
+    assert "mq engine on labhost ended unexpectedly" in err
+    assert ssh_lab.mq("mqbob", "sem", "-signal", "b1", "-k", "hold").returncode == 0
+    out, err = second.communicate(timeout=10)
+    assert second.returncode == 0, err
+    assert out.splitlines()[-1] == "b1"
+    assert ssh_lab.lab.key("b1").read_text().strip() == "second"
+    assert wait_for(lambda: not ssh_lab.lab.tickets(), timeout=5)
+
+
+def test_sshd_session_killed_while_waiting(ssh_lab: SshLab) -> None:
+    """Case 8: kill -9 of the per-session sshd ends both ends and leaves no ticket."""
+    assert ssh_lab.mq("mqbob", "sem", "-wait", "b1").returncode == 0
+    before = set(session_sshd("mqalice"))
+    waiter = ssh_lab.spawn("mqalice", "sem", "-wait", "b1", "-k", "w")
+    assert wait_for(lambda: len(ssh_lab.lab.tickets()) == 1)
+    sessions = set(session_sshd("mqalice")) - before
+    assert len(sessions) == 1
+    os.kill(sessions.pop(), signal.SIGKILL)
+    _, err = waiter.communicate(timeout=10)
+    assert waiter.returncode in (9, 10), err
+    assert len(err.strip().splitlines()) <= 2
+    assert wait_for(lambda: not ssh_lab.lab.tickets() and not host_agents("mqalice"), timeout=5)
+    assert ssh_lab.lab.held() == {"b1"}
+
+
+def test_ctrl_c_while_the_host_is_stalled(ssh_lab: SshLab) -> None:
+    """Case 26: Ctrl+C while the client blocks on a host that answers nothing: out within ~1 s."""
+    assert ssh_lab.mq("mqbob", "sem", "-wait", "b1").returncode == 0
+    child = pexpect.spawn(sys.executable, ["-m", "mq", "sem", "-wait", "b1", "-k", "stall"],
+                          env=ssh_lab.env("mqalice"), timeout=10)
+    assert wait_for(lambda: len(ssh_lab.lab.tickets()) == 1)
+    agents = [int(pid) for pid in host_agents("mqalice")]
+    for pid in agents:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        child.sendintr()
+        child.expect(pexpect.EOF)
+        child.close()
+        assert time.monotonic() - started < 2.0
+        assert child.exitstatus == 130
+    finally:
+        for pid in agents:
+            os.kill(pid, signal.SIGCONT)
+    # resumed, the host side sees the abort (or the closed connection) and cleans up
+    assert wait_for(lambda: not ssh_lab.lab.tickets() and not host_agents("mqalice"), timeout=5)
+    assert ssh_lab.lab.held() == {"b1"}
+
+
+@pytest.fixture
+def strict_sshd(sshd_server: Sshd, request: pytest.FixtureRequest) -> Iterator[Sshd]:
+    """A second sshd with the limits the test names (``@pytest.mark.parametrize(..., indirect=True)``)."""
+    import conftest
+
+    server = start_sshd(Path("/tmp") / f"mq-strict-{os.getpid()}", conftest.TEST_USERS, keys_from=sshd_server,
+                        options=tuple(request.param))
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("strict_sshd", [("MaxSessions 0",)], indirect=True)
+def test_sshd_session_limit_is_a_clear_error(ssh_lab: SshLab, strict_sshd: Sshd) -> None:
+    """Case 25: sshd refuses the session channel (MaxSessions): a clear error, no hang."""
+    ssh_lab.known_hosts.write_text(strict_sshd.known_hosts_line() + "\n")
+    cfg = client_config(strict_sshd, "mqalice", ssh_lab.client_dir / "cfg_strict", known_hosts=ssh_lab.known_hosts)
+    started = time.monotonic()
+    proc = ssh_lab.mq("mqalice", "sem", "-info", "b1", MQ_SSH_CONFIG=str(cfg), timeout=20)
+    assert time.monotonic() - started < 10
+    assert proc.returncode == 9, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "Unable to ssh to labhost"
+    assert len(lines) == 2 and "MaxSessions" in lines[1], lines
+
+
+@pytest.mark.parametrize("strict_sshd", [("MaxStartups 1",)], indirect=True)
+def test_sshd_startup_limit_is_a_clear_error(ssh_lab: SshLab, strict_sshd: Sshd) -> None:
+    """Case 25: sshd drops connections beyond MaxStartups: a clear error, no hang."""
+    import socket
+
+    ssh_lab.known_hosts.write_text(strict_sshd.known_hosts_line() + "\n")
+    cfg = client_config(strict_sshd, "mqalice", ssh_lab.client_dir / "cfg_strict", known_hosts=ssh_lab.known_hosts)
+    def squat() -> socket.socket | None:
+        """A connection that got sshd's banner: it now holds the only unauthenticated slot."""
+        sock = socket.create_connection(("127.0.0.1", strict_sshd.port))
+        if sock.recv(256).startswith(b"SSH-"):
+            return sock
+        sock.close()  # dropped: the fixture's readiness probe still held the slot
+        time.sleep(0.1)
+        return None
+
+    squatter = next((sock for sock in (squat() for _ in range(50)) if sock is not None), None)
+    assert squatter is not None, "sshd never gave the squatter a banner"
+    with squatter:
+        started = time.monotonic()
+        proc = ssh_lab.mq("mqalice", "sem", "-info", "b1", MQ_SSH_CONFIG=str(cfg), timeout=20)
+        assert time.monotonic() - started < 10
+    assert proc.returncode == 9, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "Unable to ssh to labhost"
+    assert len(lines) == 2 and "MaxStartups" in lines[1], lines

@@ -7,6 +7,7 @@ on stdout (its "serial console"), then runs the first image's script:
     print Booting all finished, dropped to user space
     sleep 0.5              # seconds
     repeat 100 Test line   # print a line N times (console throughput)
+    repeat 20 Test {n}     # ... with {n} counting 0001, 0002, ...
     echo                   # copy the console's stdin to stdout until EOF (an interactive board)
     pass | fail | hang     # print a verdict line and exit 0 / exit 1 / hang forever
 
@@ -61,7 +62,10 @@ def run_script(lines: List[str]) -> int:
             time.sleep(float(rest or 0))
         elif word == "repeat":
             count, _, text = rest.partition(" ")
-            block = (text + "\n") * int(count)
+            if "{n}" in text:
+                block = "".join(text.replace("{n}", f"{i:04d}") + "\n" for i in range(1, int(count) + 1))
+            else:
+                block = (text + "\n") * int(count)
             sys.stdout.write(block)
             sys.stdout.flush()
         elif word == "echo":

@@ -171,4 +171,8 @@ def _reason(exc: BaseException) -> str:
     text = str(exc) or exc.__class__.__name__
     if exc.__class__.__name__ == "AuthenticationException":
         return f"authentication failed ({text})"
+    if exc.__class__.__name__ == "ChannelException":
+        return f"the host refused to open a session ({getattr(exc, 'text', text)}; sshd's MaxSessions?)"
+    if "protocol banner" in text:
+        return f"the host dropped the connection before its greeting ({text}; sshd's MaxStartups?)"
     return text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import re
 import sys
@@ -41,6 +42,12 @@ def import_paramiko(config_path: str) -> Any:
             sys.modules["invoke"] = None  # type: ignore[assignment]  # paramiko then skips Match exec support
     import paramiko
 
+    # paramiko logs failures (a refused channel, a dropped banner) as warnings that
+    # Python would print to stderr; mq reports them itself, in one line.
+    logger = logging.getLogger("paramiko")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+        logger.propagate = False
     return paramiko
 
 

@@ -793,6 +793,36 @@ def test_ssh_kill9_client_during_run_cleans_up_host(ssh_rl: SshRunLab, spawned: 
     ssh_rl.assert_host_clean("b1", timeout=8)
 
 
+def test_ssh_host_engine_killed_during_run(ssh_rl: SshRunLab, spawned: list[Spawned]) -> None:
+    """Fault case 7: kill -9 of the host-side engine while it holds a board for a run. The
+    console dies with it, the client says so, the next waiter reclaims the dead session's
+    lock (logged), and the user's next job sweeps the orphaned uploads."""
+    rl = ssh_rl.rl
+    log = rl.cwd / "console.log"
+    run = spawn(ssh_rl.env(), rl.cwd, spawned, "run", "run", "-s", "b1", "-c", SUCCESS,
+                "-f", str(rl.image("sel4test-hang")), "-l", str(log))
+    wait_for(lambda: log.exists() and "Running test SIMULATED0001" in log.read_text(), what="the console")
+    assert jobs_left(ssh_rl.host_home, rl.token)
+    out = subprocess.run(["pgrep", "-u", ssh_rl.user, "-af", "mq.engine"], capture_output=True, text=True).stdout
+    agents = [int(line.split()[0]) for line in out.splitlines()
+              if str(rl.lab.base) in line and line.split()[1] != "sh" and "simboard" not in line]
+    assert len(agents) == 1, out
+    os.kill(agents[0], signal.SIGKILL)
+    assert run.proc.wait(timeout=10) == 10
+    assert "mq engine on labhost ended unexpectedly" in run.err.read_text()
+    wait_for(lambda: not consoles(rl.token, user=ssh_rl.user), timeout=5, what="the console to die with the engine")
+    assert rl.lab.held() == {"b1"}  # bound to a dead session until someone needs it
+
+    taken = ssh_rl.mq("sem", "-wait", "b1", "-k", "next", "-t", "0")
+    assert taken.returncode == 0, taken.stderr
+    assert [(e["reason"], e["board"]) for e in events(rl.lab, "reclaim")] == [("dead-session", "b1")]
+    assert ssh_rl.mq("sem", "-signal", "b1", "-k", "next").returncode == 0
+
+    again = ssh_rl.mq("run", "-s", "b1", "-c", SUCCESS, "-f", str(rl.image("sel4test-pass")))
+    assert again.returncode == 0, again.stderr
+    assert jobs_left(ssh_rl.host_home, rl.token) == []
+
+
 def test_ssh_ctrl_c_during_run(ssh_rl: SshRunLab, children: list[pexpect.spawn]) -> None:
     child = pty(ssh_rl.rl, children, "run", "-s", "b1", "-c", SUCCESS, "-f", str(ssh_rl.rl.image("sel4test-hang")),
                 env=ssh_rl.env())

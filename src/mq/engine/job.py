@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import fcntl
 import os
 import re
 import select
@@ -111,13 +112,26 @@ def _die_with_parent() -> None:
 
 
 class JobDir:
-    """A private directory for one job's images, removed when the job ends."""
+    """A private directory for one job's images, removed when the job ends.
+
+    The job holds a flock on ``.owner`` inside it for as long as it lives, so a
+    directory left by a job whose process was killed (kill -9 of the host-side
+    engine) is recognised and swept when the next job of that user starts.
+    """
+
+    OWNER = ".owner"
+    ORPHAN_AGE = 600.0  # a directory without an owner file this old is a leftover, not one being made
 
     def __init__(self) -> None:
         root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
                             "mq", "jobs")
         os.makedirs(root, mode=0o700, exist_ok=True)
         self.path = tempfile.mkdtemp(prefix="job-", dir=root)
+        self._owner: Optional[int] = os.open(os.path.join(self.path, self.OWNER),
+                                             os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                             0o600)
+        fcntl.flock(self._owner, fcntl.LOCK_EX)
+        self.swept = sweep_jobs(root, keep=self.path)
 
     def place(self, name: str) -> str:
         safe = os.path.basename(name).lstrip(".") or "image"
@@ -131,6 +145,42 @@ class JobDir:
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+        if self._owner is not None:
+            os.close(self._owner)
+            self._owner = None
+
+
+def sweep_jobs(root: str, keep: str = "") -> List[str]:
+    """Remove the job directories under ``root`` whose job is gone; returns their names."""
+    swept: List[str] = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return swept
+    for name in names:
+        path = os.path.join(root, name)
+        if not name.startswith("job-") or path == keep:
+            continue
+        try:
+            fd = os.open(os.path.join(path, JobDir.OWNER), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                if time.time() - os.lstat(path).st_mtime > JobDir.ORPHAN_AGE:
+                    shutil.rmtree(path, ignore_errors=True)
+                    swept.append(name)
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # its job is alive
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            swept.append(name)
+        finally:
+            os.close(fd)
+    return swept
 
 
 Emit = Callable[[bytes], None]

@@ -22,35 +22,48 @@ class ChannelStream:
 
     def __init__(self, channel: Any) -> None:
         self.channel = channel
+        self._stderr = b""  # the host side's stderr (kept for diagnose)
 
     def send(self, data: bytes) -> None:
         self.channel.sendall(data)
 
     def recv(self, timeout: float) -> bytes | None:
-        """Wait for data; a signal wakes this at once (``GUARD.check()`` raises it)."""
-        ready, _, _ = select.select([self.channel.fileno(), *GUARD.wake_fds], [], [], timeout)
-        GUARD.check()
-        if not ready:
-            return None
-        self.channel.settimeout(0.0)
-        try:
-            return bytes(self.channel.recv(65536))
-        except (TimeoutError, BlockingIOError):
-            return None
-        except OSError as exc:
-            if exc.__class__.__name__ == "timeout":
+        """Wait up to ``timeout`` for data (None: none came); b"" at EOF.
+
+        A signal wakes this at once (``GUARD.check()`` raises it). The channel's
+        file descriptor is also readable for stderr output, which is set aside,
+        not taken for data.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            ready, _, _ = select.select([self.channel.fileno(), *GUARD.wake_fds], [], [],
+                                        max(0.0, deadline - time.monotonic()))
+            GUARD.check()
+            if not ready:
                 return None
-            raise
+            self._drain_stderr()
+            self.channel.settimeout(0.0)
+            try:
+                return bytes(self.channel.recv(65536))
+            except (TimeoutError, BlockingIOError):
+                pass
+            except OSError as exc:
+                if exc.__class__.__name__ != "timeout":
+                    raise
+            if time.monotonic() >= deadline:
+                return None
+
+    def _drain_stderr(self) -> None:
+        while self.channel.recv_stderr_ready():
+            self._stderr = (self._stderr + self.channel.recv_stderr(65536))[-4096:]
 
     def diagnose(self) -> str:
         deadline = time.monotonic() + 1.0
         while not self.channel.exit_status_ready() and time.monotonic() < deadline:
             time.sleep(0.01)
-        err = b""
-        while self.channel.recv_stderr_ready():
-            err += self.channel.recv_stderr(65536)
+        self._drain_stderr()
         status = self.channel.exit_status if self.channel.exit_status_ready() else None
-        text = err.decode("utf-8", "replace").strip().splitlines()
+        text = self._stderr.decode("utf-8", "replace").strip().splitlines()
         return (f"exit status {status}" if status is not None else "") + (f"; {text[-1]}" if text else "")
 
     def close(self) -> None:

@@ -24,6 +24,7 @@ to it on the same machine, in a throw-away lock directory (one board, b1):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
@@ -247,6 +248,36 @@ def proc_cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
 
 
+def wakeups(pid: int) -> int:
+    """Times the process's threads went to sleep and were woken (voluntary context switches)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/status") as handle:
+            for line in handle:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+    return total
+
+
+class TailWatch:
+    """The last waiter in the queue sleeps through every hand-off ahead of it: how often is it woken?
+
+    Sampled once nine tenths of the waiters ahead of it are done (closer to its turn
+    the samples would race its own wake-up)."""
+
+    def __init__(self, base: str, procs: List[subprocess.Popen]) -> None:  # type: ignore[type-arg]
+        last = max(tickets(base), key=lambda name: int(name[1:].split("-")[0]))
+        self.procs = procs
+        self.proc = next(p for p in procs if p.pid == int(last.rsplit("-", 1)[1]))
+        self.before = wakeups(self.proc.pid)
+        self.woken, self.handoffs = -1.0, 0.0
+
+    def sample(self) -> None:
+        done = sum(p.poll() is not None for p in self.procs)
+        if self.woken < 0 and done >= 0.9 * (len(self.procs) - 1) and self.proc.poll() is None:
+            self.woken, self.handoffs = float(wakeups(self.proc.pid) - self.before), float(done)
+
+
 def idle_waiters(base: str, count: int, seconds: float) -> Dict[str, float]:
     engine = engine_for(base)
     engine.wait(BOARD, key=HOLDER_KEY, budget=0)
@@ -277,12 +308,15 @@ def idle_waiters(base: str, count: int, seconds: float) -> Dict[str, float]:
         result["busiest_ticks"] = max(after[pid] - before[pid] for pid in before)
         # Release: the waiters take and release b1 in turn, then exit. Their CPU
         # over the drain = CPU of the reaped children - what they had used before.
+        tail = TailWatch(base, procs)
         children = os.times()
         t0 = time.monotonic()
         engine.signal(BOARD, key=HOLDER_KEY)
         deadline = t0 + 60
         while time.monotonic() < deadline and any(p.poll() is None for p in procs):
-            time.sleep(0.01)
+            tail.sample()
+            time.sleep(0.002)
+        result["tail_wakeups"], result["tail_handoffs"] = tail.woken, tail.handoffs
         result["drain_s"] = time.monotonic() - t0
         if not any(p.poll() is None for p in procs):
             now = os.times()
@@ -387,14 +421,20 @@ def report_idle(base: str, count: int, seconds: float) -> List[Row]:
           f"failed {idle['failed']:.0f}")
     if "drain_cpu_s" in idle:
         print(f"   CPU of all waiters during the drain: {idle['drain_cpu_s']:.2f} s "
-              f"({1000 * idle['drain_cpu_s'] / count:.1f} ms per hand-off: every release wakes every waiter)")
+              f"({1000 * idle['drain_cpu_s'] / count:.1f} ms per waiter: its grant, release and interpreter exit)")
+    if idle.get("tail_wakeups", -1) >= 0:
+        print(f"   the last waiter was woken {idle['tail_wakeups']:.0f} times during the first "
+              f"{idle['tail_handoffs']:.0f} hand-offs ahead of it (a herd would wake it on every one)")
     clean = not (idle["left_procs"] or idle["left_tickets"] or idle["left_lock"])
     print(f"   left behind: {idle['left_procs']:.0f} processes, {idle['left_tickets']:.0f} tickets, "
           f"lock {'held' if idle['left_lock'] else 'free'} -> {'clean' if clean else 'NOT CLEAN'}")
     return [(f"{count} idle waiters, CPU", f"{idle['cpu_pct']:.2f} %", f"< {TARGET_IDLE_CPU_PCT:g} % of a core",
              _ok(idle["cpu_pct"] < TARGET_IDLE_CPU_PCT)),
             (f"{count} waiters drained, clean-up", f"{idle['drain_s']:.2f} s", "nothing left",
-             _ok(clean and not idle["stragglers"] and not idle["failed"]))]
+             _ok(clean and not idle["stragglers"] and not idle["failed"])),
+            ("last waiter's wake-ups", f"{idle.get('tail_wakeups', -1):.0f} in {idle.get('tail_handoffs', 0):.0f}",
+             "no herd (<= 3)",
+             _ok(0 <= idle.get("tail_wakeups", -1) <= 3))]
 
 
 def report_startup(base: str, runs: int) -> List[Row]:

@@ -329,7 +329,7 @@ def test_boot_template_placeholders_are_whole_arguments_never_run(rl: RunLab) ->
     ("x86a", ["-c", "x", "-L", "-b", "@dtb", "-f", "@pass", "-f", "@second"], 5,
      "x86a does not accept a DTB (-b)"),
     ("b1", ["-c", "x", "-f", "@missing"], 5, "no such file"),
-    ("b1", ["-c", "x", "-f", "@dir"], 5, "no such file"),
+    ("b1", ["-c", "x", "-f", "@dir"], 5, "is a directory"),
     ("x86b", ["-c", "x", "-L", "-b", "@missing", "-f", "@pass", "-f", "@second"], 5, "no such file"),
     ("b1", ["-f", "@pass"], 64, "-c TEXT"),
     ("trio", ["-c", "x", "-f", "@pass", "-f", "@second"], 5, "takes 1 image file(s)"),
@@ -510,6 +510,7 @@ def test_held_run_keeps_the_lock(rl: RunLab) -> None:
     assert rl.lab.held() == {"b1"}
     assert key_of(rl.lab, "b1") == "K"
     assert events(rl.lab, "release") == []
+    assert rl.powered_off("b1")  # -n keeps the lock, not the board's power
     wrong = rl.mq("run", "-n", "-s", "b1", "-k", "other", "-c", SUCCESS, "-f", str(PASS_IMG))
     assert wrong.returncode == 3, wrong.stderr
     assert wrong.stdout == ""
@@ -661,6 +662,53 @@ def test_power_off_failure_is_a_warning(rl: RunLab) -> None:
     assert jobs_left(rl.home) == []
 
 
+# -- end of input, odd values, log write errors ----------------------------------------------
+def test_reserve_with_closed_stdin_on_a_busy_board_ends_after_the_grant(rl: RunLab, spawned: list[Spawned]) -> None:
+    """The end of input comes while waiting for the board; it still ends the reservation."""
+    rl.mq_ok("sem", "-wait", "b1", "-k", "hold")
+    run = spawn(rl.lab.env, rl.cwd, spawned, "reserve", "run", "-s", "b1", "-r", "-k", "me")  # stdin: /dev/null
+    wait_for(lambda: len(queued(rl.lab)) == 1, what="the reservation to queue")
+    rl.mq_ok("sem", "-signal", "b1", "-k", "hold")
+    assert run.finish(timeout=15) == 0, run.stderr()
+    assert "b1 is yours" in run.stderr()
+    rl.assert_clean("b1")
+
+
+def test_interactive_with_closed_stdin_ends_after_the_match(rl: RunLab) -> None:
+    proc = rl.mq("run", "-s", "b1", "-c", "shell>", "-a", "-f", str(rl.image("interactive")), timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    assert "console is interactive now" in proc.stderr
+    rl.assert_clean("b1")
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["-n", "-r", "-k", "K"], 64, "do not go together"),
+    (["-c", SUCCESS, "-d", "nan", "-f", "@pass"], 64, "-d SECS"),
+    (["-c", SUCCESS, "-l", "/dev/full", "-f", "@pass"], 8, "writing the log failed"),
+], ids=["n-and-r", "d-nan", "log-disk-full"])
+def test_bad_values_one_line_and_nothing_held(rl: RunLab, args: list[str], code: int, message: str) -> None:
+    proc = rl.mq("run", "-s", "b1", *[str(PASS_IMG) if a == "@pass" else a for a in args])
+    assert proc.returncode == code, proc.stderr
+    assert message in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if not line.startswith("mq: running on")]) == 1
+    assert rl.lab.held() == set()
+    assert jobs_left(rl.home) == []
+
+
+@pytest.mark.parametrize("deadline", ["inf", "1e10"])
+def test_huge_deadline_means_none(rl: RunLab, deadline: str) -> None:
+    proc = rl.mq("run", "-s", "b1", "-c", SUCCESS, "-d", deadline, "-f", str(PASS_IMG))
+    assert proc.returncode == 0, proc.stderr
+    rl.assert_clean("b1")
+
+
+def test_reserve_warns_about_ignored_options(rl: RunLab) -> None:
+    proc = rl.mq("run", "-s", "b1", "-r", "-c", SUCCESS, "-f", str(PASS_IMG))
+    assert proc.returncode == 0, proc.stderr
+    assert "-c, -e, -f and -a are ignored" in proc.stderr
+    rl.assert_clean("b1")
+
+
 # -- 6. kill -9 of a local client ------------------------------------------------------------
 @pytest.mark.parametrize("key", [[], ["-k", "next"]], ids=["same-user-no-key", "same-user-other-key"])
 def test_kill9_local_client_console_dies_lock_reclaimed(rl: RunLab, spawned: list[Spawned], key: list[str]) -> None:
@@ -791,6 +839,7 @@ def test_ssh_kill9_client_during_run_cleans_up_host(ssh_rl: SshRunLab, spawned: 
     run.proc.kill()
     run.proc.wait(timeout=10)
     ssh_rl.assert_host_clean("b1", timeout=8)
+    assert str(events(ssh_rl.rl.lab, "release")[-1]["reason"]).startswith("client gone")
 
 
 def test_ssh_host_engine_killed_during_run(ssh_rl: SshRunLab, spawned: list[Spawned]) -> None:
@@ -803,10 +852,8 @@ def test_ssh_host_engine_killed_during_run(ssh_rl: SshRunLab, spawned: list[Spaw
                 "-f", str(rl.image("sel4test-hang")), "-l", str(log))
     wait_for(lambda: log.exists() and "Running test SIMULATED0001" in log.read_text(), what="the console")
     assert jobs_left(ssh_rl.host_home, rl.token)
-    out = subprocess.run(["pgrep", "-u", ssh_rl.user, "-af", "mq.engine"], capture_output=True, text=True).stdout
-    agents = [int(line.split()[0]) for line in out.splitlines()
-              if str(rl.lab.base) in line and line.split()[1] != "sh" and "simboard" not in line]
-    assert len(agents) == 1, out
+    agents = host_engines(ssh_rl)
+    assert len(agents) == 1, agents
     os.kill(agents[0], signal.SIGKILL)
     assert run.proc.wait(timeout=10) == 10
     assert "mq engine on labhost ended unexpectedly" in run.err.read_text()
@@ -821,6 +868,73 @@ def test_ssh_host_engine_killed_during_run(ssh_rl: SshRunLab, spawned: list[Spaw
     again = ssh_rl.mq("run", "-s", "b1", "-c", SUCCESS, "-f", str(rl.image("sel4test-pass")))
     assert again.returncode == 0, again.stderr
     assert jobs_left(ssh_rl.host_home, rl.token) == []
+
+
+def host_engines(ssh_rl: SshRunLab) -> list[int]:
+    """The host-side engine processes of this test's lab (not the login shell, not the board)."""
+    out = subprocess.run(["pgrep", "-u", ssh_rl.user, "-af", "mq.engine"], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines()
+            if str(ssh_rl.rl.lab.base) in line and line.split()[1] != "sh" and "simboard" not in line]
+
+
+def test_ssh_ctrl_c_during_a_stalled_upload(ssh_rl: SshRunLab, children: list[pexpect.spawn]) -> None:
+    """Ctrl+C while an upload is stuck (the host reads nothing): out at once with 130, not
+    'Unable to ssh'; the host drops the partial upload; nothing was locked."""
+    rl = ssh_rl.rl
+    big = rl.images / f"big-{rl.token}.img"
+    with big.open("wb") as handle:
+        handle.truncate(256 << 20)  # more than any SSH window and socket buffers
+    child = pty(rl, children, "run", "-s", "b1", "-c", SUCCESS, "-f", str(big), env=ssh_rl.env())
+    wait_for(lambda: host_engines(ssh_rl), what="the host engine")
+    engines = host_engines(ssh_rl)
+    wait_for(lambda: jobs_left(ssh_rl.host_home, rl.token), what="the upload to start")
+    for pid in engines:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(1.0)  # the sender fills the window and blocks
+        started = time.monotonic()
+        child.sendintr()
+        output, status = pty_end(child, timeout=10)
+        assert status == 130, output
+        assert time.monotonic() - started < 2.0
+        assert "Unable to ssh" not in output
+    finally:
+        for pid in engines:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: not host_engines(ssh_rl), timeout=10, what="the host engine to end")
+    wait_for(lambda: jobs_left(ssh_rl.host_home, rl.token) == [], timeout=5, what="the partial upload removed")
+    assert rl.lab.held() == set()
+    assert queued(rl.lab) == []
+
+
+def test_ssh_stopped_client_during_run_is_a_lost_connection(ssh_rl: SshRunLab, spawned: list[Spawned]) -> None:
+    """A client stopped past the keepalive limit: the host cleans up, and the resumed
+    client reports a lost connection (exit 9, what CI retries), not a host failure."""
+    rl = ssh_rl.rl
+    log = rl.cwd / "console.log"
+    run = spawn(ssh_rl.env(), rl.cwd, spawned, "run", "run", "-s", "b1", "-c", SUCCESS,
+                "-f", str(rl.image("sel4test-hang")), "-l", str(log))
+    wait_for(lambda: log.exists() and "Running test SIMULATED0001" in log.read_text(), what="the console")
+    run.proc.send_signal(signal.SIGSTOP)
+    try:
+        ssh_rl.assert_host_clean("b1", timeout=10)
+    finally:
+        run.proc.send_signal(signal.SIGCONT)
+    assert run.finish(timeout=15) == 9
+    err = run.stderr()
+    assert "Unable to ssh to labhost" in err and "connection lost" in err, err
+    assert str(events(rl.lab, "release")[-1]["reason"]).startswith("client gone")
+
+
+def test_ssh_reserve_with_closed_stdin_on_a_busy_board(ssh_rl: SshRunLab, spawned: list[Spawned]) -> None:
+    rl = ssh_rl.rl
+    assert ssh_rl.mq("sem", "-wait", "b1", "-k", "hold").returncode == 0
+    run = spawn(ssh_rl.env(), rl.cwd, spawned, "reserve", "run", "-s", "b1", "-r", "-k", "me")
+    wait_for(lambda: len(queued(rl.lab)) == 1, what="the reservation to queue")
+    assert ssh_rl.mq("sem", "-signal", "b1", "-k", "hold").returncode == 0
+    assert run.finish(timeout=15) == 0, run.stderr()
+    ssh_rl.assert_host_clean("b1", timeout=5)
 
 
 def test_ssh_ctrl_c_during_run(ssh_rl: SshRunLab, children: list[pexpect.spawn]) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from typing import BinaryIO
 
-from .errors import BadInputError, Interrupted
+from .errors import BadInputError, DiskError, Interrupted
 
 
 class ConsoleSink:
@@ -15,6 +16,7 @@ class ConsoleSink:
     def __init__(self, log_path: str | None) -> None:
         self._out: BinaryIO = sys.stdout.buffer
         self._log: BinaryIO | None = None
+        self._log_path = log_path or ""
         if log_path:
             try:
                 self._log = open(log_path, "wb")  # noqa: SIM115 - closed in close()
@@ -35,9 +37,27 @@ class ConsoleSink:
                 self._log.write(data)
                 self._log.flush()
             except OSError as exc:
-                raise BadInputError(f"the log file: {exc.strerror}") from None
+                self._abandon_log()
+                raise self._log_error(exc) from None
 
     def close(self) -> None:
+        """Never raises (it runs while other errors propagate); see ``finish``."""
+        self._abandon_log()
+
+    def finish(self) -> None:
+        """Close the log after a job that ended normally; a failed final write is an error."""
         if self._log is not None:
-            self._log.close()
-            self._log = None
+            log, self._log = self._log, None
+            try:
+                log.close()
+            except OSError as exc:
+                raise self._log_error(exc) from None
+
+    def _abandon_log(self) -> None:
+        if self._log is not None:
+            log, self._log = self._log, None
+            with contextlib.suppress(OSError):
+                log.close()
+
+    def _log_error(self, exc: OSError) -> DiskError:
+        return DiskError(self._log_path, f"-l: writing the log failed ({exc.strerror or exc})")

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Iterator
 
-from .engine.runner import DETACH, RELEASE, STDIN, Command
+from .engine.runner import DETACH, EOF, RELEASE, STDIN, Command
 
 CTRL_D, CTRL_RIGHT_BRACKET = 0x04, 0x1D
 
@@ -34,7 +34,7 @@ class Keyboard:
     def translate(self, data: bytes) -> list[Command]:
         if not data:
             self.closed = True
-            return [(DETACH if self.mode == "interactive" else RELEASE, b"")]
+            return [(EOF, b"")]
         if self.mode == "reserve":
             return [(RELEASE, b"")] if (b"\n" in data or b"\r" in data or bytes([CTRL_D]) in data) else []
         for index, byte in enumerate(data):

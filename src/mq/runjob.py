@@ -9,6 +9,7 @@ are waited for.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,6 +72,10 @@ def check(lab: Lab, opts: RunOptions) -> list[str]:
         raise UsageError("mq run needs -c TEXT (the completion text) or -r (reserve the board)")
     if opts.dtb and not opts.linux:
         raise BadInputError("-b DTB is only accepted together with -L")
+    if math.isnan(opts.timeout):
+        raise UsageError("-d SECS must be a number of seconds (-1: no time limit)")
+    if opts.held and opts.reserve:
+        raise UsageError("-n (run on a board you hold) and -r (reserve a board) do not go together")
     compile_pattern(opts.completion, "-c")
     compile_pattern(opts.error, "-e")
     members = lab.inventory.members(opts.target)
@@ -79,6 +84,8 @@ def check(lab: Lab, opts: RunOptions) -> list[str]:
     if not suitable:
         raise BadInputError("; ".join(r for r in reasons.values() if r))
     for path in [*opts.files, *(p for p in (opts.dtb, opts.bitstream) if p)]:
+        if os.path.isdir(path):
+            raise BadInputError(f"{path}: is a directory, not an image file")
         if not os.path.isfile(path):
             raise BadInputError(f"{path}: no such file")
         if not os.access(path, os.R_OK):
@@ -100,8 +107,12 @@ def _upload_all(lab: Lab, paths: list[str], notify: Notify) -> list[str]:
 def run(lab: Lab, opts: RunOptions, notify: Notify) -> RunResult:
     boards = check(lab, opts)
     sink = ConsoleSink(opts.log)
+    if opts.reserve and (opts.completion or opts.error or opts.files or opts.interactive):
+        notify("mq: -r reserves the board without booting it; -c, -e, -f and -a are ignored")
     try:
-        return _run(lab, opts, boards, sink, notify)
+        result = _run(lab, opts, boards, sink, notify)
+        sink.finish()
+        return result
     finally:
         sink.close()
 

@@ -15,16 +15,14 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import errors, fsutil, job, protocol, runner
 from .inventory import Inventory, load_inventory
 from .semaphore import Engine
 from .signals import GUARD
 
-
-class ClientGone(errors.EngineError):
-    """The client closed the connection or stopped answering."""
+ClientGone = errors.ClientGone
 
 
 class LineChannel:
@@ -66,7 +64,7 @@ class RemoteJobIO:
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        self.input_fds: Sequence[int] = [agent.channel.fd]
+        self.input_fds: List[int] = [agent.channel.fd]
 
     def emit(self, event: str, data: bytes = b"", **fields: Any) -> None:
         self.agent.send({"id": self.agent._current_id, "event": event, "n": len(data), **fields}, data)
@@ -84,7 +82,7 @@ class RemoteJobIO:
                 raise errors.Interrupted(int(message.get("signum", signal.SIGINT)))
             if op == runner.STDIN:
                 commands.append((runner.STDIN, channel.read_exact(int(message.get("n", 0)), self.agent.keepalive * 3)))
-            elif op in (runner.DETACH, runner.RELEASE):
+            elif op in (runner.DETACH, runner.RELEASE, runner.EOF):
                 commands.append((str(op), b""))
         if channel.eof:
             raise ClientGone("client closed the connection")
@@ -214,6 +212,12 @@ class Agent:
             self.send({"id": self._current_id, "event": "alive"})
         return self.keepalive
 
+    @staticmethod
+    def _gone(why: str) -> int:
+        """The client went away: say so on stderr and exit with a status it can recognise."""
+        sys.stderr.write(f"mq agent: {why}\n")
+        return errors.AGENT_CLIENT_GONE
+
     def serve(self) -> int:
         while True:
             message = self._read_message()
@@ -221,8 +225,8 @@ class Agent:
                 if self.channel.eof:
                     return 0
                 ready, _, _ = select.select([self.channel.fd], [], [], self.keepalive * 3)
-                if not ready:
-                    return 0  # the client stopped pinging: stopped, or the network is gone
+                if not ready:  # the client stopped pinging: stopped, or the network is gone
+                    return self._gone(f"client silent for {self.keepalive * 3:.0f} s")
                 self.channel.fill()
                 continue
             op = str(message.get("op", ""))
@@ -232,8 +236,8 @@ class Agent:
             with GUARD.deferred():  # a result is sent before a signal ends the agent
                 try:
                     result = self.dispatch(op, dict(message.get("args") or {}))
-                except ClientGone:
-                    return 0
+                except ClientGone as exc:
+                    return self._gone(exc.message)
                 except errors.EngineError as exc:
                     self.send({"id": self._current_id, "ok": False, "error": protocol.error_to_wire(exc)})
                 except TypeError as exc:

@@ -6,6 +6,7 @@ live here rather than in ``mq.errors`` (which re-exports them).
 
 from __future__ import annotations
 
+import signal
 from typing import Sequence
 
 # Named exit codes, documented in README.md ("Exit codes").
@@ -21,6 +22,7 @@ EXIT_DISK = 8
 EXIT_SSH = 9
 EXIT_HOST = 10
 EXIT_USAGE = 64
+AGENT_CLIENT_GONE = 75  # the host agent's own exit status when its client went silent or away
 
 
 def safe_text(value: str, limit: int = 64) -> str:
@@ -126,6 +128,14 @@ class Interrupted(EngineError):
     """A signal (SIGINT, SIGTERM, SIGHUP) ended the command; exit 128 + signal."""
 
     def __init__(self, signum: int) -> None:
-        super().__init__(f"Interrupted by signal {signum}; nothing left held or queued")
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        super().__init__(f"mq: interrupted by {name}; nothing left held or queued")
         self.signum = signum
         self.exit_code = 128 + signum
+
+
+class ClientGone(EngineError):
+    """On the host: the client closed the connection or stopped answering."""

@@ -39,6 +39,7 @@ POWER_OFF_TIMEOUT = 60.0
 
 # Outcomes of a boot, each with its exit code (README "Exit codes").
 COMPLETED, ERROR_TEXT, TIMED_OUT, CONSOLE_ENDED, DETACHED = "completed", "error", "timeout", "console-ended", "detached"
+NO_DEADLINE = 10 * 365 * 86400.0  # a -d of ten years or more (inf included) is no deadline
 OUTCOME_EXIT = {COMPLETED: 0, ERROR_TEXT: 11, TIMED_OUT: 12, CONSOLE_ENDED: 13}
 EXIT_BOOT_FAILED = 14
 

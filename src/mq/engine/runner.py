@@ -15,12 +15,13 @@ from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from . import job
 from .boardlock import NO_KEY
-from .errors import BadInputError
+from .errors import BadInputError, ClientGone, Interrupted
 from .semaphore import Engine
 from .signals import GUARD
 
-# What the client side can ask for while a job runs (from the user's keyboard).
-STDIN, DETACH, RELEASE = "stdin", "detach", "release"
+# What the client side can ask for while a job runs (from the user's keyboard):
+# bytes for the board (-a), detach (Ctrl+] in -a), release (Enter in -r), end of input.
+STDIN, DETACH, RELEASE, EOF = "stdin", "detach", "release", "eof"
 Command = Tuple[str, bytes]
 
 
@@ -44,7 +45,7 @@ class JobSpec:
 class JobIO(Protocol):
     """How a job talks to its client (over the agent protocol, or in-process)."""
 
-    input_fds: Sequence[int]
+    input_fds: List[int]  # read afresh each time round: an implementation may empty it in place
 
     def emit(self, event: str, data: bytes = b"", **fields: Any) -> None: ...
 
@@ -63,8 +64,29 @@ def _env(engine_root: str) -> Dict[str, str]:
 ENGINE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+class _Keys:
+    """The client's keyboard during one job. An end of input is remembered however
+    early it comes (``-r </dev/null`` on a busy board), so it still ends the job later."""
+
+    def __init__(self, io: JobIO) -> None:
+        self.io = io
+        self.ended = False
+
+    def read(self, fd: int) -> List[Command]:
+        commands = self.io.on_input(fd)
+        if any(name == EOF for name, _ in commands):
+            self.ended = True
+        return commands
+
+    def ignore(self, fd: int) -> None:
+        """Keystrokes before the board is ready (or without ``-a``) are not sent to it."""
+        self.read(fd)
+
+
 def run_job(engine: Engine, spec: JobSpec, io: JobIO, job_dir: Optional[job.JobDir] = None) -> Dict[str, Any]:
     """Run one job to its end; returns ``{"outcome", "board", "notes"}``."""
+    keys = _Keys(io)
+    why = "run ended"  # the audit log's reason for the release
     board = ""
     took = False
     console: Optional[job.Console] = None
@@ -80,32 +102,37 @@ def run_job(engine: Engine, spec: JobSpec, io: JobIO, job_dir: Optional[job.JobD
         else:
             with GUARD.deferred():  # interruptible while waiting; a grant is always recorded here
                 grant = engine.wait(spec.target, key=spec.key, budget=spec.budget, boards=spec.boards,
-                                    session=True, extra_fds=list(io.input_fds),
-                                    on_extra=lambda fd: _ignore_keys(io, fd), on_tick=io.tick)
+                                    session=True, extra_fds=io.input_fds, on_extra=keys.ignore, on_tick=io.tick)
                 board, took = grant.board, True
         io.emit("board", board=board, grant=took)
         system = engine.inventory.systems[board]
         images = job.Images(files=list(spec.files), dtb=spec.dtb, bitstream=spec.bitstream, linux=spec.linux)
         if spec.mode == "reserve":
-            _wait_for(io, (RELEASE, DETACH))
+            _wait_for(keys, (RELEASE, DETACH))
             outcome = job.DETACHED
         else:
             if not system.boot:
                 raise BadInputError(f"system {board} has no boot command in the inventory (systems.{board}.boot)")
             argv = job.expand(system.boot, system, images, f"systems.{board}.boot")
             console = job.Console(argv, env)
-            outcome = _watch(console, spec, io, completion, error)
+            outcome = _watch(console, spec, keys, completion, error)
         return {"outcome": outcome, "board": board, "notes": notes}
+    except ClientGone as exc:
+        why = f"client gone ({exc.message})"
+        raise
+    except Interrupted as exc:
+        why = exc.message.replace("mq: ", "", 1).split(";")[0]
+        raise
     finally:
         with GUARD.deferred():  # a second Ctrl+C must not cut the clean-up short
-            _clean_up(engine, spec, board, took, console, job_dir, env, notes)
+            _clean_up(engine, spec, board, took, console, job_dir, env, notes, why)
 
 
 def _clean_up(engine: Engine, spec: JobSpec, board: str, took: bool, console: Optional[job.Console],
-              job_dir: Optional[job.JobDir], env: Dict[str, str], notes: List[str]) -> None:
+              job_dir: Optional[job.JobDir], env: Dict[str, str], notes: List[str], why: str) -> None:
     if console is not None:
         console.stop()
-    if board and spec.mode != "held":
+    if board and (spec.mode != "held" or console is not None):  # -n keeps the lock, not the power
         system = engine.inventory.systems[board]
         if system.power_off:
             images = job.Images(files=list(spec.files), dtb=spec.dtb, bitstream=spec.bitstream,
@@ -117,48 +144,45 @@ def _clean_up(engine: Engine, spec: JobSpec, board: str, took: bool, console: Op
     if job_dir is not None:
         job_dir.remove()
     if took:
-        engine.end_session_lock(board, spec.key, reason="run ended")
+        engine.end_session_lock(board, spec.key, reason=why)
 
 
-def _watch(console: job.Console, spec: JobSpec, io: JobIO, completion: Any, error: Any) -> str:
+def _watch(console: job.Console, spec: JobSpec, keys: _Keys, completion: Any, error: Any) -> str:
+    io = keys.io
     patterns = {name: p for name, p in ((job.COMPLETED, completion), (job.ERROR_TEXT, error)) if p is not None}
-    deadline = time.monotonic() + spec.timeout if spec.timeout >= 0 else None
+    deadline = time.monotonic() + spec.timeout if 0 <= spec.timeout < job.NO_DEADLINE else None
 
     def emit(data: bytes) -> None:
         io.emit("console", data)
 
-    # keystrokes before the match (or without -a) are not sent to the board
-    outcome = job.watch_console(console, emit, patterns, deadline, io.input_fds, lambda fd: _ignore_keys(io, fd),
-                                io.tick)
+    outcome = job.watch_console(console, emit, patterns, deadline, io.input_fds, keys.ignore, io.tick)
     if not spec.interactive or outcome == job.CONSOLE_ENDED:
         return outcome
     io.emit("interactive", outcome=outcome)
-    detached = False
+    detached = keys.ended  # input already ended: as if Ctrl+D came now
 
     def on_input(fd: int) -> None:
         nonlocal detached
-        for command in io.on_input(fd):
+        for command in keys.read(fd):
             if command[0] == STDIN:
                 console.write(command[1])
-            elif command[0] in (DETACH, RELEASE):
+            elif command[0] in (DETACH, RELEASE, EOF):
                 detached = True
 
-    job.watch_console(console, emit, {}, None, io.input_fds, on_input, io.tick, stopped=lambda: detached)
+    if not detached:
+        job.watch_console(console, emit, {}, None, io.input_fds, on_input, io.tick, stopped=lambda: detached)
     return outcome
 
 
-def _wait_for(io: JobIO, wanted: Sequence[str]) -> None:
-    while True:
+def _wait_for(keys: _Keys, wanted: Sequence[str]) -> None:
+    io = keys.io
+    while not keys.ended:
         tick = io.tick()
         ready, _, _ = select.select([*io.input_fds, *GUARD.wake_fds], [], [], tick)
         GUARD.check()
         for fd in ready:
-            if fd not in GUARD.wake_fds and any(command[0] in wanted for command in io.on_input(fd)):
+            if fd not in GUARD.wake_fds and any(command[0] in wanted for command in keys.read(fd)):
                 return
 
 
-def _ignore_keys(io: JobIO, fd: int) -> None:
-    io.on_input(fd)
-
-
-__all__ = ["DETACH", "RELEASE", "STDIN", "JobIO", "JobSpec", "run_job"]
+__all__ = ["DETACH", "EOF", "RELEASE", "STDIN", "JobIO", "JobSpec", "run_job"]

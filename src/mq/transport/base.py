@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..engine import protocol
-from ..engine.errors import EXIT_HOST, EXIT_SSH, EngineError, Interrupted
+from ..engine.errors import AGENT_CLIENT_GONE, EXIT_HOST, EXIT_SSH, EngineError, Interrupted
 from ..engine.signals import GUARD
 
 if TYPE_CHECKING:
@@ -118,6 +118,9 @@ class AgentClient:
 
     def _ended(self) -> EngineError:
         detail = self.stream.diagnose()
+        if detail.startswith(f"exit status {AGENT_CLIENT_GONE}"):  # the host gave up on us: stopped or cut off
+            why = detail.split("mq agent: ", 1)[1] if "mq agent: " in detail else "it heard nothing from this client"
+            return SshError(self.host, f"connection lost: the host gave up ({why})")
         return HostError(f"the mq engine on {self.host} ended unexpectedly" + (f": {detail}" if detail else ""))
 
     def _ping_loop(self) -> None:
@@ -176,13 +179,21 @@ class AgentClient:
         size = os.path.getsize(path)
         self._next_id += 1
         request_id = self._next_id
-        with open(path, "rb") as handle, self._send_lock:
-            self.stream.send(protocol.encode({"id": request_id, "op": "upload",
-                                              "args": {"name": name, "size": size}}))
-            while chunk := handle.read(CHUNK):
-                self.stream.send(chunk)
-                if progress is not None:
-                    progress(len(chunk))
+        try:
+            # Deferred: a signal is taken between chunks (or while a send is stuck), never
+            # in the middle of one. The stream is then mid-transfer: it is cut, not aborted;
+            # nothing is locked yet, and the host drops the partial upload when it sees EOF.
+            with open(path, "rb") as handle, self._send_lock, GUARD.deferred():
+                self.stream.send(protocol.encode({"id": request_id, "op": "upload",
+                                                  "args": {"name": name, "size": size}}))
+                while chunk := handle.read(CHUNK):
+                    self.stream.send(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+                    GUARD.check()
+        except Interrupted:
+            self.close()
+            raise
         try:
             return str(self._reply(request_id, self.keepalive * 3))
         except Interrupted as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from ..engine import job, runner
@@ -18,7 +18,8 @@ class LocalJobIO:
     def __init__(self, on_event: EventHandler, keyboard: Keyboard | None) -> None:
         self._on_event = on_event
         self.keyboard = keyboard
-        self.input_fds: Sequence[int] = [keyboard.fd] if keyboard is not None else []
+        # one list for the whole job: emptied in place at end of input (the waits read it each time round)
+        self.input_fds: list[int] = [keyboard.fd] if keyboard is not None else []
 
     def emit(self, event: str, data: bytes = b"", **fields: Any) -> None:
         self._on_event(event, data, fields)
@@ -28,7 +29,7 @@ class LocalJobIO:
             return []
         commands = self.keyboard.read()
         if self.keyboard.closed:
-            self.input_fds = []
+            self.input_fds.clear()
         return commands
 
     def tick(self) -> float | None:

@@ -16,6 +16,9 @@ from .bundle import remote_command
 from .remote import RemoteTransport, start_agent
 from .sshconfig import HostSettings, config_file, import_paramiko, resolve, split_jump
 
+SEND_PATIENCE = 0.25  # seconds a blocked send waits before looking for a pending signal
+CHUNK = 1 << 16
+
 
 class ChannelStream:
     """An exec channel as a byte stream."""
@@ -25,7 +28,18 @@ class ChannelStream:
         self._stderr = b""  # the host side's stderr (kept for diagnose)
 
     def send(self, data: bytes) -> None:
-        self.channel.sendall(data)
+        """Send it all; a signal that comes while the host accepts nothing (a full
+        window) is raised here, mid-message: the caller must then cut the connection."""
+        view = memoryview(data)
+        self.channel.settimeout(SEND_PATIENCE)
+        while view:
+            try:
+                sent = self.channel.send(bytes(view[:CHUNK]))
+            except TimeoutError:
+                if GUARD.pending is not None:
+                    GUARD.check()
+                continue
+            view = view[sent:]
 
     def recv(self, timeout: float) -> bytes | None:
         """Wait up to ``timeout`` for data (None: none came); b"" at EOF.

@@ -556,7 +556,7 @@ def pipe_job(bench: Bench, profile_dir: Path | None) -> tuple[float, pstats.Stat
 
     from mq.engine.boardlock import NO_KEY
     from mq.transport.base import AgentClient
-    from mq.transport.openssh import PipeStream
+    from mq.transport.pipe import PipeStream
 
     out = str(profile_dir / "agent.prof") if profile_dir else ""
     start = time.perf_counter()

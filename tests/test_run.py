@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -710,17 +711,43 @@ def test_reserve_warns_about_ignored_options(rl: RunLab) -> None:
 
 
 # -- 6. kill -9 of a local client ------------------------------------------------------------
-@pytest.mark.parametrize("key", [[], ["-k", "next"]], ids=["same-user-no-key", "same-user-other-key"])
-def test_kill9_local_client_console_dies_lock_reclaimed(rl: RunLab, spawned: list[Spawned], key: list[str]) -> None:
+def local_engines(rl: RunLab) -> list[int]:
+    """The job engine processes a local ``mq run`` of this lab started."""
+    out = subprocess.run(["pgrep", "-af", "mq.engine.agent"], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if str(rl.lab.base) in line]
+
+
+def test_kill9_local_client_cleans_up_at_once(rl: RunLab, spawned: list[Spawned]) -> None:
+    """Fault case 5 without SSH: the job's engine sees its client vanish and cleans up
+    (console stopped, board powered off, images deleted, lock released, audited)."""
     log = rl.cwd / "console.log"
     run = spawn(rl.lab.env, rl.cwd, spawned, "run", "run", "-s", "b1", "-c", SUCCESS, "-f", str(HANG_IMG),
                 "-l", str(log))
     wait_for(lambda: log.exists() and "Running test SIMULATED0001" in log.read_text(), what="the console")
-    assert consoles(f"{rl.home}/")
+    assert consoles(f"{rl.home}/") and local_engines(rl)
     run.proc.kill()
     run.proc.wait(timeout=10)
+    wait_for(lambda: rl.lab.held() == set(), timeout=5, what="the lock released")
+    rl.assert_clean("b1")
+    wait_for(lambda: not local_engines(rl), timeout=5, what="the job engine to end")
+    assert str(events(rl.lab, "release")[-1]["reason"]).startswith("client gone")
+
+
+@pytest.mark.parametrize("key", [[], ["-k", "next"]], ids=["same-user-no-key", "same-user-other-key"])
+def test_dead_session_lock_is_reclaimed(rl: RunLab, spawned: list[Spawned], key: list[str]) -> None:
+    """Fault case 7: the job's engine itself killed (-9): its console dies with it, the lock
+    stays, bound to a dead session, and the next waiter reclaims it (audited)."""
+    log = rl.cwd / "console.log"
+    run = spawn(rl.lab.env, rl.cwd, spawned, "run", "run", "-s", "b1", "-c", SUCCESS, "-f", str(HANG_IMG),
+                "-l", str(log))
+    wait_for(lambda: log.exists() and "Running test SIMULATED0001" in log.read_text(), what="the console")
+    for pid in local_engines(rl):
+        os.kill(pid, signal.SIGKILL)
+    assert run.finish(timeout=10) == 10
     wait_for(lambda: not consoles(f"{rl.home}/"), timeout=5, what="the console to die with its job (PDEATHSIG)")
-    assert rl.lab.held() == {"b1"}  # the holder died: its lock is left, bound to a dead session
+    assert rl.lab.held() == {"b1"}
+    info = rl.mq_ok("sem", "-info", "b1").stdout
+    assert "session is gone" in info, info
     started = time.monotonic()
     # the dead run held b1 with no key: a new wait by the same user (no key, or another) is not a re-take
     proc = rl.mq("sem", "-wait", "b1", *key, "-w", "1", "-t", "5")
@@ -1014,3 +1041,31 @@ def test_sel4_ci_sequence(rl: RunLab, program: str, image: Path, code: int) -> N
     assert queued(rl.lab) == []
     wait_for(lambda: not consoles(f"{rl.home}/"), timeout=5, what="console processes to end")
     assert jobs_left(rl.home) == []
+
+
+# -- console matching across reads -------------------------------------------------------------
+SPLIT_LINE_BOARD = textwrap.dedent(
+    """
+    import sys, time
+    sys.stdout.write("boot\\nresult: well"); sys.stdout.flush(); time.sleep(0.3)
+    sys.stdout.write("ness\\nprompt> "); sys.stdout.flush(); time.sleep(5)
+    """
+)
+
+
+@pytest.mark.parametrize(("pattern", "outcome"), [
+    ("well$", "timeout"),  # the line turned out to be "result: wellness"
+    ("wellness$", "completed"),
+    ("prompt> ", "completed"),  # a prompt with no newline
+    (r"prompt>\s*$", "completed"),  # ... also with $, once the console is quiet
+])
+def test_match_at_the_end_of_an_unfinished_line(pattern: str, outcome: str) -> None:
+    from mq.engine import job
+
+    console = job.Console([sys.executable, "-c", SPLIT_LINE_BOARD])
+    try:
+        found = job.watch_console(console, lambda _data: None, {"completed": re.compile(pattern, re.MULTILINE)},
+                                  time.monotonic() + 2.5)
+    finally:
+        console.stop()
+    assert found == outcome

@@ -351,7 +351,7 @@ def test_listing_commands(lab: LabFixture) -> None:
 
 
 # -- --json contract -------------------------------------------------------------------
-HOLDER_KEYS = {"user", "uid", "since", "timeout", "key", "kind", "grant", "pool"}
+HOLDER_KEYS = {"user", "uid", "since", "timeout", "key", "kind", "grant", "pool", "session"}
 STATE_KEYS = {"board", "state", "holder", "waiters"}
 
 

@@ -49,6 +49,8 @@ def info_lines(state: BoardState) -> List[str]:
             lines.append("  (lock file content is not a timeout: treated as held)")
         if holder.grant is not None:
             lines.append(f"  grant #{holder.grant}" + (f" via pool {holder.pool}" if holder.pool else ""))
+        if holder.session == "dead":
+            lines.append("  (taken by an `mq run` whose session is gone: the next waiter takes it over)")
     for number, ticket in enumerate(state.waiters, 1):
         via = f" via {ticket.target}" if ticket.target != state.board else ""
         since = time.strftime("%H:%M:%S", time.localtime(ticket.created))
@@ -67,7 +69,8 @@ def holder_json(holder: Optional[Holder]) -> Optional[Dict[str, Any]]:
     if holder is None:
         return None
     return {"user": holder.user, "uid": holder.uid, "since": holder.since_ns / 1e9, "timeout": holder.timeout,
-            "key": holder.key, "kind": holder.kind, "grant": holder.grant, "pool": holder.pool or None}
+            "key": holder.key, "kind": holder.kind, "grant": holder.grant, "pool": holder.pool or None,
+            "session": holder.session or None}
 
 
 def state_json(state: BoardState) -> Dict[str, Any]:

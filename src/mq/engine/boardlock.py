@@ -38,6 +38,7 @@ class Holder:
     kind: str  # "file", or what was planted: "symlink", "fifo", "socket", "directory", "other"
     grant: Optional[int] = None
     pool: str = ""
+    session: str = ""  # a lock taken by ``mq run``: "live" while its process lives, then "dead"
 
     def same_file(self, st: os.stat_result) -> bool:
         """The lock file this holder was read from (not a successor reusing its inode)."""

@@ -34,6 +34,7 @@ PLACEHOLDERS = ("system", "files", "dtb", "bitstream", "linux", "python")
 _PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
 _FILE_N = re.compile(r"file([1-9][0-9]*)")
 WINDOW = 8192  # characters of console kept for matches that span reads
+SETTLE = 0.5  # seconds of console silence after which a match at the end of an unfinished line counts
 STOP_GRACE = 2.0
 POWER_OFF_TIMEOUT = 60.0
 
@@ -203,6 +204,7 @@ class Console:
         os.set_blocking(self.fd, False)
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._window = ""
+        self.unsettled = False  # a match at the end of an unfinished line waits (see search)
         self.ended = False
 
     def read(self) -> bytes:
@@ -214,15 +216,27 @@ class Console:
             self.ended = True
         return data
 
-    def search(self, data: bytes, patterns: Dict[str, re.Pattern[str]]) -> Optional[str]:
-        """The outcome whose pattern matches first in the console so far (spanning reads)."""
+    def search(self, data: bytes, patterns: Dict[str, re.Pattern[str]], settled: bool = False) -> Optional[str]:
+        """The outcome whose pattern matches first in the console so far (spanning reads).
+
+        A match that runs to the end of an unfinished line may not survive the
+        rest of it (``well$`` against ``result: well`` before ``ness`` arrives):
+        it only counts once the line goes on without undoing it, or the console
+        has been quiet for ``SETTLE`` seconds (``settled``: a prompt with no newline).
+        """
         text = self._window + self._decoder.decode(data)
+        self._window = text[-WINDOW:]
+        self.unsettled = False
         best: Optional[Tuple[int, str]] = None
         for outcome, pattern in patterns.items():
             found = pattern.search(text)
+            if found and not settled and found.end() == len(text) and not text.endswith("\n"):
+                probe = pattern.search(text + "\x00")  # the line goes on: does the match hold?
+                if probe is None or probe.end() > len(text):
+                    self.unsettled = True
+                    continue
             if found and (best is None or found.start() < best[0]):
                 best = (found.start(), outcome)
-        self._window = text[-WINDOW:]
         return best[1] if best else None
 
     def write(self, data: bytes) -> None:
@@ -252,16 +266,24 @@ class Console:
 
 
 def power_off(argv: Sequence[str], env: Optional[Dict[str, str]] = None) -> str:
-    """Run a ``power_off`` command; returns '' or a one-line problem report."""
+    """Run a ``power_off`` command; returns '' or a one-line problem report.
+
+    It runs in a session of its own: one that overruns is killed with all it started.
+    """
     try:
-        proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=POWER_OFF_TIMEOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     except OSError as exc:
         return f"cannot run power_off {argv[0]!r}: {exc.strerror}"
+    try:
+        out, err = proc.communicate(timeout=POWER_OFF_TIMEOUT)
     except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         return f"power_off did not finish within {POWER_OFF_TIMEOUT:.0f} s"
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()
+        tail = (err or out).strip().splitlines()
         return f"power_off exited {proc.returncode}" + (f": {tail[-1]}" if tail else "")
     return ""
 
@@ -276,10 +298,14 @@ def watch_console(console: Console, emit: Emit, patterns: Dict[str, re.Pattern[s
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             return TIMED_OUT
-        waits = [d for d in (None if deadline is None else deadline - now, on_tick() if on_tick else None)
-                 if d is not None]
+        waits = [d for d in (None if deadline is None else deadline - now, on_tick() if on_tick else None,
+                             SETTLE if console.unsettled else None) if d is not None]
         ready, _, _ = select.select([console.fd, *inputs, *GUARD.wake_fds], [], [], min(waits) if waits else None)
         GUARD.check()  # safe point: a signal ends the job here
+        if not ready and console.unsettled:
+            found = console.search(b"", patterns, settled=True)
+            if found:
+                return found
         for fd in ready:
             if fd != console.fd and on_input is not None and fd not in GUARD.wake_fds:
                 on_input(fd)
@@ -293,4 +319,5 @@ def watch_console(console: Console, emit: Emit, patterns: Dict[str, re.Pattern[s
                 if found:
                     return found
             elif console.ended:
-                return CONSOLE_ENDED
+                last = console.search(b"", patterns, settled=True) if console.unsettled else None
+                return last or CONSOLE_ENDED

@@ -361,8 +361,9 @@ class Engine:
         if meta is None:
             return holder
         grant = meta.get("grant")
+        session = ("live" if self.lab.session_alive(board) else "dead") if meta.get("session") else ""
         return Holder(**{**holder.__dict__, "grant": grant if isinstance(grant, int) else None,
-                         "pool": str(meta.get("pool", ""))})
+                         "pool": str(meta.get("pool", "")), "session": session})
 
     def info(self, name: str) -> List[BoardState]:
         boards = self.inventory.members(name)

@@ -1,76 +1,74 @@
-"""No SSH: the engine runs in this process (the built-in lab, or on the lab host)."""
+"""No SSH: the built-in lab, or ``mq`` running on the lab host itself."""
 
 from __future__ import annotations
 
 import os
-import shutil
+import subprocess
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..engine import job, runner
 from ..engine.agent import Agent
-from ..engine.fsutil import os_error
-from ..keyboard import Keyboard
-from .base import EventHandler, Progress
+from ..engine.runner import ENGINE_ROOT
+from .base import AgentClient, EventHandler, HostError, Progress
+from .pipe import PipeStream
 
-
-class LocalJobIO:
-    def __init__(self, on_event: EventHandler, keyboard: Keyboard | None) -> None:
-        self._on_event = on_event
-        self.keyboard = keyboard
-        # one list for the whole job: emptied in place at end of input (the waits read it each time round)
-        self.input_fds: list[int] = [keyboard.fd] if keyboard is not None else []
-
-    def emit(self, event: str, data: bytes = b"", **fields: Any) -> None:
-        self._on_event(event, data, fields)
-
-    def on_input(self, _fd: int) -> list[runner.Command]:
-        if self.keyboard is None:
-            return []
-        commands = self.keyboard.read()
-        if self.keyboard.closed:
-            self.input_fds.clear()
-        return commands
-
-    def tick(self) -> float | None:
-        return None
+if TYPE_CHECKING:
+    from ..keyboard import Keyboard
 
 
 class LocalTransport:
+    """``sem`` runs the engine in this process. ``run`` hands its job to a child engine
+    process over pipes, as the SSH transports do over the connection: if this process
+    is killed, the child sees end of input at once and stops the console, powers the
+    board off, deletes the images and releases the lock, as the host does for SSH."""
+
     host = "local"
 
     def __init__(self, base: str, lab: str | None) -> None:
         self._agent = Agent(base, lab, out_fd=-1, in_fd=-1)
-        self._job: job.JobDir | None = None
+        self._argv = [sys.executable, "-m", "mq.engine.agent", base, *([lab] if lab else [])]
+        self._child: AgentClient | None = None
 
     def call(self, op: str, **args: Any) -> Any:
         return self._agent.dispatch(op, args)
 
+    def _job_engine(self) -> AgentClient:
+        if self._child is None:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (ENGINE_ROOT, env.get("PYTHONPATH")) if p)
+            try:
+                proc = subprocess.Popen(self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, env=env, start_new_session=True)
+            except OSError as exc:
+                raise HostError(f"cannot start the local mq engine: {exc}") from None
+            client = AgentClient(PipeStream(proc), self.host, keepalive=LOCAL_KEEPALIVE)
+            try:
+                client.start()
+            except BaseException:
+                client.close()
+                raise
+            self._child = client
+        return self._child
+
     def upload(self, path: str, name: str, progress: Progress | None = None) -> str:
-        if self._job is None:
-            self._job = job.JobDir()
-        target = self._job.place(name)
-        try:
-            shutil.copyfile(path, target)
-        except OSError as exc:
-            raise os_error(exc, target, "copy image") from None
-        if progress is not None:
-            progress(os.path.getsize(target))
-        return target
+        return str(self._guard(lambda: self._job_engine().upload(path, name, progress)))
 
     def run_job(self, spec: dict[str, Any], on_event: EventHandler, keyboard: Keyboard | None) -> dict[str, Any]:
-        job_dir, self._job = self._job, None
+        return dict(self._guard(lambda: self._job_engine().run_job(spec, on_event, keyboard)))
+
+    def _guard(self, action: Callable[[], Any]) -> Any:
         try:
-            return runner.run_job(self._agent.engine(), runner.JobSpec(**spec), LocalJobIO(on_event, keyboard),
-                                  job_dir)
-        finally:
-            if job_dir is not None:
-                job_dir.remove()
+            return action()
+        except OSError as exc:
+            raise HostError(f"lost the local mq engine: {exc}") from None
 
     def close(self) -> None:
-        if self._job is not None:
-            self._job.remove()
-            self._job = None
+        if self._child is not None:
+            self._child.close()
+            self._child = None
 
 
-__all__ = ["Callable", "LocalTransport"]
+# How often the job's engine and this process tell each other they are alive; the
+# engine gives up on a client silent for three times this (a stopped ``mq run``).
+LOCAL_KEEPALIVE = 15.0

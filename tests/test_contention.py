@@ -391,6 +391,35 @@ def test_waiters_beyond_the_inotify_instance_limit_still_sleep(shared_lab: LabFi
     assert idle["cpu"] <= 0.05 and idle["wakeups"] <= 5, f"{count} idle waiters in one second: {idle}"
 
 
+OVERLAP_WORKER = textwrap.dedent(
+    """
+    import os, sys
+    from mq.engine.inventory import load_inventory
+    from mq.engine.semaphore import Engine
+
+    base, target, key, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    eng = Engine(base, load_inventory(os.path.join(base, "lab.toml")))
+    for _ in range(rounds):
+        grant = eng.wait(target, key=key, budget=60)
+        eng.signal(grant.board, key=key)
+    """
+)
+
+
+def test_overlapping_pools_and_board_waiters_churn(lab: LabFixture, procs: list[subprocess.Popen[str]]) -> None:
+    """Waiters of two overlapping pools and of their shared board, all churning at once:
+    every wait is served (tickets ahead leave in every order, sometimes ringing twice)."""
+    for i in range(12):
+        target = ("trio", "pair", "b3")[i % 3]
+        procs.append(subprocess.Popen([sys.executable, "-c", OVERLAP_WORKER, str(lab.base), target, f"w{i}", "30"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lab.env))
+    for proc in procs:
+        code, _, err = finished(proc, timeout=120)
+        assert code == 0, err
+    assert leftovers(lab) == []
+    assert lab.held() == set()
+
+
 def test_pool_holders_never_exceed_members_with_cli_waiters(lab: LabFixture,
                                                            procs: list[subprocess.Popen[str]]) -> None:
     """Six CLI waiters on trio at once, nothing held: three win, three stay queued."""

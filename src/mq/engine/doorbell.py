@@ -52,10 +52,10 @@ class Doorbell:
                     fcntl.flock(fd, fcntl.LOCK_SH)  # returns when the owner leaves or dies
             finally:
                 os.close(fd)
+        with contextlib.suppress(OSError):  # ring first: a watch() meanwhile is then a no-op, not a second ring
+            os.write(self._write, (name + "\n").encode())
         with self._lock:
             self._watching.pop(name, None)
-        with contextlib.suppress(OSError):
-            os.write(self._write, (name + "\n").encode())
 
     def rung(self) -> List[str]:
         """Names of the tickets that left since the last call."""

@@ -157,7 +157,7 @@ class Waiter:
         return walk
 
     def _departed(self, names: List[str]) -> bool:
-        gone = [n for n in names if n in self.ahead]
+        gone = {n for n in names if n in self.ahead}  # a ticket may ring more than once
         for name in gone:
             del self.ahead[name]
             self._alive.discard(name)

@@ -102,6 +102,23 @@ def test_legacy_lock_of_another_user(shared_lab: LabFixture, test_users: tuple[s
     assert run_mq(lab, "sem", "-mr-info", "b2", check=True).stdout.startswith(f"b2 LOCKED {bob} ")
 
 
+def test_stale_key_of_a_broken_lock_is_not_the_new_holders(shared_lab: LabFixture,
+                                                           test_users: tuple[str, ...]) -> None:
+    """Alice's mq lock is broken behind mq's back (``lockfile -l`` style) and bob takes
+    b1 with lockfile(1): alice's leftover key is not shown as bob's, and bob's own
+    release and wait agree that he holds b1 with no key."""
+    lab = shared_lab
+    alice, bob = test_users[0], test_users[1]
+    run_mq(lab, "sem", "-wait", "b1", "-k", "OLD", user=alice, check=True)
+    lab.lock("b1").unlink()
+    subprocess.run([LOCKFILE, "-r0", str(lab.lock("b1"))], check=True, env=user_env(lab.env, bob), **as_user(bob))
+    info = run_mq(lab, "sem", "-info", "b1", user=bob, check=True).stdout
+    assert f"held by {bob} since" in info and "with key '0'" in info, info
+    assert run_mq(lab, "sem", "-wait", "b1", "-t", "0", user=bob).returncode == 4
+    assert run_mq(lab, "sem", "-signal", "b1", user=bob).returncode == 0
+    assert lab.held() == set()
+
+
 # -- case 22: an mq lock stops lockfile ----------------------------------------------------------
 def test_lockfile_gives_up_on_an_mq_lock(lab: LabFixture) -> None:
     run_mq(lab, "sem", "-wait", "b1", "-k", "mine", check=True)

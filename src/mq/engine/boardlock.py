@@ -94,10 +94,23 @@ def read_holder(base: str, board: str) -> Optional[Holder]:
         return None
     kind = _kind(st.st_mode)
     timeout = _parse_timeout(read_small(path)) if kind == "file" else None
-    key_text = read_small(key_path(base, board))
-    key = key_text.rstrip("\n") if key_text is not None else None
+    key = _read_key(base, board, st.st_uid)
     return Holder(board=board, uid=st.st_uid, user=user_name(st.st_uid), since_ns=st.st_mtime_ns,
                   timeout=timeout, key=key, dev=st.st_dev, ino=st.st_ino, kind=kind)
+
+
+def _read_key(base: str, board: str, holder_uid: int) -> Optional[str]:
+    """The key stored with the lock; a key file of another user than the lock's is a
+    leftover of an earlier holder (a lock broken by ``lockfile -l`` or removed by hand),
+    not this holder's key."""
+    path = key_path(base, board)
+    try:
+        if os.lstat(path).st_uid != holder_uid:
+            return None
+    except OSError:
+        return None
+    text = read_small(path)
+    return text.rstrip("\n") if text is not None else None
 
 
 def is_free(base: str, board: str) -> bool:

@@ -374,3 +374,30 @@ def test_hand_off_within_a_second(lab: LabFixture, procs: list[subprocess.Popen[
         out, _ = waiter.communicate(timeout=5)
         assert (waiter.returncode, out) == (0, "b1\n")
     assert max(latencies) < 1.0, latencies
+
+
+def test_signal_while_the_cli_loads_is_one_line(lab: LabFixture) -> None:
+    """Ctrl+C, TERM or HUP while mq is still loading its CLI: one line and 128+N, never
+    an import traceback. (``-X importtime`` tells when mq's entry module is in: the
+    signal is sent then, while the rest of the CLI loads.)"""
+    interrupted = 0
+    for attempt in range(6):
+        signum = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)[attempt % 3]
+        proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "mq", "sem", "-info", "b1"],
+                                env=lab.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if line.rstrip().endswith("| mq.cli.launch"):
+                proc.send_signal(signum)
+                break
+        _, rest = proc.communicate(timeout=10)
+        err = "".join(line for line in [*seen, *rest.splitlines(True)] if not line.startswith("import time:"))
+        if proc.returncode == 0:
+            continue  # it finished first: nothing to check this time
+        interrupted += 1
+        assert proc.returncode == 128 + signum, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert "nothing left held or queued" in err
+    assert interrupted >= 3

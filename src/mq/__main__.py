@@ -1,3 +1,3 @@
-from mq.cli.main import run
+from mq.cli.launch import run
 
 run()

@@ -47,6 +47,7 @@ def connect_early(args: List[str]) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     args = normalize(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    GUARD.install()  # from the start: Ctrl+C while the CLI loads is one line and 130 too (see run)
     if os.environ.get("MQ_NO_EARLY") != "1":
         connect_early(args)
     import click
@@ -59,7 +60,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         from typer._completion_classes import completion_init
 
         completion_init()
-    GUARD.install()
     try:
         result = command.main(args=args, prog_name="mq", standalone_mode=False)
     except click.exceptions.UsageError as exc:
@@ -98,7 +98,11 @@ def run() -> None:
     Tearing down paramiko, cryptography and typer objects at exit costs
     75-150 ms per command; the lab connection is already closed by now.
     """
-    code = main()
+    try:
+        code = main()
+    except Interrupted as exc:  # while loading, before main's own handlers
+        err(exc.message)
+        code = exc.exit_code
     try:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -402,3 +402,13 @@ def test_json_envelopes_contract(lab: LabFixture) -> None:
 
     released = envelope(run_mq(lab, "sem", "-signal", "trio", "-k", "K", "--json"), "released")
     assert released == ["b1"]
+
+
+@pytest.mark.parametrize("key", ["ключ", r"C:\new", "ci job #42 (retry)"])
+def test_keys_read_back_literally(lab: LabFixture, key: str) -> None:
+    """A script reads the key back from -mr-info with `read ... key` and compares."""
+    run_mq(lab, "sem", "-wait", "b1", "-k", key, check=True)
+    line = run_mq(lab, "sem", "-mr-info", "b1", check=True).stdout.rstrip("\n")
+    assert line.split(" ", 6)[6] == key
+    assert f"with key '{key}'" in run_mq(lab, "sem", "-info", "b1", check=True).stdout
+    run_mq(lab, "sem", "-signal", "b1", "-k", key, check=True)

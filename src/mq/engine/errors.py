@@ -6,6 +6,7 @@ live here rather than in ``mq.errors`` (which re-exports them).
 
 from __future__ import annotations
 
+import re
 import signal
 from typing import Sequence
 
@@ -25,10 +26,16 @@ EXIT_USAGE = 64
 AGENT_CLIENT_GONE = 75  # the host agent's own exit status when its client went silent or away
 
 
+# Characters that could break a line or fool a terminal: C0/C1 controls, DEL, line and
+# paragraph separators, bidirectional overrides. Everything else (backslashes, any
+# printable script) is shown as it is: keys are data and read back literally.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
 def safe_text(value: str, limit: int = 64) -> str:
     """Render untrusted text on one line: control characters escaped, truncated."""
     shown = value if len(value) <= limit else value[:limit] + "..."
-    return shown.encode("unicode_escape").decode("ascii")
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), shown)
 
 
 class EngineError(Exception):

@@ -496,3 +496,15 @@ def test_releases_do_not_wake_every_waiter(lab: LabFixture, procs: list[subproce
     # not while a waiter ahead of it still wants every board it wants (it wakes once
     # f9, the last one ahead, leaves, and then does its own work at the head).
     assert woken["bystander"] <= 2 and woken["tail"] <= 2, f"wake-ups during trio hand-offs: {woken}"
+
+
+def test_pool_wait_prefers_a_free_member_to_an_expired_lock(lab: LabFixture) -> None:
+    """-T lets a waiter take over an expired lock; with a member free, it takes that instead."""
+    eng = engine(lab)
+    eng.wait("b1", key="old", timeout=1, budget=0)
+    lock = lab.base / "b1.lock"
+    os.utime(lock, ns=(lock.stat().st_atime_ns, lock.stat().st_mtime_ns - 5_000_000_000), follow_symlinks=False)
+    proc = run_mq(lab, "sem", "-wait", "trio", "-k", "new", "-t", "0", check=True)
+    assert proc.stdout.strip().splitlines()[-1] == "b2"
+    assert key_of(lab, "b1") == "old"  # not taken over
+    assert [e for e in lab.audit() if e["event"] == "reclaim"] == []

@@ -17,9 +17,12 @@ def _early_exit(signum: int, _frame: Optional[FrameType]) -> None:
     os._exit(128 + signum)
 
 
+# On import: this module is imported only by the entry points, first thing.
+for _signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(_signum, _early_exit)
+
+
 def run() -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _early_exit)
     from .main import run as main_run
 
     main_run()

@@ -200,10 +200,12 @@ class Queue:
 
 
 def walk_queue(tickets: Sequence[Ticket], me: str, available: Callable[[str], bool],
-               alive: Callable[[Ticket], bool]) -> Tuple[Optional[str], List[Ticket]]:
+               alive: Callable[[Ticket], bool], lock_dir: str) -> Tuple[Optional[str], List[Ticket]]:
     """Hand available boards to tickets in arrival order; return my board (if any).
 
-    ``available(board)`` says whether a board is free (or reclaimable). The
+    ``available(board)`` says whether a board is free (or reclaimable); a ticket
+    is handed a board with no lock at all before one it would have to reclaim
+    (``-T`` permits taking over an expired lock, it does not ask for it). The
     walk stops as soon as none of my boards is left to hand out, so a waiter
     that cannot be served costs a directory listing and a few ``lstat``s.
     Liveness is checked only for tickets about to receive a board; the dead
@@ -219,11 +221,19 @@ def walk_queue(tickets: Sequence[Ticket], me: str, available: Callable[[str], bo
             state[board] = available(board)
         return state[board]
 
+    vacancy: Dict[str, bool] = {}
+
+    def vacant(board: str) -> bool:
+        if board not in vacancy:
+            vacancy[board] = not os.path.lexists(os.path.join(lock_dir, board + ".lock"))
+        return vacancy[board]
+
     dead: List[Ticket] = []
     for ticket in tickets:
         if not any(free(b) for b in mine.boards):
             return None, dead
-        choice = next((b for b in ticket.boards if free(b)), None)
+        usable = [b for b in ticket.boards if free(b)]
+        choice = next((b for b in usable if vacant(b)), usable[0]) if usable else None
         if ticket.name == me:
             return choice, dead
         if choice is None:

@@ -157,7 +157,7 @@ class Engine:
 
     def _walk(self, own: OwnTicket, alive: Optional[Callable[[Ticket], bool]] = None) -> Optional[str]:
         choice, dead = walk_queue(self.queue.tickets(), own.ticket.name, self.available,
-                                  alive or self.queue.is_alive)
+                                  alive or self.queue.is_alive, self.lab.base)
         for ticket in dead:
             self.clear_dead(ticket)
         return choice

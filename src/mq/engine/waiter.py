@@ -91,7 +91,8 @@ class Waiter:
                 else:
                     self.engine.clear_dead(ticket)
         self.ahead = ahead
-        choice, _ = walk_queue(tickets, self.own.ticket.name, self.engine.available, self.alive)
+        choice, _ = walk_queue(tickets, self.own.ticket.name, self.engine.available, self.alive,
+                               self.engine.lab.base)
         if choice is None:
             return None
         return self.take(self.alive)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LAB_TOML, LabFixture, make_lab, run_mq, spawn_mq
+from conftest import LAB_TOML, LabFixture, make_lab, queued, run_mq, spawn_mq, wait_for
 
 ME = pwd.getpwuid(os.getuid()).pw_name
 IS_ROOT = os.geteuid() == 0
@@ -465,3 +465,28 @@ def test_23_lock_broken_behind_mqs_back(lab: LabFixture) -> None:
     shown = run_mq(lab, "sem", "-info", "b1").stdout.splitlines()
     assert shown[0].endswith("with key 'N'")
     assert shown[1] == f"  grant #{old_grant + 1}"
+
+
+@pytest.mark.parametrize("damage", [b"", b"junk\n", b"\x00" * 21])
+def test_damaged_counters_never_go_back(lab: LabFixture, damage: bytes) -> None:
+    """An emptied or garbled counter file: arrival order and grant numbers still only go up."""
+    run_mq(lab, "sem", "-wait", "b1", "-k", "hold", check=True)
+    run_mq(lab, "sem", "-signal", "b1", "-k", "hold", check=True)
+    run_mq(lab, "sem", "-wait", "b1", "-k", "hold", check=True)  # grant #2
+    first = spawn_mq(lab, "sem", "-wait", "b1", "-k", "first")
+    wait_for(lambda: len(queued(lab)) == 1, what="the first waiter")
+    for counter in ("seq", "grants"):
+        (lab.base / ".mq" / counter).write_bytes(damage)
+    second = spawn_mq(lab, "sem", "-wait", "b1", "-k", "second")
+    wait_for(lambda: len(queued(lab)) == 2, what="the second waiter")
+    assert queued(lab)[0].endswith(f"-{first.pid}")  # still first in line
+    run_mq(lab, "sem", "-signal", "b1", "-k", "hold", check=True)
+    assert first.wait(timeout=10) == 0
+    info = run_mq(lab, "sem", "-info", "b1", check=True).stdout
+    assert "grant #3" in info, info
+    run_mq(lab, "sem", "-signal", "b1", "-k", "first", check=True)
+    assert second.wait(timeout=10) == 0
+    assert "grant #4" in run_mq(lab, "sem", "-info", "b1", check=True).stdout
+    run_mq(lab, "sem", "-signal", "b1", "-k", "second", check=True)
+    if damage:
+        assert {e["counter"] for e in lab.audit() if e["event"] == "counter-recovered"} == {"seq", "grants"}

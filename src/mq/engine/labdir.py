@@ -31,6 +31,7 @@ from .fsutil import os_error, read_small, unlink_quiet, write_all, write_atomic
 
 STATE_DIR = ".mq"
 COUNTER_WIDTH = 20
+AUDIT_TAIL = 4 << 20  # bytes of the audit log read back to recover a damaged grant counter
 
 
 def user_name(uid: int) -> str:
@@ -134,8 +135,14 @@ class LabDir:
         path = os.path.join(self.state, name)
         fd = self._open_shared(path)
         try:
-            raw = os.pread(fd, COUNTER_WIDTH + 1, 0).strip()
-            value = int(raw) + 1 if raw.isdigit() else 1
+            raw = os.pread(fd, COUNTER_WIDTH + 1, 0)
+            if raw.strip().isdigit():
+                value = int(raw) + 1
+            else:  # new, or damaged: never go back below a number already handed out
+                value = self._floor(name) + 1
+                if raw:
+                    self.audit("counter-recovered", counter=name, found=raw[:40].decode("ascii", "replace"),
+                               restarted_at=value)
             data = f"{value:0{COUNTER_WIDTH}d}\n".encode()
             if os.pwrite(fd, data, 0) != len(data):
                 raise OSError(errno.ENOSPC, "short write")
@@ -144,6 +151,29 @@ class LabDir:
         finally:
             os.close(fd)
         return value
+
+    def _floor(self, name: str) -> int:
+        """The highest number of counter ``name`` still in evidence (queued tickets for
+        ``seq``; holder records and the audit log for ``grants``)."""
+        best = 0
+        if name == "seq":
+            with contextlib.suppress(OSError):
+                for entry in os.listdir(self.queue_dir):
+                    digits = entry[1:].split("-", 1)[0]
+                    if entry.startswith("T") and digits.isdigit():
+                        best = max(best, int(digits))
+            return best
+        with contextlib.suppress(OSError):
+            for entry in os.listdir(self.holders_dir):
+                with contextlib.suppress(OSError, ValueError, TypeError), \
+                        open(os.path.join(self.holders_dir, entry), encoding="utf-8") as handle:
+                    best = max(best, int(json.load(handle).get("grant", 0)))
+        with contextlib.suppress(OSError), open(self.audit_path, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - AUDIT_TAIL))
+            for line in handle.read().splitlines():
+                with contextlib.suppress(ValueError, TypeError, AttributeError):
+                    best = max(best, int(json.loads(line).get("grant", 0)))
+        return best
 
     # -- session locks: a ``run`` holds an flock here for as long as it lives -------
     def session_path(self, board: str) -> str:

@@ -263,7 +263,20 @@ def test_conflicting_or_bad_option_values_exit_5(lab: LabFixture) -> None:
     two_actions, negative_timeout = run_all(lab, ("sem", "-wait", "-signal", "b1"), ("sem", "-wait", "b1", "-T", "-1"))
     assert two_actions.returncode == 5 and "only one of" in two_actions.stderr
     assert negative_timeout.returncode == 5 and "-T" in negative_timeout.stderr
+    negative_period, = run_all(lab, ("sem", "-wait", "b1", "-w", "-1", "-t", "3"))
+    assert negative_period.returncode == 5 and "-w" in negative_period.stderr
     assert lab.held() == set()
+    assert lab.tickets() == []
+
+
+def test_info_says_when_a_timeout_has_passed(lab: LabFixture) -> None:
+    run_mq(lab, "sem", "-wait", "b1", "-k", "K", "-T", "1", check=True)
+    lock = lab.base / "b1.lock"
+    os.utime(lock, ns=(lock.stat().st_atime_ns, lock.stat().st_mtime_ns - 5_000_000_000), follow_symlinks=False)
+    info = run_mq(lab, "sem", "-info", "b1", check=True).stdout
+    assert "its -T 1 has passed" in info, info
+    again = run_mq(lab, "sem", "-wait", "b1", "-t", "0")
+    assert again.returncode == 0, again.stderr  # your own expired lock is not a re-take
 
 
 # -- spellings and options ----------------------------------------------------------------

@@ -49,6 +49,8 @@ def info_lines(state: BoardState) -> List[str]:
             lines.append("  (lock file content is not a timeout: treated as held)")
         if holder.grant is not None:
             lines.append(f"  grant #{holder.grant}" + (f" via pool {holder.pool}" if holder.pool else ""))
+        if holder.expired(time.time()):
+            lines.append(f"  (its -T {holder.timeout} has passed: the next waiter takes it over)")
         if holder.session == "dead":
             lines.append("  (taken by an `mq run` whose session is gone: the next waiter takes it over)")
     for number, ticket in enumerate(state.waiters, 1):

@@ -74,6 +74,7 @@ def check(lab: Lab, opts: RunOptions) -> list[str]:
         raise BadInputError("-b DTB is only accepted together with -L")
     if math.isnan(opts.timeout):
         raise UsageError("-d SECS must be a number of seconds (-1: no time limit)")
+    wait_budget(opts.period, opts.retries)  # a bad -w fails here, before anything is copied
     if opts.held and opts.reserve:
         raise UsageError("-n (run on a board you hold) and -r (reserve a board) do not go together")
     compile_pattern(opts.completion, "-c")

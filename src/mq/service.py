@@ -7,6 +7,7 @@ transport's business; results come back as the engine's own objects.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from . import inventory_cache
 from .config import Config
 from .engine.boardlock import NO_KEY, Holder
+from .engine.errors import BadInputError
 from .engine.inventory import Inventory, Pool, System
 from .engine.protocol import states_from_wire
 from .engine.queue import Ticket
@@ -26,9 +28,11 @@ DEMO_NOTICE = ("mq: no configuration found; created a demo lab with simulated bo
 
 def wait_budget(period: float, retries: int) -> float | None:
     """mq.sh's ``-w``/``-t`` as a total budget: -1 forever, 0 one try, else period x retries."""
+    if math.isnan(period) or period < 0:
+        raise BadInputError(f"-w {period}: the retry period must be a number of seconds >= 0")
     if retries < 0:
         return None
-    return max(0.0, period) * retries
+    return period * retries
 
 
 @dataclass

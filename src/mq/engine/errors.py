@@ -104,9 +104,10 @@ class AlreadyHeldError(EngineError):
 
     exit_code = EXIT_ALREADY_HELD
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, held_key: str = "0") -> None:
         super().__init__(
-            f"You already hold the lock for {name} with this key. Please explicitly release it first."
+            f"You already hold the lock for {name} (key '{safe_text(held_key, 256)}'). "
+            "Please explicitly release it first."
         )
         self.name = name
 

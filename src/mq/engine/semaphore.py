@@ -107,7 +107,7 @@ class Engine:
             if held is not None and held.kind == "file" and held.uid == self.lab.uid \
                     and key in (NO_KEY, held.key) and not held.expired(time.time()) \
                     and not self._dead_session(held):
-                raise AlreadyHeldError(name)
+                raise AlreadyHeldError(name, held.shown_key)
         started = time.monotonic()
         deadline = None if budget is None else started + max(0.0, budget)
         with GUARD.deferred():  # signals are taken at the waiter's safe points only

@@ -293,3 +293,9 @@ def test_load_unreadable(tmp_path: Path) -> None:
     bad.write_bytes(b"[systems.a]\narch = '\xff'\n")
     with pytest.raises(InventoryError, match="not valid UTF-8"):
         load_inventory(str(bad))
+
+
+def test_duplicate_key_is_named() -> None:
+    with pytest.raises(InventoryError) as caught:
+        parse_inventory('[systems.a]\narch = "x"\narch = "y"\n', "lab.toml")
+    assert "systems.a.arch" in caught.value.message and "line 3" in caught.value.message

@@ -411,7 +411,10 @@ def test_json_envelopes_contract(lab: LabFixture) -> None:
     assert set(inventory) == {"systems", "pools"}
     assert inventory["pools"] == {"trio": ["b1", "b2", "b3"], "pair": ["b3", "solo"], "x86": ["x86a", "x86b"]}
     assert set(inventory["systems"][0]) == {"name", "arch", "sel4_plat", "isa", "soc", "cpu", "cores", "ram",
-                                            "max_clk", "num_files"}
+                                            "max_clk", "num_files", "pxe_linux", "dtb", "pools"}
+    x86a = next(s for s in inventory["systems"] if s["name"] == "x86a")
+    assert (x86a["num_files"], x86a["cores"], x86a["pxe_linux"], x86a["dtb"], x86a["pools"]) == (2, None, True, False,
+                                                                                                ["x86"])
 
     released = envelope(run_mq(lab, "sem", "-signal", "trio", "-k", "K", "--json"), "released")
     assert released == ["b1"]

@@ -135,8 +135,14 @@ def features_lines(inv: Inventory) -> List[str]:
 
 
 def inventory_json(inv: Inventory) -> Dict[str, Any]:
-    return {"systems": [dict(zip(SYSTEM_COLUMNS, system_row(inv, n), strict=True)) for n in inv.systems],
-            "pools": {p.name: list(p.members) for p in inv.pools.values()}}
+    """Typed, unlike the tables: counts are numbers (``cores`` null when not given), flags booleans."""
+    systems = []
+    for s in inv.systems.values():
+        systems.append({"name": s.name, "arch": s.arch, "sel4_plat": s.sel4_plat, "isa": s.isa, "soc": s.soc,
+                        "cpu": s.cpu, "cores": s.cores or None, "ram": s.ram, "max_clk": s.max_clk,
+                        "num_files": s.files, "pxe_linux": s.pxe_linux, "dtb": s.dtb,
+                        "pools": list(inv.pools_of(s.name))})
+    return {"systems": systems, "pools": {p.name: list(p.members) for p in inv.pools.values()}}
 
 
 def write_lines(lines: Iterable[str]) -> None:

@@ -135,12 +135,23 @@ def load_inventory(path: str) -> Inventory:
     return parse_inventory(text, path)
 
 
+def _explain(text: str, exc: Exception) -> str:
+    """mq's own parser names the key where tomllib only says "Cannot overwrite a value"."""
+    from . import _toml
+
+    try:
+        _toml.loads(text)
+    except _toml.TOMLDecodeError as lite:
+        return str(lite)
+    return str(exc)
+
+
 def parse_inventory(text: str, path: str) -> Inventory:
     """Check the inventory ``text``; ``path`` is only used in error messages."""
     try:
         data = _loads(text)
     except _TOMLDecodeError as exc:
-        raise InventoryError(path, "", f"invalid TOML: {exc}") from None
+        raise InventoryError(path, "", f"invalid TOML: {_explain(text, exc)}") from None
     for section in data:
         if section not in ("systems", "pools"):
             raise InventoryError(path, _key(section), "unknown section (expected [systems.NAME] or [pools.NAME])")

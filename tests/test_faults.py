@@ -490,3 +490,15 @@ def test_damaged_counters_never_go_back(lab: LabFixture, damage: bytes) -> None:
     run_mq(lab, "sem", "-signal", "b1", "-k", "second", check=True)
     if damage:
         assert {e["counter"] for e in lab.audit() if e["event"] == "counter-recovered"} == {"seq", "grants"}
+
+
+def test_18_force_release_of_a_planted_directory_leaves_nothing_aside(lab: LabFixture) -> None:
+    (lab.base / "b1.lock").mkdir()
+    assert run_mq(lab, "sem", "-signal", "b1", "-f").returncode == 0
+    (lab.base / "b2.lock").mkdir()
+    (lab.base / "b2.lock" / "content").write_text("not mq's")
+    proc = run_mq(lab, "sem", "-signal", "b2", "-f")
+    assert proc.returncode == 8 and "not empty" in proc.stderr
+    assert (lab.base / "b2.lock" / "content").exists()  # put back as it was
+    assert lab.held() == {"b2"}
+    assert [p.name for p in lab.base.iterdir() if "mq-release" in p.name] == []

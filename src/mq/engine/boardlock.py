@@ -9,7 +9,6 @@ FIFO, socket, directory) counts as held and is never opened or followed.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import time
@@ -163,11 +162,21 @@ def remove_checked(base: str, holder: Holder) -> bool:
         put_back(aside, path)
         return False
     try:
-        os.unlink(aside)
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            raise
+        _discard(aside)
+    except OSError:
+        put_back(aside, path)  # nothing half-done: the lock path is as it was
+        raise
     return True
+
+
+def _discard(aside: str) -> None:
+    """Delete what was renamed aside: a file, or an empty directory planted at the path."""
+    try:
+        os.unlink(aside)
+    except IsADirectoryError:
+        os.rmdir(aside)  # a non-empty one raises: it is not mq's to delete
+    except FileNotFoundError:
+        pass
 
 
 def put_back(aside: str, path: str) -> None:
@@ -206,7 +215,10 @@ def drop_key(base: str, board: str, expected: Optional[str]) -> None:
     if expected is not None and current != expected:
         put_back(aside, path)
         return
-    unlink_quiet(aside)
+    try:
+        _discard(aside)
+    except OSError:
+        put_back(aside, path)
 
 
 def availability(base: str, board: str, now: float) -> Tuple[bool, Optional[float]]:

@@ -502,3 +502,18 @@ def test_18_force_release_of_a_planted_directory_leaves_nothing_aside(lab: LabFi
     assert (lab.base / "b2.lock" / "content").exists()  # put back as it was
     assert lab.held() == {"b2"}
     assert [p.name for p in lab.base.iterdir() if "mq-release" in p.name] == []
+
+
+def test_14_lock_directory_removed_while_waiting(tmp_path: Path) -> None:
+    """Waiters whose lock directory is deleted under them say so (exit 7), never spin."""
+    lab = make_lab(tmp_path / "doomed")
+    run_mq(lab, "sem", "-wait", "b1", "-k", "hold", check=True)
+    head = spawn_mq(lab, "sem", "-wait", "b1", "-k", "head")
+    wait_for(lambda: len(queued(lab)) == 1, what="the first waiter")
+    second = spawn_mq(lab, "sem", "-wait", "b1", "-k", "second")
+    wait_for(lambda: len(queued(lab)) == 2, what="the second waiter")
+    shutil.rmtree(lab.base)
+    for proc in (head, second):
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 7, err
+        assert "disappeared while waiting" in err

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from . import boardlock, notify
-from .errors import NotAcquiredError
+from .errors import LockDirError, NotAcquiredError
 from .queue import OwnTicket, Ticket, walk_queue
 from .signals import GUARD
 
@@ -80,6 +80,8 @@ class Waiter:
     def evaluate(self) -> Optional[Grant]:
         """Refresh ``ahead`` and try for a board in arrival order."""
         tickets = self.engine.queue.tickets()
+        if not any(t.name == self.own.ticket.name for t in tickets):
+            self._lost_place()
         mine = set(self.boards)
         ahead: Dict[str, Tuple[str, ...]] = {}
         for ticket in tickets:
@@ -112,6 +114,14 @@ class Waiter:
 
     def _any_available(self) -> bool:
         return any(self.engine.available(b) for b in self.boards)
+
+    def _lost_place(self) -> None:
+        """Our ticket is gone from the queue (removed by hand, or the lab directory itself)."""
+        base = self.engine.lab.base
+        if not os.path.isdir(base):
+            raise LockDirError(base, "the lock directory disappeared while waiting")
+        self.engine.lab.audit("ticket-lost", target=self.own.ticket.target, key=self.own.ticket.key)
+        raise NotAcquiredError(self.own.ticket.target, "its place in the queue was removed")
 
     def _check_cancel(self) -> None:
         if os.path.exists(os.path.join(self.engine.lab.queue_dir, self.own.cancel_name)):

@@ -512,7 +512,9 @@ def test_14_lock_directory_removed_while_waiting(tmp_path: Path) -> None:
     wait_for(lambda: len(queued(lab)) == 1, what="the first waiter")
     second = spawn_mq(lab, "sem", "-wait", "b1", "-k", "second")
     wait_for(lambda: len(queued(lab)) == 2, what="the second waiter")
-    shutil.rmtree(lab.base)
+    gone = tmp_path / "gone"
+    lab.base.rename(gone)  # the path vanishes at once; deleting its content wakes the waiters
+    shutil.rmtree(gone)
     for proc in (head, second):
         _, err = proc.communicate(timeout=10)
         assert proc.returncode == 7, err

@@ -78,6 +78,10 @@ class Stream(Protocol):
         """Why the stream ended (exit status, stderr), for error messages."""
         ...
 
+    def lost(self) -> bool:
+        """The connection itself went away (not just the engine at its other end)."""
+        ...
+
 
 class AgentClient:
     """Speaks the JSON-lines protocol over a stream, with keepalives both ways."""
@@ -121,6 +125,8 @@ class AgentClient:
         if detail.startswith(f"exit status {AGENT_CLIENT_GONE}"):  # the host gave up on us: stopped or cut off
             why = detail.split("mq agent: ", 1)[1] if "mq agent: " in detail else "it heard nothing from this client"
             return SshError(self.host, f"connection lost: the host gave up ({why})")
+        if self.stream.lost():
+            return SshError(self.host, "connection lost" + (f" ({detail})" if detail else ""))
         return HostError(f"the mq engine on {self.host} ended unexpectedly" + (f": {detail}" if detail else ""))
 
     def _ping_loop(self) -> None:

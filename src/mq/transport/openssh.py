@@ -8,10 +8,8 @@ import subprocess
 from ..config import Config
 from .base import SshError
 from .bundle import remote_command
-from .pipe import PipeStream
+from .pipe import SSH_FAILED, PipeStream
 from .remote import RemoteTransport, start_agent
-
-SSH_FAILED = 255
 
 
 def _alive_interval(config: Config) -> float:
@@ -47,9 +45,8 @@ class OpenSshTransport(RemoteTransport):
             stream.close()
             raise
         except Exception as exc:
+            stream.close()  # first: the exit status and stderr are collected, then kept
             detail = stream.diagnose()
-            if proc.returncode == SSH_FAILED:
-                stream.close()
+            if proc.returncode == SSH_FAILED:  # ssh's own failure: connecting, authenticating
                 raise SshError(self.host, detail.split("; ", 1)[-1]) from None
-            stream.close()
             raise exc

@@ -71,6 +71,17 @@ class ChannelStream:
         while self.channel.recv_stderr_ready():
             self._stderr = (self._stderr + self.channel.recv_stderr(65536))[-4096:]
 
+    def lost(self) -> bool:
+        """The SSH connection is down (a dropped network, a killed sshd), as opposed to
+        the engine ending at the other end of a live connection."""
+        transport = self.channel.get_transport()
+        deadline = time.monotonic() + 0.5  # the transport's reader notices a dropped socket a moment later
+        while transport is not None and transport.is_active() and time.monotonic() < deadline:
+            if self.channel.exit_status_ready() and self.channel.exit_status >= 0:
+                return False
+            time.sleep(0.02)
+        return transport is None or not transport.is_active()
+
     def diagnose(self) -> str:
         deadline = time.monotonic() + 1.0
         while not self.channel.exit_status_ready() and time.monotonic() < deadline:

@@ -103,7 +103,7 @@ def start_sshd(root: Path, users: tuple[str, ...], keys_from: Sshd | None = None
 
 
 def client_config(sshd: Sshd, user: str, path: Path, *, known_hosts: Path, alias: str = "labhost",
-                  extra: str = "", alive: int = 1) -> Path:
+                  extra: str = "", alive: int = 1, alive_count: int = 3) -> Path:
     """An ssh client config for ``user`` reaching ``sshd`` as ``alias``."""
     key = sshd.key(user)
     local_key = path.parent / f"id_{user}"
@@ -118,7 +118,7 @@ def client_config(sshd: Sshd, user: str, path: Path, *, known_hosts: Path, alias
   IdentitiesOnly yes
   UserKnownHostsFile {known_hosts}
   ServerAliveInterval {alive}
-  ServerAliveCountMax 3
+  ServerAliveCountMax {alive_count}
 {extra}""")
     return path
 

@@ -97,3 +97,14 @@ def test_engine_runs_on_python39(tmp_path: Path) -> None:
     assert "b1.lock" not in result["left"] and "b1.key" not in result["left"]
     events = [json.loads(line)["event"] for line in (lab / "audit.jsonl").read_text().splitlines()]
     assert events == ["grant", "release"]
+
+
+def test_protocol_mismatch_is_a_host_error(tmp_path: Path) -> None:
+    """A client and host engine of different protocol versions: exit 10 (host), clearly worded."""
+    from mq.engine.agent import Agent
+    from mq.engine.errors import EXIT_HOST, ProtocolMismatch
+
+    with pytest.raises(ProtocolMismatch) as caught:
+        Agent(str(tmp_path), None, out_fd=-1, in_fd=-1)._hello(protocol_version=999)
+    assert caught.value.exit_code == EXIT_HOST
+    assert "protocol mismatch" in caught.value.message

@@ -396,3 +396,34 @@ def test_sshd_startup_limit_is_a_clear_error(ssh_lab: SshLab, strict_sshd: Sshd)
     lines = proc.stderr.splitlines()
     assert lines[0] == "Unable to ssh to labhost"
     assert len(lines) == 2 and "MaxStartups" in lines[1], lines
+
+
+@pytest.mark.parametrize("transport", ["paramiko", "openssh"])
+def test_keepalives_off_in_ssh_config_still_work(ssh_lab: SshLab, tmp_path: Path, transport: str) -> None:
+    """ServerAliveInterval 0 (OpenSSH's default: off): mq keeps its own 15 s keepalive."""
+    config = tmp_path / "mq.toml"
+    config.write_text(f'transport = "{transport}"\n')
+    cfg = client_config(ssh_lab.sshd, "mqalice", tmp_path / "cfg_noalive", known_hosts=ssh_lab.known_hosts, alive=0)
+    proc = ssh_lab.mq("mqalice", "sem", "-info", "b1", MQ_SSH_CONFIG=str(cfg), MQ_CONFIG=str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Lock for b1 currently free")
+
+
+def test_server_alive_count_max_is_honoured(ssh_lab: SshLab, tmp_path: Path) -> None:
+    """Interval 1 s x CountMax 6: a client stopped for 3.5 s is not given up on (x 3 would)."""
+    cfg = client_config(ssh_lab.sshd, "mqalice", tmp_path / "cfg_count", known_hosts=ssh_lab.known_hosts,
+                        alive=1, alive_count=6)
+    assert ssh_lab.mq("mqbob", "sem", "-wait", "b1", "-k", "hold").returncode == 0
+    env = ssh_lab.env("mqalice", MQ_SSH_CONFIG=str(cfg))
+    waiter = subprocess.Popen([sys.executable, "-m", "mq", "sem", "-wait", "b1", "-k", "patient"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: len(ssh_lab.lab.tickets()) == 1)
+    waiter.send_signal(signal.SIGSTOP)
+    time.sleep(3.5)
+    waiter.send_signal(signal.SIGCONT)
+    time.sleep(0.5)
+    assert len(ssh_lab.lab.tickets()) == 1 and waiter.poll() is None  # still waiting
+    assert ssh_lab.mq("mqbob", "sem", "-signal", "b1", "-k", "hold").returncode == 0
+    out, err = waiter.communicate(timeout=10)
+    assert waiter.returncode == 0, err
+    assert out.splitlines()[-1] == "b1"

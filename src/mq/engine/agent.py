@@ -81,7 +81,7 @@ class RemoteJobIO:
             if op == "abort":
                 raise errors.Interrupted(int(message.get("signum", signal.SIGINT)))
             if op == runner.STDIN:
-                commands.append((runner.STDIN, channel.read_exact(int(message.get("n", 0)), self.agent.keepalive * 3)))
+                commands.append((runner.STDIN, channel.read_exact(int(message.get("n", 0)), self.agent.silence)))
             elif op in (runner.DETACH, runner.RELEASE, runner.EOF):
                 commands.append((str(op), b""))
         if channel.eof:
@@ -99,6 +99,7 @@ class Agent:
         self.out_fd = out_fd
         self.channel = LineChannel(in_fd)
         self.keepalive = 15.0
+        self.silence = 45.0  # a client silent this long is gone
         self.last_heard = time.monotonic()
         self._engine: Optional[Engine] = None
         self._inventory: Optional[Inventory] = None
@@ -154,11 +155,12 @@ class Agent:
             raise errors.BadInputError(f"unknown request '{errors.safe_text(op)}'")
         return protocol.to_wire(handlers[op](**args))
 
-    def _hello(self, protocol_version: int, keepalive: float = 15.0) -> Dict[str, Any]:
+    def _hello(self, protocol_version: int, keepalive: float = 15.0, count: int = 3) -> Dict[str, Any]:
         if protocol_version != protocol.PROTOCOL:
-            raise errors.EngineError(f"mq protocol mismatch: client speaks {protocol_version}, "
-                                     f"host engine speaks {protocol.PROTOCOL}")
+            raise errors.ProtocolMismatch(f"mq protocol mismatch: client speaks {protocol_version}, "
+                                          f"host engine speaks {protocol.PROTOCOL}")
         self.keepalive = max(1.0, float(keepalive))
+        self.silence = self.keepalive * max(1, int(count))  # ServerAliveInterval x ServerAliveCountMax
         return {"protocol": protocol.PROTOCOL, "user": self.engine().lab.user, "host": socket.gethostname(),
                 "pid": os.getpid(), "python": list(sys.version_info[:3])}
 
@@ -182,7 +184,7 @@ class Agent:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             while remaining:
-                chunk = self.channel.read_exact(min(remaining, 1 << 20), self.keepalive * 3)
+                chunk = self.channel.read_exact(min(remaining, 1 << 20), self.silence)
                 remaining -= len(chunk)
                 while chunk:
                     chunk = chunk[os.write(fd, chunk):]
@@ -206,7 +208,7 @@ class Agent:
     def _tick(self) -> float:
         """During a wait: give up on a silent client, tell the client we are alive."""
         now = time.monotonic()
-        if now - self.last_heard > self.keepalive * 3:
+        if now - self.last_heard > self.silence:
             raise ClientGone(f"client silent for {now - self.last_heard:.0f} s")
         if now - self._last_sent >= self.keepalive:
             self.send({"id": self._current_id, "event": "alive"})
@@ -224,9 +226,9 @@ class Agent:
             if message is None:
                 if self.channel.eof:
                     return 0
-                ready, _, _ = select.select([self.channel.fd], [], [], self.keepalive * 3)
+                ready, _, _ = select.select([self.channel.fd], [], [], self.silence)
                 if not ready:  # the client stopped pinging: stopped, or the network is gone
-                    return self._gone(f"client silent for {self.keepalive * 3:.0f} s")
+                    return self._gone(f"client silent for {self.silence:.0f} s")
                 self.channel.fill()
                 continue
             op = str(message.get("op", ""))

@@ -145,5 +145,11 @@ class Interrupted(EngineError):
         self.exit_code = 128 + signum
 
 
+class ProtocolMismatch(EngineError):
+    """The client and the host engine speak different protocol versions."""
+
+    exit_code = EXIT_HOST
+
+
 class ClientGone(EngineError):
     """On the host: the client closed the connection or stopped answering."""

@@ -86,10 +86,12 @@ class Stream(Protocol):
 class AgentClient:
     """Speaks the JSON-lines protocol over a stream, with keepalives both ways."""
 
-    def __init__(self, stream: Stream, host: str, keepalive: float) -> None:
+    def __init__(self, stream: Stream, host: str, keepalive: float, count: int = 3) -> None:
         self.stream = stream
         self.host = host
         self.keepalive = keepalive
+        self.count = max(1, count)
+        self.silence = keepalive * self.count  # ServerAliveInterval x ServerAliveCountMax
         self._buffer = b""
         self._next_id = 0
         self._send_lock = threading.Lock()
@@ -99,7 +101,8 @@ class AgentClient:
         self._running_job = False
 
     def start(self) -> dict[str, Any]:
-        hello: dict[str, Any] = self.call("hello", protocol_version=protocol.PROTOCOL, keepalive=self.keepalive)
+        hello: dict[str, Any] = self.call("hello", protocol_version=protocol.PROTOCOL, keepalive=self.keepalive,
+                                          count=self.count)
         self._pinger.start()
         return hello
 
@@ -142,7 +145,7 @@ class AgentClient:
         request_id = self._next_id
         self.send_message({"id": request_id, "op": op, "args": args})
         try:
-            return self._reply(request_id, self.keepalive * 3)
+            return self._reply(request_id, self.silence)
         except Interrupted as exc:
             reply = self._abort(request_id, exc.signum)
             if op == "wait" and reply is not None and reply.get("ok"):  # the grant raced the signal
@@ -201,7 +204,7 @@ class AgentClient:
             self.close()
             raise
         try:
-            return str(self._reply(request_id, self.keepalive * 3))
+            return str(self._reply(request_id, self.silence))
         except Interrupted as exc:
             self._abort(request_id, exc.signum)
             raise
@@ -218,7 +221,7 @@ class AgentClient:
             forwarder = threading.Thread(target=self._forward_keys, args=(keyboard, stop), daemon=True)
             forwarder.start()
         try:
-            return dict(self._reply(request_id, self.keepalive * 3, on_event))
+            return dict(self._reply(request_id, self.silence, on_event))
         except Interrupted as exc:
             self._abort(request_id, exc.signum)
             raise

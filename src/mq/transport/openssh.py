@@ -12,18 +12,18 @@ from .pipe import SSH_FAILED, PipeStream
 from .remote import RemoteTransport, start_agent
 
 
-def _alive_interval(config: Config) -> float:
-    """ServerAliveInterval as ssh itself resolves it (``ssh -G``, no connection made)."""
+def _alive(config: Config) -> tuple[float, int]:
+    """ServerAliveInterval and ServerAliveCountMax as ssh itself resolves them (``ssh -G``,
+    no connection made); mq's 15 s when keepalives are off (0), since the host needs them."""
     argv = ["ssh", "-G"] + (["-F", os.path.expanduser(config.ssh_config)] if config.ssh_config else [])
     try:
         out = subprocess.run([*argv, "--", config.host], capture_output=True, text=True, timeout=5).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return 15.0
-    for line in out.splitlines():
-        name, _, value = line.partition(" ")
-        if name == "serveraliveinterval" and value.strip().isdigit() and int(value) > 0:
-            return float(value)
-    return 15.0
+        out = ""
+    values = dict(line.partition(" ")[::2] for line in out.splitlines())
+    interval, count = values.get("serveraliveinterval", "").strip(), values.get("serveralivecountmax", "").strip()
+    return (float(interval) if interval.isdigit() and int(interval) > 0 else 15.0,
+            int(count) if count.isdigit() and int(count) > 0 else 3)
 
 
 class OpenSshTransport(RemoteTransport):
@@ -40,7 +40,7 @@ class OpenSshTransport(RemoteTransport):
             raise SshError(self.host, f"cannot run ssh: {exc}") from None
         stream = PipeStream(proc)
         try:
-            self.client = start_agent(stream, self.host, keepalive=_alive_interval(config))
+            self.client = start_agent(stream, self.host, *_alive(config))
         except SshError:
             stream.close()
             raise

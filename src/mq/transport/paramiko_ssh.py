@@ -190,7 +190,8 @@ class ParamikoTransport(RemoteTransport):
             self._close_chain()
             raise SshError(self.host, _reason(exc)) from None
         try:
-            self.client = start_agent(ChannelStream(channel), self.host, settings.alive_interval)
+            self.client = start_agent(ChannelStream(channel), self.host, settings.alive_interval,
+                                      settings.alive_count)
         except BaseException:
             self._close_chain()
             raise

@@ -14,9 +14,9 @@ if TYPE_CHECKING:
 from .bundle import bundle_message
 
 
-def start_agent(stream: Stream, host: str, keepalive: float) -> AgentClient:
+def start_agent(stream: Stream, host: str, keepalive: float, count: int = 3) -> AgentClient:
     """Run the bootstrap handshake on ``stream`` and say hello; returns the client."""
-    client = AgentClient(stream, host, keepalive)
+    client = AgentClient(stream, host, keepalive, count)
     try:
         state = _bootstrap_state(client)
         if state == "send":
@@ -35,7 +35,7 @@ def start_agent(stream: Stream, host: str, keepalive: float) -> AgentClient:
 
 def _bootstrap_state(client: AgentClient) -> str:
     try:
-        line = client.read_line(client.keepalive * 3)
+        line = client.read_line(client.silence)
     except HostError as exc:
         detail = client.stream.diagnose()
         if "not found" in detail or "No such file" in detail:

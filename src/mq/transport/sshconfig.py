@@ -88,10 +88,19 @@ def resolve(alias: str, path: str, user: str | None = None) -> HostSettings:
         proxy_command=_expand(proxy_command, found, alias) if proxy_command and proxy_command != "none" else None,
         known_hosts=known_files or (os.path.expanduser("~/.ssh/known_hosts"),),
         strict_host_keys=found.get("stricthostkeychecking", "ask").lower(),
-        alive_interval=float(found.get("serveraliveinterval", 15) or 15),
-        alive_count=int(found.get("serveralivecountmax", 3) or 3),
-        connect_timeout=float(found.get("connecttimeout", 15) or 15),
+        alive_interval=_positive(found.get("serveraliveinterval"), 15.0),  # 0 (off): mq needs them
+        alive_count=int(_positive(found.get("serveralivecountmax"), 3)),
+        connect_timeout=_positive(found.get("connecttimeout"), 15.0),
     )
+
+
+def _positive(value: str | None, default: float) -> float:
+    """A number from the ssh config; missing, invalid or <= 0 gives ``default``."""
+    try:
+        number = float(value) if value is not None else default
+    except ValueError:
+        return default
+    return number if number > 0 else default
 
 
 def split_jump(spec: str) -> tuple[str | None, str, int | None]:

@@ -427,3 +427,18 @@ def test_server_alive_count_max_is_honoured(ssh_lab: SshLab, tmp_path: Path) -> 
     out, err = waiter.communicate(timeout=10)
     assert waiter.returncode == 0, err
     assert out.splitlines()[-1] == "b1"
+
+
+@pytest.mark.parametrize("strict_sshd", [()], indirect=True)
+def test_login_noise_on_stdout_is_skipped(ssh_lab: SshLab, strict_sshd: Sshd) -> None:
+    """A login that prints to stdout (motd-like text, a terminal-title escape without a
+    newline) before mq's engine speaks does not break the protocol."""
+    auth = strict_sshd.root / "authorized_keys" / "mqalice"
+    noise = r"printf 'Welcome to the lab host\n\033]0;lab\007'; exec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\""
+    auth.write_text(f'command="{noise}" ' + auth.read_text())
+    ssh_lab.known_hosts.write_text(strict_sshd.known_hosts_line() + "\n")
+    cfg = client_config(strict_sshd, "mqalice", ssh_lab.client_dir / "cfg_noisy", known_hosts=ssh_lab.known_hosts)
+    proc = ssh_lab.mq("mqalice", "sem", "-wait", "b2", "-k", "n", MQ_SSH_CONFIG=str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "b2"
+    assert ssh_lab.mq("mqalice", "sem", "-signal", "b2", "-k", "n", MQ_SSH_CONFIG=str(cfg)).returncode == 0

@@ -33,19 +33,33 @@ def start_agent(stream: Stream, host: str, keepalive: float, count: int = 3) -> 
     return client
 
 
+NOISE_LINES = 200  # lines a login (motd, an rc file that prints) may write before the engine speaks
+
+
 def _bootstrap_state(client: AgentClient) -> str:
-    try:
-        line = client.read_line(client.silence)
-    except HostError as exc:
-        detail = client.stream.diagnose()
-        if "not found" in detail or "No such file" in detail:
-            raise HostError(f"python3 was not found on {client.host}: mq needs Python >= 3.9 there") from None
-        raise exc
-    try:
-        value = json.loads(line)
-        return str(value.get("bootstrap", "?"))
-    except (ValueError, AttributeError):
-        return f"unexpected output: {line[:80]!r}"
+    """The host's bootstrap word. Output before it (a login rc file that prints to
+    stdout, a terminal-title escape) is skipped: the word is found within its line."""
+    noise = b""
+    for _ in range(NOISE_LINES):
+        try:
+            line = client.read_line(client.silence)
+        except HostError as exc:
+            detail = client.stream.diagnose()
+            if "not found" in detail or "No such file" in detail:
+                raise HostError(f"python3 was not found on {client.host}: mq needs Python >= 3.9 there") from None
+            raise exc
+        start = line.find(b'{"bootstrap"')
+        if start < 0:
+            noise = noise or line
+            continue
+        try:
+            value = json.loads(line[start:])
+            return str(value.get("bootstrap", "?"))
+        except (ValueError, AttributeError):
+            noise = noise or line
+    shown = noise[:80].decode("utf-8", "replace")
+    raise HostError(f"something on {client.host} prints to stdout before mq's engine starts (a login rc file?), "
+                    f"and the engine never answered: {shown!r}")
 
 
 class RemoteTransport:

@@ -144,6 +144,30 @@ def test_proxyjump_through_a_second_sshd(ssh_lab: SshLab, tmp_path: Path) -> Non
         jump.stop()
 
 
+def test_nested_proxyjump_chain(ssh_lab: SshLab, tmp_path: Path) -> None:
+    """labhost's ProxyJump is j2, and j2's own is j1: the path is j1 -> j2 -> labhost (as OpenSSH)."""
+    import conftest
+
+    j1 = start_sshd(Path("/tmp") / f"mq-j1-{os.getpid()}", conftest.TEST_USERS, keys_from=ssh_lab.sshd)
+    j2 = start_sshd(Path("/tmp") / f"mq-j2-{os.getpid()}", conftest.TEST_USERS, keys_from=ssh_lab.sshd)
+    try:
+        ssh_lab.known_hosts.write_text("".join(s.known_hosts_line() + "\n" for s in (ssh_lab.sshd, j1, j2)))
+        key = ssh_lab.client_dir / "id_mqalice"
+        hop = f"  User mqalice\n  IdentityFile {key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {ssh_lab.known_hosts}\n"
+        cfg = client_config(ssh_lab.sshd, "mqalice", ssh_lab.client_dir / "cfg_nested",
+                            known_hosts=ssh_lab.known_hosts,
+                            extra=f"  ProxyJump j2\nHost j2\n  HostName 127.0.0.1\n  Port {j2.port}\n  ProxyJump j1\n"
+                                  f"{hop}Host j1\n  HostName 127.0.0.1\n  Port {j1.port}\n{hop}")
+        before = (ssh_lab.sshd.accepted(), j1.accepted(), j2.accepted())
+        proc = ssh_lab.mq("mqalice", "sem", "-info", "b2", MQ_SSH_CONFIG=str(cfg))
+        assert proc.returncode == 0, proc.stderr
+        after = (ssh_lab.sshd.accepted(), j1.accepted(), j2.accepted())
+        assert tuple(a - b for a, b in zip(after, before, strict=True)) == (1, 1, 1)
+    finally:
+        j1.stop()
+        j2.stop()
+
+
 def test_unknown_host_key_is_refused_with_advice(ssh_lab: SshLab) -> None:
     ssh_lab.known_hosts.write_text("")
     proc = ssh_lab.mq("mqalice", "sem", "-info", "b1")

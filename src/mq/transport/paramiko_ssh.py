@@ -137,11 +137,20 @@ def _client(settings: HostSettings) -> Any:
     return client
 
 
-def _socket(settings: HostSettings, config_path: str, chain: list[Any]) -> Any:
-    """The transport socket: direct TCP, a ProxyCommand, or a channel through ProxyJump hosts."""
+MAX_JUMPS = 8  # nested ProxyJump hops followed before a loop is assumed
+
+
+def _socket(settings: HostSettings, config_path: str, chain: list[Any], depth: int = 0) -> Any:
+    """The transport socket: direct TCP, a ProxyCommand, or a channel through ProxyJump hosts.
+
+    As with OpenSSH, the first hop is reached with its own settings, its own
+    ProxyJump or ProxyCommand included; later hops of a list go through the one before.
+    """
     import paramiko
 
     if settings.proxy_jump:
+        if depth >= MAX_JUMPS:
+            raise paramiko.SSHException(f"ProxyJump nested more than {MAX_JUMPS} deep (a loop in the ssh config?)")
         previous: Any = None
         for hop in settings.proxy_jump:
             user, host, port = split_jump(hop)
@@ -149,7 +158,7 @@ def _socket(settings: HostSettings, config_path: str, chain: list[Any]) -> Any:
             if port is not None:
                 hop_settings = replace(hop_settings, port=port)
             if previous is None:
-                sock = _socket(replace(hop_settings, proxy_jump=()), config_path, chain)
+                sock = _socket(hop_settings, config_path, chain, depth + 1)
             else:
                 sock = previous.get_transport().open_channel(
                     "direct-tcpip", (hop_settings.hostname, hop_settings.port), ("127.0.0.1", 0))

@@ -153,7 +153,8 @@ def test_nested_proxyjump_chain(ssh_lab: SshLab, tmp_path: Path) -> None:
     try:
         ssh_lab.known_hosts.write_text("".join(s.known_hosts_line() + "\n" for s in (ssh_lab.sshd, j1, j2)))
         key = ssh_lab.client_dir / "id_mqalice"
-        hop = f"  User mqalice\n  IdentityFile {key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {ssh_lab.known_hosts}\n"
+        hop = (f"  User mqalice\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
+               f"  UserKnownHostsFile {ssh_lab.known_hosts}\n")
         cfg = client_config(ssh_lab.sshd, "mqalice", ssh_lab.client_dir / "cfg_nested",
                             known_hosts=ssh_lab.known_hosts,
                             extra=f"  ProxyJump j2\nHost j2\n  HostName 127.0.0.1\n  Port {j2.port}\n  ProxyJump j1\n"
@@ -466,3 +467,42 @@ def test_login_noise_on_stdout_is_skipped(ssh_lab: SshLab, strict_sshd: Sshd) ->
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "b2"
     assert ssh_lab.mq("mqalice", "sem", "-signal", "b2", "-k", "n", MQ_SSH_CONFIG=str(cfg)).returncode == 0
+
+
+@pytest.fixture
+def agent_with_encrypted_key(ssh_lab: SshLab, tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A real ssh-agent holding mqalice's key; the key file on disk is passphrase-protected."""
+    key = tmp_path / "id_locked"
+    shutil.copy(ssh_lab.sshd.key("mqalice"), key)
+    shutil.copy(str(ssh_lab.sshd.key("mqalice")) + ".pub", str(key) + ".pub")
+    os.chmod(key, 0o600)
+    subprocess.run(["ssh-keygen", "-q", "-p", "-P", "", "-N", "s3cret", "-f", str(key)], check=True)
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        assert wait_for(sock.exists)
+        askpass = tmp_path / "askpass"
+        askpass.write_text("#!/bin/sh\necho s3cret\n")
+        askpass.chmod(0o755)
+        env = {"SSH_AUTH_SOCK": str(sock), "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force",
+               "DISPLAY": ":0"}
+        subprocess.run(["ssh-add", str(key)], check=True, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
+                       capture_output=True)
+        yield key, {"SSH_AUTH_SOCK": str(sock)}
+    finally:
+        agent.terminate()
+        agent.wait(timeout=5)
+
+
+@pytest.mark.parametrize("identity", ["private", "pub"])
+def test_identities_only_uses_the_matching_agent_key(ssh_lab: SshLab, tmp_path: Path, identity: str,
+                                                     agent_with_encrypted_key: tuple[Path, dict[str, str]]) -> None:
+    """IdentitiesOnly yes + an IdentityFile whose private key is encrypted (or only its .pub
+    is named) + that key in ssh-agent: connects, as OpenSSH does."""
+    key, agent_env = agent_with_encrypted_key
+    named = key if identity == "private" else Path(str(key) + ".pub")
+    cfg = tmp_path / "cfg_agent"
+    cfg.write_text(f"Host labhost\n  HostName 127.0.0.1\n  Port {ssh_lab.sshd.port}\n  User mqalice\n"
+                   f"  IdentityFile {named}\n  IdentitiesOnly yes\n  UserKnownHostsFile {ssh_lab.known_hosts}\n")
+    proc = ssh_lab.mq("mqalice", "sem", "-info", "b1", MQ_SSH_CONFIG=str(cfg), **agent_env)
+    assert proc.returncode == 0, proc.stderr

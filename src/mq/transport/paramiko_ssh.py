@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
@@ -172,11 +173,34 @@ def _socket(settings: HostSettings, config_path: str, chain: list[Any], depth: i
     return sock
 
 
+def _agent_keys_for(identity_files: tuple[str, ...]) -> list[Any]:
+    """ssh-agent keys matching the IdentityFiles' public halves (``X.pub``, or X itself when
+    it is the ``.pub``): what OpenSSH offers from the agent under ``IdentitiesOnly yes``,
+    so a passphrase-protected key loaded in the agent works as it does with ``ssh``."""
+    import paramiko
+    from paramiko.pkey import PublicBlob
+
+    blobs = set()
+    for path in identity_files:
+        pub = path if path.endswith(".pub") else path + ".pub"
+        if os.path.exists(pub):
+            with contextlib.suppress(Exception):
+                blobs.add(PublicBlob.from_file(pub).key_blob)
+    if not blobs or not os.environ.get("SSH_AUTH_SOCK"):
+        return []
+    try:
+        return [key for key in paramiko.Agent().get_keys() if key.asbytes() in blobs]
+    except Exception:  # no agent reachable: the files alone are tried
+        return []
+
+
 def _connect(settings: HostSettings, sock: Any, chain: list[Any]) -> Any:
     client = _client(settings)
     chain.append(client)
+    files = [p for p in settings.identity_files if os.path.exists(p) and not p.endswith(".pub")]
+    agent_keys = _agent_keys_for(settings.identity_files) if settings.identities_only else []
     client.connect(settings.hostname, port=settings.port, username=settings.user, sock=sock,
-                   key_filename=[p for p in settings.identity_files if os.path.exists(p)] or None,
+                   pkey=agent_keys[0] if agent_keys else None, key_filename=files or None,
                    look_for_keys=not settings.identities_only, allow_agent=not settings.identities_only,
                    timeout=settings.connect_timeout, banner_timeout=settings.connect_timeout,
                    auth_timeout=settings.connect_timeout)

@@ -138,9 +138,31 @@ class Agent:
 
     def engine(self) -> Engine:
         if self._engine is None:
+            self._check_base()
             self._inventory = load_inventory(self.lab_path)
             self._engine = Engine(self.base, self._inventory)
         return self._engine
+
+    def _check_base(self) -> None:
+        """A missing or unreachable lock directory is named as such (exit 7), before its
+        inventory would be reported missing."""
+        if os.path.dirname(os.path.abspath(self.lab_path)) != os.path.abspath(self.base):
+            return  # the inventory lives elsewhere: listings work without the lock directory
+        if os.path.isdir(self.base) and os.access(self.base, os.X_OK):
+            return
+        where = f" on {socket.gethostname()}" if self.out_fd >= 0 else ""
+        if not os.path.exists(self.base):
+            raise errors.LockDirError(self.base, f"the lock directory does not exist{where}")
+        raise errors.LockDirError(self.base, f"the lock directory cannot be entered by {self._user()}{where}")
+
+    @staticmethod
+    def _user() -> str:
+        import pwd
+
+        try:
+            return pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:
+            return str(os.getuid())
 
     # -- requests ----------------------------------------------------------------
     def dispatch(self, op: str, args: Dict[str, Any]) -> Any:

@@ -179,6 +179,20 @@ def test_unknown_host_key_is_refused_with_advice(ssh_lab: SshLab) -> None:
     assert ssh_lab.known_hosts.read_text() == ""  # never silently added
 
 
+def test_changed_host_key_is_refused_with_a_warning(ssh_lab: SshLab, tmp_path: Path) -> None:
+    other = tmp_path / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    entry = ssh_lab.sshd.known_hosts_line().split()[0]
+    forged = f"{entry} " + " ".join(Path(str(other) + ".pub").read_text().split()[:2]) + "\n"
+    ssh_lab.known_hosts.write_text(forged)
+    proc = ssh_lab.mq("mqalice", "sem", "-info", "b1")
+    assert proc.returncode == 9
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "Unable to ssh to labhost" and len(lines) == 2
+    assert "CHANGED" in lines[1] and "ssh-keygen -R" in lines[1]
+    assert ssh_lab.known_hosts.read_text() == forged  # never replaced
+
+
 def test_unable_to_ssh_first_line(ssh_lab: SshLab, tmp_path: Path) -> None:
     from sshd import free_port
 

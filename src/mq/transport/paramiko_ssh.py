@@ -108,8 +108,16 @@ class _RefusePolicy:
         s = self.settings
         raise paramiko.SSHException(
             f"the host key of {hostname} ({key.get_name()}) is not known. Check it and accept it with "
-            f"`ssh -p {s.port} {s.user}@{s.hostname} true` (or `ssh-keyscan -p {s.port} {s.hostname} >> "
-            f"{s.known_hosts[0]}`), or set `StrictHostKeyChecking accept-new` for this host")
+            f"`{s.ssh_command()} true` (or `ssh-keyscan -p {s.port} {s.hostname} >> {s.known_hosts[0]}`), "
+            "or set `StrictHostKeyChecking accept-new` for this host")
+
+
+class _QuietAcceptPolicy:
+    """``StrictHostKeyChecking no``: accept without saving (paramiko's WarningPolicy would
+    print a Python warning with its file path)."""
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        return None
 
 
 def _client(settings: HostSettings) -> Any:
@@ -124,7 +132,7 @@ def _client(settings: HostSettings) -> Any:
         client.load_host_keys(primary)
     policy: Any
     if settings.strict_host_keys == "no":
-        policy = paramiko.WarningPolicy()
+        policy = _QuietAcceptPolicy()
     elif settings.strict_host_keys == "accept-new":
         os.makedirs(os.path.dirname(primary), mode=0o700, exist_ok=True)
         if not os.path.exists(primary):
@@ -245,6 +253,12 @@ def _reason(exc: BaseException) -> str:
         return f"authentication failed ({text})"
     if exc.__class__.__name__ == "ChannelException":
         return f"the host refused to open a session ({getattr(exc, 'text', text)}; sshd's MaxSessions?)"
+    if exc.__class__.__name__ == "BadHostKeyException":
+        return (f"the host key has CHANGED ({text}). Someone may be intercepting the connection, or the "
+                "host was reinstalled: check with the lab's admins, then remove the old key with "
+                "`ssh-keygen -R HOST` (and `-f` your UserKnownHostsFile) and accept the new one")
+    if text == "No existing session":
+        return "the host accepted the connection but never completed the SSH greeting (timed out)"
     if "protocol banner" in text:
         return f"the host dropped the connection before its greeting ({text}; sshd's MaxStartups?)"
     return text

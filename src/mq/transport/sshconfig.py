@@ -6,6 +6,7 @@ import getpass
 import logging
 import os
 import re
+import shlex
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,13 @@ class HostSettings:
     alive_interval: float = 15.0
     alive_count: int = 3
     connect_timeout: float = 15.0
+    config_path: str = ""  # the ssh config these came from (for advice: ``ssh -F``)
+
+    def ssh_command(self) -> str:
+        """How the user reaches this host with OpenSSH and the same config."""
+        default = os.path.expanduser("~/.ssh/config")
+        config = "" if not self.config_path or self.config_path == default else f"-F {shlex.quote(self.config_path)} "
+        return f"ssh {config}{shlex.quote(self.alias)}"
 
 
 def import_paramiko(config_path: str) -> Any:
@@ -78,6 +86,7 @@ def resolve(alias: str, path: str, user: str | None = None) -> HostSettings:
     jump = found.get("proxyjump", "")
     proxy_command = found.get("proxycommand")
     return HostSettings(
+        config_path=path,
         alias=alias,
         hostname=found.get("hostname", alias),
         port=int(found.get("port", 22)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -520,3 +521,18 @@ def test_identities_only_uses_the_matching_agent_key(ssh_lab: SshLab, tmp_path: 
                    f"  IdentityFile {named}\n  IdentitiesOnly yes\n  UserKnownHostsFile {ssh_lab.known_hosts}\n")
     proc = ssh_lab.mq("mqalice", "sem", "-info", "b1", MQ_SSH_CONFIG=str(cfg), **agent_env)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_own_hostname_with_an_ssh_config_entry_uses_ssh(ssh_lab: SshLab, tmp_path: Path) -> None:
+    """MQ_HOST is this machine's name, but the ssh config says how to reach it (another user,
+    port): that is SSH, not the in-process shortcut for running on the lab host."""
+    import socket
+
+    name = socket.gethostname()
+    cfg = client_config(ssh_lab.sshd, "mqalice", tmp_path / "cfg_self", known_hosts=ssh_lab.known_hosts, alias=name)
+    before = ssh_lab.sshd.accepted()
+    proc = ssh_lab.mq("mqbob", "sem", "-wait", "b1", "-k", "self", MQ_HOST=name, MQ_SSH_CONFIG=str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    assert ssh_lab.sshd.accepted() - before == 1
+    assert ssh_lab.lab.lock("b1").stat().st_uid == pwd.getpwnam("mqalice").pw_uid
+    assert ssh_lab.mq("mqalice", "sem", "-signal", "b1", "-k", "self").returncode == 0

@@ -72,10 +72,28 @@ def _is_this_host(config: Config) -> bool:
     import socket
 
     names = {socket.gethostname(), socket.getfqdn()}
-    if config.host_name not in names:
+    if config.host_name not in names or _named_in_ssh_config(config):
         return False
     user = config.host_user
     return user is None or user == getpass.getuser()
+
+
+def _named_in_ssh_config(config: Config) -> bool:
+    """The user's ssh config has a ``Host`` entry for this very name: it says how to reach
+    it (another User, Port, a jump host ...), so SSH is used even though the name is ours."""
+    import os
+
+    path = os.path.expanduser(config.ssh_config or "~/.ssh/config")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        words = line.replace("=", " ").split()
+        if len(words) > 1 and words[0].lower() == "host" and config.host_name in words[1:]:
+            return True
+    return False
 
 
 __all__ = ["Transport", "open_transport"]

@@ -536,3 +536,25 @@ def test_own_hostname_with_an_ssh_config_entry_uses_ssh(ssh_lab: SshLab, tmp_pat
     assert ssh_lab.sshd.accepted() - before == 1
     assert ssh_lab.lab.lock("b1").stat().st_uid == pwd.getpwnam("mqalice").pw_uid
     assert ssh_lab.mq("mqalice", "sem", "-signal", "b1", "-k", "self").returncode == 0
+
+
+def test_grant_that_never_reached_its_client_is_given_back(ssh_lab: SshLab) -> None:
+    """The grant is sent while the connection is stalled (its sshd stopped); the client
+    gives up on the silence (exit 9). The host must not keep a lock nobody knows about."""
+    assert ssh_lab.mq("mqalice", "sem", "-wait", "b1", "-k", "hold").returncode == 0
+    before = set(session_sshd("mqbob"))
+    waiter = ssh_lab.spawn("mqbob", "sem", "-wait", "b1", "-k", "lost")
+    assert wait_for(lambda: len(ssh_lab.lab.tickets()) == 1)
+    sessions = list(set(session_sshd("mqbob")) - before)
+    assert len(sessions) == 1
+    os.kill(sessions[0], signal.SIGSTOP)
+    try:
+        assert ssh_lab.mq("mqalice", "sem", "-signal", "b1", "-k", "hold").returncode == 0
+        assert wait_for(lambda: ssh_lab.lab.key("b1").exists() and "lost" in ssh_lab.lab.key("b1").read_text())
+        _, err = waiter.communicate(timeout=15)
+        assert waiter.returncode == 9, err
+    finally:
+        os.kill(sessions[0], signal.SIGCONT)
+    assert wait_for(lambda: ssh_lab.lab.held() == set(), timeout=10)
+    releases = [e for e in ssh_lab.lab.audit() if e["event"] == "release"]
+    assert releases[-1]["reason"] == "client gone before receiving its grant"

@@ -9,6 +9,7 @@ longer than the keepalive limit (a stopped client or a dead network).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -99,6 +100,7 @@ class Agent:
         self.out_fd = out_fd
         self.channel = LineChannel(in_fd)
         self.keepalive = 15.0
+        self._unconfirmed: Optional[Dict[str, Any]] = None  # a wait's grant sent, not yet acknowledged
         self.silence = 45.0  # a client silent this long is gone
         self.last_heard = time.monotonic()
         self._engine: Optional[Engine] = None
@@ -236,6 +238,9 @@ class Agent:
             self.send({"id": self._current_id, "event": "alive"})
         return self.keepalive
 
+    def _unconfirmed_id(self) -> Any:
+        return None if self._unconfirmed is None else self._unconfirmed["id"]
+
     @staticmethod
     def _gone(why: str) -> int:
         """The client went away: say so on stderr and exit with a status it can recognise."""
@@ -243,6 +248,21 @@ class Agent:
         return errors.AGENT_CLIENT_GONE
 
     def serve(self) -> int:
+        try:
+            return self._serve()
+        finally:
+            self._give_back_unconfirmed()
+
+    def _give_back_unconfirmed(self) -> None:
+        """A ``sem -wait`` grant whose client never confirmed it (it stopped or its network
+        went while the reply was on the way) is released: the user was told nothing."""
+        grant, self._unconfirmed = self._unconfirmed, None
+        if grant is not None:
+            with contextlib.suppress(errors.EngineError, OSError):
+                self.engine().undo_grant(grant["board"], grant["key"], grant["grant"],
+                                         reason="client gone before receiving its grant")
+
+    def _serve(self) -> int:
         while True:
             message = self._read_message()
             if message is None:
@@ -256,6 +276,11 @@ class Agent:
             op = str(message.get("op", ""))
             if op in ("ping", "abort"):
                 continue
+            if op == "ack":  # the client has a wait's grant in hand
+                if message.get("id") == self._unconfirmed_id():
+                    self._unconfirmed = None
+                continue
+            self._unconfirmed = None  # any later request: it had the reply before asking again
             self._current_id = message.get("id")
             with GUARD.deferred():  # a result is sent before a signal ends the agent
                 try:
@@ -269,6 +294,9 @@ class Agent:
                                "error": {"type": "BadInputError", "message": f"bad request: {exc}",
                                          "exit_code": errors.EXIT_BAD_INPUT}})
                 else:
+                    if op == "wait" and isinstance(result, dict):
+                        self._unconfirmed = {"id": self._current_id, "board": result.get("board"),
+                                             "key": result.get("key"), "grant": result.get("grant")}
                     self.send({"id": self._current_id, "ok": True, "result": result})
             if GUARD.received is not None:
                 return 0  # SIGHUP/SIGTERM: the session is over

@@ -248,13 +248,13 @@ class Engine:
             self._remove(holder, grant.key, forced=False, reason=reason)
         self._end_session(grant.board)
 
-    def undo_grant(self, board: str, key: str, grant: int) -> bool:
-        """Give back a grant the caller could not report (a signal raced it)."""
+    def undo_grant(self, board: str, key: str, grant: int, reason: str = "interrupted") -> bool:
+        """Give back a grant the caller could not report (a signal raced it, the client went)."""
         holder = self.holder(board)
         if holder is None or holder.grant != grant or holder.uid != self.lab.uid:
             return False
         with GUARD.deferred():
-            self._remove(holder, key, forced=False, reason="interrupted")
+            self._remove(holder, key, forced=False, reason=reason)
         self._end_session(board)
         return True
 

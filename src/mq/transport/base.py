@@ -145,7 +145,10 @@ class AgentClient:
         request_id = self._next_id
         self.send_message({"id": request_id, "op": op, "args": args})
         try:
-            return self._reply(request_id, self.silence)
+            result = self._reply(request_id, self.silence)
+            if op == "wait":  # the host gives the grant back if this never arrives
+                self._confirm(request_id)
+            return result
         except Interrupted as exc:
             reply = self._abort(request_id, exc.signum)
             if op == "wait" and reply is not None and reply.get("ok"):  # the grant raced the signal
@@ -154,6 +157,13 @@ class AgentClient:
                     self.call("undo_grant", board=result.get("board"), key=result.get("key"),
                               grant=result.get("grant"))
             raise
+
+    def _confirm(self, request_id: int) -> None:
+        try:
+            self.send_message({"op": "ack", "id": request_id})
+        except OSError as exc:
+            raise SshError(self.host, f"connection lost as the lock was granted; the host gives it back ({exc})") \
+                from None
 
     def read_exact(self, size: int, silence: float) -> bytes:
         while len(self._buffer) < size:

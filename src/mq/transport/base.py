@@ -130,7 +130,13 @@ class AgentClient:
             return SshError(self.host, f"connection lost: the host gave up ({why})")
         if self.stream.lost():
             return SshError(self.host, "connection lost" + (f" ({detail})" if detail else ""))
-        return HostError(f"the mq engine on {self.host} ended unexpectedly" + (f": {detail}" if detail else ""))
+        hint = ""
+        if any(word in detail for word in ("SyntaxError", "ImportError", "ModuleNotFoundError")):
+            hint = "; its cached copy there may be damaged: remove ~/.cache/mq/engine-* on the host"
+        elif "PermissionError" in detail:
+            hint = "; mq needs a writable cache directory there (~/.cache/mq or $XDG_CACHE_HOME)"
+        return HostError(f"the mq engine on {self.host} ended unexpectedly" + (f": {detail}" if detail else "")
+                         + hint)
 
     def _ping_loop(self) -> None:
         while not self._closed.wait(self.keepalive):

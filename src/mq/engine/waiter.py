@@ -200,6 +200,7 @@ class Waiter:
         self.engine.doorbell().rung()  # bells of earlier waits
         walk = False
         while True:
+            GUARD.check()  # also a safe point when a look is repeated without sleeping
             if walk:
                 grant = self.evaluate()
                 if grant is not None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine.agent import Agent
 from ..engine.runner import ENGINE_ROOT
-from .base import AgentClient, EventHandler, HostError, Progress
+from .base import AgentClient, EventHandler, HostError, Progress, SshError
 from .pipe import PipeStream
 
 if TYPE_CHECKING:
@@ -60,6 +60,8 @@ class LocalTransport:
     def _guard(self, action: Callable[[], Any]) -> Any:
         try:
             return action()
+        except SshError as exc:  # the same protocol errors, but there is no SSH here
+            raise HostError(f"the job's mq engine ended: {exc.reason}") from None
         except OSError as exc:
             raise HostError(f"lost the local mq engine: {exc}") from None
 

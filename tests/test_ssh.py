@@ -118,10 +118,21 @@ def test_engine_is_cached_on_the_host_by_hash(ssh_lab: SshLab) -> None:
     assert [p.name for p in cache.iterdir()] == [engine.name]
     assert (engine / "mq" / "engine" / "agent.py").exists()
     assert oct(cache.stat().st_mode & 0o777) == "0o700"  # nobody else can plant code there
-    stamp = engine.stat().st_mtime_ns
+    agent = engine / "mq" / "engine" / "agent.py"
+    stamp = (engine.stat().st_ino, agent.stat().st_mtime_ns)
     assert ssh_lab.mq("mqcarol", "sem", "-info", "b1").returncode == 0
-    assert engine.stat().st_mtime_ns == stamp
+    assert (engine.stat().st_ino, agent.stat().st_mtime_ns) == stamp  # reused, not sent again
     assert [p.name for p in cache.iterdir()] == [engine.name]
+
+    # engines of other versions: one unused for 40 days goes when a new engine is installed
+    # (here: the current one, removed to force a fresh install); one used last week stays
+    old, recent = cache / "engine-0000000000000000", cache / "engine-1111111111111111"
+    for path, days in ((old, 40), (recent, 7)):
+        path.mkdir()
+        os.utime(path, (time.time() - days * 86400,) * 2)
+    shutil.rmtree(engine)
+    assert ssh_lab.mq("mqcarol", "sem", "-info", "b1").returncode == 0
+    assert sorted(p.name for p in cache.iterdir()) == sorted([engine.name, recent.name])
 
 
 def test_proxyjump_through_a_second_sshd(ssh_lab: SshLab, tmp_path: Path) -> None:

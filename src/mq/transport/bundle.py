@@ -18,6 +18,10 @@ from pathlib import Path
 
 ENGINE_DIR = Path(__file__).resolve().parent.parent / "engine"
 
+# Engines of other versions unused this long are removed when a new one is installed
+# (each command touches the engine it runs, so one in use stays).
+PRUNE_AGE = 30 * 86400
+
 BOOTSTRAP = r"""
 import os,sys
 h,base,lab=sys.argv[1],sys.argv[2],sys.argv[3]
@@ -46,6 +50,15 @@ if not os.path.isfile(os.path.join(d,'mq','engine','agent.py')):
     zipfile.ZipFile(io.BytesIO(z)).extractall(t)
     try:os.rename(t,d)
     except OSError:shutil.rmtree(t,True)
+    import time
+    p=os.path.dirname(d)
+    for e in os.listdir(p):
+        q=os.path.join(p,e)
+        try:
+            if e.startswith('engine-') and q!=d and time.time()-os.stat(q).st_mtime>AGE:shutil.rmtree(q,True)
+        except OSError:pass
+try:os.utime(d)
+except OSError:pass
 w('{"bootstrap":"ready"}')
 sys.path.insert(0,d)
 from mq.engine.agent import main
@@ -71,7 +84,8 @@ def engine_zip() -> tuple[str, bytes]:
 def remote_command(base: str, lab: str | None, python: str = "python3") -> str:
     """The single command the client runs on the host (every value shell-quoted)."""
     digest, _ = engine_zip()
-    return " ".join(shlex.quote(part) for part in (python, "-c", BOOTSTRAP, digest, base, lab or ""))
+    script = BOOTSTRAP.replace("AGE", str(PRUNE_AGE))
+    return " ".join(shlex.quote(part) for part in (python, "-c", script, digest, base, lab or ""))
 
 
 def bundle_message() -> bytes:

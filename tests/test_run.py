@@ -954,6 +954,23 @@ def test_ssh_stopped_client_during_run_is_a_lost_connection(ssh_rl: SshRunLab, s
     assert str(events(rl.lab, "release")[-1]["reason"]).startswith("client gone")
 
 
+def test_ssh_stopped_client_with_a_chatty_console_is_dropped(ssh_rl: SshRunLab, spawned: list[Spawned]) -> None:
+    """The console fills every buffer while the client is stopped: the host's engine, blocked
+    writing, still gives up after the silence limit (not when the client comes back)."""
+    rl = ssh_rl.rl
+    chatty = write_image(rl.images / f"chatty-{rl.token}.img", "repeat 400000 Chatty console line {n}", "hang")
+    log = rl.cwd / "console.log"
+    run = spawn(ssh_rl.env(), rl.cwd, spawned, "run", "run", "-s", "b1", "-c", "never-printed",
+                "-f", str(chatty), "-l", str(log))
+    wait_for(lambda: log.exists() and "Chatty console line" in log.read_text(errors="replace"), what="the console")
+    run.proc.send_signal(signal.SIGSTOP)
+    try:
+        ssh_rl.assert_host_clean("b1", timeout=15)  # keepalive 1 s x 3, plus the clean-up
+    finally:
+        run.proc.send_signal(signal.SIGCONT)
+    assert run.finish(timeout=30) == 9
+
+
 def test_ssh_reserve_with_closed_stdin_on_a_busy_board(ssh_rl: SshRunLab, spawned: list[Spawned]) -> None:
     rl = ssh_rl.rl
     assert ssh_rl.mq("sem", "-wait", "b1", "-k", "hold").returncode == 0

@@ -364,7 +364,7 @@ def test_listing_commands(lab: LabFixture) -> None:
 
 
 # -- --json contract -------------------------------------------------------------------
-HOLDER_KEYS = {"user", "uid", "since", "timeout", "key", "kind", "grant", "pool", "session"}
+HOLDER_KEYS = {"user", "uid", "since", "timeout", "key", "kind", "grant", "pool", "session", "expired"}
 STATE_KEYS = {"board", "state", "holder", "waiters"}
 
 

@@ -72,7 +72,7 @@ def holder_json(holder: Optional[Holder]) -> Optional[Dict[str, Any]]:
         return None
     return {"user": holder.user, "uid": holder.uid, "since": holder.since_ns / 1e9, "timeout": holder.timeout,
             "key": holder.key, "kind": holder.kind, "grant": holder.grant, "pool": holder.pool or None,
-            "session": holder.session or None}
+            "session": holder.session or None, "expired": holder.expired(time.time())}
 
 
 def state_json(state: BoardState) -> Dict[str, Any]:

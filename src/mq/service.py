@@ -29,7 +29,7 @@ DEMO_NOTICE = ("mq: no configuration found; created a demo lab with simulated bo
 def wait_budget(period: float, retries: int) -> float | None:
     """mq.sh's ``-w``/``-t`` as a total budget: -1 forever, 0 one try, else period x retries."""
     if math.isnan(period) or period < 0:
-        raise BadInputError(f"-w {period}: the retry period must be a number of seconds >= 0")
+        raise BadInputError(f"-w {period:g}: the retry period must be a number of seconds >= 0")
     if retries < 0:
         return None
     return period * retries

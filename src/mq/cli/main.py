@@ -40,6 +40,8 @@ def connect_early(args: List[str]) -> None:
         from ..transport import start_early
 
         start_early(load_config(host=(g := global_options(args)).get("host"), base=g.get("base")))
+    except Interrupted:
+        raise  # Ctrl+C while starting: reported by run()
     except EngineError:
         return  # reported properly when the command opens the lab
 

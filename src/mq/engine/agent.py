@@ -111,10 +111,21 @@ class Agent:
 
     # -- plumbing ----------------------------------------------------------------
     def send(self, message: Dict[str, Any], payload: bytes = b"") -> None:
+        """Write one message; a client that reads nothing for the silence limit (stopped
+        with Ctrl+Z, a stalled network) is gone, even while a busy console fills the pipe."""
         self._last_sent = time.monotonic()
-        data = protocol.encode(message) + payload
+        data = memoryview(protocol.encode(message) + payload)
+        deadline: Optional[float] = None
         while data:
-            data = data[os.write(self.out_fd, data):]
+            try:
+                data = data[os.write(self.out_fd, data):]
+                deadline = None
+            except BlockingIOError:
+                now = time.monotonic()
+                deadline = deadline or now + self.silence
+                if now >= deadline:
+                    raise ClientGone(f"client read nothing for {self.silence:.0f} s") from None
+                select.select([], [self.out_fd], [], deadline - now)
 
     def _read_message(self) -> Optional[Dict[str, Any]]:
         line = self.channel.next_line()
@@ -308,12 +319,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.stderr.write("usage: agent BASE [LAB]\n")
         return errors.EXIT_USAGE
     out_fd = os.dup(1)
+    os.set_blocking(out_fd, False)  # see Agent.send
     os.dup2(2, 1)  # stray prints go to stderr, never into the protocol stream
     sys.stdout = sys.stderr
     GUARD.install()
     agent = Agent(args[0], args[1] if len(args) > 1 else None, out_fd)
     try:
         return agent.serve()
+    except ClientGone as exc:  # while sending a reply
+        return agent._gone(exc.message)
     except errors.Interrupted:
         return 0
     finally:

@@ -27,9 +27,9 @@ AGENT_CLIENT_GONE = 75  # the host agent's own exit status when its client went 
 
 
 # Characters that could break a line or fool a terminal: C0/C1 controls, DEL, line and
-# paragraph separators, bidirectional overrides. Everything else (backslashes, any
+# paragraph separators, bidirectional overrides, invisible (zero-width) characters. Everything else (backslashes, any
 # printable script) is shown as it is: keys are data and read back literally.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 
 
 def safe_text(value: str, limit: int = 64) -> str:

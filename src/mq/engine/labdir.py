@@ -26,7 +26,7 @@ import stat
 import time
 from typing import Any, Dict, Iterator, Optional
 
-from .errors import EngineError, LockDirError
+from .errors import DiskError, LockDirError
 from .fsutil import os_error, read_small, unlink_quiet, write_all, write_atomic
 
 STATE_DIR = ".mq"
@@ -135,17 +135,20 @@ class LabDir:
         path = os.path.join(self.state, name)
         fd = self._open_shared(path)
         try:
-            raw = os.pread(fd, COUNTER_WIDTH + 1, 0)
-            if raw.strip().isdigit():
-                value = int(raw) + 1
+            raw = os.pread(fd, 4 * COUNTER_WIDTH, 0)
+            digits = raw.strip()
+            if digits.isdigit() and len(digits) <= COUNTER_WIDTH and raw.count(b"\n") <= 1:
+                value = int(digits) + 1
             else:  # new, or damaged: never go back below a number already handed out
-                value = self._floor(name) + 1
-                if raw:
+                floor = self._floor(name)
+                value = floor + 1
+                if raw or floor:
                     self.audit("counter-recovered", counter=name, found=raw[:40].decode("ascii", "replace"),
                                restarted_at=value)
             data = f"{value:0{COUNTER_WIDTH}d}\n".encode()
             if os.pwrite(fd, data, 0) != len(data):
                 raise OSError(errno.ENOSPC, "short write")
+            os.ftruncate(fd, len(data))  # nothing of a longer, damaged content stays behind
         except OSError as exc:
             raise os_error(exc, path, "update counter") from None
         finally:
@@ -241,7 +244,7 @@ class LabDir:
         line = (json.dumps(record, sort_keys=True) + "\n").encode()
         try:
             fd = self._open_shared(self.audit_path, os.O_WRONLY | os.O_APPEND)
-        except EngineError:
+        except (LockDirError, DiskError):  # not Interrupted: a signal is never swallowed here
             return
         try:
             write_all(fd, line)

@@ -61,6 +61,10 @@ class LocalTransport:
         try:
             return action()
         except SshError as exc:  # the same protocol errors, but there is no SSH here
+            if "the host gave up" in exc.reason:
+                why = exc.reason.split("(", 1)[-1].rstrip(")")
+                raise HostError(f"mq: this command was stopped too long ({why}): its job was ended, "
+                                "the board powered off and released") from None
             raise HostError(f"the job's mq engine ended: {exc.reason}") from None
         except OSError as exc:
             raise HostError(f"lost the local mq engine: {exc}") from None

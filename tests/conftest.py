@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pexpect
 import pytest
 
 from mq.engine.inventory import load_inventory
@@ -230,3 +231,13 @@ def queued(lab: LabFixture) -> list[str]:
 def ticket_pids(lab: LabFixture) -> list[int]:
     """Pids of the queued tickets, in arrival (sequence) order."""
     return [int(name.rsplit("-", 1)[1]) for name in queued(lab)]
+
+
+@pytest.fixture
+def children() -> Iterator[list[pexpect.spawn]]:
+    """pexpect children a test spawns; any still alive at the end are killed."""
+    started: list[pexpect.spawn] = []
+    yield started
+    for child in started:
+        if child.isalive():
+            child.terminate(force=True)

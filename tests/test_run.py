@@ -189,15 +189,6 @@ def spawned() -> Iterator[list[Spawned]]:
         item.proc.wait(timeout=10)
 
 
-@pytest.fixture
-def children() -> Iterator[list[pexpect.spawn]]:
-    started: list[pexpect.spawn] = []
-    yield started
-    for child in started:
-        if child.isalive():
-            child.terminate(force=True)
-
-
 def spawn(env: dict[str, str], cwd: Path, started: list[Spawned], name: str, *args: str) -> Spawned:
     out, err = cwd / f"{name}.out", cwd / f"{name}.err"
     with out.open("wb") as stdout, err.open("wb") as stderr:

@@ -49,15 +49,6 @@ def procs() -> Iterator[list[subprocess.Popen[str]]]:
         proc.communicate(timeout=10)
 
 
-@pytest.fixture
-def children() -> Iterator[list[pexpect.spawn]]:
-    started: list[pexpect.spawn] = []
-    yield started
-    for child in started:
-        if child.isalive():
-            child.terminate(force=True)
-
-
 def spawn_waiter(lab: LabFixture, procs: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[str]:
     """``mq sem -wait ARGS``, returned once its ticket is queued."""
     proc = spawn_mq(lab, "sem", "-wait", *args)

@@ -247,11 +247,17 @@ def test_stopped_client_is_dropped_after_keepalive(ssh_lab: SshLab) -> None:
     assert ssh_lab.lab.held() == {"b1"}
 
 
-def test_ctrl_c_while_waiting_over_ssh(ssh_lab: SshLab) -> None:
+def ctrl_c_waiter(ssh_lab: SshLab, key: str) -> pexpect.spawn:
+    """mqalice waits for b1 (held by mqbob) under a pty; returns once her ticket is queued."""
     assert ssh_lab.mq("mqbob", "sem", "-wait", "b1").returncode == 0
-    child = pexpect.spawn(sys.executable, ["-m", "mq", "sem", "-wait", "b1", "-k", "cc"],
+    child = pexpect.spawn(sys.executable, ["-m", "mq", "sem", "-wait", "b1", "-k", key],
                           env=ssh_lab.env("mqalice"), timeout=10)
     assert wait_for(lambda: len(ssh_lab.lab.tickets()) == 1)
+    return child
+
+
+def test_ctrl_c_while_waiting_over_ssh(ssh_lab: SshLab) -> None:
+    child = ctrl_c_waiter(ssh_lab, "cc")
     started = time.monotonic()
     child.sendintr()
     child.expect(pexpect.EOF)
@@ -374,10 +380,7 @@ def test_sshd_session_killed_while_waiting(ssh_lab: SshLab) -> None:
 
 def test_ctrl_c_while_the_host_is_stalled(ssh_lab: SshLab) -> None:
     """Case 26: Ctrl+C while the client blocks on a host that answers nothing: out within ~1 s."""
-    assert ssh_lab.mq("mqbob", "sem", "-wait", "b1").returncode == 0
-    child = pexpect.spawn(sys.executable, ["-m", "mq", "sem", "-wait", "b1", "-k", "stall"],
-                          env=ssh_lab.env("mqalice"), timeout=10)
-    assert wait_for(lambda: len(ssh_lab.lab.tickets()) == 1)
+    child = ctrl_c_waiter(ssh_lab, "stall")
     agents = [int(pid) for pid in host_agents("mqalice")]
     for pid in agents:
         os.kill(pid, signal.SIGSTOP)

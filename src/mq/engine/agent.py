@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import errors, fsutil, job, protocol, runner
 from .inventory import Inventory, load_inventory
+from .labdir import user_name
 from .semaphore import Engine
 from .signals import GUARD
 
@@ -166,16 +167,8 @@ class Agent:
         where = f" on {socket.gethostname()}" if self.out_fd >= 0 else ""
         if not os.path.exists(self.base):
             raise errors.LockDirError(self.base, f"the lock directory does not exist{where}")
-        raise errors.LockDirError(self.base, f"the lock directory cannot be entered by {self._user()}{where}")
-
-    @staticmethod
-    def _user() -> str:
-        import pwd
-
-        try:
-            return pwd.getpwuid(os.getuid()).pw_name
-        except KeyError:
-            return str(os.getuid())
+        raise errors.LockDirError(self.base,
+                                  f"the lock directory cannot be entered by {user_name(os.getuid())}{where}")
 
     # -- requests ----------------------------------------------------------------
     def dispatch(self, op: str, args: Dict[str, Any]) -> Any:

@@ -141,6 +141,7 @@ class Interrupted(EngineError):
         except ValueError:
             name = f"signal {signum}"
         super().__init__(f"mq: interrupted by {name}; nothing left held or queued")
+        self.signame = name
         self.signum = signum
         self.exit_code = 128 + signum
 

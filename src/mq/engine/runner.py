@@ -121,7 +121,7 @@ def run_job(engine: Engine, spec: JobSpec, io: JobIO, job_dir: Optional[job.JobD
         why = f"client gone ({exc.message})"
         raise
     except Interrupted as exc:
-        why = exc.message.replace("mq: ", "", 1).split(";")[0]
+        why = f"interrupted by {exc.signame}"
         raise
     finally:
         with GUARD.deferred():  # a second Ctrl+C must not cut the clean-up short

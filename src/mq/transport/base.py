@@ -57,6 +57,11 @@ class SshError(EngineError):
         self.reason = reason
 
 
+class HostGaveUp(SshError):
+    """The host side ended the session because it heard nothing from this client
+    (stopped with Ctrl+Z, a stalled network) for the silence limit."""
+
+
 class HostError(EngineError):
     """The host side cannot run the engine (no python3, wrong version ...)."""
 
@@ -127,7 +132,7 @@ class AgentClient:
         detail = self.stream.diagnose()
         if detail.startswith(f"exit status {AGENT_CLIENT_GONE}"):  # the host gave up on us: stopped or cut off
             why = detail.split("mq agent: ", 1)[1] if "mq agent: " in detail else "it heard nothing from this client"
-            return SshError(self.host, f"connection lost: the host gave up ({why})")
+            return HostGaveUp(self.host, f"connection lost: the host gave up ({why})")
         if self.stream.lost():
             return SshError(self.host, "connection lost" + (f" ({detail})" if detail else ""))
         hint = ""

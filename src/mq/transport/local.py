@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine.agent import Agent
 from ..engine.runner import ENGINE_ROOT
-from .base import AgentClient, EventHandler, HostError, Progress, SshError
+from .base import AgentClient, EventHandler, HostError, HostGaveUp, Progress, SshError
 from .pipe import PipeStream
 
 if TYPE_CHECKING:
@@ -60,11 +60,10 @@ class LocalTransport:
     def _guard(self, action: Callable[[], Any]) -> Any:
         try:
             return action()
+        except HostGaveUp:
+            raise HostError("mq: this command was stopped longer than the job's engine waits for it: the job "
+                            "was ended, the board powered off and released") from None
         except SshError as exc:  # the same protocol errors, but there is no SSH here
-            if "the host gave up" in exc.reason:
-                why = exc.reason.split("(", 1)[-1].rstrip(")")
-                raise HostError(f"mq: this command was stopped too long ({why}): its job was ended, "
-                                "the board powered off and released") from None
             raise HostError(f"the job's mq engine ended: {exc.reason}") from None
         except OSError as exc:
             raise HostError(f"lost the local mq engine: {exc}") from None

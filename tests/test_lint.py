@@ -1,8 +1,12 @@
-"""The codebase stays ruff- and mypy-clean (both are in the test extras, so CI checks them)."""
+"""The codebase stays ruff- and mypy-clean (both are in the test extras, so CI checks them).
+
+Both run as ``python -m TOOL`` with the interpreter running the tests, so they are found in
+the same environment as pytest whatever PATH says; a missing tool fails, it does not skip.
+"""
 
 from __future__ import annotations
 
-import shutil
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +16,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _tool(name: str) -> list[str]:
-    if shutil.which(name) is None:
-        pytest.skip(f"{name} is not installed (pip install -e '.[test]')")
-    return [name]
+def _tool(module: str) -> list[str]:
+    if importlib.util.find_spec(module) is None:
+        pytest.fail(f"{module} is not installed for {sys.executable}; it is in the test extras: "
+                    "python3 -m pip install -e '.[test]'", pytrace=False)
+    return [sys.executable, "-m", module]
 
 
 def test_ruff_clean() -> None:
@@ -25,7 +30,6 @@ def test_ruff_clean() -> None:
 
 
 def test_mypy_clean() -> None:
-    pytest.importorskip("mypy", reason="mypy is not installed (pip install -e '.[test]')")
-    done = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", "/dev/null"], cwd=ROOT,
+    done = subprocess.run([*_tool("mypy"), "--cache-dir", "/dev/null"], cwd=ROOT,
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -63,15 +63,25 @@ def inventory_from_wire(data: dict[str, Any]) -> Inventory:
 
 
 def _create_demo_lab(config: Config) -> str | None:
+    """Write the demo inventory unless it exists; the notice when this process wrote it.
+
+    Several first commands may start at once (a script, shell completion): the
+    lock makes exactly one of them create the lab and print the notice.
+    """
+    if os.path.exists(config.lab):
+        return None  # the common case: no lock, no filelock import
+    from filelock import FileLock
+
     from .engine.demo import DEMO_INVENTORY
 
-    if os.path.exists(config.lab):
-        return None
     os.makedirs(config.base, mode=0o700, exist_ok=True)
-    tmp = config.lab + f".tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(DEMO_INVENTORY)
-    os.replace(tmp, config.lab)
+    with FileLock(os.path.join(config.base, ".setup.lock")):
+        if os.path.exists(config.lab):
+            return None  # another command created it while this one waited
+        tmp = config.lab + f".tmp.{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(DEMO_INVENTORY)
+        os.replace(tmp, config.lab)
     return DEMO_NOTICE.format(base=config.base)
 
 
@@ -112,8 +122,9 @@ def sem_cancel(lab: Lab, name: str, key: str = NO_KEY) -> int:
     return int(lab.transport.call("cancel", name=name, key=key))
 
 
-def sem_dumpall(lab: Lab) -> list[BoardState]:
-    return _states(lab.transport.call("dumpall"))
+def sem_dumpall(lab: Lab, order: str = "inventory") -> list[BoardState]:
+    """Held boards in inventory order, or (``"directory"``) every lock file in directory order, as mq.sh."""
+    return _states(lab.transport.call("dumpall", order=order))
 
 
 __all__ = ["Lab", "Ticket", "open_lab", "sem_cancel", "sem_dumpall", "sem_info", "sem_signal", "sem_wait"]

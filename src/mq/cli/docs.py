@@ -6,6 +6,7 @@ fails when the committed files drift from what this produces.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 
@@ -54,12 +55,80 @@ def man_page() -> str:
 
 def _options(command: click.Command, ctx: click.Context) -> list[str]:
     lines: list[str] = []
+    declared = _declared_help(command)
     for param in command.get_params(ctx):
-        record = param.get_help_record(ctx)
+        record = _help_record(param, declared.get(param.name or ""))
         if record is None:
             continue
         lines += [".TP", ".B " + _roff(record[0]), _roff(record[1])]
     return lines
+
+
+def _declared_help(command: click.Command) -> dict[str, str]:
+    """Each parameter's help as declared in the typer function (``typer.Argument(help=...)``).
+
+    Click 8.5 gave ``click.Argument`` a ``help`` of its own, which overwrites the one typer
+    stores on its arguments, so the declaration is the version-independent source.
+    """
+    if command.callback is None:
+        return {}
+    from typer.models import ParameterInfo
+    from typer.utils import get_params_from_function
+
+    declared = get_params_from_function(inspect.unwrap(command.callback))
+    return {name: meta.default.help for name, meta in declared.items()
+            if isinstance(meta.default, ParameterInfo) and meta.default.help}
+
+
+def _help_record(param: click.Parameter, declared_help: str | None) -> tuple[str, str] | None:
+    """``(term, help)`` for one parameter, rendered from attributes that are stable across click
+    versions (``get_help_record`` changed in click 8.5), in click's own layout."""
+    if getattr(param, "hidden", False):
+        return None
+    help_text = declared_help or getattr(param, "help", None) or ""
+    extra: list[str] = []
+    if isinstance(param, click.Option):
+        term = " / ".join(_option_term(param, opts) for opts in (param.opts, param.secondary_opts) if opts)
+        default = _default_text(param)
+        if default:
+            extra.append(f"default: {default}")
+    else:
+        term = param.metavar or (param.name or "").upper()
+        if param.nargs != 1:
+            term += "..."
+        if not param.required and not term.startswith("["):
+            term = f"[{term}]"
+    if param.required:
+        extra.append("required")
+    if extra:
+        help_text = f"{help_text}  [{'; '.join(extra)}]" if help_text else f"[{'; '.join(extra)}]"
+    return term, help_text
+
+
+def _option_term(option: click.Option, opts: list[str]) -> str:
+    """``-k, --key TEXT``: the names, shortest prefix first, then the metavar unless a flag."""
+    names = ", ".join(sorted(opts, key=lambda opt: len(opt) - len(opt.lstrip(opt[:1]))))
+    if option.is_flag or option.count:
+        return names
+    if option.metavar is not None:
+        metavar = option.metavar
+    elif isinstance(option.type, click.Choice):
+        metavar = "[" + "|".join(str(choice) for choice in option.type.choices) + "]"
+    else:
+        metavar = option.type.name.upper()
+    return f"{names} {metavar}{'...' if option.nargs != 1 else ''}"
+
+
+def _default_text(option: click.Option) -> str:
+    """The ``[default: X]`` text, or "" when none is shown (flags, None, empty lists)."""
+    if isinstance(option.show_default, str):
+        return f"({option.show_default})"
+    default = option.default
+    if not option.show_default or option.is_flag or default is None or default is False or callable(default):
+        return ""
+    if isinstance(default, (list, tuple)):
+        return ", ".join(str(item) for item in default)
+    return str(default)
 
 
 def completion(shell: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import signal
-from typing import Sequence
+from typing import Any, ClassVar, Dict, Sequence, Tuple, Type
 
 # Named exit codes, documented in README.md ("Exit codes").
 EXIT_OK = 0
@@ -39,30 +39,56 @@ def safe_text(value: str, limit: int = 64) -> str:
 
 
 class EngineError(Exception):
-    """Base of every error the engine reports; ``exit_code`` is the process status."""
+    """Base of every error the engine reports; ``exit_code`` is the process status.
+
+    An error crosses the wire as its kind (the class name) and ``wire_fields``,
+    the constructor's arguments in order, stored under the same attribute
+    names; ``rebuild`` makes the same class on the other side.
+    """
 
     exit_code = EXIT_UNKNOWN_TARGET
+    wire_fields: ClassVar[Tuple[str, ...]] = ("message",)
+    kinds: ClassVar[Dict[str, Type[EngineError]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        EngineError.kinds[cls.__name__] = cls
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def fields(self) -> Dict[str, Any]:
+        return {name: getattr(self, name) for name in self.wire_fields}
+
+    @classmethod
+    def rebuild(cls, kind: str, fields: Dict[str, Any]) -> EngineError:
+        """The error ``kind`` made again from its fields (a plain EngineError if unknown)."""
+        target = EngineError.kinds.get(kind, EngineError) if kind != "EngineError" else EngineError
+        try:
+            return target(*(fields[name] for name in target.wire_fields))
+        except (KeyError, TypeError, ValueError):
+            return EngineError(str(fields.get("message", "host error")))
 
 
 class InventoryError(EngineError):
     """The lab inventory (lab.toml) is missing or wrong; names the file and key."""
 
     exit_code = EXIT_CONFIG
+    wire_fields = ("path", "key", "detail")
 
-    def __init__(self, path: str, key: str, message: str) -> None:
-        super().__init__(f"{path}: {key}: {message}" if key else f"{path}: {message}")
+    def __init__(self, path: str, key: str, detail: str) -> None:
+        super().__init__(f"{path}: {key}: {detail}" if key else f"{path}: {detail}")
         self.path = path
         self.key = key
+        self.detail = detail
 
 
 class UnknownTargetError(EngineError):
     """A name that is neither a system nor a pool of the inventory."""
 
     exit_code = EXIT_UNKNOWN_TARGET
+    wire_fields = ("name", "systems", "pools")
 
     def __init__(self, name: str, systems: Sequence[str], pools: Sequence[str]) -> None:
         super().__init__(
@@ -70,6 +96,8 @@ class UnknownTargetError(EngineError):
             f"Valid systems: {' '.join(systems) or '(none)'}; pools: {' '.join(pools) or '(none)'}"
         )
         self.name = name
+        self.systems = list(systems)
+        self.pools = list(pools)
 
 
 class BadInputError(EngineError):
@@ -82,6 +110,7 @@ class NotAcquiredError(EngineError):
     """The wait budget ran out, or the wait was cancelled (mq.sh exit 2)."""
 
     exit_code = EXIT_NOT_ACQUIRED
+    wire_fields = ("name", "reason")
 
     def __init__(self, name: str, reason: str = "") -> None:
         super().__init__(f"Failed to acquire lock for system ({name})" + (f": {reason}" if reason else ""))
@@ -90,50 +119,66 @@ class NotAcquiredError(EngineError):
 
 
 class NotHolderError(EngineError):
-    """Release of a lock the caller does not hold, or with the wrong key."""
+    """Release of a lock the caller does not hold, or with the wrong key.
+
+    ``why`` says which: ``not-held`` (free, or held by another user),
+    ``wrong-key``, or ``changed`` (it changed hands while releasing).
+    """
 
     exit_code = EXIT_NOT_HOLDER
+    wire_fields = ("name", "message", "why")
+    NOT_HELD, WRONG_KEY, CHANGED = "not-held", "wrong-key", "changed"
 
-    def __init__(self, name: str, message: str) -> None:
+    def __init__(self, name: str, message: str, why: str = NOT_HELD) -> None:
         super().__init__(message)
         self.name = name
+        self.why = why
 
 
 class AlreadyHeldError(EngineError):
     """The caller already holds the lock with no key or the same key."""
 
     exit_code = EXIT_ALREADY_HELD
+    wire_fields = ("name", "held_key", "asked_key")
 
-    def __init__(self, name: str, held_key: str = "0") -> None:
+    def __init__(self, name: str, held_key: str = "0", asked_key: str = "0") -> None:
         super().__init__(
             f"You already hold the lock for {name} (key '{safe_text(held_key, 256)}'). "
             "Please explicitly release it first."
         )
         self.name = name
+        self.held_key = held_key
+        self.asked_key = asked_key
 
 
 class LockDirError(EngineError):
     """The lock directory is missing, not writable, or an operation was denied."""
 
     exit_code = EXIT_LOCKDIR
+    wire_fields = ("path", "detail")
 
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{message}: {path}")
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"{detail}: {path}")
         self.path = path
+        self.detail = detail
 
 
 class DiskError(EngineError):
     """Disk or inodes full, or another I/O error; nothing was left half-written."""
 
     exit_code = EXIT_DISK
+    wire_fields = ("path", "detail")
 
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{message}: {path}")
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"{detail}: {path}")
         self.path = path
+        self.detail = detail
 
 
 class Interrupted(EngineError):
     """A signal (SIGINT, SIGTERM, SIGHUP) ended the command; exit 128 + signal."""
+
+    wire_fields = ("signum",)
 
     def __init__(self, signum: int) -> None:
         try:

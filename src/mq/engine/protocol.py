@@ -3,7 +3,7 @@
 Shared by both ends. One request per line from the client:
 ``{"id": N, "op": "wait", "args": {...}}``; replies carry the same id:
 ``{"id": N, "ok": true, "result": ...}`` or
-``{"id": N, "ok": false, "error": {"type", "message", "exit_code", ...}}``.
+``{"id": N, "ok": false, "error": {"type", "fields", "message", "exit_code"}}``.
 While a request runs the agent may send ``{"id": N, "event": "alive"}`` and
 the client may send ``{"op": "ping"}`` or ``{"op": "abort", "signum": S}``.
 """
@@ -42,21 +42,21 @@ def to_wire(value: Any) -> Any:
 
 
 def error_to_wire(exc: errors.EngineError) -> Dict[str, Any]:
-    data: Dict[str, Any] = {"type": type(exc).__name__, "message": exc.message, "exit_code": exc.exit_code}
-    for attr in ("name", "path", "key", "signum", "reason"):
-        if hasattr(exc, attr):
-            data[attr] = getattr(exc, attr)
-    return data
+    """An error as its kind and fields (rebuilt as the same class by ``error_from_wire``);
+    ``message`` and ``exit_code`` too, for a peer that does not know the kind."""
+    return {"type": type(exc).__name__, "fields": to_wire(exc.fields()), "message": exc.message,
+            "exit_code": exc.exit_code}
 
 
 def error_from_wire(data: Dict[str, Any]) -> errors.EngineError:
-    """Rebuild the engine error on the client (same message and exit code)."""
-    exc = errors.EngineError(str(data.get("message", "host error")))
-    exc.exit_code = int(data.get("exit_code", errors.EXIT_HOST))
-    if data.get("type") == "Interrupted":
-        interrupted = errors.Interrupted(int(data.get("signum", 2)))
-        interrupted.message = exc.message
-        return interrupted
+    """Rebuild the engine error on the client: same class, same fields, same exit code."""
+    fields = data.get("fields")
+    if not isinstance(fields, dict):
+        fields = {"message": data.get("message", "host error")}
+    exc = errors.EngineError.rebuild(str(data.get("type", "")), fields)
+    if type(exc) is errors.EngineError:  # an unknown kind keeps the host's message and status
+        exc.message = str(data.get("message", exc.message))
+        exc.exit_code = int(data.get("exit_code", errors.EXIT_HOST))
     return exc
 
 

@@ -205,6 +205,34 @@ def test_changed_host_key_is_refused_with_a_warning(ssh_lab: SshLab, tmp_path: P
     assert ssh_lab.known_hosts.read_text() == forged  # never replaced
 
 
+def test_as_mqsh_over_ssh_errors_keep_their_kind(ssh_lab: SshLab, tmp_path: Path) -> None:
+    """Under the name mq.sh over one SSH connection: the host's errors come back as their own
+    kind (wrong key, already held, not acquired, unknown name), so mq.sh's exact lines follow."""
+    script = tmp_path / "mq.sh"
+    script.write_text(f"#!{sys.executable}\nfrom mq.cli.launch import run\nrun()\n")
+    script.chmod(0o755)
+
+    def mqsh(user: str, *args: str) -> tuple[list[str], int]:
+        proc = subprocess.run([str(script), *args], env=ssh_lab.env(user), capture_output=True, text=True,
+                              timeout=30)
+        return proc.stdout.splitlines(), proc.returncode
+
+    assert mqsh("mqalice", "sem", "-wait", "b1", "-k", "ci-1", "-T", "1800") == ([], 0)
+    assert mqsh("mqalice", "sem", "-wait", "b1", "-k", "ci-1") == (
+        ["Attempting to grab lock you already own with the same key. Please explicitly release",
+         "Failed to acquire lock for system (b1)"], 2)
+    assert mqsh("mqbob", "sem", "-wait", "b1", "-t", "0") == (
+        [f'lockfile: Sorry, giving up on "{ssh_lab.lab.base}/b1.lock"', "Failed to acquire lock for system (b1)"], 2)
+    assert mqsh("mqalice", "sem", "-signal", "b1", "-k", "nope") == (
+        ["Attempting to unlock system b1 with the wrong key!"], 0)
+    assert mqsh("mqbob", "sem", "-signal", "b1") == (["Attempting to unlock system b1 that you do not hold"], 0)
+    lines, code = mqsh("mqbob", "sem", "-info", "zz")
+    assert (lines[0], lines[-2:], code) == ("System or pool 'zz' does not exist. Valid systems are",
+                                            ["Valid pools are", "trio pair x86"], 1)
+    assert mqsh("mqalice", "sem", "-signal", "b1", "-k", "ci-1") == ([], 0)
+    assert ssh_lab.lab.held() == set()
+
+
 def test_unable_to_ssh_first_line(ssh_lab: SshLab, tmp_path: Path) -> None:
     from sshd import free_port
 

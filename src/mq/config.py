@@ -6,6 +6,11 @@
   ``lab``, ``ssh_config``, ``transport``; without either, ``HOST=`` and
   ``BASE=`` lines of mq.sh's ``~/.mq`` (read, never executed)
 * default: ``host = "local"`` with a demo lab under ``~/.local/share/mq``.
+
+Invoked as ``mq.sh`` (``mqsh=True``) the tool configures itself as mq.sh
+does: ``~/.mq`` is always read and wins over the config file, and with
+nothing set the lab is mq.sh's own host and lock directory, never the
+demo lab.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Any, Dict, Mapping, Optional
 from .errors import ConfigError
 
 LOCAL = "local"
+MQSH_HOST = "tftp.keg.cse.unsw.edu.au"  # mq.sh master's built-in lab host
+MQSH_BASE = "/var/cache/machinelocks"
 TRANSPORTS = ("paramiko", "openssh")
 _KEYS = ("host", "base", "lab", "ssh_config", "transport")
 _ENV = {"host": "MQ_HOST", "base": "MQ_BASE", "lab": "MQ_LAB", "ssh_config": "MQ_SSH_CONFIG"}
@@ -109,13 +116,16 @@ def read_legacy(path: str) -> Dict[str, str]:
 
 
 def load_config(host: Optional[str] = None, base: Optional[str] = None,
-                env: Optional[Mapping[str, str]] = None) -> Config:
+                env: Optional[Mapping[str, str]] = None, mqsh: bool = False) -> Config:
     env = os.environ if env is None else env
     path = config_path(env)
     from_file = _read_file(path, explicit=bool(env.get("MQ_CONFIG")))
-    if not from_file and not env.get("MQ_CONFIG"):
-        path = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".mq")
-        from_file = read_legacy(path)
+    legacy_path = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".mq")
+    layers = [(path, from_file)]
+    if mqsh:  # mq.sh sources ~/.mq after its defaults: it wins over mq's own file
+        layers.insert(0, (legacy_path, read_legacy(legacy_path)))
+    elif not from_file and not env.get("MQ_CONFIG"):
+        layers = [(legacy_path, read_legacy(legacy_path))]
     chosen: Dict[str, str] = {}
     sources: Dict[str, str] = {}
     for key in _KEYS:
@@ -125,14 +135,17 @@ def load_config(host: Optional[str] = None, base: Optional[str] = None,
             chosen[key], sources[key] = option, "option"
         elif env_name and env.get(env_name):
             chosen[key], sources[key] = env[env_name], env_name
-        elif key in from_file:
-            chosen[key], sources[key] = from_file[key], path
-    default_lab = not chosen.get("host") and not chosen.get("base")
+        else:
+            for layer_path, layer in layers:
+                if key in layer:
+                    chosen[key], sources[key] = layer[key], layer_path
+                    break
+    default_lab = not mqsh and not chosen.get("host") and not chosen.get("base")
     transport = chosen.get("transport", "paramiko")
     if transport not in TRANSPORTS:
         raise ConfigError(sources.get("transport", path), "transport", f"expected one of {', '.join(TRANSPORTS)}")
-    the_host = chosen.get("host", LOCAL)
-    the_base = chosen.get("base") or (default_base(env) if the_host == LOCAL else "/var/cache/machinelocks")
+    the_host = chosen.get("host", MQSH_HOST if mqsh else LOCAL)
+    the_base = chosen.get("base") or (default_base(env) if the_host == LOCAL and not mqsh else MQSH_BASE)
     the_base = os.path.expanduser(the_base) if the_host == LOCAL else the_base
     lab = chosen.get("lab") or os.path.join(the_base, "lab.toml")
     return Config(host=the_host, base=the_base, lab=os.path.expanduser(lab) if the_host == LOCAL else lab,

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO
 
-from .engine.boardlock import Holder
+from .engine.boardlock import NO_KEY, Holder
 from .engine.errors import safe_text
 from .engine.inventory import Inventory
 from .engine.semaphore import BoardState, Grant, Released
@@ -35,14 +35,21 @@ def _key(holder: Holder) -> str:
     return safe_text(holder.shown_key, 256)
 
 
-def info_lines(state: BoardState) -> List[str]:
+def info_line(state: BoardState) -> str:
+    """mq.sh's line: ``with key 'KEY'`` only for a lock held with a key (not ``0``)."""
     holder = state.holder
     if holder is None:
-        lines = [f"Lock for {state.board} currently free"]
-    else:
-        timeout = "?" if holder.timeout is None else str(holder.timeout)
-        lines = [f"Lock for {state.board} held by {holder.user} since {stat_date(holder.since_ns)}, "
-                 f"timeout {timeout} with key '{_key(holder)}'"]
+        return f"Lock for {state.board} currently free"
+    timeout = "?" if holder.timeout is None else str(holder.timeout)
+    keyed = f" with key '{_key(holder)}'" if holder.shown_key != NO_KEY else ""
+    return f"Lock for {state.board} held by {holder.user} since {stat_date(holder.since_ns)}, timeout {timeout}{keyed}"
+
+
+def info_lines(state: BoardState) -> List[str]:
+    """mq.sh's line, then what mq knows more: grant, odd lock files, waiters in order."""
+    holder = state.holder
+    lines = [info_line(state)]
+    if holder is not None:
         if holder.kind != "file":
             lines.append(f"  (a {holder.kind} sits at the lock path: treated as held, never followed)")
         elif holder.timeout is None:
@@ -64,7 +71,8 @@ def mr_info_line(state: BoardState) -> str:
     holder = state.holder
     if holder is None:
         return f"{state.board} FREE"
-    return f"{state.board} LOCKED {holder.user} {stat_date(holder.since_ns)} {_key(holder)}"
+    keyed = f" {_key(holder)}" if holder.shown_key != NO_KEY else ""  # six fields when no key, as mq.sh
+    return f"{state.board} LOCKED {holder.user} {stat_date(holder.since_ns)}{keyed}"
 
 
 def holder_json(holder: Optional[Holder]) -> Optional[Dict[str, Any]]:

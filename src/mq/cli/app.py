@@ -29,7 +29,7 @@ def main_options(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for unexpected errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    ctx.obj = Globals(host=host, base=base, debug=debug)
+    ctx.obj = Globals(host=host, base=base, debug=debug, mqsh=isinstance(ctx.obj, Globals) and ctx.obj.mqsh)
 
 
 app.command("sem")(sem.sem)

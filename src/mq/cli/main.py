@@ -4,34 +4,32 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from ..engine.errors import EXIT_USAGE, EngineError, Interrupted
 from ..engine.signals import GUARD
 from ..render import err
+from . import mqsh
 
 
-def normalize(argv: List[str]) -> List[str]:
-    """Accept mq.sh spellings unchanged (they are also declared as option names)."""
-    return list(argv)
-
-
-def global_options(args: List[str]) -> dict[str, str]:
-    """``--host``/``--base`` given before the command (as the app callback will parse them)."""
+def split_globals(args: List[str]) -> Tuple[dict[str, str], List[str]]:
+    """``--host``/``--base``/``--debug`` given before the command, and the rest."""
     found: dict[str, str] = {}
     index = 0
-    while index < len(args) and args[index].startswith("-"):
+    while index < len(args) and args[index].startswith("--"):
         name, eq, value = args[index].partition("=")
         if name in ("--host", "--base"):
             if not eq and index + 1 < len(args):
                 index += 1
                 value = args[index]
             found[name[2:]] = value
+        elif name != "--debug":
+            break
         index += 1
-    return found
+    return found, args[index:]
 
 
-def connect_early(args: List[str]) -> None:
+def connect_early(args: List[str], mqsh_name: bool) -> None:
     """Start a remote lab's connection before typer is even imported (overlaps ~0.1 s)."""
     if any(a in ("-h", "--help", "--version") for a in args) or not args:
         return
@@ -39,23 +37,37 @@ def connect_early(args: List[str]) -> None:
         from ..config import load_config
         from ..transport import start_early
 
-        start_early(load_config(host=(g := global_options(args)).get("host"), base=g.get("base")))
+        given = split_globals(args)[0]
+        start_early(load_config(host=given.get("host"), base=given.get("base"), mqsh=mqsh_name))
     except Interrupted:
         raise  # Ctrl+C while starting: reported by run()
     except EngineError:
         return  # reported properly when the command opens the lab
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = normalize(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    prog = sys.argv[0] if prog is None else prog
+    mqsh_name = mqsh.is_mqsh(prog)
     GUARD.install()  # from the start: Ctrl+C while the CLI loads is one line and 130 too (see run)
     if os.environ.get("MQ_NO_EARLY") != "1":
-        connect_early(args)
+        connect_early(args, mqsh_name)
+    if mqsh_name:
+        given, rest = split_globals(args)
+        return mqsh.main(rest, prog, given.get("host"), given.get("base"),
+                         delegate=lambda words: cli_main(args[:len(args) - len(rest)] + words, mqsh_name=True))
+    return cli_main(args)
+
+
+def cli_main(args: List[str], mqsh_name: bool = False) -> int:
+    """The typer CLI; as ``mq.sh``, SSH failures are left to ``mqsh.main``."""
+    debug = "--debug" in args
     import click
     import typer.main
 
+    from ..transport.base import SshError
     from .app import app
+    from .state import Globals
 
     command = typer.main.get_command(app)
     if "_MQ_COMPLETE" in os.environ:  # shell completion: typer's classes match completions/*
@@ -63,7 +75,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         completion_init()
     try:
-        result = command.main(args=args, prog_name="mq", standalone_mode=False)
+        result = command.main(args=args, prog_name="mq.sh" if mqsh_name else "mq", standalone_mode=False,
+                              obj=Globals(mqsh=mqsh_name))
     except click.exceptions.UsageError as exc:
         err(f"mq: {exc.format_message()}")
         return EXIT_USAGE
@@ -73,6 +86,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         err(exc.message)
         return exc.exit_code
     except EngineError as exc:
+        if mqsh_name and isinstance(exc, SshError):
+            raise  # mqsh.main says it as mq.sh does: on stdout, exit 1
         err(exc.message)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Optional
 
 import typer
 
 from .. import inventory_cache, render, service
 from ..engine.boardlock import NO_KEY
-from ..engine.signals import GUARD
+from ..engine.semaphore import Grant
 from ..errors import BadInputError, UsageError
+from .acquire import acquire
 from .state import open_from
 
 ACTIONS = ("wait", "signal", "info", "mr-info", "cancel")
@@ -69,21 +69,12 @@ def sem(
 
 def _wait(lab: service.Lab, name: str, key: str, lock_timeout: int, period: float, retries: int,
           as_json: bool) -> None:
-    # Signals are taken only where nothing is half done: while waiting, or here
-    # before the grant is reported (then it is given back). Once reported, it stands.
-    with GUARD.deferred():
-        grant = service.sem_wait(lab, name, key=key, lock_timeout=lock_timeout, period=period, retries=retries)
-        if GUARD.pending is not None:
-            service.undo_grant(lab, grant)
-            GUARD.check()
+    def report(grant: Grant) -> None:
         via = f" (pool {name})" if grant.board != name else ""
         render.err(f"Acquired lock for {grant.board}{via}, grant #{grant.grant}")
-        if as_json:
-            render.out(render.envelope("grant", render.grant_json(grant)))
-        else:
-            render.out(grant.board)
-        sys.stdout.flush()
-    GUARD.settle()
+        render.out(render.envelope("grant", render.grant_json(grant)) if as_json else grant.board)
+
+    acquire(lab, name, key, lock_timeout, period, retries, report)
 
 
 def _dumpall(ctx: typer.Context, as_json: bool) -> None:

@@ -175,7 +175,7 @@ class Agent:
         handlers: Dict[str, Callable[..., Any]] = {
             "hello": self._hello, "inventory": self._inventory_op, "wait": self._wait,
             "signal": lambda **a: self.engine().signal(**a), "info": lambda **a: self.engine().info(**a),
-            "cancel": lambda **a: self.engine().cancel(**a), "dumpall": lambda **a: self.engine().dumpall(),
+            "cancel": lambda **a: self.engine().cancel(**a), "dumpall": lambda **a: self.engine().dumpall(**a),
             "job_open": self._job_open, "upload": self._upload, "job_run": self._job_run,
             "undo_grant": lambda **a: self.engine().undo_grant(**a),
         }

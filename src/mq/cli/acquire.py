@@ -1,0 +1,26 @@
+"""Taking a lock from the CLI: a grant is either reported or given back, never lost."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from .. import service
+from ..engine.semaphore import Grant
+from ..engine.signals import GUARD
+
+
+def acquire(lab: service.Lab, name: str, key: str, lock_timeout: int, period: float, retries: int,
+            report: Callable[[Grant], None]) -> Grant:
+    """Wait for the lock and ``report`` the grant; a signal before it is reported gives it back."""
+    # Signals are taken only where nothing is half done: while waiting, or here
+    # before the grant is reported (then it is given back). Once reported, it stands.
+    with GUARD.deferred():
+        grant = service.sem_wait(lab, name, key=key, lock_timeout=lock_timeout, period=period, retries=retries)
+        if GUARD.pending is not None:
+            service.undo_grant(lab, grant)
+            GUARD.check()
+        report(grant)
+        sys.stdout.flush()
+    GUARD.settle()
+    return grant

@@ -1,0 +1,289 @@
+"""Invoked as ``mq.sh``: mq.sh master's command line, stdout and exit codes.
+
+A script or CI job that swaps ``mq`` in for ``mq.sh`` must not see a
+difference (``../shared/reference/mq-sh.md``, "Exact behaviour under the
+``mq.sh`` name"). So under that name:
+
+* ``sem`` is parsed as mq.sh's own loop parses it (an action takes the next
+  word as the system, later options win, unknown options are named);
+* every message goes to stdout in mq.sh's words, with mq.sh's exit codes
+  (0, 1, 2), and nothing of mq's own (grant numbers, waiters) is added;
+* configuration is mq.sh's: ``~/.mq`` (``HOST=``, ``BASE=``), else its
+  built-in lab host; never the demo lab;
+* an SSH failure of any command prints ``Unable to ssh to HOST`` on stdout and
+  exits 1 (the seL4 CI repeats the test when it sees that line).
+
+Nothing here imports typer: ``sem`` runs without loading the CLI framework.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence
+
+from .. import render, service
+from ..config import load_config
+from ..engine.boardlock import NO_KEY
+from ..engine.errors import (
+    AlreadyHeldError,
+    EngineError,
+    Interrupted,
+    NotAcquiredError,
+    NotHolderError,
+    UnknownTargetError,
+)
+from ..engine.semaphore import BoardState, Grant
+from .acquire import acquire
+
+# mq.sh's own exit codes: it knows only these.
+OK, FAILED, NOT_ACQUIRED = 0, 1, 2
+MISSING_VALUE = 2  # the shell's status when an option's value is missing
+COMMANDS = ("run", "systems", "sem", "system-tsv", "pool-tsv", "features")
+ACTIONS = ("-info", "-mr-info", "-signal", "-wait", "-cancel")
+VALUE_OPTIONS = ("-w", "-t", "-k", "-T")
+_INTEGER = re.compile(r"[0-9]+")
+_SIGNED = re.compile(r"[-+]?[0-9]+")
+_NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+class Exit(Exception):
+    """Leave with mq.sh's ``code`` after printing ``lines`` on stdout."""
+
+    def __init__(self, code: int, lines: Sequence[str] = ()) -> None:
+        super().__init__(code)
+        self.code = code
+        self.lines = list(lines)
+
+
+def is_mqsh(argv0: str) -> bool:
+    """Called by the name ``mq.sh`` (the console script, or any link of that name)."""
+    return os.path.basename(argv0) == "mq.sh"
+
+
+def usage(prog: str) -> List[str]:
+    return ["Machine Queue", "", " Commands:", "", "  run      Run a new job on a machine",
+            "  systems  Query information on available machines", "",
+            "  sem      Directly interact with the machine locks", "",
+            f"Use '{prog} COMMAND help' to get detailed help for each command"]
+
+
+def sem_usage(prog: str) -> List[str]:
+    return [
+        f"{prog} sem -signal|-wait|-cancel|-info SYSTEM [-f] [-w retry-time] [-t retry-count] [-k LOCK_KEY]",
+        "",
+        "   Manually manipulate locks for machines. The lock for each system",
+        "   can be acquired or released.",
+        "",
+        "   You can forcibly release a lock for a system that you do not",
+        "   currently own by the -f flag",
+        "",
+        " Options:",
+        "",
+        " -info SYSTEM     Display lock information for the specified SYSTEM",
+        " -mr-info SYSTEM  Display lock information for the specified SYSTEM in machine-readable format",
+        " -signal SYSTEM   Release the lock for the specified SYSTEM",
+        " -wait SYSTEM     Acquire the lock for the specified SYSTEM",
+        " -cancel SYSTEM   Cancel '-wait' processes on the server that are waiting for specified SYSTEM and key",
+        " -w TIME          Number of seconds to wait between each attempt to acquire the lock (default 8)",
+        " -t RETRIES       Number of retries to preform for acquiring the lock (default -1)",
+        " -f               Forcefully releases a lock even if you are not the owner",
+        " -k LOCK_KEY      Set a key inside the lock",
+        " -T timeout       Allow lock to be reclaimed after timeout seconds",
+        "",
+    ]
+
+
+@dataclass
+class SemArgs:
+    """``mq.sh sem`` as its shell loop reads it."""
+
+    action: str = ""
+    system: str = ""
+    period: str = "8"
+    retries: str = "-1"
+    key: str = NO_KEY
+    timeout: str = "0"
+    force: bool = False
+    dumpall: bool = False
+
+
+def parse_sem(args: Sequence[str], prog: str) -> SemArgs:
+    parsed = SemArgs()
+    index = 0
+    while index < len(args):
+        word = args[index]
+        if word in ACTIONS or word in VALUE_OPTIONS:
+            if index + 1 >= len(args):
+                render.err(f"{prog}: {word}: option requires an argument")
+                raise Exit(MISSING_VALUE)
+            value = args[index + 1]
+            index += 2
+            if word in ACTIONS:
+                parsed.action, parsed.system = word, value
+            else:
+                setattr(parsed, {"-w": "period", "-t": "retries", "-k": "key", "-T": "timeout"}[word], value)
+            continue
+        index += 1
+        if word == "-f":
+            parsed.force = True
+        elif word == "dumpall":
+            parsed.dumpall = True
+            return parsed
+        elif word == "help":
+            raise Exit(FAILED, sem_usage(prog))
+        elif word == "--":
+            break
+        elif word.startswith("-"):
+            raise Exit(FAILED, [f"Unknown option {word}", *sem_usage(prog)])
+        else:
+            parsed.system = word
+    if not _INTEGER.fullmatch(parsed.timeout):
+        raise Exit(FAILED, ["-T <timeout> requires a positive integer"])
+    return parsed
+
+
+def unknown_target(exc: UnknownTargetError) -> Exit:
+    return Exit(FAILED, [f"System or pool '{exc.name}' does not exist. Valid systems are", *exc.systems,
+                         "Valid pools are", " ".join(exc.pools)])
+
+
+class Sem:
+    """One ``mq.sh sem`` command on an opened lab."""
+
+    def __init__(self, lab: service.Lab, args: SemArgs, prog: str) -> None:
+        self.lab = lab
+        self.args = args
+        self.prog = prog
+        self.lines: List[str] = []
+
+    def run(self) -> int:
+        args = self.args
+        if args.dumpall:
+            self.lines += [render.mr_info_line(s) for s in service.sem_dumpall(self.lab, order="directory")]
+            return OK
+        members = self._members(args.system)
+        handlers: dict[str, Callable[[List[str]], int]] = {
+            "-info": self._info, "-mr-info": self._info, "-signal": self._signal, "-wait": self._wait,
+            "-cancel": self._cancel}
+        if args.action not in handlers:
+            raise Exit(FAILED, ["Unknown usage", *sem_usage(self.prog)])
+        return handlers[args.action](members)
+
+    def _members(self, name: str) -> List[str]:
+        inventory = self.lab.inventory
+        if name in inventory.systems:
+            return [name]
+        if name in inventory.pools:
+            return list(inventory.pools[name].members)
+        raise unknown_target(UnknownTargetError(name, list(inventory.systems), list(inventory.pools)))
+
+    @property
+    def is_pool(self) -> bool:
+        return self.args.system in self.lab.inventory.pools
+
+    def _info(self, members: List[str]) -> int:
+        states = service.sem_info(self.lab, self.args.system)
+        if self.is_pool:  # mq.sh names one member (a free one if any), then reports on it
+            chosen = next((s for s in states if s.holder is None), states[0])
+            self.lines.append(chosen.board)
+            states = [chosen]
+        line: Callable[[BoardState], str] = render.info_line if self.args.action == "-info" \
+            else render.mr_info_line
+        self.lines += [line(s) for s in states]
+        return OK
+
+    def _signal(self, members: List[str]) -> int:
+        args = self.args
+        try:
+            released = service.sem_signal(self.lab, args.system, key=args.key, force=args.force)
+        except NotHolderError as exc:
+            board = exc.name if exc.name in members else members[0]
+            if self.is_pool:
+                self.lines.append(board)
+            if not args.force:
+                self.lines.append(f"Attempting to unlock system {board} with the wrong key!"
+                                  if exc.why == NotHolderError.WRONG_KEY
+                                  else f"Attempting to unlock system {board} that you do not hold")
+            return OK
+        if self.is_pool:
+            self.lines.append(released[0].board)
+        return OK
+
+    def _cancel(self, members: List[str]) -> int:
+        service.sem_cancel(self.lab, self.args.system, key=self.args.key)
+        if self.is_pool:
+            self.lines.append(members[0])
+        return OK
+
+    def _wait(self, members: List[str]) -> int:
+        args = self.args
+        name = args.system
+        if not (_NUMBER.fullmatch(args.period) and _SIGNED.fullmatch(args.retries)):
+            raise Exit(NOT_ACQUIRED, [f"Failed to acquire lock for system ({name})"])  # lockfile refuses them
+
+        def report(grant: Grant) -> None:
+            if grant.board != name:
+                render.out(grant.board)  # a pool: the member it got, as mq.sh prints it
+
+        try:
+            acquire(self.lab, name, args.key, int(args.timeout), float(args.period), int(args.retries), report)
+        except AlreadyHeldError as exc:
+            same = exc.held_key != NO_KEY and exc.held_key == exc.asked_key
+            raise Exit(NOT_ACQUIRED, [
+                "Attempting to grab lock you already own with the same key. Please explicitly release" if same
+                else "Attempting to grab lock you already own. Please explicitly release",
+                f"Failed to acquire lock for system ({name})"]) from None
+        except NotAcquiredError as exc:
+            gave_up = [] if exc.reason else [f'lockfile: Sorry, giving up on "{self._lock_path(name)}"']
+            raise Exit(NOT_ACQUIRED, [*gave_up, f"Failed to acquire lock for system ({name})"]) from None
+        return OK
+
+    def _lock_path(self, name: str) -> str:
+        return f"{self.lab.config.base.rstrip('/')}/{name}.lock"
+
+
+def sem(args: Sequence[str], prog: str, host: Optional[str], base: Optional[str]) -> int:
+    parsed = parse_sem(args, prog)
+    lab = service.open_lab(load_config(host=host, base=base, mqsh=True))
+    command = Sem(lab, parsed, prog)
+    try:
+        return command.run()
+    finally:  # what was said before an error, then the error's own lines (``main``)
+        render.write_lines(command.lines)
+        lab.close()
+
+
+def failure(exc: EngineError) -> Exit:
+    """Any other error, as mq.sh reports trouble: one line on stdout, exit 1."""
+    from ..transport.base import SshError
+
+    if isinstance(exc, SshError):
+        render.err(f"mq.sh: {exc.reason}")
+        return Exit(FAILED, [f"Unable to ssh to {exc.host}"])
+    if isinstance(exc, UnknownTargetError):
+        return unknown_target(exc)
+    return Exit(FAILED, [exc.message.splitlines()[0] if exc.message else "error"])
+
+
+def main(argv: List[str], prog: str, host: Optional[str], base: Optional[str],
+         delegate: Callable[[List[str]], int]) -> int:
+    """``mq.sh ARGS``; commands other than ``sem`` go to ``delegate`` (the typer CLI as mq.sh)."""
+    try:
+        if not argv:
+            raise Exit(255, usage(prog))  # mq.sh: exit -1
+        if argv[0] == "sem":
+            return sem(argv[1:], prog, host, base)
+        if argv[0] not in COMMANDS:
+            raise Exit(OK, usage(prog))
+        return delegate(argv)
+    except Exit as leave:
+        render.write_lines(leave.lines)
+        return leave.code
+    except Interrupted:
+        raise
+    except EngineError as exc:
+        trouble = failure(exc)
+        render.write_lines(trouble.lines)
+        return trouble.code

@@ -37,6 +37,7 @@ FAIL_IMG = EXAMPLES / "sel4test-fail.img"
 HANG_IMG = EXAMPLES / "sel4test-hang.img"
 SHELL_IMG = EXAMPLES / "interactive.img"
 SUCCESS = "All is well"
+TIMEOUT_MARKER = "[[Timeout]]"  # printed after a -d expiry (the seL4 CI greps run's stdout for it)
 MQ = [sys.executable, "-m", "mq"]
 BIN = Path(sys.executable).parent
 WEIRD = "my kernel $(touch pwned) `touch pwned2`.elf"
@@ -246,6 +247,7 @@ def test_success_streams_console_to_stdout_and_log(rl: RunLab) -> None:
     assert proc.stdout == log.read_bytes()
     assert b"mq: running on b1" in proc.stderr
     assert b"mq: running" not in proc.stdout  # messages never mix into the console stream
+    assert TIMEOUT_MARKER.encode() not in proc.stdout  # only a -d expiry prints it
     rl.assert_clean("b1")
     assert [e["reason"] for e in events(rl.lab, "release")] == ["run ended"]
 
@@ -257,18 +259,49 @@ def test_success_streams_console_to_stdout_and_log(rl: RunLab) -> None:
     (["-f", str(PASS_IMG)], "nob", 14, ""),
 ], ids=["error-text", "timeout", "console-ended", "boot-missing"])
 def test_failure_outcomes(rl: RunLab, args: list[str], board: str, code: int, console: str) -> None:
+    log = rl.cwd / "console.log"
     started = time.monotonic()
-    proc = rl.mq("run", "-s", board, "-c", SUCCESS, *args)
+    proc = rl.mq("run", "-s", board, "-c", SUCCESS, "-l", str(log), *args)
     assert proc.returncode == code, proc.stderr
     assert console in proc.stdout
     assert SUCCESS not in proc.stdout
+    assert proc.stdout == log.read_text()  # the log mirrors stdout, marker included
     if code == 12:
         assert 1.0 <= time.monotonic() - started < 15
+        # the line the seL4 CI looks for: once, last, right after the console's last line
+        lines = proc.stdout.splitlines()
+        assert lines[-2:] == [console, TIMEOUT_MARKER]
+        assert lines.count(TIMEOUT_MARKER) == 1
+        assert proc.stdout.endswith(TIMEOUT_MARKER + "\n")
+        assert TIMEOUT_MARKER not in proc.stderr
+        assert "timed out (-d) before the completion text" in proc.stderr
+    else:
+        assert TIMEOUT_MARKER not in proc.stdout + proc.stderr
     if code == 14:
         assert "/nonexistent/mq-no-such-boot" in proc.stderr
     rl.assert_clean(board)
     assert len(events(rl.lab, "grant")) == 1
     assert len(events(rl.lab, "release")) == 1
+
+
+def test_timeout_marker_after_a_prompt_without_newline(rl: RunLab) -> None:
+    """A console whose last output is an unfinished line (a prompt): the marker still gets a line of its own."""
+    prompt = rl.cwd / "prompt.py"
+    prompt.write_text("import sys, time\nsys.stdout.write('board login: ')\nsys.stdout.flush()\ntime.sleep(600)\n")
+    toml = rl.lab.base / "lab.toml"
+    toml.write_text(toml.read_text() + textwrap.dedent(f"""
+        [systems.prompt]
+        arch = "none"
+        boot = "{{python}} {prompt} {{files}}"
+        power_off = "touch {rl.marks}/poweroff-{{system}}"
+        """))
+    log = rl.cwd / "console.log"
+    proc = rl.mq("run", "-s", "prompt", "-c", SUCCESS, "-d", "1", "-l", str(log), "-f", str(PASS_IMG))
+    assert proc.returncode == 12, proc.stderr
+    assert proc.stdout == "board login: \n" + TIMEOUT_MARKER + "\n"
+    assert log.read_text() == proc.stdout
+    assert rl.lab.held() == set()
+    assert rl.powered_off("prompt")
 
 
 def test_boot_template_placeholders_are_whole_arguments_never_run(rl: RunLab) -> None:
@@ -628,8 +661,9 @@ def test_ctrl_c_during_a_job(rl: RunLab, children: list[pexpect.spawn], phase: s
     assert rl.lab.held() == {"b1"}
     started = time.monotonic()
     child.sendintr()
-    _, status = pty_end(child, timeout=15)
+    output, status = pty_end(child, timeout=15)
     assert status == 130
+    assert TIMEOUT_MARKER not in output
     assert time.monotonic() - started < 8
     rl.assert_clean("b1")
     assert [e["board"] for e in events(rl.lab, "release")] == ["b1"]
@@ -844,6 +878,19 @@ def test_ssh_run_success_one_connection(ssh_rl: SshRunLab) -> None:
     assert (ssh_rl.rl.marks / "poweroff-b1").stat().st_uid == pwd.getpwnam(ssh_rl.user).pw_uid  # ran on the host
     for where in (ssh_rl.host_home, ssh_rl.rl.cwd, ssh_rl.rl.lab.base):
         assert not list(where.rglob("pwned*")), where
+
+
+def test_ssh_run_timeout_prints_the_marker_last(ssh_rl: SshRunLab) -> None:
+    log = ssh_rl.rl.cwd / "console.log"
+    proc = ssh_rl.mq("run", "-s", "b1", "-c", SUCCESS, "-d", "1", "-f", str(ssh_rl.rl.image("sel4test-hang")),
+                     "-l", str(log))
+    assert proc.returncode == 12, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[-2:] == ["Running test SIMULATED0001 ...", TIMEOUT_MARKER]
+    assert lines.count(TIMEOUT_MARKER) == 1
+    assert proc.stdout == log.read_text()
+    assert "timed out (-d) before the completion text" in proc.stderr
+    ssh_rl.assert_host_clean("b1", timeout=5)
 
 
 def test_ssh_kill9_client_during_run_cleans_up_host(ssh_rl: SshRunLab, spawned: list[Spawned]) -> None:

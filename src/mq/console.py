@@ -23,15 +23,34 @@ class ConsoleSink:
             except OSError as exc:
                 raise BadInputError(f"-l {log_path}: cannot write the log file: {exc.strerror}") from None
         self.bytes = 0
+        self.at_line_start = True  # the console so far ends with a newline (or is empty)
 
     def write(self, data: bytes) -> None:
         """A reader that went away (``mq run ... | head``) ends the job like SIGPIPE would."""
         self.bytes += len(data)
+        if data:
+            self.at_line_start = data.endswith(b"\n")
         try:
             self._out.write(data)
             self._out.flush()
         except BrokenPipeError:
             raise Interrupted(signal.SIGPIPE) from None
+        self._to_log(data)
+
+    def line(self, text: str) -> None:
+        """``text`` as a line of its own after the console, on stdout and in the log.
+
+        For a marker written once the job is over (``[[Timeout]]``): a reader
+        that went away only misses it, the job's exit code stands.
+        """
+        data = (b"" if self.at_line_start else b"\n") + text.encode() + b"\n"
+        self.at_line_start = True
+        with contextlib.suppress(BrokenPipeError):
+            self._out.write(data)
+            self._out.flush()
+        self._to_log(data)
+
+    def _to_log(self, data: bytes) -> None:
         if self._log is not None:
             try:
                 self._log.write(data)

@@ -18,7 +18,7 @@ from typing import Any
 from .console import ConsoleSink
 from .engine.boardlock import NO_KEY
 from .engine.inventory import System
-from .engine.job import DETACHED, OUTCOME_EXIT, compile_pattern
+from .engine.job import DETACHED, OUTCOME_EXIT, TIMED_OUT, TIMEOUT_MARKER, compile_pattern
 from .errors import BadInputError, UsageError
 from .keyboard import Keyboard
 from .service import Lab, wait_budget
@@ -151,5 +151,7 @@ def _run(lab: Lab, opts: RunOptions, boards: list[str], sink: ConsoleSink, notif
     else:
         result = lab.transport.run_job(spec, on_event, None)
     outcome = str(result["outcome"])
+    if outcome == TIMED_OUT:  # after all the console (its events came before the result), on a line of its own
+        sink.line(TIMEOUT_MARKER)
     code = 0 if outcome == DETACHED else OUTCOME_EXIT.get(outcome, 1)
     return RunResult(outcome=outcome, board=str(result["board"]), exit_code=code, notes=list(result["notes"]))

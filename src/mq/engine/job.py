@@ -42,6 +42,9 @@ POWER_OFF_TIMEOUT = 60.0
 COMPLETED, ERROR_TEXT, TIMED_OUT, CONSOLE_ENDED, DETACHED = "completed", "error", "timeout", "console-ended", "detached"
 NO_DEADLINE = 10 * 365 * 86400.0  # a -d of ten years or more (inf included) is no deadline
 OUTCOME_EXIT = {COMPLETED: 0, ERROR_TEXT: 11, TIMED_OUT: 12, CONSOLE_ENDED: 13}
+# The client prints this line on stdout (and in -l) after a -d expiry, as the seL4 lab's
+# reboot scripts do: the seL4 CI reads it to classify the run.
+TIMEOUT_MARKER = "[[Timeout]]"
 EXIT_BOOT_FAILED = 14
 
 

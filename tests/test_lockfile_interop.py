@@ -7,17 +7,21 @@ waiter and never delete a successor's lock.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import pwd
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from conftest import LabFixture, as_user, run_mq, spawn_mq, ticket_pids, user_env, wait_for
-from mq.engine import boardlock
+from conftest import LabFixture, as_user, engine, run_mq, spawn_mq, ticket_pids, user_env, wait_for
+from mq.engine import boardlock, legacy
 
 LOCKFILE = shutil.which("lockfile") or "/usr/bin/lockfile"
 pytestmark = pytest.mark.skipif(not os.access(LOCKFILE, os.X_OK), reason="procmail lockfile(1) not installed")
@@ -65,7 +69,7 @@ def test_legacy_lock_shown_held_waited_on_and_taken_after_removal(lab: LabFixtur
     subprocess.run([LOCKFILE, "-r0", str(lab.lock("b1"))], check=True)
     info = run_mq(lab, "sem", "-info", "b1", check=True).stdout
     assert info.startswith("Lock for b1 held by root since ")
-    assert ", timeout 0 with key '0'" in info
+    assert info.splitlines()[0].endswith(", timeout 0")  # no key file: no key shown, as mq.sh
     assert run_mq(lab, "sem", "-mr-info", "b1", check=True).stdout.startswith("b1 LOCKED root ")
 
     # same user as the legacy holder, so a key tells the jobs apart
@@ -113,7 +117,7 @@ def test_stale_key_of_a_broken_lock_is_not_the_new_holders(shared_lab: LabFixtur
     lab.lock("b1").unlink()
     subprocess.run([LOCKFILE, "-r0", str(lab.lock("b1"))], check=True, env=user_env(lab.env, bob), **as_user(bob))
     info = run_mq(lab, "sem", "-info", "b1", user=bob, check=True).stdout
-    assert f"held by {bob} since" in info and "with key '0'" in info, info
+    assert f"held by {bob} since" in info and "with key" not in info.splitlines()[0], info
     assert run_mq(lab, "sem", "-wait", "b1", "-t", "0", user=bob).returncode == 4
     assert run_mq(lab, "sem", "-signal", "b1", user=bob).returncode == 0
     assert lab.held() == set()
@@ -278,3 +282,269 @@ def test_force_release_racing_a_legacy_relock_spares_it(lab: LabFixture,
     reused = " (the new lock reused the old lock's inode number)" if legacy.st_ino == old.st_ino else ""
     assert lab.lock("b1").exists(), f"the force release deleted a lock made after it looked{reused}: {out}{err}"
     assert lab.lock("b1").lstat().st_ino == legacy.st_ino
+
+
+# -- sem -cancel ends mq.sh's own waiters too ------------------------------------------------
+def mqsh_waiter(lab: LabFixture, board: str, key: str) -> str:
+    """The shell mq.sh runs on the host for ``sem -wait BOARD -k KEY`` (as ``sh -c``)."""
+    base = str(lab.base)
+    return (f"umask 0111 && lockfile -'8'  -r '-1' '{base}/{board}.lock' && rm -f '{base}/{board}.key' && "
+            f"printf '{key}' > '{base}/{board}.key' && chmod a-w,g+r '{base}/{board}.key' && echo granted")
+
+
+def proc_field(pid: int, name: str) -> str | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(name + ":"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie nobody reaped yet counts as gone: it can take no lock)."""
+    state = proc_field(pid, "State")
+    return state is None or state.startswith("Z")
+
+
+def lockfile_child(pid: int) -> int | None:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and proc_field(int(entry), "PPid") == str(pid):
+            try:
+                if Path(f"/proc/{entry}/comm").read_text().strip() == "lockfile":
+                    return int(entry)
+            except OSError:
+                continue
+    return None
+
+
+def processes_naming(path: Path) -> list[int]:
+    """Live processes (any user) whose arguments mention ``path``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and os.fsencode(str(path)) in Path(f"/proc/{entry}/cmdline").read_bytes() \
+                    and not gone(int(entry)):
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture
+def waiters() -> Iterator[list[subprocess.Popen[str]]]:
+    """Fake mq.sh waiter shells, each in its own session; the whole group is killed after."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=10)
+
+
+def start_waiter(lab: LabFixture, board: str, key: str, waiters: list[subprocess.Popen[str]],
+                 user: str | None = None) -> tuple[subprocess.Popen[str], int]:
+    """Start a fake mq.sh waiter; (the shell, its lockfile child) once the child runs."""
+    shell = subprocess.Popen(["sh", "-c", mqsh_waiter(lab, board, key)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             env=user_env(lab.env, user), **as_user(user))
+    waiters.append(shell)
+    child = wait_for(lambda: lockfile_child(shell.pid) or shell.poll() is not None, timeout=10,
+                     what="the waiter's lockfile child")
+    assert shell.poll() is None, shell.communicate()
+    assert isinstance(child, int)
+    return shell, child
+
+
+def test_cancel_ends_the_callers_mqsh_waiter_and_its_lockfile(lab: LabFixture, waiters: list[subprocess.Popen[str]],
+                                                             procs: list[subprocess.Popen[str]]) -> None:
+    key, other = "ci[1].* $(touch pwned)", "ci1-x $(touch pwned)"  # unescaped, the key would match `other`
+    for board in ("b1", "b2"):
+        subprocess.run([LOCKFILE, "-r0", str(lab.lock(board))], check=True)
+    # mq's own waiter first: it is asleep by the time the cancel comes
+    mq_waiter = spawn_mq(lab, "sem", "-wait", "b1", "-k", key)
+    procs.append(mq_waiter)
+    wait_for(lambda: mq_waiter.pid in ticket_pids(lab) or mq_waiter.poll() is not None, what="mq waiter queued")
+    shell, child = start_waiter(lab, "b1", key, waiters)
+    other_key, other_key_child = start_waiter(lab, "b1", other, waiters)
+    other_board, other_board_child = start_waiter(lab, "b2", key, waiters)
+
+    done = run_mq(lab, "sem", "-cancel", "b1", "-k", key)
+    assert done.returncode == 0, done.stderr
+    assert shell.wait(timeout=3) != 0  # TERM, or 75 from its lockfile's TERM
+    wait_for(lambda: gone(child), timeout=3, what="the cancelled waiter's lockfile child to end")
+    _, err = mq_waiter.communicate(timeout=5)  # mq's own wait ends as before
+    assert mq_waiter.returncode == 2, err
+    assert "Failed to acquire lock for system (b1)" in err
+    for proc, kid in ((other_key, other_key_child), (other_board, other_board_child)):
+        assert proc.poll() is None and not gone(kid), "a waiter with another key or board was ended"
+    assert not (lab.base / "pwned").exists() and not Path("pwned").exists()
+
+    # nothing left that could take b1 behind everyone's back once it is free
+    for proc in (other_key, other_board):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+    wait_for(lambda: not processes_naming(lab.lock("b1")), timeout=3, what="no process waiting for b1.lock")
+    lab.lock("b1").unlink()
+    time.sleep(0.5)
+    assert not lab.lock("b1").exists()
+    assert lab.key("b1").exists() is False
+
+
+def test_cancel_counts_mq_and_mqsh_waiters_of_a_pool(lab: LabFixture, waiters: list[subprocess.Popen[str]],
+                                                    procs: list[subprocess.Popen[str]]) -> None:
+    """A pool name ends the waiters of every member; the count covers both tools."""
+    for board in ("b1", "b2", "b3", "solo"):
+        subprocess.run([LOCKFILE, "-r0", str(lab.lock(board))], check=True)
+    mq_waiter = spawn_mq(lab, "sem", "-wait", "trio", "-k", "K")
+    procs.append(mq_waiter)
+    wait_for(lambda: mq_waiter.pid in ticket_pids(lab) or mq_waiter.poll() is not None, what="mq waiter queued")
+    first, first_child = start_waiter(lab, "b1", "K", waiters)
+    second, second_child = start_waiter(lab, "b3", "K", waiters)
+    spared, spared_child = start_waiter(lab, "solo", "K", waiters)  # not in the pool
+    time.sleep(0.2)  # mq's waiter asleep: a cancel before it watches its ticket is lost (waiter.py race)
+    assert engine(lab).cancel("trio", "K") == 3
+    for proc, kid in ((first, first_child), (second, second_child)):
+        assert proc.wait(timeout=3) != 0
+        wait_for(lambda kid=kid: gone(kid), timeout=3, what="lockfile child to end")
+    mq_waiter.communicate(timeout=5)
+    assert mq_waiter.returncode == 2
+    assert spared.poll() is None and not gone(spared_child)
+
+
+def test_cancel_spares_another_users_mqsh_waiter(shared_lab: LabFixture, test_users: tuple[str, ...],
+                                                 waiters: list[subprocess.Popen[str]]) -> None:
+    lab = shared_lab
+    alice = test_users[0]
+    subprocess.run([LOCKFILE, "-r0", str(lab.lock("b1"))], check=True)
+    hers, her_child = start_waiter(lab, "b1", "K", waiters, user=alice)
+    mine, my_child = start_waiter(lab, "b1", "K", waiters)
+    done = run_mq(lab, "sem", "-cancel", "b1", "-k", "K")
+    assert done.returncode == 0, done.stderr
+    assert mine.wait(timeout=3) != 0
+    wait_for(lambda: gone(my_child), timeout=3, what="my lockfile child to end")
+    time.sleep(0.2)
+    assert hers.poll() is None and not gone(her_child), "another user's waiter was signalled"
+    assert (proc_field(hers.pid, "Uid") or "").split()[:1] == [str(pwd.getpwnam(alice).pw_uid)]
+
+
+@pytest.mark.parametrize("key", ["it's", "a\nb", "$(rm -rf /)", "x.*", "\\1 ' > '", "0"])
+def test_waiter_pattern_takes_the_key_literally(key: str) -> None:
+    base, board = "/var/cache/machinelocks", "b1"
+    line = f"sh -c umask 0111 && lockfile -8 ... && printf '{key}' > '{base}/{board}.key' && chmod".encode()
+    pattern = legacy.waiter_pattern(base, [board], key)
+    assert pattern.search(line)
+    assert not pattern.search(line.replace(b"lockfile", b"lockfyle"))
+    assert not legacy.waiter_pattern(base, [board], key + "z").search(line)
+    assert not legacy.waiter_pattern(base, ["b2"], key).search(line)
+    assert not legacy.waiter_pattern("/var/cache", [board], key).search(line)
+
+
+# -- locks of mq's taken over by another tool are closed in the audit log ----------------------------
+def grant_of(lab: LabFixture, board: str) -> int:
+    grants = [e["grant"] for e in lab.audit() if e["event"] == "grant" and e["board"] == board]
+    assert isinstance(grants[-1], int)
+    return grants[-1]
+
+
+def taken_over(lab: LabFixture) -> list[dict[str, object]]:
+    return [e for e in lab.audit() if e["event"] == "taken-over"]
+
+
+def test_forced_removal_by_mqsh_is_recorded_once(lab: LabFixture) -> None:
+    run_mq(lab, "sem", "-wait", "b1", "-k", "K", check=True)
+    grant = grant_of(lab, "b1")
+    subprocess.run(["rm", "-f", str(lab.key("b1")), str(lab.lock("b1"))], check=True)  # mq.sh -signal -f
+    info = run_mq(lab, "sem", "-info", "b1", check=True).stdout
+    assert info == "Lock for b1 currently free\n"
+    records = taken_over(lab)
+    assert len(records) == 1, records
+    record = records[0]
+    assert (record["board"], record["grant"], record["holder"], record["holder_key"], record["taken_by"]) == \
+        ("b1", grant, "root", "K", None)
+    assert record["noticed"] == "info" and record["pool"] == ""
+    assert isinstance(record["held"], float) and 0 <= record["held"] < 30
+    run_mq(lab, "sem", "-info", "b1", check=True)
+    run_mq(lab, "sem", "dumpall", check=True)
+    assert len(taken_over(lab)) == 1
+    assert not (lab.base / ".mq" / "holders" / "b1.json").exists()
+
+
+def test_lockfile_l_takeover_is_recorded_with_the_new_holder(lab: LabFixture) -> None:
+    run_mq(lab, "sem", "-wait", "b1", "-k", "K", "-T", "1", check=True)
+    grant = grant_of(lab, "b1")
+    mtime = lab.lock("b1").lstat().st_mtime
+    wait_for(lambda: time.time() - mtime > 2.1, timeout=5, what="the lock to be old enough for lockfile -l 1")
+    broke = subprocess.run([LOCKFILE, "-l", "1", "-s", "0", "-r", "0", str(lab.lock("b1"))], capture_output=True,
+                           text=True)
+    assert broke.returncode == 0 and "Forcing lock" in broke.stderr, broke.stderr
+    assert taken_over(lab) == []  # nobody has looked yet
+    assert "held by root since" in run_mq(lab, "sem", "-info", "b1", check=True).stdout
+    records = taken_over(lab)
+    assert [(r["grant"], r["taken_by"], r["holder_key"]) for r in records] == [(grant, "root", "K")]
+    run_mq(lab, "sem", "-info", "b1", check=True)
+    assert len(taken_over(lab)) == 1
+
+
+def test_concurrent_noticers_write_one_record(lab: LabFixture, procs: list[subprocess.Popen[str]]) -> None:
+    """Both see the stale grant record, then queue at the lab mutex (held here): the
+    re-check under the mutex lets only the first write."""
+    run_mq(lab, "sem", "-wait", "b1", "-k", "K", check=True)
+    grant = grant_of(lab, "b1")
+    lab.lock("b1").unlink()
+    mutex = os.open(lab.base / ".mq" / "mutex", os.O_RDWR)
+    try:
+        fcntl.flock(mutex, fcntl.LOCK_EX)
+        lookers = [spawn_mq(lab, "sem", "-info", "b1") for _ in range(3)]
+        procs.extend(lookers)
+        for looker in lookers:
+            wait_for(lambda looker=looker: blocked_on_flock(looker.pid) or looker.poll() is not None,
+                     what="noticer at the mutex")
+    finally:
+        os.close(mutex)
+    for looker in lookers:
+        out, err = looker.communicate(timeout=10)
+        assert (looker.returncode, out) == (0, "Lock for b1 currently free\n"), err
+    assert [r["grant"] for r in taken_over(lab)] == [grant]
+
+
+def test_takeover_noticed_by_signal_and_by_the_next_grant(lab: LabFixture) -> None:
+    run_mq(lab, "sem", "-wait", "b1", "-k", "A", check=True)
+    first = grant_of(lab, "b1")
+    lab.lock("b1").unlink()
+    run_mq(lab, "sem", "-signal", "b1", "-k", "A")  # finds nothing to release, notices why
+    run_mq(lab, "sem", "-wait", "b2", "-k", "B", check=True)
+    second = grant_of(lab, "b2")
+    lab.lock("b2").unlink()
+    assert run_mq(lab, "sem", "-wait", "b2", "-k", "C", "-t", "0", check=True).stdout == "b2\n"
+    assert [(r["grant"], r["noticed"]) for r in taken_over(lab)] == [(first, "signal"), (second, "wait")]
+    assert [e["event"] for e in lab.audit()] == ["grant", "taken-over", "grant", "taken-over", "grant"]
+
+
+def test_reclaim_names_the_reclaimed_grant(lab: LabFixture) -> None:
+    run_mq(lab, "sem", "-wait", "b1", "-k", "jobA", "-T", "1", check=True)
+    first = grant_of(lab, "b1")
+    wait_expired(lab, "b1", 1)
+    run_mq(lab, "sem", "-wait", "b1", "-k", "jobB", "-t", "0", check=True)
+    reclaims = [e for e in lab.audit() if e["event"] == "reclaim"]
+    assert [r["grant"] for r in reclaims] == [first]
+    assert taken_over(lab) == []
+
+
+def test_info_in_a_directory_it_cannot_write_notices_nothing(shared_lab: LabFixture,
+                                                             test_users: tuple[str, ...]) -> None:
+    lab = shared_lab
+    alice, bob = test_users[0], test_users[1]
+    run_mq(lab, "sem", "-wait", "b1", "-k", "K", user=alice, check=True)
+    lab.lock("b1").unlink()
+    mode = lab.base.stat().st_mode
+    os.chmod(lab.base, 0o2755)  # bob may look but not change anything
+    try:
+        assert run_mq(lab, "sem", "-info", "b1", user=bob, check=True).stdout == "Lock for b1 currently free\n"
+        assert run_mq(lab, "sem", "dumpall", user=bob, check=True).stdout == ""
+    finally:
+        os.chmod(lab.base, mode & 0o7777)
+    assert taken_over(lab) == []
+    run_mq(lab, "sem", "-info", "b1", user=bob, check=True)
+    assert [(r["holder"], r["user"]) for r in taken_over(lab)] == [(alice, bob)]

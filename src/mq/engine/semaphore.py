@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import boardlock, notify
+from . import boardlock, legacy, notify
 from .boardlock import NO_KEY, Holder
 from .doorbell import Doorbell
 from .errors import (
@@ -26,7 +26,7 @@ from .errors import (
 from .fsutil import os_error
 from .inventory import Inventory
 from .labdir import LabDir
-from .names import check_key
+from .names import check_key, valid_name
 from .queue import OwnTicket, Queue, Ticket, walk_queue
 from .signals import GUARD
 from .waiter import Hooks, Waiter
@@ -107,7 +107,7 @@ class Engine:
             if held is not None and held.kind == "file" and held.uid == self.lab.uid \
                     and key in (NO_KEY, held.key) and not held.expired(time.time()) \
                     and not self._dead_session(held):
-                raise AlreadyHeldError(name, held.shown_key)
+                raise AlreadyHeldError(name, held.shown_key, key)
         started = time.monotonic()
         deadline = None if budget is None else started + max(0.0, budget)
         with GUARD.deferred():  # signals are taken at the waiter's safe points only
@@ -173,6 +173,7 @@ class Engine:
         """Create the lock for ``board`` (mutex held); None if a legacy tool won the race."""
         base = self.lab.base
         holder = boardlock.read_holder(base, board)
+        self._close_taken_over(board, holder, "wait")  # before this grant's meta replaces it
         reclaimed = ""
         if holder is not None:
             dead = self._dead_session(holder)
@@ -227,6 +228,7 @@ class Engine:
         return bool(meta and meta.get("session")) and not self.lab.session_alive(holder.board)
 
     def _reclaim(self, holder: Holder, why: str) -> None:
+        meta = self._meta_for(holder)
         try:
             removed = boardlock.remove_checked(self.lab.base, holder)
         except PermissionError:
@@ -239,7 +241,7 @@ class Engine:
             boardlock.drop_key(self.lab.base, holder.board, holder.key)
             self.lab.drop_holder_meta(holder.board)
             self.lab.audit("reclaim", reason=why, board=holder.board, previous_user=holder.user,
-                           previous_key=holder.key,
+                           previous_key=holder.key, grant=meta.get("grant") if meta else None,
                            timeout=holder.timeout, age=round(time.time() - holder.since_ns / 1e9, 3))
 
     def _release_own(self, grant: Grant, reason: str = "interrupted") -> None:
@@ -292,6 +294,8 @@ class Engine:
         boards = self.inventory.members(name)
         check_key(key)
         self.lab.check(writable=True)
+        for board in boards:
+            self._notice_taken_over(board, "signal")
         if not self.inventory.is_pool(name):
             return [self._release_one(name, key, force)]
         released: List[Released] = []
@@ -312,9 +316,10 @@ class Engine:
         if not force:
             if holder.uid != self.lab.uid:
                 raise NotHolderError(board, f"Lock for {board} is held by {holder.user}, not {self.lab.user}; "
-                                            "nothing released (use -f to force)")
+                                            "nothing released (use -f to force)", NotHolderError.NOT_HELD)
             if holder.shown_key != key:
-                raise NotHolderError(board, f"Lock for {board} is held with a different key; nothing released")
+                raise NotHolderError(board, f"Lock for {board} is held with a different key; nothing released",
+                                     NotHolderError.WRONG_KEY)
         with GUARD.deferred():
             self._remove(holder, key, forced=force, reason="")
         GUARD.raise_pending()
@@ -335,7 +340,7 @@ class Engine:
                 self.lab.audit("force" if forced else "release", board=holder.board, key=key,
                                holder=holder.user, outcome="changed")
                 raise NotHolderError(holder.board, f"Lock for {holder.board} changed while releasing; "
-                                                   "nothing removed")
+                                                   "nothing removed", NotHolderError.CHANGED)
             boardlock.drop_key(base, holder.board, holder.key)
             if meta is not None:
                 self.lab.drop_holder_meta(holder.board)
@@ -355,10 +360,11 @@ class Engine:
     # -- looking -------------------------------------------------------------------
     def holder(self, board: str) -> Optional[Holder]:
         holder = boardlock.read_holder(self.lab.base, board)
-        if holder is None:
-            return None
-        meta = self._meta_for(holder)
-        if meta is None:
+        meta = self.lab.read_holder_meta(board)
+        if meta is not None and not _same_lock(meta, holder):
+            self._notice_taken_over(board, "info", holder, meta)
+            meta = None
+        if holder is None or meta is None:
             return holder
         grant = meta.get("grant")
         session = ("live" if self.lab.session_alive(board) else "dead") if meta.get("session") else ""
@@ -372,14 +378,26 @@ class Engine:
         return [BoardState(board, self.holder(board), tuple(t for t in waiting if board in t.boards))
                 for board in boards]
 
-    def dumpall(self) -> List[BoardState]:
+    def dumpall(self, order: str = "inventory") -> List[BoardState]:
+        """Every held board. ``order="directory"``: as mq.sh lists them, every ``*.lock``
+        in the lock directory (systems not in the inventory too) in directory order."""
         self.lab.check(writable=False)
-        states = [BoardState(b, self.holder(b)) for b in self.inventory.systems]
+        boards = list(self.inventory.systems) if order != "directory" else self._locks_in_directory_order()
+        states = [BoardState(b, self.holder(b)) for b in boards]
         return [s for s in states if s.holder is not None]
 
+    def _locks_in_directory_order(self) -> List[str]:
+        try:
+            with os.scandir(self.lab.base) as entries:
+                names = [e.name[:-len(".lock")] for e in entries if e.name.endswith(".lock")]
+        except OSError as exc:
+            raise os_error(exc, self.lab.base, "list lock directory") from None
+        return [n for n in names if valid_name(n)]
+
     def cancel(self, name: str, key: str = NO_KEY) -> int:
-        """Ask the caller's waits for ``name`` with ``key`` to end (each exits 2)."""
-        self.inventory.members(name)
+        """Ask the caller's waits for ``name`` with ``key`` to end (each exits 2), and end the
+        caller's ``mq.sh`` waiters for it on this host (see ``legacy``)."""
+        boards = self.inventory.members(name)
         check_key(key)
         self.lab.ensure()
         count = 0
@@ -391,7 +409,51 @@ class Engine:
             if self.queue.is_alive(ticket):
                 self.queue.request_cancel(ticket)
                 count += 1
-        return count
+        return count + legacy.end_waiters(self.lab.base, boards, key)
+
+    # -- locks taken over by another tool ------------------------------------------
+    def _notice_taken_over(self, board: str, noticed: str, holder: Optional[Holder] = None,
+                           meta: Optional[Dict[str, object]] = None) -> None:
+        """If mq's grant record for ``board`` no longer describes its lock (``lockfile -l``
+        broke it, ``mq.sh -signal -f`` removed it), close that grant in the audit log.
+
+        Call without the mutex; it is taken only when the record looks stale. Best
+        effort: in a directory this user cannot change, nothing happens.
+        """
+        try:
+            if meta is None:
+                meta = self.lab.read_holder_meta(board)
+                if meta is None:
+                    return
+                holder = boardlock.read_holder(self.lab.base, board)
+            if _same_lock(meta, holder):
+                return
+            with self.lab.mutex():
+                self._close_taken_over(board, boardlock.read_holder(self.lab.base, board), noticed)
+        except (LockDirError, DiskError, OSError):
+            return
+
+    def _close_taken_over(self, board: str, holder: Optional[Holder], noticed: str) -> None:
+        """Mutex held, ``holder`` read under it: record and drop a stale grant record (once:
+        the record is dropped first, and nothing is written if it cannot be)."""
+        meta = self.lab.read_holder_meta(board)
+        if meta is None or _same_lock(meta, holder):
+            return
+        try:
+            os.unlink(self.lab.holder_path(board))
+        except OSError:
+            return  # gone (someone else closed it) or not ours to drop: no second record
+        since = meta.get("time")
+        held = round(time.time() - since, 3) if isinstance(since, (int, float)) else None
+        self.lab.audit("taken-over", board=board, grant=meta.get("grant"), holder=meta.get("user"),
+                       holder_key=meta.get("key"), pool=meta.get("pool", ""),
+                       taken_by=holder.user if holder is not None else None, noticed=noticed, held=held)
+
+
+def _same_lock(meta: Dict[str, object], holder: Optional[Holder]) -> bool:
+    """The grant record ``meta`` describes the lock ``holder`` now at the path."""
+    return holder is not None and (meta.get("ino"), meta.get("dev"), meta.get("mtime_ns")) == \
+        (holder.ino, holder.dev, holder.since_ns)
 
 
 __all__ = ["BoardState", "DiskError", "Engine", "Grant", "Released"]

@@ -294,6 +294,24 @@ def test_cancel_message_for_board_wait(lab: LabFixture, procs: list[subprocess.P
     assert key_of(lab, "b1") == "hold"
 
 
+def test_cancel_that_lands_before_the_first_sleep_is_not_lost(lab: LabFixture,
+                                                             procs: list[subprocess.Popen[str]]) -> None:
+    """The waiter is stopped the moment its ticket exists, cancelled, then resumed: the cancel's
+    nudge arrives before the wait's first sleep and must still end it (it slept forever)."""
+    engine(lab).wait("b1", key="hold", budget=0)
+    for _ in range(5):
+        waiter = spawn_mq(lab, "sem", "-wait", "b1", "-k", "K")
+        procs.append(waiter)
+        wait_for(lambda: waiter.pid in ticket_pids(lab), step=0.001, what="the ticket")  # noqa: B023
+        os.kill(waiter.pid, signal.SIGSTOP)
+        run_mq(lab, "sem", "-cancel", "b1", "-k", "K", check=True)
+        os.kill(waiter.pid, signal.SIGCONT)
+        out, err = waiter.communicate(timeout=10)
+        assert (waiter.returncode, out) == (2, ""), err
+        assert FAILED_B1 in err
+    assert lab.tickets() == []
+
+
 def test_cancel_leaves_other_users_waits(shared_lab: LabFixture, test_users: tuple[str, ...],
                                          procs: list[subprocess.Popen[str]]) -> None:
     lab = shared_lab

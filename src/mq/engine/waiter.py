@@ -123,6 +123,12 @@ class Waiter:
         self.engine.lab.audit("ticket-lost", target=self.own.ticket.target, key=self.own.ticket.key)
         raise NotAcquiredError(self.own.ticket.target, "its place in the queue was removed")
 
+    def _take_nudge(self) -> None:
+        """SIGUSR1 from ``sem -cancel`` was seen: look for this ticket's cancel mark."""
+        if GUARD.nudged:
+            GUARD.nudged = False
+            self._check_cancel()
+
     def _check_cancel(self) -> None:
         if os.path.exists(os.path.join(self.engine.lab.queue_dir, self.own.cancel_name)):
             self.engine.lab.audit("cancel", target=self.own.ticket.target, key=self.own.ticket.key)
@@ -216,11 +222,12 @@ class Waiter:
                 raise NotAcquiredError(self.own.ticket.target)
             sleep = _shortest(self._until_expiry(head), None if self.deadline is None else self.deadline - now,
                               self.hooks.on_tick() if self.hooks.on_tick else None)
+            # A cancel's nudge that came before this sleep (its wake-up byte already drained
+            # by a safe point) must not be left for after it: the sleep may be endless.
+            self._take_nudge()
             events, ready = self._sleep(head, sleep)
             GUARD.check()  # safe point: nothing is half done here
-            if GUARD.nudged:
-                GUARD.nudged = False
-                self._check_cancel()
+            self._take_nudge()
             bell = self.engine.doorbell()
             walk = not events and not ready  # a timeout: an expiry or the deadline
             if bell.fileno() in ready:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-import mq.engine.job
+import mq.engine.boot
 import mq.errors
 import mq.transport.base  # registers the client-side kinds too
 from mq.engine import errors, protocol
@@ -24,7 +24,7 @@ SAMPLES: list[errors.EngineError] = [
     errors.DiskError("/var/cache/machinelocks/b1.lock", "disk full creating lock"),
     errors.Interrupted(15),
     errors.ProtocolMismatch("mq protocol mismatch"),
-    mq.engine.job.BootError("cannot start the boot command 'x'"),
+    mq.engine.boot.BootError("cannot start the boot command 'x'"),
 ]
 
 

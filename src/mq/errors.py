@@ -19,6 +19,7 @@ from .engine.errors import (
     BadInputError,
     DiskError,
     EngineError,
+    ExitCode,
     Interrupted,
     InventoryError,
     LockDirError,
@@ -32,7 +33,7 @@ MqError = EngineError
 __all__ = [
     "EXIT_ALREADY_HELD", "EXIT_BAD_INPUT", "EXIT_CONFIG", "EXIT_DISK", "EXIT_HOST", "EXIT_LOCKDIR",
     "EXIT_NOT_ACQUIRED", "EXIT_NOT_HOLDER", "EXIT_OK", "EXIT_SSH", "EXIT_UNKNOWN_TARGET", "EXIT_USAGE",
-    "AlreadyHeldError", "BadInputError", "ConfigError", "DiskError", "EngineError", "Interrupted",
+    "AlreadyHeldError", "BadInputError", "ConfigError", "DiskError", "EngineError", "ExitCode", "Interrupted",
     "InventoryError", "LockDirError", "MqError", "NotAcquiredError", "NotHolderError", "UnknownTargetError",
     "UsageError",
 ]

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Iterator
 
-from .engine.runner import DETACH, EOF, RELEASE, STDIN, Command
+from .engine.run_host import DETACH, EOF, RELEASE, STDIN, Command
 
 CTRL_D, CTRL_RIGHT_BRACKET = 0x04, 0x1D
 

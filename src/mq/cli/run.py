@@ -6,10 +6,9 @@ from typing import Optional
 
 import typer
 
-from .. import inventory_cache, render
-from ..engine.boardlock import NO_KEY
-from ..runjob import RunOptions, run
-from .state import open_from
+from .. import render
+from ..engine.names import NO_KEY
+from .state import complete_names, open_from
 
 OUTCOME_TEXT = {
     "completed": "completion text found",
@@ -22,7 +21,7 @@ OUTCOME_TEXT = {
 
 def run_command(
     ctx: typer.Context,
-    system: str = typer.Option(..., "-s", help="System or pool to run on.", autocompletion=inventory_cache.names),
+    system: str = typer.Option(..., "-s", help="System or pool to run on.", autocompletion=complete_names),
     completion: Optional[str] = typer.Option(None, "-c", help="Completion text (regular expression): success."),
     error: Optional[str] = typer.Option(None, "-e", help="Error text (regular expression): failure."),
     timeout: float = typer.Option(-1, "-d", help="Seconds without the completion text before failing (-1: none)."),
@@ -39,6 +38,8 @@ def run_command(
     retries: int = typer.Option(-1, "-t", help="Retry periods: -1 forever, 0 one try."),
 ) -> None:
     """Lock, boot, stream the console until the completion text, power off, release."""
+    from ..run_client import RunOptions, run  # here, not at import: only `mq run` needs it
+
     lab = open_from(ctx)
     result = run(lab, RunOptions(target=system, completion=completion, error=error, timeout=timeout, log=log,
                                  key=key, held=held, reserve=reserve, interactive=interactive, linux=linux, dtb=dtb,

@@ -16,15 +16,33 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
-from . import errors, fsutil, job, protocol, runner
-from .inventory import Inventory, load_inventory
-from .labdir import user_name
+from . import errors, fsutil, protocol, run_host
+from .interface import EngineFactory, LockEngine
+from .inventory import load_inventory
+from .jobdir import JobDir
+from .labpaths import user_name
+from .names import NO_KEY
+from .results import BoardState, Grant, Released
 from .semaphore import Engine
 from .signals import GUARD
 
 ClientGone = errors.ClientGone
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+OPERATIONS: Dict[str, Callable[..., Any]] = {}  # request name -> Agent method, collected at import
+
+
+def operation(name: str) -> Callable[[Handler], Handler]:
+    """Register an ``Agent`` method as the handler of request ``name``; its parameters are
+    the request's arguments (a request with others is a bad request)."""
+
+    def register(handler: Handler) -> Handler:
+        OPERATIONS[name] = handler
+        return handler
+
+    return register
 
 
 class LineChannel:
@@ -82,9 +100,10 @@ class RemoteJobIO:
             op = message.get("op")
             if op == "abort":
                 raise errors.Interrupted(int(message.get("signum", signal.SIGINT)))
-            if op == runner.STDIN:
-                commands.append((runner.STDIN, channel.read_exact(int(message.get("n", 0)), self.agent.silence)))
-            elif op in (runner.DETACH, runner.RELEASE, runner.EOF):
+            if op == run_host.STDIN:
+                commands.append((run_host.STDIN, channel.read_exact(int(message.get("n", 0)),
+                                                                    self.agent.silence)))
+            elif op in (run_host.DETACH, run_host.RELEASE, run_host.EOF):
                 commands.append((str(op), b""))
         if channel.eof:
             raise ClientGone("client closed the connection")
@@ -95,8 +114,12 @@ class RemoteJobIO:
 
 
 class Agent:
-    def __init__(self, base: str, lab: Optional[str], out_fd: int, in_fd: int = 0) -> None:
+    """Serves one client: its requests go to the engine ``open_engine`` makes for the lab."""
+
+    def __init__(self, base: str, lab: Optional[str], out_fd: int, in_fd: int = 0,
+                 open_engine: EngineFactory = Engine) -> None:
         self.base = base
+        self.open_engine = open_engine
         self.lab_path = lab or os.path.join(base, "lab.toml")
         self.out_fd = out_fd
         self.channel = LineChannel(in_fd)
@@ -104,11 +127,10 @@ class Agent:
         self._unconfirmed: Optional[Dict[str, Any]] = None  # a wait's grant sent, not yet acknowledged
         self.silence = 45.0  # a client silent this long is gone
         self.last_heard = time.monotonic()
-        self._engine: Optional[Engine] = None
-        self._inventory: Optional[Inventory] = None
+        self._engine: Optional[LockEngine] = None
         self._current_id: Any = None
         self._last_sent = time.monotonic()
-        self._job: Optional[job.JobDir] = None
+        self._job: Optional[JobDir] = None
 
     # -- plumbing ----------------------------------------------------------------
     def send(self, message: Dict[str, Any], payload: bytes = b"") -> None:
@@ -150,11 +172,10 @@ class Agent:
         if self.channel.eof:
             raise ClientGone("client closed the connection")
 
-    def engine(self) -> Engine:
+    def engine(self) -> LockEngine:
         if self._engine is None:
             self._check_base()
-            self._inventory = load_inventory(self.lab_path)
-            self._engine = Engine(self.base, self._inventory)
+            self._engine = self.open_engine(self.base, load_inventory(self.lab_path))
         return self._engine
 
     def _check_base(self) -> None:
@@ -172,37 +193,61 @@ class Agent:
 
     # -- requests ----------------------------------------------------------------
     def dispatch(self, op: str, args: Dict[str, Any]) -> Any:
-        handlers: Dict[str, Callable[..., Any]] = {
-            "hello": self._hello, "inventory": self._inventory_op, "wait": self._wait,
-            "signal": lambda **a: self.engine().signal(**a), "info": lambda **a: self.engine().info(**a),
-            "cancel": lambda **a: self.engine().cancel(**a), "dumpall": lambda **a: self.engine().dumpall(**a),
-            "job_open": self._job_open, "upload": self._upload, "job_run": self._job_run,
-            "undo_grant": lambda **a: self.engine().undo_grant(**a),
-        }
-        if op not in handlers:
+        handler = OPERATIONS.get(op)
+        if handler is None:
             raise errors.BadInputError(f"unknown request '{errors.safe_text(op)}'")
-        return protocol.to_wire(handlers[op](**args))
+        return protocol.to_wire(handler(self, **args))
 
+    @operation("hello")
     def _hello(self, protocol_version: int, keepalive: float = 15.0, count: int = 3) -> Dict[str, Any]:
         if protocol_version != protocol.PROTOCOL:
             raise errors.ProtocolMismatch(f"mq protocol mismatch: client speaks {protocol_version}, "
                                           f"host engine speaks {protocol.PROTOCOL}")
         self.keepalive = max(1.0, float(keepalive))
         self.silence = self.keepalive * max(1, int(count))  # ServerAliveInterval x ServerAliveCountMax
-        return {"protocol": protocol.PROTOCOL, "user": self.engine().lab.user, "host": socket.gethostname(),
+        return {"protocol": protocol.PROTOCOL, "user": self.engine().user, "host": socket.gethostname(),
                 "pid": os.getpid(), "python": list(sys.version_info[:3])}
 
+    @operation("inventory")
     def _inventory_op(self) -> Dict[str, Any]:
-        self.engine()
-        assert self._inventory is not None
-        inv = self._inventory
+        inv = self.engine().inventory
         return {"path": inv.path, "systems": [protocol.to_wire(s) for s in inv.systems.values()],
                 "pools": [protocol.to_wire(p) for p in inv.pools.values()]}
 
+    @operation("wait")
+    def _wait(self, name: str, key: str = NO_KEY, timeout: int = 0, budget: Optional[float] = None,
+              session: bool = False, boards: Optional[Sequence[str]] = None) -> Grant:
+        if self.channel.fd < 0:  # in-process (local transport): signals interrupt the wait
+            return self.engine().wait(name, key, timeout, budget, session=session, boards=boards)
+        return self.engine().wait(name, key, timeout, budget, extra_fds=[self.channel.fd], on_extra=self._on_input,
+                                  on_tick=self._tick, session=session, boards=boards)
+
+    @operation("cancel")
+    def _cancel(self, name: str, key: str = NO_KEY) -> int:
+        return self.engine().cancel(name, key)
+
+    @operation("undo_grant")
+    def _undo_grant(self, board: str, key: str, grant: int, reason: str = "interrupted") -> bool:
+        return self.engine().undo_grant(board, key, grant, reason)
+
+    @operation("signal")
+    def _signal(self, name: str, key: str = NO_KEY, force: bool = False) -> List[Released]:
+        return self.engine().signal(name, key, force)
+
+    @operation("info")
+    def _info(self, name: str) -> List[BoardState]:
+        return self.engine().info(name)
+
+    @operation("dumpall")
+    def _dumpall(self, order: str = "inventory") -> List[BoardState]:
+        return self.engine().dumpall(order)
+
+    @operation("job_open")
     def _job_open(self) -> Dict[str, Any]:
-        self._job = job.JobDir()
+        self._job = JobDir()
         return {"dir": self._job.path}
 
+    @operation("upload")
     def _upload(self, name: str, size: int) -> str:
         """Raw bytes follow the request line; stored in the job's private directory."""
         if self._job is None:
@@ -222,16 +267,11 @@ class Agent:
             os.close(fd)
         return path
 
+    @operation("job_run")
     def _job_run(self, **args: Any) -> Dict[str, Any]:
-        spec = runner.JobSpec(**args)
+        spec = run_host.JobSpec(**args)
         job_dir, self._job = self._job, None
-        return runner.run_job(self.engine(), spec, RemoteJobIO(self), job_dir)
-
-    def _wait(self, **args: Any) -> Any:
-        if self.channel.fd < 0:  # in-process (local transport): signals interrupt the wait
-            return self.engine().wait(**args)
-        return self.engine().wait(extra_fds=[self.channel.fd], on_extra=self._on_input, on_tick=self._tick,
-                                  **args)
+        return run_host.run_job(self.engine(), spec, RemoteJobIO(self), job_dir)
 
     def _tick(self) -> float:
         """During a wait: give up on a silent client, tell the client we are alive."""
@@ -249,7 +289,7 @@ class Agent:
     def _gone(why: str) -> int:
         """The client went away: say so on stderr and exit with a status it can recognise."""
         sys.stderr.write(f"mq agent: {why}\n")
-        return errors.AGENT_CLIENT_GONE
+        return errors.ExitCode.AGENT_CLIENT_GONE
 
     def serve(self) -> int:
         try:
@@ -296,7 +336,7 @@ class Agent:
                 except TypeError as exc:
                     self.send({"id": self._current_id, "ok": False,
                                "error": {"type": "BadInputError", "message": f"bad request: {exc}",
-                                         "exit_code": errors.EXIT_BAD_INPUT}})
+                                         "exit_code": errors.ExitCode.BAD_INPUT}})
                 else:
                     if op == "wait" and isinstance(result, dict):
                         self._unconfirmed = {"id": self._current_id, "board": result.get("board"),
@@ -310,7 +350,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 1:
         sys.stderr.write("usage: agent BASE [LAB]\n")
-        return errors.EXIT_USAGE
+        return errors.ExitCode.USAGE
     out_fd = os.dup(1)
     os.set_blocking(out_fd, False)  # see Agent.send
     os.dup2(2, 1)  # stray prints go to stderr, never into the protocol stream

@@ -12,51 +12,15 @@ from __future__ import annotations
 import os
 import stat
 import time
-from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from . import libc
 from .fsutil import create_exclusive, read_small, unlink_quiet, write_atomic
-from .labdir import user_name
+from .labpaths import user_name
+from .names import NO_KEY
+from .results import Holder
 
-NO_KEY = "0"
 LOCK_MODE = 0o444
-
-
-@dataclass(frozen=True)
-class Holder:
-    """Who holds a board's lock, read from the lock file itself."""
-
-    board: str
-    uid: int
-    user: str
-    since_ns: int
-    timeout: Optional[int]  # None: content unreadable or malformed
-    key: Optional[str]  # None: no readable key file
-    dev: int
-    ino: int
-    kind: str  # "file", or what was planted: "symlink", "fifo", "socket", "directory", "other"
-    grant: Optional[int] = None
-    pool: str = ""
-    session: str = ""  # a lock taken by ``mq run``: "live" while its process lives, then "dead"
-
-    def same_file(self, st: os.stat_result) -> bool:
-        """The lock file this holder was read from (not a successor reusing its inode)."""
-        return (st.st_dev, st.st_ino, st.st_uid, st.st_mtime_ns) == (self.dev, self.ino, self.uid, self.since_ns)
-
-    def expired(self, now: float) -> bool:
-        """True once a ``-T`` timeout has passed; a lock dated in the future is fresh."""
-        if self.kind != "file" or not self.timeout:
-            return False
-        return now - self.since_ns / 1e9 > self.timeout
-
-    def expires_at(self) -> Optional[float]:
-        if self.kind != "file" or not self.timeout:
-            return None
-        return self.since_ns / 1e9 + self.timeout
-
-    @property
-    def shown_key(self) -> str:
-        return NO_KEY if self.key is None else self.key
 
 
 def lock_path(base: str, board: str) -> str:
@@ -110,14 +74,6 @@ def _read_key(base: str, board: str, holder_uid: int) -> Optional[str]:
         return None
     text = read_small(path)
     return text.rstrip("\n") if text is not None else None
-
-
-def is_free(base: str, board: str) -> bool:
-    try:
-        os.lstat(lock_path(base, board))
-    except FileNotFoundError:
-        return True
-    return False
 
 
 def try_create(base: str, board: str, timeout: int) -> Optional[os.stat_result]:
@@ -192,14 +148,11 @@ def put_back(aside: str, path: str) -> None:
 
 def rename_noreplace(src: str, dst: str) -> bool:
     """renameat2(RENAME_NOREPLACE) where the kernel and libc have it."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        at_fdcwd, noreplace = -100, 1
-        return int(libc.renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), noreplace)) == 0
-    except (OSError, AttributeError):
+    renameat2 = libc.function("renameat2")
+    if renameat2 is None:
         return False
+    at_fdcwd, noreplace = -100, 1
+    return int(renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), noreplace)) == 0
 
 
 def drop_key(base: str, board: str, expected: Optional[str]) -> None:
@@ -235,3 +188,7 @@ def availability(base: str, board: str, now: float) -> Tuple[bool, Optional[floa
         return False, None
     expires = st.st_mtime_ns / 1e9 + timeout
     return now > expires, expires
+
+
+__all__ = ["LOCK_MODE", "NO_KEY", "Holder", "availability", "drop_key", "key_path", "lock_path", "put_back",
+           "read_holder", "remove_checked", "rename_noreplace", "try_create", "write_key"]

@@ -6,24 +6,48 @@ live here rather than in ``mq.errors`` (which re-exports them).
 
 from __future__ import annotations
 
+import enum
 import re
 import signal
 from typing import Any, ClassVar, Dict, Sequence, Tuple, Type
 
-# Named exit codes, documented in README.md ("Exit codes").
-EXIT_OK = 0
-EXIT_UNKNOWN_TARGET = 1
-EXIT_NOT_ACQUIRED = 2
-EXIT_NOT_HOLDER = 3
-EXIT_ALREADY_HELD = 4
-EXIT_BAD_INPUT = 5
-EXIT_CONFIG = 6
-EXIT_LOCKDIR = 7
-EXIT_DISK = 8
-EXIT_SSH = 9
-EXIT_HOST = 10
-EXIT_USAGE = 64
-AGENT_CLIENT_GONE = 75  # the host agent's own exit status when its client went silent or away
+
+class ExitCode(enum.IntEnum):
+    """Every exit status ``mq`` and its host agent use, documented in README.md ("Exit codes")."""
+
+    OK = 0
+    UNKNOWN_TARGET = 1
+    NOT_ACQUIRED = 2
+    NOT_HOLDER = 3
+    ALREADY_HELD = 4
+    BAD_INPUT = 5
+    CONFIG = 6
+    LOCKDIR = 7
+    DISK = 8
+    SSH = 9
+    HOST = 10
+    RUN_ERROR_TEXT = 11  # run: the error text (-e) appeared
+    RUN_TIMED_OUT = 12  # run: no completion text within -d
+    RUN_CONSOLE_ENDED = 13  # run: the console ended before the completion text
+    BOOT_FAILED = 14  # run: the boot command could not be started
+    USAGE = 64  # EX_USAGE
+    INTERNAL = 70  # EX_SOFTWARE: an unexpected error
+    AGENT_CLIENT_GONE = 75  # the host agent's own status when its client went silent or away
+    SIGNALLED = 128  # ended by signal N: 128 + N
+    INTERRUPTED = 130  # 128 + SIGINT (Ctrl+C)
+    BROKEN_PIPE = 141  # 128 + SIGPIPE (the reader of stdout went away)
+
+    @classmethod
+    def for_signal(cls, signum: int) -> int:
+        """The status of a command ended by signal ``signum``."""
+        return cls.SIGNALLED + signum
+
+
+# The same codes under their earlier names.
+EXIT_OK, EXIT_UNKNOWN_TARGET, EXIT_NOT_ACQUIRED = ExitCode.OK, ExitCode.UNKNOWN_TARGET, ExitCode.NOT_ACQUIRED
+EXIT_NOT_HOLDER, EXIT_ALREADY_HELD, EXIT_BAD_INPUT = ExitCode.NOT_HOLDER, ExitCode.ALREADY_HELD, ExitCode.BAD_INPUT
+EXIT_CONFIG, EXIT_LOCKDIR, EXIT_DISK, EXIT_SSH = ExitCode.CONFIG, ExitCode.LOCKDIR, ExitCode.DISK, ExitCode.SSH
+EXIT_HOST, EXIT_USAGE, AGENT_CLIENT_GONE = ExitCode.HOST, ExitCode.USAGE, ExitCode.AGENT_CLIENT_GONE
 
 
 # Characters that could break a line or fool a terminal: C0/C1 controls, DEL, line and
@@ -46,7 +70,7 @@ class EngineError(Exception):
     names; ``rebuild`` makes the same class on the other side.
     """
 
-    exit_code = EXIT_UNKNOWN_TARGET
+    exit_code: int = ExitCode.UNKNOWN_TARGET
     wire_fields: ClassVar[Tuple[str, ...]] = ("message",)
     kinds: ClassVar[Dict[str, Type[EngineError]]] = {}
 
@@ -74,7 +98,7 @@ class EngineError(Exception):
 class InventoryError(EngineError):
     """The lab inventory (lab.toml) is missing or wrong; names the file and key."""
 
-    exit_code = EXIT_CONFIG
+    exit_code = ExitCode.CONFIG
     wire_fields = ("path", "key", "detail")
 
     def __init__(self, path: str, key: str, detail: str) -> None:
@@ -87,7 +111,7 @@ class InventoryError(EngineError):
 class UnknownTargetError(EngineError):
     """A name that is neither a system nor a pool of the inventory."""
 
-    exit_code = EXIT_UNKNOWN_TARGET
+    exit_code = ExitCode.UNKNOWN_TARGET
     wire_fields = ("name", "systems", "pools")
 
     def __init__(self, name: str, systems: Sequence[str], pools: Sequence[str]) -> None:
@@ -103,13 +127,13 @@ class UnknownTargetError(EngineError):
 class BadInputError(EngineError):
     """A key or other argument that fails the strict input checks."""
 
-    exit_code = EXIT_BAD_INPUT
+    exit_code = ExitCode.BAD_INPUT
 
 
 class NotAcquiredError(EngineError):
     """The wait budget ran out, or the wait was cancelled (mq.sh exit 2)."""
 
-    exit_code = EXIT_NOT_ACQUIRED
+    exit_code = ExitCode.NOT_ACQUIRED
     wire_fields = ("name", "reason")
 
     def __init__(self, name: str, reason: str = "") -> None:
@@ -125,7 +149,7 @@ class NotHolderError(EngineError):
     ``wrong-key``, or ``changed`` (it changed hands while releasing).
     """
 
-    exit_code = EXIT_NOT_HOLDER
+    exit_code = ExitCode.NOT_HOLDER
     wire_fields = ("name", "message", "why")
     NOT_HELD, WRONG_KEY, CHANGED = "not-held", "wrong-key", "changed"
 
@@ -138,7 +162,7 @@ class NotHolderError(EngineError):
 class AlreadyHeldError(EngineError):
     """The caller already holds the lock with no key or the same key."""
 
-    exit_code = EXIT_ALREADY_HELD
+    exit_code = ExitCode.ALREADY_HELD
     wire_fields = ("name", "held_key", "asked_key")
 
     def __init__(self, name: str, held_key: str = "0", asked_key: str = "0") -> None:
@@ -154,7 +178,7 @@ class AlreadyHeldError(EngineError):
 class LockDirError(EngineError):
     """The lock directory is missing, not writable, or an operation was denied."""
 
-    exit_code = EXIT_LOCKDIR
+    exit_code = ExitCode.LOCKDIR
     wire_fields = ("path", "detail")
 
     def __init__(self, path: str, detail: str) -> None:
@@ -166,7 +190,7 @@ class LockDirError(EngineError):
 class DiskError(EngineError):
     """Disk or inodes full, or another I/O error; nothing was left half-written."""
 
-    exit_code = EXIT_DISK
+    exit_code = ExitCode.DISK
     wire_fields = ("path", "detail")
 
     def __init__(self, path: str, detail: str) -> None:
@@ -188,13 +212,13 @@ class Interrupted(EngineError):
         super().__init__(f"mq: interrupted by {name}; nothing left held or queued")
         self.signame = name
         self.signum = signum
-        self.exit_code = 128 + signum
+        self.exit_code = ExitCode.for_signal(signum)
 
 
 class ProtocolMismatch(EngineError):
     """The client and the host engine speak different protocol versions."""
 
-    exit_code = EXIT_HOST
+    exit_code = ExitCode.HOST
 
 
 class ClientGone(EngineError):

@@ -10,6 +10,7 @@ from .errors import BadInputError
 # valid_name() (fullmatch): ``$`` alone would also accept a trailing newline.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 MAX_KEY = 256
+NO_KEY = "0"  # the key of a lock taken without -k
 
 
 def valid_name(name: str) -> bool:

@@ -8,12 +8,15 @@ Where inotify is missing (a non-Linux host) ``PollWatcher`` re-checks every
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import os
 import select
 import struct
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+
+from . import libc
+
+if TYPE_CHECKING:
+    import ctypes
 
 IN_MODIFY = 0x00000002
 IN_ATTRIB = 0x00000004
@@ -37,26 +40,15 @@ _HEADER = struct.Struct("iIII")
 Event = Tuple[str, int, str]  # (watched directory, mask, file name)
 
 
-def _load_libc() -> Optional[ctypes.CDLL]:
-    """libc's inotify functions, from the running process (no ctypes.util: it is slow to import)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.inotify_init1  # noqa: B018 - probe for the symbol
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
 class InotifyWatcher:
     """Watches directories (and single files); ``wait`` returns their events."""
 
-    def __init__(self, libc: ctypes.CDLL, dirs: Dict[str, int]) -> None:
-        fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+    def __init__(self, lib: ctypes.CDLL, dirs: Dict[str, int]) -> None:
+        fd = lib.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
+            raise libc.last_error()
         self.fd: int = fd
-        self._libc = libc
+        self._libc = lib
         self._paths: Dict[int, str] = {}
         try:
             for path, mask in dirs.items():
@@ -69,10 +61,7 @@ class InotifyWatcher:
         """Watch one more path (a file watch ends by itself when the file is deleted)."""
         wd = self._libc.inotify_add_watch(self.fd, os.fsencode(path), mask | IN_DONT_FOLLOW)
         if wd < 0:
-            err = ctypes.get_errno()
-            if err == errno.ENOENT:
-                raise FileNotFoundError(err, os.strerror(err), path)
-            raise OSError(err, os.strerror(err), path)
+            raise libc.last_error(path)  # FileNotFoundError when the path is gone
         self._paths[wd] = path
 
     def keep(self, wanted: Dict[str, int]) -> bool:
@@ -150,14 +139,12 @@ class PollWatcher:
         pass
 
 
-_LIBC = _load_libc()
-
-
 def watch(dirs: Dict[str, int]) -> InotifyWatcher | PollWatcher:
     """A watcher for ``{directory: mask}``; inotify when the kernel offers it."""
-    if _LIBC is not None and os.environ.get("MQ_NO_INOTIFY") != "1":
+    lib = libc.load() if libc.function("inotify_init1") is not None else None
+    if lib is not None and os.environ.get("MQ_NO_INOTIFY") != "1":
         try:
-            return InotifyWatcher(_LIBC, dirs)
+            return InotifyWatcher(lib, dirs)
         except OSError:
             pass
     return PollWatcher(dirs)

@@ -15,8 +15,7 @@ import json
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import errors
-from .boardlock import Holder
-from .queue import Ticket
+from .results import Holder, Ticket
 
 PROTOCOL = 1
 

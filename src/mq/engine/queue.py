@@ -21,34 +21,15 @@ import os
 import signal
 import socket
 import time
-from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .fsutil import create_exclusive, os_error, read_small, unlink_quiet
+from .fsutil import create_exclusive, flock_held, os_error, read_small, unlink_quiet
 from .labdir import LabDir
+from .results import Ticket
 from .signals import GUARD
 
 PREFIX = "T"
 CANCEL_SUFFIX = ".cancel"
-
-
-@dataclass(frozen=True)
-class Ticket:
-    name: str
-    seq: int
-    uid: int
-    user: str
-    pid: int
-    host: str
-    key: str
-    target: str
-    boards: Tuple[str, ...]
-    created: float
-    nudge: bool = False  # the owner takes SIGUSR1 as "look at your ticket"
-
-    @property
-    def path_name(self) -> str:
-        return self.name
 
 
 def ticket_name(seq: int, pid: int) -> str:
@@ -91,7 +72,7 @@ class Queue:
 
     def enqueue(self, target: str, boards: Sequence[str], key: str) -> OwnTicket:
         """Append a ticket (call with the lab mutex held, so arrival order is total)."""
-        seq = self.lab.next_number("seq")
+        seq = self.lab.counters.next_number("seq")
         pid = os.getpid()
         ticket = Ticket(name=ticket_name(seq, pid), seq=seq, uid=self.lab.uid, user=self.lab.user, pid=pid,
                         host=socket.gethostname(), key=key, target=target, boards=tuple(boards),
@@ -157,22 +138,7 @@ class Queue:
 
     def is_alive(self, ticket: Ticket) -> bool:
         """A ticket is alive while its owner holds its flock (the kernel drops it on death)."""
-        path = os.path.join(self.lab.queue_dir, ticket.name)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        except OSError:
-            return True  # cannot check: assume alive rather than skip a real waiter
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return bool(flock_held(os.path.join(self.lab.queue_dir, ticket.name)))
 
     def clear_dead(self, ticket: Ticket) -> bool:
         """Remove a dead ticket (mutex held); True if it was dead and is gone."""
@@ -243,3 +209,6 @@ def walk_queue(tickets: Sequence[Ticket], me: str, available: Callable[[str], bo
             continue
         state[choice] = False
     return None, dead
+
+
+__all__ = ["CANCEL_SUFFIX", "PREFIX", "OwnTicket", "Queue", "Ticket", "parse_seq", "ticket_name", "walk_queue"]

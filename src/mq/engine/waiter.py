@@ -24,15 +24,15 @@ import os
 import select
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 from . import boardlock, notify
+from .doorbell import Doorbell
 from .errors import LockDirError, NotAcquiredError
-from .queue import OwnTicket, Ticket, walk_queue
+from .labdir import LabDir
+from .queue import OwnTicket, Queue, Ticket, walk_queue
+from .results import Grant
 from .signals import GUARD
-
-if TYPE_CHECKING:
-    from .semaphore import Engine, Grant
 
 LOCK_EVENTS = notify.IN_ATTRIB | notify.IN_MOVE_SELF | notify.IN_DELETE_SELF
 SESSION_EVENTS = notify.IN_CLOSE_WRITE
@@ -48,15 +48,38 @@ class Hooks:
     on_tick: Optional[Callable[[], Optional[float]]] = None
 
 
+class WaitSite(Protocol):
+    """What a waiter needs from the engine it waits in (``grant.Granter``)."""
+
+    @property
+    def lab(self) -> LabDir: ...
+
+    @property
+    def queue(self) -> Queue: ...
+
+    def available(self, board: str) -> bool:
+        """The board can be taken now (free, or its lock may be reclaimed)."""
+        ...
+
+    def clear_dead(self, ticket: Ticket) -> None: ...
+
+    def doorbell(self) -> Doorbell: ...
+
+    def watcher(self) -> notify.InotifyWatcher | notify.PollWatcher: ...
+
+
+Take = Callable[[Optional[Callable[[Ticket], bool]]], Optional[Grant]]
+
+
 def _shortest(*delays: Optional[float]) -> Optional[float]:
     present = [max(0.0, d) for d in delays if d is not None]
     return min(present) if present else None
 
 
 class Waiter:
-    def __init__(self, engine: Engine, own: OwnTicket, take: Callable[[Optional[Callable[[Ticket], bool]]],
-                 Optional[Grant]], deadline: Optional[float], hooks: Hooks) -> None:
-        self.engine = engine
+    def __init__(self, site: WaitSite, own: OwnTicket, take: Take, deadline: Optional[float],
+                 hooks: Hooks) -> None:
+        self.site = site
         self.own = own
         self.take = take
         self.deadline = deadline
@@ -72,14 +95,14 @@ class Waiter:
     def alive(self, ticket: Ticket) -> bool:
         if ticket.name in self._alive:
             return True
-        if self.engine.queue.is_alive(ticket):
+        if self.site.queue.is_alive(ticket):
             self._alive.add(ticket.name)
             return True
         return False
 
     def evaluate(self) -> Optional[Grant]:
         """Refresh ``ahead`` and try for a board in arrival order."""
-        tickets = self.engine.queue.tickets()
+        tickets = self.site.queue.tickets()
         if not any(t.name == self.own.ticket.name for t in tickets):
             self._lost_place()
         mine = set(self.boards)
@@ -91,10 +114,10 @@ class Waiter:
                 if self.alive(ticket):
                     ahead[ticket.name] = ticket.boards
                 else:
-                    self.engine.clear_dead(ticket)
+                    self.site.clear_dead(ticket)
         self.ahead = ahead
-        choice, _ = walk_queue(tickets, self.own.ticket.name, self.engine.available, self.alive,
-                               self.engine.lab.base)
+        choice, _ = walk_queue(tickets, self.own.ticket.name, self.site.available, self.alive,
+                               self.site.lab.base)
         if choice is None:
             return None
         return self.take(self.alive)
@@ -113,14 +136,14 @@ class Waiter:
         return [b for b in self.boards if b not in covered]
 
     def _any_available(self) -> bool:
-        return any(self.engine.available(b) for b in self.boards)
+        return any(self.site.available(b) for b in self.boards)
 
     def _lost_place(self) -> None:
         """Our ticket is gone from the queue (removed by hand, or the lab directory itself)."""
-        base = self.engine.lab.base
+        base = self.site.lab.base
         if not os.path.isdir(base):
             raise LockDirError(base, "the lock directory disappeared while waiting")
-        self.engine.lab.audit("ticket-lost", target=self.own.ticket.target, key=self.own.ticket.key)
+        self.site.lab.audit.record("ticket-lost", target=self.own.ticket.target, key=self.own.ticket.key)
         raise NotAcquiredError(self.own.ticket.target, "its place in the queue was removed")
 
     def _take_nudge(self) -> None:
@@ -130,32 +153,32 @@ class Waiter:
             self._check_cancel()
 
     def _check_cancel(self) -> None:
-        if os.path.exists(os.path.join(self.engine.lab.queue_dir, self.own.cancel_name)):
-            self.engine.lab.audit("cancel", target=self.own.ticket.target, key=self.own.ticket.key)
+        if os.path.exists(os.path.join(self.site.lab.queue_dir, self.own.cancel_name)):
+            self.site.lab.audit.record("cancel", target=self.own.ticket.target, key=self.own.ticket.key)
             raise NotAcquiredError(self.own.ticket.target, "wait cancelled")
 
     def _arm(self, head: List[str]) -> bool:
         """Doorbells on the tickets ahead; at the head, inotify on just the lock (and ``run``
         session) files of the boards it waits for. True if the caller must look again."""
-        bell = self.engine.doorbell()
+        bell = self.site.doorbell()
         for name in set(self._nearest().values()):
-            bell.watch(os.path.join(self.engine.lab.queue_dir, name), name)
+            bell.watch(os.path.join(self.site.lab.queue_dir, name), name)
         if not head:
             if self._watcher is not None:
                 self._watcher.keep({self.own.path: OWN_EVENTS})
             return False
         newly = False
         if self._watcher is None:  # (its queued events were just dropped: look again)
-            self._watcher = self.engine.watcher()
+            self._watcher = self.site.watcher()
             newly = True
         wanted = {self.own.path: OWN_EVENTS}
         for board in head:
-            lock = boardlock.lock_path(self.engine.lab.base, board)
+            lock = boardlock.lock_path(self.site.lab.base, board)
             if not os.path.lexists(lock):
                 newly = True  # freed since the walk: nothing to watch, look again
                 continue
             wanted[lock] = LOCK_EVENTS
-            session = self.engine.lab.session_path(board)
+            session = self.site.lab.sessions.path(board)
             if os.path.lexists(session):
                 wanted[session] = SESSION_EVENTS
         self._watched = set(wanted) - {self.own.path}
@@ -184,14 +207,14 @@ class Waiter:
         now = time.time()
         soonest: Optional[float] = None
         for board in head:
-            _, expires = boardlock.availability(self.engine.lab.base, board, now)
+            _, expires = boardlock.availability(self.site.lab.base, board, now)
             if expires is not None and expires >= now:
                 delay = expires - now + 0.01
                 soonest = delay if soonest is None else min(soonest, delay)
         return soonest
 
     def _sleep(self, head: List[str], sleep: Optional[float]) -> Tuple[List[notify.Event], List[int]]:
-        fds = [self.engine.doorbell().fileno(), *self.hooks.extra_fds, *GUARD.wake_fds]
+        fds = [self.site.doorbell().fileno(), *self.hooks.extra_fds, *GUARD.wake_fds]
         watcher = self._watcher
         if watcher is not None and (head or isinstance(watcher, notify.InotifyWatcher)):
             return watcher.wait(sleep, fds)
@@ -203,7 +226,7 @@ class Waiter:
         grant = self.evaluate()
         if grant is not None:
             return grant
-        self.engine.doorbell().rung()  # bells of earlier waits
+        self.site.doorbell().rung()  # bells of earlier waits
         walk = False
         while True:
             GUARD.check()  # also a safe point when a look is repeated without sleeping
@@ -217,7 +240,7 @@ class Waiter:
                 continue
             now = time.monotonic()
             if self.deadline is not None and now >= self.deadline:
-                self.engine.lab.audit("timeout", target=self.own.ticket.target, key=self.own.ticket.key,
+                self.site.lab.audit.record("timeout", target=self.own.ticket.target, key=self.own.ticket.key,
                                       waited=round(now - started, 3))
                 raise NotAcquiredError(self.own.ticket.target)
             sleep = _shortest(self._until_expiry(head), None if self.deadline is None else self.deadline - now,
@@ -228,7 +251,7 @@ class Waiter:
             events, ready = self._sleep(head, sleep)
             GUARD.check()  # safe point: nothing is half done here
             self._take_nudge()
-            bell = self.engine.doorbell()
+            bell = self.site.doorbell()
             walk = not events and not ready  # a timeout: an expiry or the deadline
             if bell.fileno() in ready:
                 walk = self._departed(bell.rung()) or walk

@@ -1,5 +1,7 @@
 """``mq run`` on the client: check the request, upload the images, run and stream the job.
 
+The job itself runs on the lab host (``engine.run_host``).
+
 Everything that can be checked before locking is checked here, so a bad
 request never takes a board: the image count against the system's
 ``files``, ``-L`` and ``-b`` against ``pxe_linux`` and ``dtb``, and that every
@@ -16,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .console import ConsoleSink
-from .engine.boardlock import NO_KEY
+from .engine.boot import DETACHED, OUTCOME_EXIT, TIMED_OUT, TIMEOUT_MARKER, compile_pattern
+from .engine.errors import ExitCode
 from .engine.inventory import System
-from .engine.job import DETACHED, OUTCOME_EXIT, TIMED_OUT, TIMEOUT_MARKER, compile_pattern
+from .engine.names import NO_KEY
 from .errors import BadInputError, UsageError
 from .keyboard import Keyboard
 from .service import Lab, wait_budget
@@ -153,5 +156,5 @@ def _run(lab: Lab, opts: RunOptions, boards: list[str], sink: ConsoleSink, notif
     outcome = str(result["outcome"])
     if outcome == TIMED_OUT:  # after all the console (its events came before the result), on a line of its own
         sink.line(TIMEOUT_MARKER)
-    code = 0 if outcome == DETACHED else OUTCOME_EXIT.get(outcome, 1)
+    code = ExitCode.OK if outcome == DETACHED else OUTCOME_EXIT.get(outcome, 1)
     return RunResult(outcome=outcome, board=str(result["board"]), exit_code=code, notes=list(result["notes"]))

@@ -1,4 +1,4 @@
-"""A ``run`` job on the lab host: private image directory, boot command, console, power off.
+"""Booting a board for a ``run`` job on the lab host: boot command, console, power off.
 
 The system's ``boot`` template (from the inventory) is split with shell-word
 rules and its placeholders are replaced by whole arguments, so no shell ever
@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import fcntl
 import os
 import re
 import select
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .errors import BadInputError, EngineError, InventoryError
+from . import libc
+from .errors import BadInputError, EngineError, ExitCode, InventoryError
 from .inventory import System
 from .signals import GUARD
 
@@ -41,17 +39,18 @@ POWER_OFF_TIMEOUT = 60.0
 # Outcomes of a boot, each with its exit code (README "Exit codes").
 COMPLETED, ERROR_TEXT, TIMED_OUT, CONSOLE_ENDED, DETACHED = "completed", "error", "timeout", "console-ended", "detached"
 NO_DEADLINE = 10 * 365 * 86400.0  # a -d of ten years or more (inf included) is no deadline
-OUTCOME_EXIT = {COMPLETED: 0, ERROR_TEXT: 11, TIMED_OUT: 12, CONSOLE_ENDED: 13}
+OUTCOME_EXIT = {COMPLETED: ExitCode.OK, ERROR_TEXT: ExitCode.RUN_ERROR_TEXT, TIMED_OUT: ExitCode.RUN_TIMED_OUT,
+                CONSOLE_ENDED: ExitCode.RUN_CONSOLE_ENDED}
 # The client prints this line on stdout (and in -l) after a -d expiry, as the seL4 lab's
 # reboot scripts do: the seL4 CI reads it to classify the run.
 TIMEOUT_MARKER = "[[Timeout]]"
-EXIT_BOOT_FAILED = 14
+EXIT_BOOT_FAILED = ExitCode.BOOT_FAILED
 
 
 class BootError(EngineError):
     """The boot command could not be started."""
 
-    exit_code = EXIT_BOOT_FAILED
+    exit_code = ExitCode.BOOT_FAILED
 
 
 @dataclass
@@ -108,84 +107,9 @@ def compile_pattern(text: Optional[str], option: str) -> Optional[re.Pattern[str
 def _die_with_parent() -> None:
     """In the console's child: the kernel kills it if the job's process dies (kill -9 included)."""
     os.setsid()
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-class JobDir:
-    """A private directory for one job's images, removed when the job ends.
-
-    The job holds a flock on ``.owner`` inside it for as long as it lives, so a
-    directory left by a job whose process was killed (kill -9 of the host-side
-    engine) is recognised and swept when the next job of that user starts.
-    """
-
-    OWNER = ".owner"
-    ORPHAN_AGE = 600.0  # a directory without an owner file this old is a leftover, not one being made
-
-    def __init__(self) -> None:
-        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-                            "mq", "jobs")
-        os.makedirs(root, mode=0o700, exist_ok=True)
-        self.path = tempfile.mkdtemp(prefix="job-", dir=root)
-        self._owner: Optional[int] = os.open(os.path.join(self.path, self.OWNER),
-                                             os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                             0o600)
-        fcntl.flock(self._owner, fcntl.LOCK_EX)
-        self.swept = sweep_jobs(root, keep=self.path)
-
-    def place(self, name: str) -> str:
-        safe = os.path.basename(name).lstrip(".") or "image"
-        safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", safe)[:100]
-        path = os.path.join(self.path, safe)
-        stem, counter = path, 1
-        while os.path.exists(path):
-            counter += 1
-            path = f"{stem}.{counter}"
-        return path
-
-    def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-        if self._owner is not None:
-            os.close(self._owner)
-            self._owner = None
-
-
-def sweep_jobs(root: str, keep: str = "") -> List[str]:
-    """Remove the job directories under ``root`` whose job is gone; returns their names."""
-    swept: List[str] = []
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return swept
-    for name in names:
-        path = os.path.join(root, name)
-        if not name.startswith("job-") or path == keep:
-            continue
-        try:
-            fd = os.open(os.path.join(path, JobDir.OWNER), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            with contextlib.suppress(OSError):
-                if time.time() - os.lstat(path).st_mtime > JobDir.ORPHAN_AGE:
-                    shutil.rmtree(path, ignore_errors=True)
-                    swept.append(name)
-            continue
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            continue  # its job is alive
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-            swept.append(name)
-        finally:
-            os.close(fd)
-    return swept
+    prctl = libc.function("prctl")
+    if prctl is not None:
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 Emit = Callable[[bytes], None]

@@ -1,5 +1,9 @@
 """``mq run`` on the lab host: lock (or check) a board, boot it, watch its console, clean up.
 
+The client side is ``mq.run_client``; booting and the console are ``boot``,
+the uploaded images' directory ``jobdir``; the lock is taken and released
+through ``interface.LockEngine``.
+
 One call of ``run_job`` is one job. Whatever ends it (success, failure, the
 client gone, a signal), its ``finally`` stops the console, powers the board
 off, deletes the uploaded images and releases the lock the job took.
@@ -13,10 +17,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 
-from . import job
-from .boardlock import NO_KEY
+from . import boot
 from .errors import BadInputError, ClientGone, Interrupted
-from .semaphore import Engine
+from .interface import LockEngine
+from .jobdir import JobDir
+from .names import NO_KEY
 from .signals import GUARD
 
 # What the client side can ask for while a job runs (from the user's keyboard):
@@ -83,18 +88,18 @@ class _Keys:
         self.read(fd)
 
 
-def run_job(engine: Engine, spec: JobSpec, io: JobIO, job_dir: Optional[job.JobDir] = None) -> Dict[str, Any]:
+def run_job(engine: LockEngine, spec: JobSpec, io: JobIO, job_dir: Optional[JobDir] = None) -> Dict[str, Any]:
     """Run one job to its end; returns ``{"outcome", "board", "notes"}``."""
     keys = _Keys(io)
     why = "run ended"  # the audit log's reason for the release
     board = ""
     took = False
-    console: Optional[job.Console] = None
+    console: Optional[boot.Console] = None
     notes: List[str] = []
     env = _env(ENGINE_ROOT)
     try:  # from the top: an early error still removes the job's uploads
-        completion = job.compile_pattern(spec.completion, "-c")
-        error = job.compile_pattern(spec.error, "-e")
+        completion = boot.compile_pattern(spec.completion, "-c")
+        error = boot.compile_pattern(spec.error, "-e")
         if spec.mode == "run" and completion is None and not spec.interactive:
             raise BadInputError("mq run needs -c TEXT (or -r to reserve)")
         if spec.mode == "held":
@@ -106,15 +111,15 @@ def run_job(engine: Engine, spec: JobSpec, io: JobIO, job_dir: Optional[job.JobD
                 board, took = grant.board, True
         io.emit("board", board=board, grant=took)
         system = engine.inventory.systems[board]
-        images = job.Images(files=list(spec.files), dtb=spec.dtb, bitstream=spec.bitstream, linux=spec.linux)
+        images = boot.Images(files=list(spec.files), dtb=spec.dtb, bitstream=spec.bitstream, linux=spec.linux)
         if spec.mode == "reserve":
             _wait_for(keys, (RELEASE, DETACH))
-            outcome = job.DETACHED
+            outcome = boot.DETACHED
         else:
             if not system.boot:
                 raise BadInputError(f"system {board} has no boot command in the inventory (systems.{board}.boot)")
-            argv = job.expand(system.boot, system, images, f"systems.{board}.boot")
-            console = job.Console(argv, env)
+            argv = boot.expand(system.boot, system, images, f"systems.{board}.boot")
+            console = boot.Console(argv, env)
             outcome = _watch(console, spec, keys, completion, error)
         return {"outcome": outcome, "board": board, "notes": notes}
     except ClientGone as exc:
@@ -128,16 +133,16 @@ def run_job(engine: Engine, spec: JobSpec, io: JobIO, job_dir: Optional[job.JobD
             _clean_up(engine, spec, board, took, console, job_dir, env, notes, why)
 
 
-def _clean_up(engine: Engine, spec: JobSpec, board: str, took: bool, console: Optional[job.Console],
-              job_dir: Optional[job.JobDir], env: Dict[str, str], notes: List[str], why: str) -> None:
+def _clean_up(engine: LockEngine, spec: JobSpec, board: str, took: bool, console: Optional[boot.Console],
+              job_dir: Optional[JobDir], env: Dict[str, str], notes: List[str], why: str) -> None:
     if console is not None:
         console.stop()
     if board and (spec.mode != "held" or console is not None):  # -n keeps the lock, not the power
         system = engine.inventory.systems[board]
         if system.power_off:
-            images = job.Images(files=list(spec.files), dtb=spec.dtb, bitstream=spec.bitstream,
+            images = boot.Images(files=list(spec.files), dtb=spec.dtb, bitstream=spec.bitstream,
                                 linux=spec.linux)
-            problem = job.power_off(job.expand(system.power_off, system, images,
+            problem = boot.power_off(boot.expand(system.power_off, system, images,
                                                f"systems.{board}.power_off"), env)
             if problem:
                 notes.append(problem)
@@ -147,16 +152,16 @@ def _clean_up(engine: Engine, spec: JobSpec, board: str, took: bool, console: Op
         engine.end_session_lock(board, spec.key, reason=why)
 
 
-def _watch(console: job.Console, spec: JobSpec, keys: _Keys, completion: Any, error: Any) -> str:
+def _watch(console: boot.Console, spec: JobSpec, keys: _Keys, completion: Any, error: Any) -> str:
     io = keys.io
-    patterns = {name: p for name, p in ((job.COMPLETED, completion), (job.ERROR_TEXT, error)) if p is not None}
-    deadline = time.monotonic() + spec.timeout if 0 <= spec.timeout < job.NO_DEADLINE else None
+    patterns = {name: p for name, p in ((boot.COMPLETED, completion), (boot.ERROR_TEXT, error)) if p is not None}
+    deadline = time.monotonic() + spec.timeout if 0 <= spec.timeout < boot.NO_DEADLINE else None
 
     def emit(data: bytes) -> None:
         io.emit("console", data)
 
-    outcome = job.watch_console(console, emit, patterns, deadline, io.input_fds, keys.ignore, io.tick)
-    if not spec.interactive or outcome == job.CONSOLE_ENDED:
+    outcome = boot.watch_console(console, emit, patterns, deadline, io.input_fds, keys.ignore, io.tick)
+    if not spec.interactive or outcome == boot.CONSOLE_ENDED:
         return outcome
     io.emit("interactive", outcome=outcome)
     detached = keys.ended  # input already ended: as if Ctrl+D came now
@@ -170,7 +175,7 @@ def _watch(console: job.Console, spec: JobSpec, keys: _Keys, completion: Any, er
                 detached = True
 
     if not detached:
-        job.watch_console(console, emit, {}, None, io.input_fds, on_input, io.tick, stopped=lambda: detached)
+        boot.watch_console(console, emit, {}, None, io.input_fds, on_input, io.tick, stopped=lambda: detached)
     return outcome
 
 

@@ -1,0 +1,95 @@
+"""The lock engine interface: the operations every engine offers, whatever holds its locks.
+
+The file engine (``semaphore.Engine``: lock files in a directory, shared with
+procmail ``lockfile`` and ``mq.sh``) implements it. The host agent and the
+``run`` job call an engine only through it, so a second engine (PostgreSQL,
+...) implements ``LockEngine``, passes the conformance suite
+(tests/test_engine_conformance.py, one more factory there) and is handed to
+the agent as its ``EngineFactory``; ``cli/`` and ``service`` never change.
+
+Results are the frozen dataclasses of ``results``; failures are the
+``errors.EngineError`` subclasses, which cross the wire as themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Protocol, Sequence
+
+from .inventory import Inventory
+from .names import NO_KEY
+from .results import BoardState, Grant, Released
+
+
+class LockEngine(Protocol):
+    """Fair locks on the boards (systems) and pools of one inventory, for one user."""
+
+    @property
+    def inventory(self) -> Inventory:
+        """The systems and pools that names refer to."""
+        ...
+
+    @property
+    def user(self) -> str:
+        """Who this engine takes and releases locks as."""
+        ...
+
+    # -- taking ------------------------------------------------------------------
+    def wait(self, name: str, key: str = NO_KEY, timeout: int = 0, budget: Optional[float] = None,
+             extra_fds: Sequence[int] = (), on_extra: Optional[Callable[[int], None]] = None,
+             on_tick: Optional[Callable[[], Optional[float]]] = None, session: bool = False,
+             boards: Optional[Sequence[str]] = None) -> Grant:
+        """Take a board (or the first free pool member) in first-come, first-served order.
+
+        ``timeout`` is the lock's ``-T``: after that many seconds (0: never)
+        another waiter may reclaim it. ``budget`` is the total wait in seconds
+        (None: forever, 0: one try); raises ``NotAcquiredError`` when it runs
+        out or the wait is cancelled, ``AlreadyHeldError`` for a board the
+        caller holds with no key or the same key.
+        ``extra_fds`` are watched while waiting; ``on_extra(fd)`` may raise to
+        abandon the wait (the agent uses it for client EOF and abort).
+        ``on_tick()`` runs before every sleep, may raise, and returns the longest
+        sleep it allows (the agent's keepalive), or None.
+        ``session``: the lock belongs to this process (``run``): it is released
+        when the process ends, and counts as dead if the process dies.
+        ``boards`` narrows a pool to the members that suit the job.
+        """
+        ...
+
+    def cancel(self, name: str, key: str = NO_KEY) -> int:
+        """End the caller's waits for ``name`` (a board or pool) with ``key``; how many were asked to."""
+        ...
+
+    def undo_grant(self, board: str, key: str, grant: int, reason: str = "interrupted") -> bool:
+        """Give back grant number ``grant`` the caller could not report; False if it is not held so."""
+        ...
+
+    def check_held(self, name: str, key: str = NO_KEY, boards: Optional[Sequence[str]] = None) -> str:
+        """For ``run -n``: the board (of ``boards``, if given) the caller holds with ``key``,
+        else ``NotHolderError``."""
+        ...
+
+    # -- releasing ---------------------------------------------------------------
+    def signal(self, name: str, key: str = NO_KEY, force: bool = False) -> List[Released]:
+        """Release ``name`` (a board), or the caller's locks in a pool (all with ``force``);
+        ``NotHolderError`` when there is nothing of the caller's to release."""
+        ...
+
+    def end_session_lock(self, board: str, key: str, reason: str) -> bool:
+        """A ``run`` job's end: release the lock its ``session`` wait took, if it is still its own."""
+        ...
+
+    # -- looking -----------------------------------------------------------------
+    def info(self, name: str) -> List[BoardState]:
+        """Each board of ``name``: its holder and the live waiters that want it, in arrival order."""
+        ...
+
+    def dumpall(self, order: str = "inventory") -> List[BoardState]:
+        """Every held board, in inventory order, or (``"directory"``) as ``mq.sh`` lists them."""
+        ...
+
+
+EngineFactory = Callable[[str, Inventory], LockEngine]
+"""Opens an engine on a lab: ``(base, inventory)``, where ``base`` names where its locks live."""
+
+
+__all__ = ["EngineFactory", "LockEngine"]

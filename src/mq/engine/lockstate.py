@@ -1,0 +1,143 @@
+"""Looking at locks: who holds a board (with mq's grant record), board states, listings.
+
+Also the bookkeeping of locks another tool took over: when ``lockfile -l``
+broke a grant's lock or ``mq.sh -signal -f`` removed it, mq's grant record
+no longer describes the lock at the path; the first look that notices closes
+that grant in the audit log.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+from . import boardlock
+from .errors import DiskError, LockDirError, NotHolderError
+from .fsutil import os_error
+from .inventory import Inventory
+from .labdir import LabDir
+from .names import NO_KEY, check_key, valid_name
+from .queue import Queue
+from .results import BoardState, Holder
+
+Record = Dict[str, Any]
+
+
+class LockState:
+    def __init__(self, lab: LabDir, inventory: Inventory, queue: Queue) -> None:
+        self.lab = lab
+        self.inventory = inventory
+        self.queue = queue
+
+    def holder(self, board: str) -> Optional[Holder]:
+        """The board's holder, with its grant number, pool and ``run`` session from mq's record."""
+        holder = boardlock.read_holder(self.lab.base, board)
+        record = self.lab.records.read(board)
+        if record is not None and not same_lock(record, holder):
+            self.notice_taken_over(board, "info", holder, record)
+            record = None
+        if holder is None or record is None:
+            return holder
+        grant = record.get("grant")
+        session = ("live" if self.lab.sessions.alive(board) else "dead") if record.get("session") else ""
+        return Holder(**{**holder.__dict__, "grant": grant if isinstance(grant, int) else None,
+                         "pool": str(record.get("pool", "")), "session": session})
+
+    def info(self, name: str) -> List[BoardState]:
+        boards = self.inventory.members(name)
+        self.lab.check(writable=False)
+        waiting = [t for t in self.queue.tickets() if self.queue.is_alive(t)]
+        return [BoardState(board, self.holder(board), tuple(t for t in waiting if board in t.boards))
+                for board in boards]
+
+    def dumpall(self, order: str = "inventory") -> List[BoardState]:
+        """Every held board. ``order="directory"``: as mq.sh lists them, every ``*.lock``
+        in the lock directory (systems not in the inventory too) in directory order."""
+        self.lab.check(writable=False)
+        boards = list(self.inventory.systems) if order != "directory" else self._locks_in_directory_order()
+        states = [BoardState(b, self.holder(b)) for b in boards]
+        return [s for s in states if s.holder is not None]
+
+    def _locks_in_directory_order(self) -> List[str]:
+        try:
+            with os.scandir(self.lab.base) as entries:
+                names = [e.name[:-len(".lock")] for e in entries if e.name.endswith(".lock")]
+        except OSError as exc:
+            raise os_error(exc, self.lab.base, "list lock directory") from None
+        return [n for n in names if valid_name(n)]
+
+    def check_held(self, name: str, key: str = NO_KEY, boards: Optional[Sequence[str]] = None) -> str:
+        """For ``run -n``: the board (or first pool member) the caller holds with ``key``.
+
+        ``boards`` narrows a pool to the members that suit the job.
+        """
+        members = self.inventory.members(name)
+        boards = members if boards is None else [b for b in members if b in set(boards)]
+        check_key(key)
+        self.lab.check(writable=False)
+        for board in boards:
+            holder = boardlock.read_holder(self.lab.base, board)
+            if holder is not None and holder.kind == "file" and holder.uid == self.lab.uid \
+                    and holder.shown_key == key:
+                return board
+        raise NotHolderError(name, f"You do not hold {name} with key '{key}' (run -n needs the lock first: "
+                                   f"mq sem -wait {name} -k KEY)")
+
+    # -- grant records ---------------------------------------------------------------
+    def record_for(self, holder: Holder) -> Optional[Record]:
+        """mq's grant record for the lock ``holder`` was read from (None: not one mq made)."""
+        record = self.lab.records.read(holder.board)
+        return record if record and same_lock(record, holder) else None
+
+    def dead_session(self, holder: Holder) -> bool:
+        """A ``run`` lock whose holding process has died (its session flock is free)."""
+        record = self.record_for(holder)
+        return bool(record and record.get("session")) and not self.lab.sessions.alive(holder.board)
+
+    # -- locks taken over by another tool ------------------------------------------
+    def notice_taken_over(self, board: str, noticed: str, holder: Optional[Holder] = None,
+                          record: Optional[Record] = None) -> None:
+        """If mq's grant record for ``board`` no longer describes its lock (``lockfile -l``
+        broke it, ``mq.sh -signal -f`` removed it), close that grant in the audit log.
+
+        Call without the mutex; it is taken only when the record looks stale. Best
+        effort: in a directory this user cannot change, nothing happens.
+        """
+        try:
+            if record is None:
+                record = self.lab.records.read(board)
+                if record is None:
+                    return
+                holder = boardlock.read_holder(self.lab.base, board)
+            if same_lock(record, holder):
+                return
+            with self.lab.mutex():
+                self.close_taken_over(board, boardlock.read_holder(self.lab.base, board), noticed)
+        except (LockDirError, DiskError, OSError):
+            return
+
+    def close_taken_over(self, board: str, holder: Optional[Holder], noticed: str) -> None:
+        """Mutex held, ``holder`` read under it: record and drop a stale grant record (once:
+        the record is dropped first, and nothing is written if it cannot be)."""
+        record = self.lab.records.read(board)
+        if record is None or same_lock(record, holder):
+            return
+        try:
+            os.unlink(self.lab.records.path(board))
+        except OSError:
+            return  # gone (someone else closed it) or not ours to drop: no second record
+        since = record.get("time")
+        held = round(time.time() - since, 3) if isinstance(since, (int, float)) else None
+        self.lab.audit.record("taken-over", board=board, grant=record.get("grant"), holder=record.get("user"),
+                              holder_key=record.get("key"), pool=record.get("pool", ""),
+                              taken_by=holder.user if holder is not None else None, noticed=noticed, held=held)
+
+
+def same_lock(record: Record, holder: Optional[Holder]) -> bool:
+    """The grant record describes the lock ``holder`` now at the path."""
+    return holder is not None and (record.get("ino"), record.get("dev"), record.get("mtime_ns")) == \
+        (holder.ino, holder.dev, holder.since_ns)
+
+
+__all__ = ["LockState", "same_lock"]

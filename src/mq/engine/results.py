@@ -1,0 +1,93 @@
+"""What crosses the engine interface: holders, waiting tickets, grants, releases, board states.
+
+Plain frozen dataclasses, the same on the lab host and in the client (the
+protocol sends their fields, ``protocol.to_wire``); every engine returns
+these, whatever it keeps its locks in.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+from .names import NO_KEY
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a board's lock, read from the lock file itself."""
+
+    board: str
+    uid: int
+    user: str
+    since_ns: int
+    timeout: Optional[int]  # None: content unreadable or malformed
+    key: Optional[str]  # None: no readable key file
+    dev: int
+    ino: int
+    kind: str  # "file", or what was planted: "symlink", "fifo", "socket", "directory", "other"
+    grant: Optional[int] = None
+    pool: str = ""
+    session: str = ""  # a lock taken by ``mq run``: "live" while its process lives, then "dead"
+
+    def same_file(self, st: os.stat_result) -> bool:
+        """The lock file this holder was read from (not a successor reusing its inode)."""
+        return (st.st_dev, st.st_ino, st.st_uid, st.st_mtime_ns) == (self.dev, self.ino, self.uid, self.since_ns)
+
+    def expired(self, now: float) -> bool:
+        """True once a ``-T`` timeout has passed; a lock dated in the future is fresh."""
+        if self.kind != "file" or not self.timeout:
+            return False
+        return now - self.since_ns / 1e9 > self.timeout
+
+    @property
+    def shown_key(self) -> str:
+        return NO_KEY if self.key is None else self.key
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """One waiter's place in the queue: who waits, for which boards, since when."""
+
+    name: str
+    seq: int
+    uid: int
+    user: str
+    pid: int
+    host: str
+    key: str
+    target: str
+    boards: Tuple[str, ...]
+    created: float
+    nudge: bool = False  # the owner takes SIGUSR1 as "look at your ticket"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A wait's result: the board taken (for ``target``, a board or pool), with its grant number."""
+
+    board: str
+    target: str
+    key: str
+    timeout: int
+    grant: int
+    waited: float
+    reclaimed_from: str = ""
+
+
+@dataclass(frozen=True)
+class Released:
+    board: str
+    holder: Holder
+    forced: bool
+
+
+@dataclass(frozen=True)
+class BoardState:
+    board: str
+    holder: Optional[Holder]
+    waiters: Tuple[Ticket, ...] = field(default=())
+
+
+__all__ = ["NO_KEY", "BoardState", "Grant", "Holder", "Released", "Ticket"]

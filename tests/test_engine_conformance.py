@@ -1,0 +1,437 @@
+"""Engine conformance: every lock engine, reached every way, keeps the same promises.
+
+One suite over ``engines.KINDS``: the file engine in this process, the same
+engine behind the host agent's JSON-lines protocol over a pipe, and over a
+real sshd (when test users can be made). A second engine (PostgreSQL) is
+one more kind there, and must pass all of this unchanged:
+
+* fairness: board and pool waiters share one arrival order; a board in two
+  pools goes to the earliest waiter of either; a free board no earlier waiter
+  can use goes to a later one at once;
+* reclaim: a lock past its ``-T`` timeout is reclaimed, by exactly one waiter;
+* liveness: a dead waiter is skipped; a dead ``run`` holder's lock is reclaimed;
+* hostile names are refused, hostile keys stored literally, bad keys refused;
+* cancel, budgets, releases, undo and listings.
+
+Every waiter is a ``Worker``: a process of its own that opens an engine the
+same way as the test, so it can sleep, be cancelled, or die.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import LabFixture, make_lab, wait_for
+from engines import KINDS, Kind
+from mq.engine import protocol
+from mq.engine.errors import (
+    AlreadyHeldError,
+    BadInputError,
+    NotAcquiredError,
+    NotHolderError,
+    UnknownTargetError,
+)
+from mq.engine.interface import LockEngine
+from mq.engine.results import Grant
+
+TESTS = str(Path(__file__).resolve().parent)
+WORKER = "import sys; sys.path.insert(0, sys.argv[3]); from engines import serve; serve(sys.argv[1], sys.argv[2])"
+REPLY = 20.0  # seconds a reply that must come may take (an SSH worker connects first)
+QUIET = 0.5  # seconds without a reply that show a waiter is still waiting
+
+
+class Worker:
+    """A process with an engine of its own, called one request at a time over a pipe."""
+
+    def __init__(self, kind: Kind, base: str, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with open(log, "wb") as errors:
+            self.proc = subprocess.Popen([sys.executable, "-c", WORKER, kind.name, base, TESTS], env=env,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+                                         start_new_session=True)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._in, self._out = self.proc.stdin, self.proc.stdout.fileno()
+        self._buffer = b""
+        self._pid: int | None = None
+
+    @property
+    def pid(self) -> int:
+        """The process holding this worker's tickets and session locks (itself, or its agent)."""
+        if self._pid is None:
+            self._pid = int(self._reply(REPLY)["pid"])
+        return self._pid
+
+    def start(self, method: str, **kwargs: Any) -> None:
+        assert self.pid
+        self._in.write(json.dumps({"method": method, "kwargs": kwargs}).encode() + b"\n")
+        self._in.flush()
+
+    def result(self, timeout: float = REPLY) -> Any:
+        reply = self._reply(timeout)
+        if not reply["ok"]:
+            raise protocol.error_from_wire(reply["error"])
+        return reply["result"]
+
+    def call(self, method: str, **kwargs: Any) -> Any:
+        self.start(method, **kwargs)
+        return self.result()
+
+    def grant(self, timeout: float = REPLY) -> Grant:
+        return Grant(**self.result(timeout))
+
+    def waiting(self) -> bool:
+        """No reply for ``QUIET`` seconds (one that came is kept for ``result``)."""
+        return not self._fill(time.monotonic() + QUIET)
+
+    def kill(self) -> None:
+        """Die at once, as kill -9 does: the engine's process and the worker."""
+        os.kill(self.pid, signal.SIGKILL)
+        self.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def _fill(self, deadline: float) -> bool:
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._out], [], [], left)[0]:
+                return False
+            chunk = os.read(self._out, 65536)
+            if not chunk:
+                raise AssertionError(f"worker ended: {self.log.read_text(errors='replace')[-2000:]}")
+            self._buffer += chunk
+        return True
+
+    def _reply(self, timeout: float) -> dict[str, Any]:
+        assert self._fill(time.monotonic() + timeout), f"no reply within {timeout} s"
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        value: dict[str, Any] = json.loads(line)
+        return value
+
+
+@dataclass
+class Site:
+    """One lab, one engine of the kind under test for the test itself, and its workers."""
+
+    kind: Kind
+    lab: LabFixture
+    env: dict[str, str]
+    engine: LockEngine
+    logs: Path
+    workers: list[Worker] = field(default_factory=list)
+
+    def spawn(self, count: int = 1) -> list[Worker]:
+        """``count`` workers, started together, each ready."""
+        first = len(self.workers)
+        started = [Worker(self.kind, str(self.lab.base), self.env, self.logs / f"worker{first + n}.log")
+                   for n in range(count)]
+        self.workers += started
+        for worker in started:
+            assert worker.pid
+        return started
+
+    def queue(self, name: str, key: str, **kwargs: Any) -> Worker:
+        """A worker waiting for ``name`` with ``key``, once it is in the queue."""
+        worker = self.spawn()[0]
+        return self.enqueue(worker, name, key, **kwargs)
+
+    def enqueue(self, worker: Worker, name: str, key: str, **kwargs: Any) -> Worker:
+        worker.start("wait", name=name, key=key, **kwargs)
+        wait_for(lambda: key in self.queued(name), what=f"{key} queued for {name}")
+        return worker
+
+    def queued(self, name: str) -> list[str]:
+        """The keys of the live waiters for ``name``, in arrival order."""
+        tickets = {t.name: t for state in self.engine.info(name) for t in state.waiters}
+        return [t.key for t in sorted(tickets.values(), key=lambda t: t.seq)]
+
+    def holders(self, name: str) -> dict[str, str | None]:
+        """Board -> key of its holder (None: free)."""
+        return {s.board: s.holder.key if s.holder else None for s in self.engine.info(name)}
+
+    def hold(self, name: str, key: str = "H", count: int = 1, timeout: int = 0) -> list[str]:
+        return [self.engine.wait(name, key=key, timeout=timeout, budget=0).board for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def engines_sshd() -> Iterator[Any]:
+    """A real sshd for the ``ssh`` kind (started once, only if that kind runs)."""
+    import conftest
+    from sshd import SSHD, start_sshd
+
+    if not Path(SSHD).exists() or not conftest._ensure_users():
+        pytest.skip("needs openssh-server and root (test users)")
+    server = start_sshd(Path("/tmp") / f"mq-sshd-engines-{os.getpid()}", conftest.TEST_USERS)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=list(KINDS), ids=str)
+def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
+    kind = KINDS[request.param]
+    env = dict(os.environ)
+    if kind.name == "ssh":
+        from sshd import client_config
+
+        server = request.getfixturevalue("engines_sshd")
+        lab = make_lab(server.root / f"lab-{tmp_path.name}", shared=True)
+        client = tmp_path / "client"
+        client.mkdir()
+        known = client / "known_hosts"
+        known.write_text(server.known_hosts_line() + "\n")
+        config = client_config(server, "mqalice", client / "config", known_hosts=known)
+        env.update({"MQ_HOST": "labhost", "MQ_BASE": str(lab.base), "MQ_SSH_CONFIG": str(config),
+                    "HOME": str(client)})
+    else:
+        lab = make_lab(tmp_path / "lab")
+    with kind.open(str(lab.base), env) as opened:
+        here = Site(kind, lab, env, opened.engine, tmp_path)
+        try:
+            yield here
+        finally:
+            for worker in here.workers:
+                worker.close()
+
+
+# -- fairness ---------------------------------------------------------------------------
+def test_pool_waiters_are_served_in_arrival_order(site: Site) -> None:
+    site.hold("trio", count=3)
+    workers = site.spawn(4)
+    for index, worker in enumerate(workers):
+        site.enqueue(worker, "trio", f"w{index}")
+    assert site.queued("trio") == ["w0", "w1", "w2", "w3"]
+    for index, board in enumerate(["b2", "b1", "b3"]):
+        site.engine.signal(board, key="H")
+        assert workers[index].grant().board == board
+        assert [w.waiting() for w in workers[index + 1:]] == [True] * (3 - index)
+    assert site.queued("trio") == ["w3"]
+    workers[0].call("signal", name="b2", key="w0")
+    assert workers[3].grant().board == "b2"
+
+
+@pytest.mark.parametrize(("first", "second"), [("b3", "trio"), ("trio", "b3")])
+def test_board_and_pool_waiters_share_one_arrival_order(site: Site, first: str, second: str) -> None:
+    """A b3 waiter and a trio waiter: whichever came first takes b3 when it frees."""
+    site.hold("trio", count=3)
+    earlier = site.queue(first, "earlier")
+    later = site.queue(second, "later")
+    site.engine.signal("b3", key="H")
+    assert earlier.grant().board == "b3"
+    assert later.waiting()
+    earlier.call("signal", name="b3", key="earlier")
+    assert later.grant().board == "b3"
+
+
+@pytest.mark.parametrize(("first", "second", "freed", "served"), [
+    ("pair", "trio", "b3", "first"),  # b3 is in both pools: the earlier waiter's
+    ("trio", "pair", "solo", "second"),  # solo is only pair's: its waiter need not wait behind trio's
+])
+def test_a_freed_board_goes_to_the_earliest_waiter_that_can_use_it(site: Site, first: str, second: str,
+                                                                   freed: str, served: str) -> None:
+    site.hold("trio", count=3)
+    site.hold("solo")
+    waiters = {"first": site.queue(first, "first"), "second": site.queue(second, "second")}
+    waiting = "second" if served == "first" else "first"  # the trio waiter, in both cases
+    site.engine.signal(freed, key="H")
+    assert waiters[served].grant().board == freed
+    assert waiters[waiting].waiting()
+    assert site.queued("trio") == [waiting]
+    site.engine.signal("b2", key="H")  # a trio member only
+    assert waiters[waiting].grant().board == "b2"
+
+
+# -- reclaim ----------------------------------------------------------------------------
+def test_a_lock_past_its_timeout_is_reclaimed(site: Site) -> None:
+    site.hold("b1", timeout=1)
+    worker = site.queue("b1", "late", budget=30)
+    grant = worker.grant()
+    assert (grant.board, grant.reclaimed_from) == ("b1", site.engine.user)
+    assert site.holders("b1") == {"b1": "late"}
+    with pytest.raises(NotHolderError):
+        site.engine.signal("b1", key="H")
+
+
+def test_exactly_one_of_several_reclaimers_wins(site: Site) -> None:
+    reclaimers = site.spawn(4)
+    site.hold("b1", timeout=2)
+    for index, worker in enumerate(reclaimers):
+        site.enqueue(worker, "b1", f"r{index}")
+    winner = reclaimers[0].grant()
+    assert (winner.board, winner.reclaimed_from) == ("b1", site.engine.user)
+    assert [w.waiting() for w in reclaimers[1:]] == [True] * 3
+    assert site.holders("b1") == {"b1": "r0"}
+    assert site.queued("b1") == ["r1", "r2", "r3"]
+
+
+# -- liveness ---------------------------------------------------------------------------
+def test_a_dead_waiter_is_skipped(site: Site) -> None:
+    site.hold("b1")
+    doomed = site.queue("b1", "doomed")
+    survivor = site.queue("b1", "survivor")
+    doomed.kill()
+    wait_for(lambda: site.queued("b1") == ["survivor"], what="the dead waiter to drop out of the queue")
+    site.engine.signal("b1", key="H")
+    assert survivor.grant().board == "b1"
+
+
+def test_a_dead_run_holders_lock_is_reclaimed(site: Site) -> None:
+    runner = site.spawn()[0]
+    assert runner.call("wait", name="b1", key="run", session=True, budget=0)["board"] == "b1"
+    holder = site.engine.info("b1")[0].holder
+    assert holder is not None and holder.session == "live"
+    runner.kill()
+    wait_for(lambda: (site.engine.info("b1")[0].holder or holder).session == "dead", what="the session to die")
+    grant = site.engine.wait("b1", key="next", budget=10)
+    assert (grant.board, grant.reclaimed_from) == ("b1", site.engine.user)
+    assert site.holders("b1") == {"b1": "next"}
+
+
+def test_a_live_run_holders_lock_is_not_reclaimed(site: Site) -> None:
+    runner = site.spawn()[0]
+    runner.call("wait", name="b1", key="run", session=True, budget=0)
+    with pytest.raises(NotAcquiredError):
+        site.engine.wait("b1", key="next", budget=0.5)
+    assert site.holders("b1") == {"b1": "run"}
+
+
+# -- hostile input ----------------------------------------------------------------------
+HOSTILE_NAMES = ["../b1", "b1/../b2", "/etc/passwd", "b1\n", "b1\x00", "", ".", "..", "-f", "b1.lock", "b1.key",
+                 "$(touch pwned)", "`touch pwned`", "b1;touch pwned", "b1 b2", "*", "\u202eb1"]
+
+
+@pytest.mark.parametrize("operation", ["wait", "signal", "info", "cancel"])
+def test_hostile_names_are_refused(site: Site, operation: str) -> None:
+    before = sorted(os.listdir(site.lab.base))
+    for name in HOSTILE_NAMES:
+        with pytest.raises(UnknownTargetError):
+            if operation == "wait":
+                site.engine.wait(name, key="k", budget=0)
+            else:
+                getattr(site.engine, operation)(name)
+    assert sorted(set(os.listdir(site.lab.base)) - {".mq", "audit.jsonl"}) == \
+        sorted(set(before) - {".mq", "audit.jsonl"})
+    assert not list(Path(site.lab.base).rglob("pwned"))
+
+
+HOSTILE_KEYS = ["'; rm -rf ~ #", "$(touch pwned)", "`id`", "a\\nb", 'say "hi"', "-k", " padded ", "ключ-鍵-🔑",
+                "%s%n", "x" * 256]
+
+
+def test_hostile_keys_are_stored_literally(site: Site) -> None:
+    for key in HOSTILE_KEYS:
+        assert site.engine.wait("b1", key=key, budget=0).key == key
+        assert site.holders("b1") == {"b1": key}
+        released = site.engine.signal("b1", key=key)
+        assert [(r.board, r.holder.key) for r in released] == [("b1", key)]
+    assert not list(Path(site.lab.base).rglob("pwned"))
+
+
+@pytest.mark.parametrize("key", ["", "a\nb", "a\x00b", "\x1b[31mred", "tab\there", "del\x7f", "x" * 257])
+def test_bad_keys_are_refused(site: Site, key: str) -> None:
+    with pytest.raises(BadInputError):
+        site.engine.wait("b1", key=key, budget=0)
+    with pytest.raises(BadInputError):
+        site.engine.cancel("b1", key=key)
+    assert site.holders("b1") == {"b1": None}
+
+
+# -- cancel, budgets, releases ------------------------------------------------------------
+def test_cancel_ends_the_callers_wait_with_that_key(site: Site) -> None:
+    site.hold("trio", count=3)
+    board_waiter = site.queue("b1", "C")
+    pool_waiter = site.queue("trio", "P")
+    assert site.engine.cancel("b1", key="other") == 0
+    assert board_waiter.waiting()
+    assert site.engine.cancel("b1", key="C") == 1
+    with pytest.raises(NotAcquiredError, match="cancelled"):
+        board_waiter.result()
+    assert site.engine.cancel("b2", key="P") == 1  # a board of the pool names the pool's waits
+    with pytest.raises(NotAcquiredError, match="cancelled"):
+        pool_waiter.result()
+    assert site.queued("trio") == []
+
+
+def test_a_wait_budget_runs_out(site: Site) -> None:
+    site.hold("b1")
+    worker = site.spawn()[0]
+    with pytest.raises(NotAcquiredError):
+        worker.call("wait", name="b1", key="W", budget=0.3)
+    assert site.queued("b1") == []
+    assert site.holders("b1") == {"b1": "H"}
+
+
+def test_holding_twice_and_releasing_with_the_wrong_key(site: Site) -> None:
+    site.engine.wait("b1", key="K", budget=0)
+    with pytest.raises(AlreadyHeldError):
+        site.engine.wait("b1", key="K", budget=0)
+    with pytest.raises(NotHolderError) as wrong:
+        site.engine.signal("b1", key="other")
+    assert wrong.value.why == NotHolderError.WRONG_KEY
+    released = site.engine.signal("b1", key="K")
+    assert [(r.board, r.holder.key, r.forced) for r in released] == [("b1", "K", False)]
+    with pytest.raises(NotHolderError):
+        site.engine.signal("b1", key="K")
+
+
+def test_force_releases_another_key(site: Site) -> None:
+    site.hold("b2", key="theirs")
+    released = site.engine.signal("b2", key="mine", force=True)
+    assert [(r.board, r.holder.key, r.forced) for r in released] == [("b2", "theirs", True)]
+    assert site.holders("b2") == {"b2": None}
+
+
+def test_undo_grant_gives_back_only_that_grant(site: Site) -> None:
+    grant = site.engine.wait("trio", key="U", budget=0)
+    assert not site.engine.undo_grant(grant.board, "U", grant.grant + 1)
+    assert site.engine.undo_grant(grant.board, "U", grant.grant)
+    assert site.holders("trio") == {"b1": None, "b2": None, "b3": None}
+    assert not site.engine.undo_grant(grant.board, "U", grant.grant)
+
+
+def test_grant_numbers_increase(site: Site) -> None:
+    numbers = []
+    for _ in range(3):
+        grant = site.engine.wait("b1", key="G", budget=0)
+        numbers.append(grant.grant)
+        site.engine.signal("b1", key="G")
+    assert numbers == sorted(set(numbers))
+
+
+def test_listings(site: Site) -> None:
+    assert list(site.engine.inventory.members("trio")) == ["b1", "b2", "b3"]
+    site.hold("x86a", key="X")
+    site.hold("b1", key="B")
+    assert [(s.board, s.holder.key if s.holder else None) for s in site.engine.dumpall()] == \
+        [("b1", "B"), ("x86a", "X")]
+    assert sorted(s.board for s in site.engine.dumpall(order="directory")) == ["b1", "x86a"]
+    states = site.engine.info("x86")
+    assert [(s.board, s.holder.user if s.holder else None) for s in states] == \
+        [("x86a", site.engine.user), ("x86b", None)]
+
+
+# -- the run job's lock (host side) -------------------------------------------------------
+def test_a_run_jobs_lock_is_checked_and_released(site: Site) -> None:
+    if not site.kind.host_side:
+        pytest.skip("host side only: over the wire a job's lock is taken and released inside job_run")
+    grant = site.engine.wait("trio", key="J", session=True, budget=0)
+    assert site.engine.check_held("trio", "J") == grant.board
+    assert site.engine.check_held("trio", "J", boards=[grant.board]) == grant.board
+    with pytest.raises(NotHolderError):
+        site.engine.check_held("trio", "other")
+    assert site.engine.end_session_lock(grant.board, "J", reason="run ended")
+    assert site.holders("trio") == {"b1": None, "b2": None, "b3": None}
+    assert not site.engine.end_session_lock(grant.board, "J", reason="run ended")

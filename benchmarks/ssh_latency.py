@@ -172,7 +172,7 @@ def _settings(phases: Phases) -> tuple[Any, Any, str, str]:
     path = config_file(config)
     phases.mark("load_config")
     command = remote_command(config.base, None if config.lab_is_default else config.lab)
-    phases.mark("remote_command (engine zip+hash)")
+    phases.mark("remote_command (engine digest)")
     settings = resolve(config.host_name, path, config.host_user)
     phases.mark("resolve (ssh config)")
     return config, settings, path, command

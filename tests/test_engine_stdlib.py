@@ -7,12 +7,14 @@
 from __future__ import annotations
 
 import ast
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -44,7 +46,7 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
 
 
 def test_engine_imports_only_stdlib_and_itself() -> None:
-    allowed = set(sys.stdlib_module_names) | {"__future__"}
+    allowed = set(sys.stdlib_module_names) | {"__future__", "tomli"}  # tomli: shipped with it (transport/bundle.py)
     modules = sorted(ENGINE.rglob("*.py"))
     assert len(modules) >= 5, f"engine modules not found under {ENGINE}"
     offenders = []
@@ -86,7 +88,10 @@ def test_engine_runs_on_python39(tmp_path: Path) -> None:
                           "third_party": loaded, "left": sorted(os.listdir(base))}))
         """
     )
-    env = {**os.environ, "PYTHONPATH": SRC, "PYTHONNOUSERSITE": "1"}
+    from mq.transport.bundle import engine_zip  # what is shipped: the engine and tomli, nothing else
+
+    zipfile.ZipFile(io.BytesIO(engine_zip()[1])).extractall(tmp_path / "bundle")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "bundle"), "PYTHONNOUSERSITE": "1"}
     proc = subprocess.run([PYTHON39, "-S", "-c", script, str(lab)], env=env, capture_output=True, text=True,
                           timeout=30, check=False)
     assert proc.returncode == 0, proc.stderr

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
@@ -81,10 +80,8 @@ def _read_file(path: str, explicit: bool) -> Dict[str, Any]:
         return {}
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read ({exc.strerror})") from None
-    if sys.version_info >= (3, 11):
-        from tomllib import loads
-    else:  # Python 3.10: the engine's own parser
-        from .engine._toml import loads
+    from .engine.tomlparse import loads
+
     try:
         data: Dict[str, Any] = loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:

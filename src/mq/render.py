@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, TextIO
 
-from .engine.boardlock import NO_KEY, Holder
 from .engine.errors import safe_text
-from .engine.inventory import Inventory
-from .engine.semaphore import BoardState, Grant, Released
+from .engine.names import NO_KEY
+
+if TYPE_CHECKING:  # what is rendered; imported by whoever made it (mq --help loads none of it)
+    from .engine.inventory import Inventory
+    from .engine.results import BoardState, Grant, Holder, Released
 
 JSON_VERSION = 1
 

@@ -14,12 +14,11 @@ from typing import Any
 
 from . import inventory_cache
 from .config import Config
-from .engine.boardlock import NO_KEY, Holder
 from .engine.errors import BadInputError
 from .engine.inventory import Inventory, Pool, System
+from .engine.names import NO_KEY
 from .engine.protocol import states_from_wire
-from .engine.queue import Ticket
-from .engine.semaphore import BoardState, Grant, Released
+from .engine.results import BoardState, Grant, Holder, Released, Ticket
 from .transport import Transport, open_transport
 
 DEMO_NOTICE = ("mq: no configuration found; created a demo lab with simulated boards in {base} "

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .. import service
-from ..engine.semaphore import Grant
 from ..engine.signals import GUARD
+
+if TYPE_CHECKING:
+    from ..engine.results import Grant
 
 
 def acquire(lab: service.Lab, name: str, key: str, lock_timeout: int, period: float, retries: int,

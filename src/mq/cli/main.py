@@ -6,10 +6,16 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
-from ..engine.errors import EXIT_USAGE, EngineError, Interrupted
+from ..engine.errors import EngineError, ExitCode, Interrupted
 from ..engine.signals import GUARD
 from ..render import err
-from . import mqsh
+
+MQSH_NAME = "mq.sh"  # invoked under this name, mq is mq.sh (cli/mqsh.py)
+
+
+def is_mqsh(argv0: str) -> bool:
+    """Called by the name ``mq.sh`` (the console script, or any link of that name)."""
+    return os.path.basename(argv0) == MQSH_NAME
 
 
 def split_globals(args: List[str]) -> Tuple[dict[str, str], List[str]]:
@@ -48,11 +54,13 @@ def connect_early(args: List[str], mqsh_name: bool) -> None:
 def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     prog = sys.argv[0] if prog is None else prog
-    mqsh_name = mqsh.is_mqsh(prog)
+    mqsh_name = is_mqsh(prog)
     GUARD.install()  # from the start: Ctrl+C while the CLI loads is one line and 130 too (see run)
     if os.environ.get("MQ_NO_EARLY") != "1":
         connect_early(args, mqsh_name)
     if mqsh_name:
+        from . import mqsh
+
         given, rest = split_globals(args)
         return mqsh.main(rest, prog, given.get("host"), given.get("base"),
                          delegate=lambda words: cli_main(args[:len(args) - len(rest)] + words, mqsh_name=True))
@@ -65,7 +73,6 @@ def cli_main(args: List[str], mqsh_name: bool = False) -> int:
     import click
     import typer.main
 
-    from ..transport.base import SshError
     from .app import app
     from .state import Globals
 
@@ -75,38 +82,33 @@ def cli_main(args: List[str], mqsh_name: bool = False) -> int:
 
         completion_init()
     try:
-        result = command.main(args=args, prog_name="mq.sh" if mqsh_name else "mq", standalone_mode=False,
+        result = command.main(args=args, prog_name=MQSH_NAME if mqsh_name else "mq", standalone_mode=False,
                               obj=Globals(mqsh=mqsh_name))
     except click.exceptions.UsageError as exc:
         err(f"mq: {exc.format_message()}")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except click.exceptions.Abort:
-        return 130
+        return ExitCode.INTERRUPTED
     except Interrupted as exc:
         err(exc.message)
         return exc.exit_code
     except EngineError as exc:
+        from ..transport.base import SshError
+
         if mqsh_name and isinstance(exc, SshError):
             raise  # mqsh.main says it as mq.sh does: on stdout, exit 1
         err(exc.message)
         return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:
-        return 141
+        return ExitCode.BROKEN_PIPE
     except Exception as exc:
-        if _is_usage_error(exc):  # typer releases that vendor their own click
-            err(f"mq: {exc.format_message()}")  # type: ignore[attr-defined]
-            return EXIT_USAGE
         if debug:
             raise
-        err(f"mq: unexpected error: {sys.exc_info()[1]!r} (run with --debug for a traceback)")
-        return 70
+        err(f"mq: unexpected error: {exc!r} (run with --debug for a traceback)")
+        return ExitCode.INTERNAL
     return result if isinstance(result, int) else 0
-
-
-def _is_usage_error(exc: BaseException) -> bool:
-    return any(cls.__name__ == "UsageError" for cls in type(exc).__mro__) and hasattr(exc, "format_message")
 
 
 def run() -> None:
@@ -124,5 +126,5 @@ def run() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
     except BrokenPipeError:
-        code = code or 141
+        code = code or ExitCode.BROKEN_PIPE
     os._exit(code)

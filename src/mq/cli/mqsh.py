@@ -18,14 +18,12 @@ Nothing here imports typer: ``sem`` runs without loading the CLI framework.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
 from .. import render, service
 from ..config import load_config
-from ..engine.boardlock import NO_KEY
 from ..engine.errors import (
     AlreadyHeldError,
     EngineError,
@@ -34,12 +32,14 @@ from ..engine.errors import (
     NotHolderError,
     UnknownTargetError,
 )
-from ..engine.semaphore import BoardState, Grant
+from ..engine.names import NO_KEY
+from ..engine.results import BoardState, Grant
 from .acquire import acquire
 
 # mq.sh's own exit codes: it knows only these.
 OK, FAILED, NOT_ACQUIRED = 0, 1, 2
 MISSING_VALUE = 2  # the shell's status when an option's value is missing
+NO_COMMAND = 255  # mq.sh with no command: its `exit -1`
 COMMANDS = ("run", "systems", "sem", "system-tsv", "pool-tsv", "features")
 ACTIONS = ("-info", "-mr-info", "-signal", "-wait", "-cancel")
 VALUE_OPTIONS = ("-w", "-t", "-k", "-T")
@@ -55,11 +55,6 @@ class Exit(Exception):
         super().__init__(code)
         self.code = code
         self.lines = list(lines)
-
-
-def is_mqsh(argv0: str) -> bool:
-    """Called by the name ``mq.sh`` (the console script, or any link of that name)."""
-    return os.path.basename(argv0) == "mq.sh"
 
 
 def usage(prog: str) -> List[str]:
@@ -272,7 +267,7 @@ def main(argv: List[str], prog: str, host: Optional[str], base: Optional[str],
     """``mq.sh ARGS``; commands other than ``sem`` go to ``delegate`` (the typer CLI as mq.sh)."""
     try:
         if not argv:
-            raise Exit(255, usage(prog))  # mq.sh: exit -1
+            raise Exit(NO_COMMAND, usage(prog))
         if argv[0] == "sem":
             return sem(argv[1:], prog, host, base)
         if argv[0] not in COMMANDS:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from .. import inventory_cache, render, service
-from ..engine.boardlock import NO_KEY
-from ..engine.semaphore import Grant
+from .. import render
+from ..engine.names import NO_KEY
 from ..errors import BadInputError, UsageError
-from .acquire import acquire
-from .state import open_from
+from .state import complete_names, open_from
+
+if TYPE_CHECKING:
+    from .. import service
+    from ..engine.results import Grant
 
 ACTIONS = ("wait", "signal", "info", "mr-info", "cancel")
 
@@ -19,7 +21,7 @@ ACTIONS = ("wait", "signal", "info", "mr-info", "cancel")
 def sem(
     ctx: typer.Context,
     name: Optional[str] = typer.Argument(None, help="System or pool (or 'dumpall').",
-                                         autocompletion=inventory_cache.names),
+                                         autocompletion=complete_names),
     wait: bool = typer.Option(False, "--wait", "-wait", help="Acquire the lock (fair, first come first served)."),
     signal: bool = typer.Option(False, "--signal", "-signal", help="Release the lock."),
     info: bool = typer.Option(False, "--info", "-info", help="Show holder, grant number and waiters."),
@@ -44,6 +46,8 @@ def sem(
         raise UsageError(f"mq sem -{chosen[0]} needs a system or pool name")
     if lock_timeout < 0:
         raise BadInputError("-T must be >= 0")
+    from .. import service  # here, not at import: `mq --help` needs no lab
+
     lab = open_from(ctx)
     action = chosen[0]
     if action == "wait":
@@ -69,6 +73,8 @@ def sem(
 
 def _wait(lab: service.Lab, name: str, key: str, lock_timeout: int, period: float, retries: int,
           as_json: bool) -> None:
+    from .acquire import acquire
+
     def report(grant: Grant) -> None:
         via = f" (pool {name})" if grant.board != name else ""
         render.err(f"Acquired lock for {grant.board}{via}, grant #{grant.grant}")
@@ -78,6 +84,8 @@ def _wait(lab: service.Lab, name: str, key: str, lock_timeout: int, period: floa
 
 
 def _dumpall(ctx: typer.Context, as_json: bool) -> None:
+    from .. import service
+
     states = service.sem_dumpall(open_from(ctx))
     if as_json:
         render.out(render.envelope("dumpall", [render.state_json(s) for s in states]))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from ..config import load_config
 from ..render import err
-from ..service import Lab, open_lab
+
+if TYPE_CHECKING:
+    from ..service import Lab
 
 
 @dataclass
@@ -21,9 +22,19 @@ class Globals:
 
 
 def open_from(ctx: typer.Context) -> Lab:
+    from ..config import load_config  # here, not at import: `mq --help` needs neither
+    from ..service import open_lab
+
     opts: Globals = ctx.obj or Globals()
     lab = open_lab(load_config(host=opts.host, base=opts.base, mqsh=opts.mqsh))
     ctx.call_on_close(lab.close)
     for notice in lab.notices:
         err(notice)
     return lab
+
+
+def complete_names(incomplete: str = "") -> list[str]:
+    """Shell completion of system and pool names (``mq.inventory_cache``, loaded when asked)."""
+    from ..inventory_cache import names
+
+    return names(incomplete)

@@ -19,22 +19,16 @@ Every mistake raises :class:`InventoryError` naming the file and the dotted key.
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from . import tomlparse
 from .errors import InventoryError, UnknownTargetError
 from .names import NAME_RE
 from .names import valid_name as is_valid_name
-
-if sys.version_info >= (3, 11):
-    from tomllib import TOMLDecodeError as _TOMLDecodeError
-    from tomllib import loads as _loads
-else:  # pragma: no cover - exercised on Python 3.9/3.10
-    from ._toml import TOMLDecodeError as _TOMLDecodeError
-    from ._toml import loads as _loads
+from .tomlparse import dotted_key as _key
+from .tomlparse import quoted as _quote
 
 __all__ = [
     "NAME_RE",
@@ -46,7 +40,6 @@ __all__ = [
     "parse_inventory",
 ]
 
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 _TEXT_ATTRS = ("arch", "isa", "soc", "cpu", "sel4_plat")
@@ -135,23 +128,12 @@ def load_inventory(path: str) -> Inventory:
     return parse_inventory(text, path)
 
 
-def _explain(text: str, exc: Exception) -> str:
-    """mq's own parser names the key where tomllib only says "Cannot overwrite a value"."""
-    from . import _toml
-
-    try:
-        _toml.loads(text)
-    except _toml.TOMLDecodeError as lite:
-        return str(lite)
-    return str(exc)
-
-
 def parse_inventory(text: str, path: str) -> Inventory:
     """Check the inventory ``text``; ``path`` is only used in error messages."""
     try:
-        data = _loads(text)
-    except _TOMLDecodeError as exc:
-        raise InventoryError(path, "", f"invalid TOML: {_explain(text, exc)}") from None
+        data = tomlparse.loads(text)
+    except tomlparse.TOMLDecodeError as exc:
+        raise InventoryError(path, "", f"invalid TOML: {tomlparse.explain(text, exc)}") from None
     for section in data:
         if section not in ("systems", "pools"):
             raise InventoryError(path, _key(section), "unknown section (expected [systems.NAME] or [pools.NAME])")
@@ -255,15 +237,6 @@ def _table(path: str, key: str, value: object) -> Dict[str, Any]:
     return value
 
 
-def _key(*parts: str) -> str:
-    """A dotted TOML key for messages; odd parts quoted and escaped, long ones cut."""
-    return ".".join(part if _BARE_KEY.fullmatch(part) and len(part) <= 64 else _quote(part) for part in parts)
-
-
-def _quote(text: str) -> str:
-    return json.dumps(text if len(text) <= 64 else text[:64] + "...")
-
-
 def _show(value: object) -> str:
     """A value as the user would have written it in TOML, for messages."""
     if isinstance(value, bool):
@@ -276,4 +249,4 @@ def _show(value: object) -> str:
         return "an array"
     if isinstance(value, dict):
         return "a table"
-    return f"a {type(value).__name__}"  # dates and times (tomllib only)
+    return f"a {type(value).__name__}"  # dates and times

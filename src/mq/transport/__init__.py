@@ -7,6 +7,7 @@ never knows which one it has.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from ..config import Config
 from .base import Transport
@@ -17,8 +18,9 @@ _early: dict[Config, _Early] = {}
 class _Early:
     """A remote transport being opened in the background while the CLI starts up."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, opener: Callable[[Config], Transport]) -> None:
         self.config = config
+        self.opener = opener
         self.result: Transport | None = None
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="mq-connect", daemon=True)
@@ -26,7 +28,7 @@ class _Early:
 
     def _run(self) -> None:
         try:
-            self.result = _open_remote(self.config)
+            self.result = self.opener(self.config)
         except BaseException as exc:
             self.error = exc
 
@@ -40,9 +42,14 @@ class _Early:
 
 
 def start_early(config: Config) -> None:
-    """Begin connecting now (SSH handshake, host start-up) so it overlaps the CLI's own start."""
+    """Begin connecting now (SSH handshake, host start-up) so it overlaps the CLI's own start.
+
+    The transport's modules are loaded first, in this thread: imports run under the
+    interpreter lock, and taking turns with the CLI's own (typer) would delay the
+    connection by as much. The handshake and the host's start-up then overlap those.
+    """
     if not (config.is_local or _is_this_host(config)) and config not in _early:
-        _early[config] = _Early(config)
+        _early[config] = _Early(config, _remote_opener(config))
 
 
 def open_transport(config: Config) -> Transport:
@@ -53,47 +60,37 @@ def open_transport(config: Config) -> Transport:
         from .local import LocalTransport
 
         return LocalTransport(config.base, config.lab if config.is_local else None)
-    return _open_remote(config)
+    return _remote_opener(config)(config)
 
 
-def _open_remote(config: Config) -> Transport:
+def _remote_opener(config: Config) -> Callable[[Config], Transport]:
+    """The SSH transport ``config`` asks for, its modules loaded (paramiko: the slowest)."""
     if config.transport == "openssh":
         from .openssh import OpenSshTransport
 
-        return OpenSshTransport(config)
+        return OpenSshTransport
     from .paramiko_ssh import ParamikoTransport
+    from .sshconfig import config_file, import_paramiko
 
-    return ParamikoTransport(config)
+    import_paramiko(config_file(config))
+    return ParamikoTransport
 
 
 def _is_this_host(config: Config) -> bool:
-    """Running on the lab host itself (same name, no other user asked): skip SSH."""
+    """Running on the lab host itself (same name, no other user asked, nothing in the ssh
+    config for this name): skip SSH."""
     import getpass
     import socket
 
     names = {socket.gethostname(), socket.getfqdn()}
-    if config.host_name not in names or _named_in_ssh_config(config):
+    if config.host_name not in names:
+        return False
+    from .sshconfig import config_file, configured_for  # paramiko: only for this machine's own name
+
+    if configured_for(config.host_name, config_file(config)):
         return False
     user = config.host_user
     return user is None or user == getpass.getuser()
-
-
-def _named_in_ssh_config(config: Config) -> bool:
-    """The user's ssh config has a ``Host`` entry for this very name: it says how to reach
-    it (another User, Port, a jump host ...), so SSH is used even though the name is ours."""
-    import os
-
-    path = os.path.expanduser(config.ssh_config or "~/.ssh/config")
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return False
-    for line in lines:
-        words = line.replace("=", " ").split()
-        if len(words) > 1 and words[0].lower() == "host" and config.host_name in words[1:]:
-            return True
-    return False
 
 
 __all__ = ["Transport", "open_transport"]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..engine import protocol
 from ..engine.errors import AGENT_CLIENT_GONE, EXIT_HOST, EXIT_SSH, EngineError, Interrupted
 from ..engine.signals import GUARD
+from . import bootstrap
 
 if TYPE_CHECKING:
     from ..keyboard import Keyboard
@@ -79,13 +80,29 @@ class Stream(Protocol):
 
     def close(self) -> None: ...
 
-    def diagnose(self) -> str:
-        """Why the stream ended (exit status, stderr), for error messages."""
+    def exit_status(self) -> int | None:
+        """The other end's exit status once it has ended (waiting a moment for it), else None."""
+        ...
+
+    def last_error(self) -> str:
+        """The last line the other end wrote to stderr ("" if none): shown, never interpreted."""
         ...
 
     def lost(self) -> bool:
         """The connection itself went away (not just the engine at its other end)."""
         ...
+
+
+AGENT_SAYS = "mq agent: "  # how the host agent's last words on stderr begin
+BOOTSTRAP_HINTS: dict[int | None, str] = {  # by the bootstrap's exit status
+    bootstrap.ENGINE_BROKEN: "; its cached copy there may be damaged: remove ~/.cache/mq/engine-* on the host",
+    bootstrap.CACHE_DENIED: "; mq needs a writable cache directory there (~/.cache/mq or $XDG_CACHE_HOME)",
+}
+
+
+def describe_end(status: int | None, line: str) -> str:
+    """How the other end ended, for messages: ``exit status N; its last stderr line``."""
+    return (f"exit status {status}" if status is not None else "") + (f"; {line}" if line else "")
 
 
 class AgentClient:
@@ -129,19 +146,16 @@ class AgentClient:
         return line
 
     def _ended(self) -> EngineError:
-        detail = self.stream.diagnose()
-        if detail.startswith(f"exit status {AGENT_CLIENT_GONE}"):  # the host gave up on us: stopped or cut off
-            why = detail.split("mq agent: ", 1)[1] if "mq agent: " in detail else "it heard nothing from this client"
+        """The error for a stream that ended, told by the other end's exit status."""
+        status, line = self.stream.exit_status(), self.stream.last_error()
+        detail = describe_end(status, line)
+        if status == AGENT_CLIENT_GONE:  # the host gave up on us: stopped or cut off
+            why = line[len(AGENT_SAYS):] if line.startswith(AGENT_SAYS) else "it heard nothing from this client"
             return HostGaveUp(self.host, f"connection lost: the host gave up ({why})")
         if self.stream.lost():
             return SshError(self.host, "connection lost" + (f" ({detail})" if detail else ""))
-        hint = ""
-        if any(word in detail for word in ("SyntaxError", "ImportError", "ModuleNotFoundError")):
-            hint = "; its cached copy there may be damaged: remove ~/.cache/mq/engine-* on the host"
-        elif "PermissionError" in detail:
-            hint = "; mq needs a writable cache directory there (~/.cache/mq or $XDG_CACHE_HOME)"
         return HostError(f"the mq engine on {self.host} ended unexpectedly" + (f": {detail}" if detail else "")
-                         + hint)
+                         + BOOTSTRAP_HINTS.get(status, ""))
 
     def _ping_loop(self) -> None:
         while not self._closed.wait(self.keepalive):

@@ -1,78 +1,62 @@
 """The engine shipped to the lab host: a deterministic zip named by its hash.
 
-The host needs only ``python3`` (>= 3.9). The bootstrap below runs there with
-``python3 -c``: it reuses ``~/.cache/mq/engine-<hash>/`` when present, else
-asks for the zip on the same channel, checks its hash, unpacks it privately
-and renames it into place; then it starts the agent.
+The host needs only ``python3`` (>= 3.9): the command run there is
+``python3 -c <bootstrap.py> DIGEST BASE LAB``, and the bootstrap asks for the
+zip only when the host has no engine of that digest yet. The zip holds
+``mq/engine`` and ``tomli``, the one package the engine needs beyond the
+standard library (``tomllib`` came with Python 3.11).
+
+The digest is computed once per installed version and kept in the client's
+cache, keyed by the names, sizes and times of the files that go into the
+zip and of the code that builds it: a command zips nothing unless the host
+asks for the bundle.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import io
+import json
 import os
 import shlex
-import zipfile
-from pathlib import Path
+from typing import Any
 
-ENGINE_DIR = Path(__file__).resolve().parent.parent / "engine"
+HERE = os.path.dirname(os.path.abspath(__file__))
+ENGINE_DIR = os.path.join(os.path.dirname(HERE), "engine")
+BOOTSTRAP = os.path.join(HERE, "bootstrap.py")
+DIGEST_CACHE = "bundle-digest.json"  # in the client's ~/.cache/mq
 
-# Engines of other versions unused this long are removed when a new one is installed
-# (each command touches the engine it runs, so one in use stays).
-PRUNE_AGE = 30 * 86400
 
-BOOTSTRAP = r"""
-import os,sys
-h,base,lab=sys.argv[1],sys.argv[2],sys.argv[3]
-w=lambda s:(os.write(1,(s+'\n').encode()))
-if sys.version_info<(3,9):
-    w('{"bootstrap":"old-python","version":"%d.%d"}'%sys.version_info[:2]);sys.exit(10)
-c=os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'),'.cache')
-d=os.path.join(c,'mq','engine-'+h)
-if not os.path.isfile(os.path.join(d,'mq','engine','agent.py')):
-    import hashlib,io,zipfile,shutil
-    w('{"bootstrap":"send"}')
-    def rd(n):
-        b=b''
-        while len(b)<n:
-            x=os.read(0,n-len(b))
-            if not x:sys.exit(11)
-            b+=x
-        return b
-    l=b''
-    while not l.endswith(b'\n'):l+=rd(1)
-    z=rd(int(l))
-    if hashlib.sha256(z).hexdigest()[:16]!=h:
-        w('{"bootstrap":"bad-hash"}');sys.exit(12)
-    os.makedirs(os.path.dirname(d),mode=0o700,exist_ok=True)
-    t=d+'.tmp%d'%os.getpid()
-    zipfile.ZipFile(io.BytesIO(z)).extractall(t)
-    try:os.rename(t,d)
-    except OSError:shutil.rmtree(t,True)
-    import time
-    p=os.path.dirname(d)
-    for e in os.listdir(p):
-        q=os.path.join(p,e)
-        try:
-            if e.startswith('engine-') and q!=d and time.time()-os.stat(q).st_mtime>AGE:shutil.rmtree(q,True)
-        except OSError:pass
-try:os.utime(d)
-except OSError:pass
-w('{"bootstrap":"ready"}')
-sys.path.insert(0,d)
-from mq.engine.agent import main
-sys.exit(main([base]+([lab] if lab else [])))
-"""
+def _tomli_dir() -> str:
+    from importlib.util import find_spec
+
+    spec = find_spec("tomli")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("mq's dependency tomli is not installed")
+    return next(iter(spec.submodule_search_locations))
+
+
+def sources() -> list[tuple[str, str]]:
+    """(name in the zip, file) of every file the bundle holds, in zip order."""
+    tomli = _tomli_dir()
+    return ([(f"mq/engine/{name}", os.path.join(ENGINE_DIR, name)) for name in sorted(os.listdir(ENGINE_DIR))
+             if name.endswith(".py")]
+            + [(f"tomli/{name}", os.path.join(tomli, name)) for name in sorted(os.listdir(tomli))
+               if name.endswith(".py")])
 
 
 @functools.lru_cache(maxsize=1)
 def engine_zip() -> tuple[str, bytes]:
-    """(hash, zip bytes) of ``mq/__init__.py`` (empty) and ``mq/engine/*.py``."""
+    """(digest, zip bytes): an empty ``mq/__init__.py``, ``mq/engine/*.py``, ``tomli/*.py``
+    (and tomli's license), each dated 1980 so that the same files give the same digest."""
+    import hashlib
+    import io
+    import zipfile
+
+    entries = [("mq/__init__.py", b"")]
+    entries += [(name, _read(path)) for name, path in sources()]
+    entries += _tomli_license()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        entries = [("mq/__init__.py", b"")]
-        entries += [(f"mq/engine/{p.name}", p.read_bytes()) for p in sorted(ENGINE_DIR.glob("*.py"))]
         for name, data in entries:
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
@@ -81,17 +65,63 @@ def engine_zip() -> tuple[str, bytes]:
     return hashlib.sha256(data).hexdigest()[:16], data
 
 
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _tomli_license() -> list[tuple[str, bytes]]:
+    """tomli's license file, shipped with its code (MIT)."""
+    from importlib import metadata
+
+    try:
+        files = metadata.distribution("tomli").files or []
+    except metadata.PackageNotFoundError:
+        return []
+    return [(f"tomli/{path.name}", path.read_binary()) for path in files
+            if path.name.startswith("LICENSE") and ".dist-info" in str(path.parent)][:1]
+
+
+def _stamp() -> list[Any]:
+    """What the digest depends on: every source's name, size and time, and this code's."""
+    stamp: list[Any] = []
+    for name, path in [*sources(), ("bundle", __file__)]:
+        info = os.stat(path)
+        stamp.append([name, info.st_size, info.st_mtime_ns])
+    return stamp
+
+
+def engine_digest() -> str:
+    """The bundle's digest, from the client's cache while the files are unchanged."""
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+                         "mq", DIGEST_CACHE)
+    stamp = _stamp()
+    try:
+        with open(cache, encoding="utf-8") as handle:
+            cached = json.load(handle)
+        if cached["stamp"] == stamp:
+            return str(cached["digest"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    digest = engine_zip()[0]
+    try:
+        os.makedirs(os.path.dirname(cache), mode=0o700, exist_ok=True)
+        written = f"{cache}.{os.getpid()}"
+        with open(written, "w", encoding="utf-8") as handle:
+            json.dump({"stamp": stamp, "digest": digest}, handle)
+        os.replace(written, cache)
+    except OSError:
+        pass  # no cache: computed again next time
+    return digest
+
+
 def remote_command(base: str, lab: str | None, python: str = "python3") -> str:
     """The single command the client runs on the host (every value shell-quoted)."""
-    digest, _ = engine_zip()
-    script = BOOTSTRAP.replace("AGE", str(PRUNE_AGE))
-    return " ".join(shlex.quote(part) for part in (python, "-c", script, digest, base, lab or ""))
+    with open(BOOTSTRAP, encoding="utf-8") as handle:
+        script = handle.read()
+    return " ".join(shlex.quote(part) for part in (python, "-c", script, engine_digest(), base, lab or ""))
 
 
 def bundle_message() -> bytes:
     _, data = engine_zip()
     return f"{len(data)}\n".encode() + data
-
-
-def engine_files() -> list[str]:
-    return sorted(os.path.basename(p) for p in map(str, ENGINE_DIR.glob("*.py")))

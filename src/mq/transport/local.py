@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..engine.agent import Agent
-from ..engine.runner import ENGINE_ROOT
+from ..engine.run_host import ENGINE_ROOT
 from .base import AgentClient, EventHandler, HostError, HostGaveUp, Progress, SshError
 from .pipe import PipeStream
 

@@ -6,7 +6,7 @@ import os
 import subprocess
 
 from ..config import Config
-from .base import SshError
+from .base import SshError, describe_end
 from .bundle import remote_command
 from .pipe import SSH_FAILED, PipeStream
 from .remote import RemoteTransport, start_agent
@@ -46,7 +46,6 @@ class OpenSshTransport(RemoteTransport):
             raise
         except Exception as exc:
             stream.close()  # first: the exit status and stderr are collected, then kept
-            detail = stream.diagnose()
             if proc.returncode == SSH_FAILED:  # ssh's own failure: connecting, authenticating
-                raise SshError(self.host, detail.split("; ", 1)[-1]) from None
+                raise SshError(self.host, stream.last_error() or describe_end(proc.returncode, "")) from None
             raise exc

@@ -26,7 +26,7 @@ class ChannelStream:
 
     def __init__(self, channel: Any) -> None:
         self.channel = channel
-        self._stderr = b""  # the host side's stderr (kept for diagnose)
+        self._stderr = b""  # the tail of the host side's stderr (for last_error)
 
     def send(self, data: bytes) -> None:
         """Send it all; a signal that comes while the host accepts nothing (a full
@@ -60,11 +60,8 @@ class ChannelStream:
             self.channel.settimeout(0.0)
             try:
                 return bytes(self.channel.recv(65536))
-            except (TimeoutError, BlockingIOError):
+            except (TimeoutError, BlockingIOError):  # socket.timeout is TimeoutError (Python >= 3.10)
                 pass
-            except OSError as exc:
-                if exc.__class__.__name__ != "timeout":
-                    raise
             if time.monotonic() >= deadline:
                 return None
 
@@ -83,14 +80,17 @@ class ChannelStream:
             time.sleep(0.02)
         return transport is None or not transport.is_active()
 
-    def diagnose(self) -> str:
+    def exit_status(self) -> int | None:
         deadline = time.monotonic() + 1.0
         while not self.channel.exit_status_ready() and time.monotonic() < deadline:
             time.sleep(0.01)
         self._drain_stderr()
-        status = self.channel.exit_status if self.channel.exit_status_ready() else None
-        text = self._stderr.decode("utf-8", "replace").strip().splitlines()
-        return (f"exit status {status}" if status is not None else "") + (f"; {text[-1]}" if text else "")
+        return int(self.channel.exit_status) if self.channel.exit_status_ready() else None
+
+    def last_error(self) -> str:
+        self._drain_stderr()
+        lines = self._stderr.decode("utf-8", "replace").strip().splitlines()
+        return lines[-1] if lines else ""
 
     def close(self) -> None:
         self.channel.close()
@@ -228,8 +228,9 @@ class ParamikoTransport(RemoteTransport):
             channel = client.get_transport().open_session()
             channel.exec_command(remote_command(config.base, None if config.lab_is_default else config.lab))
         except (OSError, paramiko.SSHException, EOFError, ValueError) as exc:
+            reason = _reason(exc, self._chain[-1].get_transport() if self._chain else None)
             self._close_chain()
-            raise SshError(self.host, _reason(exc)) from None
+            raise SshError(self.host, reason) from None
         try:
             self.client = start_agent(ChannelStream(channel), self.host, settings.alive_interval,
                                       settings.alive_count)
@@ -247,18 +248,23 @@ class ParamikoTransport(RemoteTransport):
         self._close_chain()
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, transport: Any) -> str:
+    """Why connecting failed, from the exception's type and the state of the SSH transport
+    (``transport``: the last connection tried, None before any)."""
+    import paramiko
+
     text = str(exc) or exc.__class__.__name__
-    if exc.__class__.__name__ == "AuthenticationException":
+    if isinstance(exc, paramiko.AuthenticationException):
         return f"authentication failed ({text})"
-    if exc.__class__.__name__ == "ChannelException":
-        return f"the host refused to open a session ({getattr(exc, 'text', text)}; sshd's MaxSessions?)"
-    if exc.__class__.__name__ == "BadHostKeyException":
+    if isinstance(exc, paramiko.ChannelException):
+        return f"the host refused to open a session ({exc.text}; sshd's MaxSessions?)"
+    if isinstance(exc, paramiko.BadHostKeyException):
         return (f"the host key has CHANGED ({text}). Someone may be intercepting the connection, or the "
                 "host was reinstalled: check with the lab's admins, then remove the old key with "
                 "`ssh-keygen -R HOST` (and `-f` your UserKnownHostsFile) and accept the new one")
-    if text == "No existing session":
-        return "the host accepted the connection but never completed the SSH greeting (timed out)"
-    if "protocol banner" in text:
-        return f"the host dropped the connection before its greeting ({text}; sshd's MaxStartups?)"
+    if isinstance(exc, paramiko.SSHException) and transport is not None and not transport.initial_kex_done:
+        if transport.is_active() or isinstance(exc.__context__, TimeoutError):  # still waiting for it
+            return "the host accepted the connection but never completed the SSH greeting (timed out)"
+        if not transport.remote_version and isinstance(exc.__context__, (EOFError, ConnectionError)):
+            return f"the host dropped the connection before its greeting ({text}; sshd's MaxStartups?)"
     return text

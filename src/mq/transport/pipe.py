@@ -15,7 +15,7 @@ SSH_FAILED = 255
 
 class PipeStream:
     """stdin/stdout carry the protocol; stderr is read as it comes (so the child never
-    blocks on a full pipe) and its tail kept for ``diagnose``, which works after ``close``."""
+    blocks on a full pipe) and its tail kept for ``last_error``, which works after ``close``."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
@@ -56,14 +56,18 @@ class PipeStream:
         while self._err_open and select.select([self._err], [], [], 0)[0]:
             self._read_err()
 
-    def diagnose(self) -> str:
+    def exit_status(self) -> int | None:
         if not self._closed:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=2)
             self._drain_err()
-        status = self.proc.returncode
+        return self.proc.returncode
+
+    def last_error(self) -> str:
+        if not self._closed:
+            self._drain_err()
         lines = self._err_tail.decode("utf-8", "replace").strip().splitlines()
-        return (f"exit status {status}" if status is not None else "") + (f"; {lines[-1]}" if lines else "")
+        return lines[-1] if lines else ""
 
     def lost(self) -> bool:
         """``ssh`` exits 255 for its own failures (the connection); a local engine never does."""

@@ -33,6 +33,7 @@ def start_agent(stream: Stream, host: str, keepalive: float, count: int = 3) -> 
     return client
 
 
+COMMAND_NOT_FOUND = 127  # the host's shell: no such program (python3)
 NOISE_LINES = 200  # lines a login (motd, an rc file that prints) may write before the engine speaks
 
 
@@ -43,11 +44,10 @@ def _bootstrap_state(client: AgentClient) -> str:
     for _ in range(NOISE_LINES):
         try:
             line = client.read_line(client.silence)
-        except HostError as exc:
-            detail = client.stream.diagnose()
-            if "not found" in detail or "No such file" in detail:
+        except HostError:
+            if client.stream.exit_status() == COMMAND_NOT_FOUND:
                 raise HostError(f"python3 was not found on {client.host}: mq needs Python >= 3.9 there") from None
-            raise exc
+            raise
         start = line.find(b'{"bootstrap"')
         if start < 0:
             noise = noise or line

@@ -103,6 +103,32 @@ def resolve(alias: str, path: str, user: str | None = None) -> HostSettings:
     )
 
 
+_ANY_HOST = "mq-any-host.invalid"  # a name no config names: what it gives every host
+
+
+def configured_for(alias: str, path: str) -> bool:
+    """The ssh config at ``path`` says something about ``alias`` in particular: a ``Host`` or
+    ``Match`` block gives it a setting that it does not give every host (``Host *``), so it
+    says how to reach that host (a User, Port, ProxyJump ...). A config that cannot be read:
+    True (connecting reports why)."""
+    if not os.path.exists(path):
+        return False
+    paramiko = import_paramiko(path)
+    try:
+        ssh_config = paramiko.SSHConfig.from_path(path)
+
+        def applied(name: str) -> dict[str, Any]:
+            """The settings for ``name``, with the name itself (``%h``, ``%n``) taken out."""
+            found = ssh_config.lookup(name)
+            return {key: [v.replace(name, "%h") for v in value] if isinstance(value, list)
+                    else str(value).replace(name, "%h") for key, value in found.items()}
+
+        own, anyone = applied(alias), applied(_ANY_HOST)
+        return any(anyone.get(key) != value for key, value in own.items())
+    except (paramiko.SSHException, OSError, ValueError):
+        return True
+
+
 def _positive(value: str | None, default: float) -> float:
     """A number from the ssh config; missing, invalid or <= 0 gives ``default``."""
     try:

@@ -1,12 +1,16 @@
 """Shared fixtures: isolation from the developer's home, real lab directories,
-real Unix test users, and a runner for the real ``mq`` command."""
+real Unix test users, a runner for the real ``mq`` command, the one ``wait_for``
+every test polls with, the children a test starts (killed at the end), and a
+real sshd with a lab reached through it."""
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -20,6 +24,7 @@ import pytest
 
 from mq.engine.inventory import load_inventory
 from mq.engine.semaphore import Engine
+from sshd import SSHD, Sshd, client_config, start_sshd
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 TEST_GROUP = "mqlab"
@@ -98,6 +103,19 @@ class LabFixture:
 
         path = self.base / "audit.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def key_of(lab: LabFixture, board: str) -> str | None:
+    """The key stored with ``board``'s lock (None when there is no key file)."""
+    try:
+        return lab.key(board).read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+def events(lab: LabFixture, kind: str) -> list[dict[str, object]]:
+    """The audit records of one kind (``grant``, ``release``, ``reclaim`` ...), oldest first."""
+    return [e for e in lab.audit() if e["event"] == kind]
 
 
 def make_lab(path: Path, shared: bool = False) -> LabFixture:
@@ -207,7 +225,8 @@ def shared_lab(test_users: tuple[str, ...], tmp_path: Path) -> Iterator[LabFixtu
 # -- shared helpers for tests that watch real processes --------------------------------
 def wait_for(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition",
              step: float = 0.01) -> object:
-    """Poll ``cond`` until it is truthy; fail with ``what`` after ``timeout`` seconds."""
+    """Poll ``cond`` until it is truthy and return its value; fail with ``what`` after
+    ``timeout`` seconds. The one way tests wait for another process: never a fixed sleep."""
     deadline = time.monotonic() + timeout
     while True:
         value = cond()
@@ -216,6 +235,45 @@ def wait_for(cond: Callable[[], object], timeout: float = 20.0, what: str = "con
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(step)
+
+
+def settled(sample: Callable[[], object], quiet: float = 0.2) -> Callable[[], bool]:
+    """A ``wait_for`` condition: true once ``sample()`` has returned the same value for
+    ``quiet`` seconds (a process's CPU time or wake-ups that stopped changing)."""
+    seen: object = object()
+    since = time.monotonic()
+
+    def steady() -> bool:
+        nonlocal seen, since
+        value, now = sample(), time.monotonic()
+        if value != seen:
+            seen, since = value, now
+        return now - since >= quiet
+
+    return steady
+
+
+def proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name: state, ppid, ... (empty if gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def proc_state(pid: int) -> str:
+    """The one-letter state of ``pid`` (``S`` asleep, ``R`` running, ``T`` stopped, ``Z``...), or ``X`` if gone."""
+    return (proc_stat(pid) or ["X"])[0]
+
+
+def child_named(pid: int, name: str) -> int | None:
+    """A child of ``pid`` whose command name (``comm``) is ``name``, if one runs."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and proc_stat(int(entry))[1:2] == [str(pid)]:
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{entry}/comm").read_text().strip() == name:
+                    return int(entry)
+    return None
 
 
 def engine(lab: LabFixture) -> Engine:
@@ -233,6 +291,35 @@ def ticket_pids(lab: LabFixture) -> list[int]:
     return [int(name.rsplit("-", 1)[1]) for name in queued(lab)]
 
 
+class Procs(list[subprocess.Popen[str]]):
+    """Children a test started; ``add_group`` is for one that leads a session of its own
+    (``start_new_session=True``), whose whole process group goes with it at the end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.groups: set[int] = set()
+
+    def add_group(self, proc: subprocess.Popen[str]) -> subprocess.Popen[str]:
+        self.append(proc)
+        self.groups.add(proc.pid)
+        return proc
+
+
+@pytest.fixture
+def procs() -> Iterator[Procs]:
+    """Children started by a test; any still running at the end are killed (with the
+    process group of those added with ``add_group``: their own children too)."""
+    started = Procs()
+    yield started
+    for proc in started:
+        if proc.pid in started.groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        elif proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
 @pytest.fixture
 def children() -> Iterator[list[pexpect.spawn]]:
     """pexpect children a test spawns; any still alive at the end are killed."""
@@ -241,3 +328,92 @@ def children() -> Iterator[list[pexpect.spawn]]:
     for child in started:
         if child.isalive():
             child.terminate(force=True)
+
+
+# -- a real sshd, and a shared lab reached through it ---------------------------------------
+def processes_naming(path: Path) -> list[int]:
+    """Live processes (any user, never this one) whose command line mentions ``path``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if os.fsencode(str(path)) in Path(f"/proc/{entry}/cmdline").read_bytes() \
+                    and proc_state(int(entry)) not in ("Z", "X"):
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture(scope="session")
+def sshd_server(test_users: tuple[str, ...]) -> Iterator[Sshd]:
+    """One real sshd on 127.0.0.1 for the whole run, with a key for each test user."""
+    if not Path(SSHD).exists():
+        pytest.skip("needs openssh-server")
+    server = start_sshd(Path("/tmp") / f"mq-sshd-{os.getpid()}", test_users)
+    yield server
+    server.stop()
+    shutil.rmtree(server.root, ignore_errors=True)
+
+
+@dataclass
+class SshLab:
+    """A shared lab on the sshd's host, and a client side (ssh config, known_hosts, HOME) of its own."""
+
+    lab: LabFixture
+    sshd: Sshd
+    client_dir: Path
+    known_hosts: Path
+
+    def env(self, user: str, **extra: str) -> dict[str, str]:
+        """The environment of an ``mq`` client reaching the lab as ``user`` (host alias ``labhost``)."""
+        cfg = client_config(self.sshd, user, self.client_dir / f"config_{user}", known_hosts=self.known_hosts)
+        env = dict(os.environ)
+        env.update({"MQ_HOST": "labhost", "MQ_BASE": str(self.lab.base), "MQ_SSH_CONFIG": str(cfg),
+                    "HOME": str(self.client_dir)})
+        env.update(extra)
+        return env
+
+    def mq(self, user: str, *args: str, timeout: float = 30, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mq", *args], env=self.env(user, **extra),
+                              capture_output=True, text=True, timeout=timeout)
+
+    def spawn(self, user: str, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "mq", *args], env=self.env(user), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def kill_host_side(self) -> None:
+        """SIGKILL what a test left running on the host for this lab (the agents' command
+        lines name its directory); nothing of other labs, tests or runs."""
+        for pid in processes_naming(self.lab.base):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def ssh_lab(sshd_server: Sshd, tmp_path: Path) -> Iterator[SshLab]:
+    """A fresh shared lab on the sshd's host; at the end its host-side processes are killed
+    and the lab is removed."""
+    lab = make_lab(sshd_server.root / f"lab-{tmp_path.name}", shared=True)
+    client_dir = tmp_path / "client"
+    client_dir.mkdir()
+    known = client_dir / "known_hosts"
+    known.write_text(sshd_server.known_hosts_line() + "\n")
+    ssh_lab = SshLab(lab=lab, sshd=sshd_server, client_dir=client_dir, known_hosts=known)
+    yield ssh_lab
+    ssh_lab.kill_host_side()
+    shutil.rmtree(lab.base, ignore_errors=True)
+
+
+@pytest.fixture(params=["standard", "tomli"])
+def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the TOML parser this Python uses, and again with tomli (Python < 3.11)."""
+    import tomli
+
+    from mq.engine import tomlparse
+
+    if request.param == "tomli":
+        monkeypatch.setattr(tomlparse, "loads", tomli.loads)
+        monkeypatch.setattr(tomlparse, "TOMLDecodeError", tomli.TOMLDecodeError)
+    return str(request.param)

@@ -12,7 +12,6 @@ import pwd
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,15 +88,19 @@ def start_sshd(root: Path, users: tuple[str, ...], keys_from: Sshd | None = None
     overridden = {line.split()[0].lower() for line in options}  # some keywords take the first value, some the last
     config.write_text("\n".join([*options, *(d for d in defaults if d.split()[0].lower() not in overridden), ""]))
     proc = subprocess.Popen([SSHD, "-D", "-f", str(config), "-E", str(log)], stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def listening() -> bool:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
         except OSError:
             if proc.poll() is not None:
                 raise RuntimeError(f"sshd failed to start: {log.read_text() if log.exists() else ''}") from None
-            time.sleep(0.05)
+            return False
+        return True
+
+    from conftest import wait_for  # here, not at the top: conftest imports this module
+
+    wait_for(listening, timeout=10, what=f"sshd to listen on port {port}", step=0.05)
     host_pub = " ".join(Path(str(host_key) + ".pub").read_text().split()[:2])
     return Sshd(root=root, port=port, proc=proc, log=log, host_pub=host_pub, users=users)
 

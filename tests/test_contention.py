@@ -8,21 +8,33 @@ use goes to a later waiter at once.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from conftest import LabFixture, as_user, engine, queued, run_mq, spawn_mq, ticket_pids, user_env, wait_for
+from conftest import (
+    LabFixture,
+    Procs,
+    as_user,
+    engine,
+    key_of,
+    proc_state,
+    queued,
+    run_mq,
+    settled,
+    spawn_mq,
+    ticket_pids,
+    user_env,
+    wait_for,
+)
 
 TRIO = ("b1", "b2", "b3")
 
@@ -42,13 +54,6 @@ def ticket_keys(lab: LabFixture) -> list[str]:
     return keys
 
 
-def key_of(lab: LabFixture, board: str) -> str | None:
-    try:
-        return lab.key(board).read_text().strip()
-    except FileNotFoundError:
-        return None
-
-
 def trio_held(lab: LabFixture) -> set[str]:
     return lab.held() & set(TRIO)
 
@@ -60,21 +65,6 @@ def leftovers(lab: LabFixture) -> list[str]:
     found += [f"queue/{n}" for n in os.listdir(lab.base / ".mq" / "queue")]
     found += [f"holders/{n}" for n in os.listdir(lab.base / ".mq" / "holders")]
     return sorted(found)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[str]]]:
-    """Children started by a test; any still running at the end are killed, with the
-    process group of those started in a session of their own (their ``mq`` children)."""
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for proc in started:
-        if getattr(proc, "own_group", False):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        elif proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
 
 
 def spawn_waiter(lab: LabFixture, procs: list[subprocess.Popen[str]], target: str, key: str,
@@ -115,7 +105,7 @@ WITNESS_WORKER = textwrap.dedent(
             print("COLLISION after", done, flush=True)
             sys.exit(3)
         os.close(fd)
-        time.sleep(0.0005)
+        time.sleep(0.0005)  # hold the board a moment: a second holder would find the witness
         os.unlink(witness)
         eng.signal("b1")
         done += 1
@@ -208,7 +198,7 @@ def test_pool_waiter_before_board_waiter_gets_the_shared_member(lab: LabFixture,
     eng.signal("b3", key="hold")
     assert finished(pool_waiter)[:2] == (0, "b3\n")
     assert key_of(lab, "b3") == "pool-first"
-    time.sleep(0.2)  # give a wrongly woken b3 waiter the chance to misbehave
+    time.sleep(0.2)  # negative check: give a wrongly woken b3 waiter the chance to misbehave
     assert board_waiter.poll() is None
     assert key_of(lab, "b3") == "pool-first"
 
@@ -257,7 +247,7 @@ POOL_CLIENT = textwrap.dedent(
         sys.exit(3)
     os.close(fd)
     inside = len([n for n in os.listdir(base) if n.startswith("inside-")])
-    time.sleep(0.05)
+    time.sleep(0.05)  # hold the board a moment, so that holders overlap
     os.unlink(witness)
     rel = subprocess.run([*mq, "-signal", board, "-k", key], capture_output=True, text=True)
     print(board, inside, rel.returncode, flush=True)
@@ -273,27 +263,29 @@ def overtakes(arrival: list[str], granted: list[str]) -> dict[str, int]:
             for i, key in enumerate(arrival)}
 
 
-def test_twenty_clients_on_pool_of_three(lab: LabFixture, procs: list[subprocess.Popen[str]]) -> None:
+@pytest.mark.slow
+def test_twenty_clients_on_pool_of_three(lab: LabFixture, procs: Procs) -> None:
     eng = engine(lab)
     for board in TRIO:
         eng.wait(board, key="hold", budget=0)
     arrival = [f"c{i:02d}" for i in range(20)]
     for n, key in enumerate(arrival):  # serialized arrivals: each queued before the next starts
-        proc = subprocess.Popen([sys.executable, "-c", POOL_CLIENT, str(lab.base), key], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=lab.env, start_new_session=True)
-        proc.own_group = True  # type: ignore[attr-defined]
-        procs.append(proc)
+        procs.add_group(subprocess.Popen([sys.executable, "-c", POOL_CLIENT, str(lab.base), key],
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lab.env,
+                                         start_new_session=True))
         wait_for(lambda n=n: len(queued(lab)) == n + 1, what=f"ticket of {key}")
     assert ticket_keys(lab) == arrival
 
     for board in TRIO:
         eng.signal(board, key="hold")
-    peak = 0
-    deadline = time.monotonic() + 90
-    while any(p.poll() is None for p in procs):
-        peak = max(peak, len(trio_held(lab)))
-        assert time.monotonic() < deadline, "clients did not finish"
-        time.sleep(0.005)
+    peaks = [0]
+
+    def all_done() -> bool:  # samples the number of holders while the clients run
+        peaks.append(len(trio_held(lab)))
+        return all(p.poll() is not None for p in procs)
+
+    wait_for(all_done, timeout=90, what="the clients to finish", step=0.005)
+    peak = max(peaks)
     for key, proc in zip(arrival, procs, strict=True):
         code, out, err = finished(proc)
         assert code == 0, f"{key}: {out}{err}"
@@ -349,9 +341,9 @@ def run_many_waiters(lab: LabFixture, procs: list[subprocess.Popen[str]], count:
     arrival = ticket_keys(lab)  # concurrent arrivals: the queue's own order is the reference
     assert sorted(arrival) == [f"m{i:03d}" for i in range(count)]
 
-    time.sleep(0.5)  # let the last arrivals' wake-ups settle
+    wait_asleep([p.pid for p in procs])  # the last arrivals' wake-ups have settled
     cpu, woken = sum(cpu_seconds(p.pid) for p in procs), sum(wakeups(p.pid) for p in procs)
-    time.sleep(1.0)
+    time.sleep(1.0)  # the idle second under test: the waiters' CPU time and wake-ups in it are measured
     idle = {"cpu": sum(cpu_seconds(p.pid) for p in procs) - cpu, "wakeups": sum(wakeups(p.pid) for p in procs) - woken}
 
     for board in TRIO:
@@ -368,6 +360,7 @@ def run_many_waiters(lab: LabFixture, procs: list[subprocess.Popen[str]], count:
     return idle
 
 
+@pytest.mark.slow
 def test_three_hundred_waiters_all_served_in_order(shared_lab: LabFixture, test_users: tuple[str, ...],
                                                    procs: list[subprocess.Popen[str]]) -> None:
     """Fault matrix case 3: 300 concurrent waiters of three users all served in queue
@@ -380,6 +373,7 @@ def inotify_instance_limit() -> int:
     return int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
 
 
+@pytest.mark.slow
 def test_waiters_beyond_the_inotify_instance_limit_still_sleep(shared_lab: LabFixture, test_users: tuple[str, ...],
                                                                procs: list[subprocess.Popen[str]]) -> None:
     """One user (a CI account) with more waiters than fs.inotify.max_user_instances
@@ -431,7 +425,7 @@ def test_pool_holders_never_exceed_members_with_cli_waiters(lab: LabFixture,
     boards = sorted(finished(p)[1].strip() for p in winners)
     assert boards == list(TRIO)
     assert all(p.returncode == 0 for p in winners)
-    time.sleep(0.3)
+    time.sleep(0.3)  # negative check: no fourth waiter may be granted
     assert sum(p.poll() is not None for p in procs) == 3
     info = run_mq(lab, "sem", "-info", "trio", check=True).stdout
     assert info.count("waiting") == 3 * 3  # each member lists the three pool waiters
@@ -459,6 +453,14 @@ def wakeups(pid: int) -> int:
     raise AssertionError(f"no voluntary_ctxt_switches for {pid}")
 
 
+def wait_asleep(pids: list[int]) -> None:
+    """Until every one of ``pids`` is asleep and none has woken for 0.2 s (their start-up and
+    the wake-ups of later arrivals are over; what follows is the idle state)."""
+    woken = settled(lambda: sum(wakeups(pid) for pid in pids))
+    wait_for(lambda: all(proc_state(pid) == "S" for pid in pids) and woken(), timeout=60,
+             what=f"{len(pids)} waiters asleep", step=0.05)
+
+
 def test_releases_do_not_wake_every_waiter(lab: LabFixture, procs: list[subprocess.Popen[str]]) -> None:
     """Ten hand-offs on trio: a waiter for another board, and the waiter at the back
     of the trio queue, are not woken by each of them (fault matrix promise 8)."""
@@ -476,7 +478,7 @@ def test_releases_do_not_wake_every_waiter(lab: LabFixture, procs: list[subproce
     bystander = start("solo", "bystander")
     front = [start("trio", f"f{i}") for i in range(10)]
     tail = start("trio", "tail")
-    time.sleep(0.3)  # let every waiter settle into its sleep
+    wait_asleep([p.pid for p in procs])  # every waiter settled into its sleep
     before = {p.pid: wakeups(p.pid) for p in (bystander, tail)}
 
     held = dict.fromkeys(TRIO, "hold")
@@ -487,9 +489,9 @@ def test_releases_do_not_wake_every_waiter(lab: LabFixture, procs: list[subproce
         assert finished(waiter)[:2] == (0, board + "\n")
         held[board] = f"f{i}"
         if i == len(front) - 2:  # f9 still waits ahead of the tail: nothing concerned it so far
-            time.sleep(0.2)
+            time.sleep(0.2)  # negative check: a wrongly woken tail would have woken by now
             woken["tail"] = wakeups(tail.pid) - before[tail.pid]
-    time.sleep(0.2)
+    time.sleep(0.2)  # negative check: as for the tail, a wake-up of the bystander would have shown
     woken["bystander"] = wakeups(bystander.pid) - before[bystander.pid]
     assert tail.poll() is None and bystander.poll() is None
     # A waiter for another board has no reason to wake at all; the last trio waiter

@@ -20,18 +20,25 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LabFixture, as_user, engine, run_mq, spawn_mq, ticket_pids, user_env, wait_for
+from conftest import (
+    LabFixture,
+    Procs,
+    as_user,
+    child_named,
+    engine,
+    key_of,
+    proc_state,
+    processes_naming,
+    run_mq,
+    spawn_mq,
+    ticket_pids,
+    user_env,
+    wait_for,
+)
 from mq.engine import boardlock, legacy
 
 LOCKFILE = shutil.which("lockfile") or "/usr/bin/lockfile"
 pytestmark = pytest.mark.skipif(not os.access(LOCKFILE, os.X_OK), reason="procmail lockfile(1) not installed")
-
-
-def key_of(lab: LabFixture, board: str) -> str | None:
-    try:
-        return lab.key(board).read_text().strip()
-    except FileNotFoundError:
-        return None
 
 
 def owner_of(lab: LabFixture, board: str) -> int | None:
@@ -47,20 +54,18 @@ def wait_expired(lab: LabFixture, board: str, timeout: int) -> None:
     wait_for(lambda: time.time() - mtime > timeout + 0.05, timeout=timeout + 5, what="lock expiry", step=0.02)
 
 
+def asleep_between_tries(pid: int) -> bool:
+    """True while ``pid`` (``lockfile -1``) sleeps out its second between two tries."""
+    try:
+        return "nanosleep" in Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return False
+
+
 def blocked_on_flock(pid: int) -> bool:
     """True while ``pid`` waits for a flock (a ``->`` line of /proc/locks)."""
     return any(line.split()[1] == "->" and line.split()[5] == str(pid)
                for line in open("/proc/locks").read().splitlines() if "->" in line)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
 
 
 # -- case 21: a legacy lock is a real lock ----------------------------------------------------
@@ -76,7 +81,7 @@ def test_legacy_lock_shown_held_waited_on_and_taken_after_removal(lab: LabFixtur
     waiter = spawn_mq(lab, "sem", "-wait", "b1", "-k", "job")
     procs.append(waiter)
     wait_for(lambda: waiter.pid in ticket_pids(lab) or waiter.poll() is not None, what="waiter queued")
-    time.sleep(0.2)
+    time.sleep(0.2)  # negative check: the waiter must not take the legacy-locked board
     assert waiter.poll() is None
     assert key_of(lab, "b1") is None
 
@@ -140,7 +145,8 @@ def test_lockfile_gets_the_board_after_mq_releases(lab: LabFixture, procs: list[
     legacy = subprocess.Popen([LOCKFILE, "-1", "-r20", str(lab.lock("b1"))], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     procs.append(legacy)
-    time.sleep(1.5)
+    wait_for(lambda: asleep_between_tries(legacy.pid) or legacy.poll() is not None,
+             what="lockfile to find the board locked and sleep before its next try")
     assert legacy.poll() is None
     run_mq(lab, "sem", "-signal", "b1", "-k", "mine", check=True)
     legacy.communicate(timeout=10)
@@ -150,6 +156,7 @@ def test_lockfile_gets_the_board_after_mq_releases(lab: LabFixture, procs: list[
 
 
 # -- case 20: many reclaimers of one expired lock --------------------------------------------------
+@pytest.mark.slow
 def test_ten_reclaimers_of_an_expired_lock_one_wins(shared_lab: LabFixture, test_users: tuple[str, ...],
                                                      procs: list[subprocess.Popen[str]]) -> None:
     lab = shared_lab
@@ -292,73 +299,44 @@ def mqsh_waiter(lab: LabFixture, board: str, key: str) -> str:
             f"printf '{key}' > '{base}/{board}.key' && chmod a-w,g+r '{base}/{board}.key' && echo granted")
 
 
-def proc_field(pid: int, name: str) -> str | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(name + ":"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        return None
-    return None
-
-
 def gone(pid: int) -> bool:
     """Exited (a zombie nobody reaped yet counts as gone: it can take no lock)."""
-    state = proc_field(pid, "State")
-    return state is None or state.startswith("Z")
+    return proc_state(pid) in ("Z", "X")
 
 
-def lockfile_child(pid: int) -> int | None:
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and proc_field(int(entry), "PPid") == str(pid):
-            try:
-                if Path(f"/proc/{entry}/comm").read_text().strip() == "lockfile":
-                    return int(entry)
-            except OSError:
-                continue
-    return None
+def uid_of(pid: int) -> int:
+    return Path(f"/proc/{pid}").stat().st_uid
 
 
-def processes_naming(path: Path) -> list[int]:
-    """Live processes (any user) whose arguments mention ``path``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and os.fsencode(str(path)) in Path(f"/proc/{entry}/cmdline").read_bytes() \
-                    and not gone(int(entry)):
-                found.append(int(entry))
-        except OSError:
-            continue
-    return found
-
-
-@pytest.fixture
-def waiters() -> Iterator[list[subprocess.Popen[str]]]:
-    """Fake mq.sh waiter shells, each in its own session; the whole group is killed after."""
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for proc in started:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=10)
-
-
-def start_waiter(lab: LabFixture, board: str, key: str, waiters: list[subprocess.Popen[str]],
+def start_waiter(lab: LabFixture, board: str, key: str, procs: Procs,
                  user: str | None = None) -> tuple[subprocess.Popen[str], int]:
-    """Start a fake mq.sh waiter; (the shell, its lockfile child) once the child runs."""
-    shell = subprocess.Popen(["sh", "-c", mqsh_waiter(lab, board, key)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True,
-                             env=user_env(lab.env, user), **as_user(user))
-    waiters.append(shell)
-    child = wait_for(lambda: lockfile_child(shell.pid) or shell.poll() is not None, timeout=10,
+    """Start a fake mq.sh waiter in a session of its own; (the shell, its lockfile child) once the child runs."""
+    shell = procs.add_group(subprocess.Popen(["sh", "-c", mqsh_waiter(lab, board, key)], stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                             env=user_env(lab.env, user), **as_user(user)))
+    child = wait_for(lambda: child_named(shell.pid, "lockfile") or shell.poll() is not None, timeout=10,
                      what="the waiter's lockfile child")
     assert shell.poll() is None, shell.communicate()
     assert isinstance(child, int)
     return shell, child
 
 
-def test_cancel_ends_the_callers_mqsh_waiter_and_its_lockfile(lab: LabFixture, waiters: list[subprocess.Popen[str]],
-                                                             procs: list[subprocess.Popen[str]]) -> None:
+@contextlib.contextmanager
+def paused(*shells: subprocess.Popen[str]) -> Iterator[None]:
+    """The waiter shells stopped (SIGSTOP) for the block, continued after. A SIGTERM sent
+    meanwhile is then acted on first when a shell resumes, so the shell cannot see its
+    ``lockfile`` child end (exit 75) and exit by itself, whichever of the two mq signalled first."""
+    for shell in shells:
+        shell.send_signal(signal.SIGSTOP)
+        wait_for(lambda shell=shell: proc_state(shell.pid) == "T", timeout=5, what="the shell stopped")
+    try:
+        yield
+    finally:
+        for shell in shells:
+            shell.send_signal(signal.SIGCONT)
+
+
+def test_cancel_ends_the_callers_mqsh_waiter_and_its_lockfile(lab: LabFixture, procs: Procs) -> None:
     key, other = "ci[1].* $(touch pwned)", "ci1-x $(touch pwned)"  # unescaped, the key would match `other`
     for board in ("b1", "b2"):
         subprocess.run([LOCKFILE, "-r0", str(lab.lock(board))], check=True)
@@ -366,13 +344,14 @@ def test_cancel_ends_the_callers_mqsh_waiter_and_its_lockfile(lab: LabFixture, w
     mq_waiter = spawn_mq(lab, "sem", "-wait", "b1", "-k", key)
     procs.append(mq_waiter)
     wait_for(lambda: mq_waiter.pid in ticket_pids(lab) or mq_waiter.poll() is not None, what="mq waiter queued")
-    shell, child = start_waiter(lab, "b1", key, waiters)
-    other_key, other_key_child = start_waiter(lab, "b1", other, waiters)
-    other_board, other_board_child = start_waiter(lab, "b2", key, waiters)
+    shell, child = start_waiter(lab, "b1", key, procs)
+    other_key, other_key_child = start_waiter(lab, "b1", other, procs)
+    other_board, other_board_child = start_waiter(lab, "b2", key, procs)
 
-    done = run_mq(lab, "sem", "-cancel", "b1", "-k", key)
+    with paused(shell):
+        done = run_mq(lab, "sem", "-cancel", "b1", "-k", key)
     assert done.returncode == 0, done.stderr
-    assert shell.wait(timeout=3) != 0  # TERM, or 75 from its lockfile's TERM
+    assert shell.wait(timeout=3) == -signal.SIGTERM  # mq ended the shell itself, not only its lockfile
     wait_for(lambda: gone(child), timeout=3, what="the cancelled waiter's lockfile child to end")
     _, err = mq_waiter.communicate(timeout=5)  # mq's own wait ends as before
     assert mq_waiter.returncode == 2, err
@@ -387,26 +366,25 @@ def test_cancel_ends_the_callers_mqsh_waiter_and_its_lockfile(lab: LabFixture, w
         proc.wait(timeout=5)
     wait_for(lambda: not processes_naming(lab.lock("b1")), timeout=3, what="no process waiting for b1.lock")
     lab.lock("b1").unlink()
-    time.sleep(0.5)
+    time.sleep(0.5)  # negative check: a leftover lockfile would have taken the free board by now
     assert not lab.lock("b1").exists()
     assert lab.key("b1").exists() is False
 
 
-def test_cancel_counts_mq_and_mqsh_waiters_of_a_pool(lab: LabFixture, waiters: list[subprocess.Popen[str]],
-                                                    procs: list[subprocess.Popen[str]]) -> None:
+def test_cancel_counts_mq_and_mqsh_waiters_of_a_pool(lab: LabFixture, procs: Procs) -> None:
     """A pool name ends the waiters of every member; the count covers both tools."""
     for board in ("b1", "b2", "b3", "solo"):
         subprocess.run([LOCKFILE, "-r0", str(lab.lock(board))], check=True)
     mq_waiter = spawn_mq(lab, "sem", "-wait", "trio", "-k", "K")
     procs.append(mq_waiter)
     wait_for(lambda: mq_waiter.pid in ticket_pids(lab) or mq_waiter.poll() is not None, what="mq waiter queued")
-    first, first_child = start_waiter(lab, "b1", "K", waiters)
-    second, second_child = start_waiter(lab, "b3", "K", waiters)
-    spared, spared_child = start_waiter(lab, "solo", "K", waiters)  # not in the pool
-    time.sleep(0.2)  # mq's waiter asleep: a cancel before it watches its ticket is lost (waiter.py race)
-    assert engine(lab).cancel("trio", "K") == 3
+    first, first_child = start_waiter(lab, "b1", "K", procs)
+    second, second_child = start_waiter(lab, "b3", "K", procs)
+    spared, spared_child = start_waiter(lab, "solo", "K", procs)  # not in the pool
+    with paused(first, second):
+        assert engine(lab).cancel("trio", "K") == 3
     for proc, kid in ((first, first_child), (second, second_child)):
-        assert proc.wait(timeout=3) != 0
+        assert proc.wait(timeout=3) == -signal.SIGTERM
         wait_for(lambda kid=kid: gone(kid), timeout=3, what="lockfile child to end")
     mq_waiter.communicate(timeout=5)
     assert mq_waiter.returncode == 2
@@ -414,19 +392,20 @@ def test_cancel_counts_mq_and_mqsh_waiters_of_a_pool(lab: LabFixture, waiters: l
 
 
 def test_cancel_spares_another_users_mqsh_waiter(shared_lab: LabFixture, test_users: tuple[str, ...],
-                                                 waiters: list[subprocess.Popen[str]]) -> None:
+                                                 procs: Procs) -> None:
     lab = shared_lab
     alice = test_users[0]
     subprocess.run([LOCKFILE, "-r0", str(lab.lock("b1"))], check=True)
-    hers, her_child = start_waiter(lab, "b1", "K", waiters, user=alice)
-    mine, my_child = start_waiter(lab, "b1", "K", waiters)
-    done = run_mq(lab, "sem", "-cancel", "b1", "-k", "K")
+    hers, her_child = start_waiter(lab, "b1", "K", procs, user=alice)
+    mine, my_child = start_waiter(lab, "b1", "K", procs)
+    with paused(mine):
+        done = run_mq(lab, "sem", "-cancel", "b1", "-k", "K")
     assert done.returncode == 0, done.stderr
-    assert mine.wait(timeout=3) != 0
+    assert mine.wait(timeout=3) == -signal.SIGTERM
     wait_for(lambda: gone(my_child), timeout=3, what="my lockfile child to end")
-    time.sleep(0.2)
+    time.sleep(0.2)  # negative check: a signal sent to her waiter too would have ended it by now
     assert hers.poll() is None and not gone(her_child), "another user's waiter was signalled"
-    assert (proc_field(hers.pid, "Uid") or "").split()[:1] == [str(pwd.getpwnam(alice).pw_uid)]
+    assert uid_of(hers.pid) == pwd.getpwnam(alice).pw_uid
 
 
 @pytest.mark.parametrize("key", ["it's", "a\nb", "$(rm -rf /)", "x.*", "\\1 ' > '", "0"])

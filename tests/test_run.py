@@ -28,8 +28,8 @@ import pexpect
 import pytest
 
 import conftest
-from conftest import LAB_TOML, LabFixture, make_lab, queued, wait_for
-from sshd import Sshd, client_config, start_sshd
+from conftest import LAB_TOML, LabFixture, SshLab, events, key_of, make_lab, queued, settled, wait_for
+from sshd import Sshd
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PASS_IMG = EXAMPLES / "sel4test-pass.img"
@@ -88,17 +88,6 @@ def run_toml(marks: Path, probe: Path) -> str:
 
 
 # -- helpers -------------------------------------------------------------------------
-
-
-def events(lab: LabFixture, kind: str) -> list[dict[str, object]]:
-    return [e for e in lab.audit() if e["event"] == kind]
-
-
-def key_of(lab: LabFixture, board: str) -> str | None:
-    try:
-        return lab.key(board).read_text().strip()
-    except FileNotFoundError:
-        return None
 
 
 def consoles(needle: str, user: str | None = None) -> list[str]:
@@ -286,7 +275,7 @@ def test_failure_outcomes(rl: RunLab, args: list[str], board: str, code: int, co
 
 def test_timeout_marker_after_a_prompt_without_newline(rl: RunLab) -> None:
     """A console whose last output is an unfinished line (a prompt): the marker still gets a line of its own."""
-    prompt = rl.cwd / "prompt.py"
+    prompt = rl.cwd / "prompt.py"  # a console that prints a prompt and hangs
     prompt.write_text("import sys, time\nsys.stdout.write('board login: ')\nsys.stdout.flush()\ntime.sleep(600)\n")
     toml = rl.lab.base / "lab.toml"
     toml.write_text(toml.read_text() + textwrap.dedent(f"""
@@ -498,7 +487,7 @@ def test_run_waits_fairly_behind_sem_holders(rl: RunLab, spawned: list[Spawned])
     wait_for(lambda: len(queued(rl.lab)) == 1 or run.proc.poll() is not None, what="the run's ticket")
     later = spawn(rl.lab.env, rl.cwd, spawned, "later", "sem", "-wait", "trio", "-k", "W")
     wait_for(lambda: len(queued(rl.lab)) == 2 or later.proc.poll() is not None, what="the later ticket")
-    time.sleep(0.3)
+    time.sleep(0.3)  # negative check: neither wait may end while every board is held
     assert run.proc.poll() is None and later.proc.poll() is None
     assert not rl.powered_off("b2") and "Booting" not in run.stdout()
 
@@ -582,7 +571,7 @@ def test_reserve_until_enter_or_ctrl_d(rl: RunLab, children: list[pexpect.spawn]
     child.expect("mq: b1 is yours")
     child.expect("Enter or Ctrl\\+D")
     assert rl.lab.held() == {"b1"}
-    time.sleep(0.2)
+    time.sleep(0.2)  # negative check: a reservation does not power the board off by itself
     assert not rl.powered_off("b1")
     if how == "enter":
         child.sendline("")
@@ -789,18 +778,15 @@ def test_dead_session_lock_is_reclaimed(rl: RunLab, spawned: list[Spawned], key:
 @dataclass
 class SshRunLab:
     rl: RunLab
-    sshd: Sshd
-    client_dir: Path
-    known_hosts: Path
+    ssh: SshLab
     user: str = "mqalice"
 
+    @property
+    def sshd(self) -> Sshd:
+        return self.ssh.sshd
+
     def env(self) -> dict[str, str]:
-        cfg = client_config(self.sshd, self.user, self.client_dir / f"config_{self.user}",
-                            known_hosts=self.known_hosts)
-        env = dict(os.environ)
-        env.update({"MQ_HOST": "labhost", "MQ_BASE": str(self.rl.lab.base), "MQ_SSH_CONFIG": str(cfg),
-                    "HOME": str(self.client_dir)})
-        return env
+        return self.ssh.env(self.user)
 
     def mq(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*MQ, *args], env=self.env(), cwd=self.rl.cwd, capture_output=True, text=True,
@@ -823,40 +809,18 @@ class SshRunLab:
         assert releases[-1]["user"] == self.user
 
 
-@pytest.fixture(scope="module")
-def run_sshd() -> Iterator[Sshd]:
-    if not Path("/usr/sbin/sshd").exists():
-        pytest.skip("needs openssh-server")
-    if not conftest._ensure_users():
-        pytest.skip("needs root to create test users")
-    server = start_sshd(Path("/tmp") / f"mq-sshd-run-{os.getpid()}", conftest.TEST_USERS)
-    yield server
-    server.stop()
-    shutil.rmtree(server.root, ignore_errors=True)
-
-
 @pytest.fixture
-def ssh_rl(run_sshd: Sshd, tmp_path: Path, isolated_env: Path) -> Iterator[SshRunLab]:
-    lab = make_lab(run_sshd.root / f"lab-{tmp_path.name}", shared=True)
-    marks = run_sshd.root / f"marks-{tmp_path.name}"
+def ssh_rl(ssh_lab: SshLab, tmp_path: Path, isolated_env: Path) -> Iterator[SshRunLab]:
+    """``rl``'s lab and boards on the sshd's host (``ssh_lab`` kills its host agents and removes it after)."""
+    marks = ssh_lab.sshd.root / f"marks-{tmp_path.name}"
     marks.mkdir()
     os.chmod(marks, 0o777)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    rl = prepare(lab, marks, isolated_env, cwd)
-    os.chmod(lab.base / "lab.toml", 0o644)
-    client_dir = tmp_path / "client"
-    client_dir.mkdir()
-    known = client_dir / "known_hosts"
-    known.write_text(run_sshd.known_hosts_line() + "\n")
-    yield SshRunLab(rl=rl, sshd=run_sshd, client_dir=client_dir, known_hosts=known)
-    # the host agents of this lab (their command line names its directory), if a test left one
-    pids = subprocess.run(["pgrep", "-f", str(lab.base)], capture_output=True, text=True).stdout.split()
-    for pid in pids:
-        if int(pid) != os.getpid():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-    shutil.rmtree(lab.base, ignore_errors=True)
+    rl = prepare(ssh_lab.lab, marks, isolated_env, cwd)
+    os.chmod(ssh_lab.lab.base / "lab.toml", 0o644)
+    yield SshRunLab(rl=rl, ssh=ssh_lab)
+    ssh_lab.kill_host_side()  # before its uploads are swept
     shutil.rmtree(marks, ignore_errors=True)
     jobs = Path(f"/tmp/mq-home-{SshRunLab.user}") / ".cache" / "mq" / "jobs"
     for name in jobs_left(jobs.parent.parent.parent, rl.token):  # only what this test uploaded (if a test failed)
@@ -935,6 +899,12 @@ def test_ssh_host_engine_killed_during_run(ssh_rl: SshRunLab, spawned: list[Spaw
     assert jobs_left(ssh_rl.host_home, rl.token) == []
 
 
+def cpu_ticks(pid: int) -> int:
+    """User and system CPU time ``pid`` has used so far, all its threads, in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def host_engines(ssh_rl: SshRunLab) -> list[int]:
     """The host-side engine processes of this test's lab (not the login shell, not the board)."""
     out = subprocess.run(["pgrep", "-u", ssh_rl.user, "-af", "mq.engine"], capture_output=True, text=True).stdout
@@ -956,7 +926,8 @@ def test_ssh_ctrl_c_during_a_stalled_upload(ssh_rl: SshRunLab, children: list[pe
     for pid in engines:
         os.kill(pid, signal.SIGSTOP)
     try:
-        time.sleep(1.0)  # the sender fills the window and blocks
+        # the sender fills the SSH window and blocks: the client stops using CPU
+        wait_for(settled(lambda: cpu_ticks(child.pid), quiet=0.3), timeout=15, what="the upload to stall")
         started = time.monotonic()
         child.sendintr()
         output, status = pty_end(child, timeout=10)
@@ -1058,7 +1029,7 @@ def test_ssh_bad_pattern_leaves_nothing_on_host(ssh_rl: SshRunLab) -> None:
     assert "not a valid regular expression" in proc.stderr
     assert ssh_rl.rl.lab.held() == set()
     assert events(ssh_rl.rl.lab, "grant") == []
-    time.sleep(0.5)
+    wait_for(lambda: not host_engines(ssh_rl), timeout=10, what="the host engine to end")  # nothing can change after
     assert jobs_left(ssh_rl.host_home, ssh_rl.rl.token) == []  # no uploaded image left behind
 
 
@@ -1099,6 +1070,7 @@ def test_sel4_ci_sequence(rl: RunLab, program: str, image: Path, code: int) -> N
 
 
 # -- console matching across reads -------------------------------------------------------------
+# a console that stops mid-line, then finishes the line with a prompt and hangs (its pauses are what is tested)
 SPLIT_LINE_BOARD = textwrap.dedent(
     """
     import sys, time
@@ -1115,11 +1087,11 @@ SPLIT_LINE_BOARD = textwrap.dedent(
     (r"prompt>\s*$", "completed"),  # ... also with $, once the console is quiet
 ])
 def test_match_at_the_end_of_an_unfinished_line(pattern: str, outcome: str) -> None:
-    from mq.engine import job
+    from mq.engine import boot
 
-    console = job.Console([sys.executable, "-c", SPLIT_LINE_BOARD])
+    console = boot.Console([sys.executable, "-c", SPLIT_LINE_BOARD])
     try:
-        found = job.watch_console(console, lambda _data: None, {"completed": re.compile(pattern, re.MULTILINE)},
+        found = boot.watch_console(console, lambda _data: None, {"completed": re.compile(pattern, re.MULTILINE)},
                                   time.monotonic() + 2.5)
     finally:
         console.stop()

@@ -14,39 +14,17 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
 import pytest
 
-from conftest import LabFixture, engine, run_mq, spawn_mq, ticket_pids, wait_for
+from conftest import LabFixture, engine, events, key_of, run_mq, spawn_mq, ticket_pids, wait_for
 
 FAILED_B1 = "Failed to acquire lock for system (b1)"
 
 
 # -- helpers -------------------------------------------------------------------------
-
-
-def key_of(lab: LabFixture, board: str) -> str | None:
-    try:
-        return lab.key(board).read_text().strip()
-    except FileNotFoundError:
-        return None
-
-
-def events(lab: LabFixture, kind: str) -> list[dict[str, object]]:
-    return [e for e in lab.audit() if e["event"] == kind]
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
 
 
 def spawn_waiter(lab: LabFixture, procs: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[str]:
@@ -165,10 +143,10 @@ CHURNER = textwrap.dedent(
     rounds = 0
     while not os.path.exists(stop):
         eng.wait("b1", key="churn", budget=None)
-        time.sleep(random.uniform(0.02, 0.25))
+        time.sleep(random.uniform(0.02, 0.25))  # the churn under test: hold b1 a random while,
         eng.signal("b1", key="churn")
         rounds += 1
-        time.sleep(random.uniform(0.0, 0.05))
+        time.sleep(random.uniform(0.0, 0.05))  # then leave it free a random while
     print(rounds, flush=True)
     """
 )
@@ -193,6 +171,7 @@ def check_interrupted_or_acquired(lab: LabFixture, key: str, output: str, status
     return acquired
 
 
+@pytest.mark.slow
 def test_ctrl_c_at_random_moments_during_churn(lab: LabFixture, tmp_path: Path, children: list[pexpect.spawn],
                                                procs: list[subprocess.Popen[str]]) -> None:
     """Fault matrix case 11: Ctrl+C 0-0.5 s after start, while another holder churns b1."""
@@ -204,7 +183,7 @@ def test_ctrl_c_at_random_moments_during_churn(lab: LabFixture, tmp_path: Path, 
     outcomes = {"interrupted": 0, "acquired": 0}
     for _ in range(20):
         child = pty_waiter(lab, children, "b1", "-k", "mine", queued=False)
-        time.sleep(rng.uniform(0.0, 0.5))
+        time.sleep(rng.uniform(0.0, 0.5))  # the random moment under test
         if child.isalive():
             child.sendintr()
         output, status, signalled = pty_result(child, timeout=2.0)
@@ -222,6 +201,7 @@ def test_ctrl_c_at_random_moments_during_churn(lab: LabFixture, tmp_path: Path, 
     assert outcomes["interrupted"] > 0, outcomes
 
 
+@pytest.mark.slow
 def test_ctrl_c_at_the_hand_off(lab: LabFixture, procs: list[subprocess.Popen[str]]) -> None:
     """SIGINT the moment the waiter's grant is logged (it writes the audit line while it
     still holds the lab mutex, just before it returns): the waiter either reports the
@@ -273,7 +253,7 @@ def test_cancel_ends_only_waits_with_that_key(lab: LabFixture, procs: list[subpr
         assert (proc.returncode, out) == (2, ""), err
         assert message in err
         assert "Acquired" not in err
-    time.sleep(0.2)
+    time.sleep(0.2)  # negative check: a wait with another key, wrongly cancelled, would end by now
     assert other.poll() is None
     assert ticket_pids(lab) == [other.pid]
 
@@ -322,7 +302,7 @@ def test_cancel_leaves_other_users_waits(shared_lab: LabFixture, test_users: tup
     wait_for(lambda: bobs.pid in ticket_pids(lab), what="bob's ticket")
     done = run_mq(lab, "sem", "-cancel", "b1", "-k", "K", user=test_users[2], check=True)
     assert "Cancelled 0" in done.stderr
-    time.sleep(0.2)
+    time.sleep(0.2)  # negative check: bob's wait, wrongly cancelled, would end by now
     assert bobs.poll() is None
     run_mq(lab, "sem", "-cancel", "b1", "-k", "K", user=bob, check=True)
     _, err = bobs.communicate(timeout=5)

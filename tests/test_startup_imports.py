@@ -24,7 +24,7 @@ with open(sys.argv[1], "w") as out:
 
 NEVER = {"rich", "zipfile", "filelock"}  # the progress bar of `mq run`, the bundle, the demo lab's creation
 SSH = {"paramiko", "mq.transport.bundle", "mq.transport.sshconfig", "mq.transport.paramiko_ssh"}
-RUN = {"mq.run_client", "mq.keyboard", "mq.console"}
+RUN = {"mq.run_client", "mq.keyboard", "mq.console", "mq.engine.run_host", "mq.engine.boot", "mq.engine.jobdir"}
 LAB = {"mq.service", "mq.config", "mq.transport", "mq.engine.results", "mq.engine.inventory", "tomllib", "tomli"}
 
 

@@ -16,17 +16,19 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
-from . import errors, fsutil, protocol, run_host
+from . import errors, fsutil, protocol
 from .interface import EngineFactory, LockEngine
 from .inventory import load_inventory
-from .jobdir import JobDir
 from .labpaths import user_name
 from .names import NO_KEY
 from .results import BoardState, Grant, Released
 from .semaphore import Engine
 from .signals import GUARD
+
+if TYPE_CHECKING:  # the job modules load only when a client runs a job (sem stays light)
+    from .jobdir import JobDir
 
 ClientGone = errors.ClientGone
 
@@ -90,6 +92,8 @@ class RemoteJobIO:
         self.agent.send({"id": self.agent._current_id, "event": event, "n": len(data), **fields}, data)
 
     def on_input(self, _fd: int) -> List[Tuple[str, bytes]]:
+        from . import run_host
+
         channel = self.agent.channel
         channel.fill()
         commands: List[Tuple[str, bytes]] = []
@@ -244,6 +248,8 @@ class Agent:
 
     @operation("job_open")
     def _job_open(self) -> Dict[str, Any]:
+        from .jobdir import JobDir
+
         self._job = JobDir()
         return {"dir": self._job.path}
 
@@ -269,6 +275,8 @@ class Agent:
 
     @operation("job_run")
     def _job_run(self, **args: Any) -> Dict[str, Any]:
+        from . import run_host
+
         spec = run_host.JobSpec(**args)
         job_dir, self._job = self._job, None
         return run_host.run_job(self.engine(), spec, RemoteJobIO(self), job_dir)

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..engine.agent import Agent
-from ..engine.run_host import ENGINE_ROOT
 from .base import AgentClient, EventHandler, HostError, HostGaveUp, Progress, SshError
 from .pipe import PipeStream
 
@@ -35,6 +34,8 @@ class LocalTransport:
 
     def _job_engine(self) -> AgentClient:
         if self._child is None:
+            from ..engine.run_host import ENGINE_ROOT  # only a job needs the child engine
+
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (ENGINE_ROOT, env.get("PYTHONPATH")) if p)
             try:

@@ -55,13 +55,16 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     prog = sys.argv[0] if prog is None else prog
     mqsh_name = is_mqsh(prog)
-    GUARD.install()  # from the start: Ctrl+C while the CLI loads is one line and 130 too (see run)
+    # Until a command runs, nothing is held or queued: a signal ends mq at once with one
+    # line (mq/_early_signals.py, installed by mq's first line). GUARD takes over just
+    # before the command; from then on, one landing in an import waits for a safe point.
     if os.environ.get("MQ_NO_EARLY") != "1":
         connect_early(args, mqsh_name)
     if mqsh_name:
         from . import mqsh
 
         given, rest = split_globals(args)
+        GUARD.install()
         return mqsh.main(rest, prog, given.get("host"), given.get("base"),
                          delegate=lambda words: cli_main(args[:len(args) - len(rest)] + words, mqsh_name=True))
     return cli_main(args)
@@ -81,6 +84,7 @@ def cli_main(args: List[str], mqsh_name: bool = False) -> int:
         from typer._completion_classes import completion_init
 
         completion_init()
+    GUARD.install()  # the CLI is loaded; the command may now hold or queue something
     try:
         result = command.main(args=args, prog_name=MQSH_NAME if mqsh_name else "mq", standalone_mode=False,
                               obj=Globals(mqsh=mqsh_name))
@@ -119,7 +123,9 @@ def run() -> None:
     """
     try:
         code = main()
-    except Interrupted as exc:  # while loading, before main's own handlers
+        GUARD.finish()  # the result is out: a signal now changes nothing (no traceback at exit)
+    except Interrupted as exc:  # a signal not taken by the command itself (mq.sh's own verbs)
+        GUARD.finish()
         err(exc.message)
         code = exc.exit_code
     try:

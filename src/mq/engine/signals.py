@@ -6,6 +6,11 @@ cleanup) the signal is only recorded; a ``select`` still wakes, because the
 signal also writes to ``wakeup_fd``, and the waiting code calls ``check()`` at
 its safe points, where nothing is half done. So a grant is either reported
 to the user or given back, never kept silently.
+
+A signal that lands while a module is being imported is recorded too, as in a
+deferred section: raised there it would leave a half-made module or come out
+as another error (``RuntimeError: Error calling __set_name__`` from inside a
+dataclass). A signal ignored when the process started (``nohup``) stays ignored.
 """
 
 from __future__ import annotations
@@ -20,6 +25,18 @@ from typing import Any, Dict, Iterator, List, Optional
 from .errors import Interrupted
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+IMPORT_FROZEN = "<frozen importlib._bootstrap"  # the import system's frames (``_external`` too)
+IMPORT_FILES = ("importlib/_bootstrap.py", "importlib/_bootstrap_external.py")  # -X frozen_modules=off
+
+
+def importing(frame: Optional[FrameType]) -> bool:
+    """``frame`` (where a signal landed) runs inside an import, however deep."""
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if filename.startswith(IMPORT_FROZEN) or filename.endswith(IMPORT_FILES):
+            return True
+        frame = frame.f_back
+    return False
 
 
 class SignalGuard:
@@ -42,6 +59,8 @@ class SignalGuard:
         self.wakeup_fd, self._write_fd = read_fd, write_fd
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
         for signum in HANDLED:
+            if signal.getsignal(signum) is signal.SIG_IGN:
+                continue  # ignored at start (nohup's SIGHUP, a background job's SIGINT): stays ignored
             self._saved[signum] = signal.signal(signum, self._handle)
         self._saved[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._nudge)
         return self
@@ -83,9 +102,13 @@ class SignalGuard:
         """The command's result is out: a signal recorded meanwhile changes nothing now."""
         self.pending = None
 
-    def _handle(self, signum: int, _frame: Optional[FrameType]) -> None:
+    def finish(self) -> None:
+        """The command is over, its result out: from now on a signal is only recorded."""
+        self._depth += 1
+
+    def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
         self.received = signum
-        if self._depth:
+        if self._depth or importing(frame):  # taken at the next safe point (``check``)
             if self.pending is None:
                 self.pending = signum
             return

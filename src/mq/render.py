@@ -86,10 +86,19 @@ def holder_json(holder: Optional[Holder]) -> Optional[Dict[str, Any]]:
 
 
 def state_json(state: BoardState) -> Dict[str, Any]:
-    return {"board": state.board, "state": "free" if state.holder is None else "locked",
+    """A board's state; ``unread`` (what could not be read, so is missing) only when there is such."""
+    data = {"board": state.board, "state": "free" if state.holder is None else "locked",
             "holder": holder_json(state.holder),
             "waiters": [{"user": t.user, "key": t.key, "target": t.target, "since": t.created}
                         for t in state.waiters]}
+    if state.unread:
+        data["unread"] = state.unread
+    return data
+
+
+def unread_lines(states: Iterable[BoardState]) -> List[str]:
+    """For stderr: each distinct notice of mq state that could not be read (and so is not shown), once."""
+    return [f"mq: {notice}" for notice in dict.fromkeys(s.unread for s in states if s.unread)]
 
 
 def envelope(kind: str, data: Any) -> str:

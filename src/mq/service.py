@@ -31,7 +31,8 @@ def wait_budget(period: float, retries: int) -> float | None:
         raise BadInputError(f"-w {period:g}: the retry period must be a number of seconds >= 0")
     if retries < 0:
         return None
-    return period * retries
+    budget = period * retries
+    return None if math.isinf(budget) else budget  # -w inf (or an overflow): forever
 
 
 @dataclass
@@ -94,7 +95,7 @@ def open_lab(config: Config) -> Lab:
 
 
 def _states(data: list[dict[str, Any]]) -> list[BoardState]:
-    return [BoardState(board, holder, waiters) for board, holder, waiters in states_from_wire(data)]
+    return [BoardState(*fields) for fields in states_from_wire(data)]
 
 
 def sem_wait(lab: Lab, name: str, key: str = NO_KEY, lock_timeout: int = 0, period: float = 8.0,

@@ -69,6 +69,8 @@ def sem(
             render.write_lines(line for s in states for line in render.info_lines(s))
         else:
             render.write_lines(render.mr_info_line(s) for s in states)
+        for line in render.unread_lines(states):
+            render.err(line)
 
 
 def _wait(lab: service.Lab, name: str, key: str, lock_timeout: int, period: float, retries: int,
@@ -91,3 +93,5 @@ def _dumpall(ctx: typer.Context, as_json: bool) -> None:
         render.out(render.envelope("dumpall", [render.state_json(s) for s in states]))
     else:
         render.write_lines(render.mr_info_line(s) for s in states)
+    for line in render.unread_lines(states):
+        render.err(line)

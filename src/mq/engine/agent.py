@@ -10,15 +10,18 @@ longer than the keepalive limit (a stopped client or a dead network).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
 import os
 import select
 import signal
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
-from . import errors, fsutil, protocol
+from . import arguments, errors, fsutil, protocol
 from .interface import EngineFactory, LockEngine
 from .inventory import load_inventory
 from .labpaths import user_name
@@ -33,18 +36,53 @@ if TYPE_CHECKING:  # the job modules load only when a client runs a job (sem sta
 ClientGone = errors.ClientGone
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
-OPERATIONS: Dict[str, Callable[..., Any]] = {}  # request name -> Agent method, collected at import
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A request's handler, and the arguments it takes (each checked by ``arguments.ARGUMENTS``);
+    ``checked_by_handler``: it takes any fields (``**args``) and checks them itself."""
+
+    handler: Callable[..., Any]
+    accepted: Tuple[str, ...]
+    required: Tuple[str, ...]
+    checked_by_handler: bool
+
+
+OPERATIONS: Dict[str, Operation] = {}  # request name -> its Agent method, collected at import
 
 
 def operation(name: str) -> Callable[[Handler], Handler]:
     """Register an ``Agent`` method as the handler of request ``name``; its parameters are
-    the request's arguments (a request with others is a bad request)."""
+    the request's arguments, each checked at the boundary by the check of its name in
+    ``arguments.ARGUMENTS`` (a request with others, or without a required one, is refused)."""
 
     def register(handler: Handler) -> Handler:
-        OPERATIONS[name] = handler
+        params = list(inspect.signature(handler).parameters.values())[1:]  # after self
+        named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unchecked = [p.name for p in named if p.name not in arguments.ARGUMENTS]
+        if unchecked:
+            raise TypeError(f"request {name}: no check for argument(s) {', '.join(unchecked)} in arguments.ARGUMENTS")
+        OPERATIONS[name] = Operation(handler, tuple(p.name for p in named),
+                                     tuple(p.name for p in named if p.default is p.empty),
+                                     any(p.kind == p.VAR_KEYWORD for p in params))
         return handler
 
     return register
+
+
+def abort_signal(message: Dict[str, Any]) -> int:
+    """The signal an ``abort`` names (one the client could have caught), else SIGINT."""
+    signum = message.get("signum")
+    valid = {int(s) for s in signal.Signals}
+    return signum if isinstance(signum, int) and not isinstance(signum, bool) and signum in valid else signal.SIGINT
+
+
+def frame_size(message: Dict[str, Any]) -> int:
+    """The byte count ``n`` a frame header announces (keystrokes during a job)."""
+    size = message.get("n", 0)
+    arguments.integer(0, arguments.MAX_UPLOAD)("n", size)
+    return int(size)
 
 
 class LineChannel:
@@ -103,10 +141,9 @@ class RemoteJobIO:
                 break
             op = message.get("op")
             if op == "abort":
-                raise errors.Interrupted(int(message.get("signum", signal.SIGINT)))
+                raise errors.Interrupted(abort_signal(message))
             if op == run_host.STDIN:
-                commands.append((run_host.STDIN, channel.read_exact(int(message.get("n", 0)),
-                                                                    self.agent.silence)))
+                commands.append((run_host.STDIN, channel.read_exact(frame_size(message), self.agent.silence)))
             elif op in (run_host.DETACH, run_host.RELEASE, run_host.EOF):
                 commands.append((str(op), b""))
         if channel.eof:
@@ -172,7 +209,7 @@ class Agent:
             if message is None:
                 break
             if message.get("op") == "abort":
-                raise errors.Interrupted(int(message.get("signum", signal.SIGINT)))
+                raise errors.Interrupted(abort_signal(message))
         if self.channel.eof:
             raise ClientGone("client closed the connection")
 
@@ -197,10 +234,14 @@ class Agent:
 
     # -- requests ----------------------------------------------------------------
     def dispatch(self, op: str, args: Dict[str, Any]) -> Any:
-        handler = OPERATIONS.get(op)
-        if handler is None:
+        """Run request ``op``, its arguments checked first (``arguments``): nothing a client
+        sends reaches the engine unchecked."""
+        found = OPERATIONS.get(op)
+        if found is None:
             raise errors.BadInputError(f"unknown request '{errors.safe_text(op)}'")
-        return protocol.to_wire(handler(self, **args))
+        if not found.checked_by_handler:
+            arguments.check_arguments(op, args, found.accepted, found.required)
+        return protocol.to_wire(found.handler(self, **args))
 
     @operation("hello")
     def _hello(self, protocol_version: int, keepalive: float = 15.0, count: int = 3) -> Dict[str, Any]:
@@ -277,6 +318,10 @@ class Agent:
     def _job_run(self, **args: Any) -> Dict[str, Any]:
         from . import run_host
 
+        fields = dataclasses.fields(run_host.JobSpec)
+        arguments.check_arguments("job_run", args, [f.name for f in fields], [
+            f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ], arguments.JOB_ARGUMENTS)
         spec = run_host.JobSpec(**args)
         job_dir, self._job = self._job, None
         return run_host.run_job(self.engine(), spec, RemoteJobIO(self), job_dir)
@@ -326,6 +371,7 @@ class Agent:
                 self.channel.fill()
                 continue
             op = str(message.get("op", ""))
+            args = message.get("args") or {}
             if op in ("ping", "abort"):
                 continue
             if op == "ack":  # the client has a wait's grant in hand
@@ -336,7 +382,9 @@ class Agent:
             self._current_id = message.get("id")
             with GUARD.deferred():  # a result is sent before a signal ends the agent
                 try:
-                    result = self.dispatch(op, dict(message.get("args") or {}))
+                    if not isinstance(args, dict):
+                        raise errors.BadInputError("bad request: 'args' must be an object")
+                    result = self.dispatch(op, args)
                 except ClientGone as exc:
                     return self._gone(exc.message)
                 except errors.EngineError as exc:

@@ -8,18 +8,21 @@ that grant in the audit log.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import boardlock
 from .errors import DiskError, LockDirError, NotHolderError
 from .fsutil import os_error
 from .inventory import Inventory
 from .labdir import LabDir
+from .labpaths import LabPaths
 from .names import NO_KEY, check_key, valid_name
 from .queue import Queue
-from .results import BoardState, Holder
+from .results import BoardState, Holder, Ticket
 
 Record = Dict[str, Any]
 
@@ -45,18 +48,28 @@ class LockState:
                          "pool": str(record.get("pool", "")), "session": session})
 
     def info(self, name: str) -> List[BoardState]:
+        """Each board's holder and live waiters. What of mq's state this user cannot read (a
+        ``.mq`` made private before the directory was shared) is left out and named in
+        ``BoardState.unread``: the locks themselves are still shown."""
         boards = self.inventory.members(name)
         self.lab.check(writable=False)
-        waiting = [t for t in self.queue.tickets() if self.queue.is_alive(t)]
-        return [BoardState(board, self.holder(board), tuple(t for t in waiting if board in t.boards))
-                for board in boards]
+        unread = Unread.probe(self.lab)
+        waiting: List[Ticket] = []
+        if unread.queue is None:
+            try:
+                waiting = [t for t in self.queue.tickets() if self.queue.is_alive(t)]
+            except LockDirError as exc:  # denied after all (ACLs, a change since the probe)
+                unread = Unread((exc.path, exc.detail), unread.records)
+        return [BoardState(board, self.holder(board), tuple(t for t in waiting if board in t.boards),
+                           unread.notice()) for board in boards]
 
     def dumpall(self, order: str = "inventory") -> List[BoardState]:
         """Every held board. ``order="directory"``: as mq.sh lists them, every ``*.lock``
         in the lock directory (systems not in the inventory too) in directory order."""
         self.lab.check(writable=False)
         boards = list(self.inventory.systems) if order != "directory" else self._locks_in_directory_order()
-        states = [BoardState(b, self.holder(b)) for b in boards]
+        notice = Unread(None, Unread.probe(self.lab).records).notice()  # dumpall shows no waiters
+        states = [BoardState(b, self.holder(b), unread=notice) for b in boards]
         return [s for s in states if s.holder is not None]
 
     def _locks_in_directory_order(self) -> List[str]:
@@ -134,10 +147,60 @@ class LockState:
                               taken_by=holder.user if holder is not None else None, noticed=noticed, held=held)
 
 
+Denied = Tuple[str, str]  # (the directory that cannot be read, why)
+
+
+@dataclass(frozen=True)
+class Unread:
+    """The parts of mq's state in the lock directory this user cannot read: the queue
+    (waiters) and the grant records (grant numbers, pools, ``run`` sessions)."""
+
+    queue: Optional[Denied]
+    records: Optional[Denied]
+
+    @classmethod
+    def probe(cls, lab: LabPaths) -> Unread:
+        return cls(_denied(lab, lab.queue_dir, os.R_OK | os.X_OK), _denied(lab, lab.holders_dir, os.X_OK))
+
+    def notice(self) -> str:
+        """One line for the user ('' when everything could be read)."""
+        parts = [(what, shown, denied) for what, shown, denied in (
+            ("the queue", "waiters", self.queue), ("the grant records", "grant numbers", self.records)) if denied]
+        if not parts:
+            return ""
+        missing = " and ".join(shown for _, shown, _ in parts)
+        if len({denied for _, _, denied in parts}) == 1:
+            path, why = parts[0][2]
+            return f"cannot read {' and '.join(w for w, _, _ in parts)} in {path} ({why}): {missing} not shown"
+        places = " and ".join(f"{what} in {denied[0]} ({denied[1]})" for what, _, denied in parts)
+        return f"cannot read {places}: {missing} not shown"
+
+
+def _denied(lab: LabPaths, path: str, mode: int) -> Optional[Denied]:
+    """The first directory from ``.mq`` down to ``path`` this user may not read as ``mode``
+    asks of ``path`` (search only for ``.mq`` itself), with why; None when it can, or when
+    it is not there (nothing was ever queued or granted)."""
+    for directory, needed in ((lab.state, os.X_OK), (path, mode)):
+        try:
+            os.stat(directory)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return directory, _why(exc.errno)
+        if not os.access(directory, needed):
+            return directory, _why(errno.EACCES)
+    return None
+
+
+def _why(number: Optional[int]) -> str:
+    text = os.strerror(number or errno.EIO)
+    return text[:1].lower() + text[1:]
+
+
 def same_lock(record: Record, holder: Optional[Holder]) -> bool:
     """The grant record describes the lock ``holder`` now at the path."""
     return holder is not None and (record.get("ino"), record.get("dev"), record.get("mtime_ns")) == \
         (holder.ino, holder.dev, holder.since_ns)
 
 
-__all__ = ["LockState", "same_lock"]
+__all__ = ["LockState", "Unread", "same_lock"]

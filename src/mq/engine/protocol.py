@@ -67,6 +67,7 @@ def ticket_from_wire(data: Dict[str, Any]) -> Ticket:
     return Ticket(**{**data, "boards": tuple(data["boards"])})
 
 
-def states_from_wire(data: List[Dict[str, Any]]) -> List[Tuple[str, Optional[Holder], Tuple[Ticket, ...]]]:
-    return [(d["board"], holder_from_wire(d["holder"]), tuple(ticket_from_wire(t) for t in d["waiters"]))
-            for d in data]
+def states_from_wire(data: List[Dict[str, Any]]) -> List[Tuple[str, Optional[Holder], Tuple[Ticket, ...], str]]:
+    """Board states as ``BoardState``'s fields in order (board, holder, waiters, unread)."""
+    return [(d["board"], holder_from_wire(d["holder"]), tuple(ticket_from_wire(t) for t in d["waiters"]),
+             str(d.get("unread") or "")) for d in data]

@@ -106,6 +106,8 @@ class Queue:
             names = os.listdir(self.lab.queue_dir)
         except FileNotFoundError:
             return []
+        except OSError as exc:  # a queue this user may not read (made private by another)
+            raise os_error(exc, self.lab.queue_dir, "read the queue") from None
         found: List[Tuple[int, str]] = []
         for name in names:
             seq = parse_seq(name)

@@ -88,6 +88,7 @@ class BoardState:
     board: str
     holder: Optional[Holder]
     waiters: Tuple[Ticket, ...] = field(default=())
+    unread: str = ""  # what of mq's state could not be read, and so is not shown ("" when all was)
 
 
 __all__ = ["NO_KEY", "BoardState", "Grant", "Holder", "Released", "Ticket"]

@@ -1033,6 +1033,142 @@ def test_ssh_bad_pattern_leaves_nothing_on_host(ssh_rl: SshRunLab) -> None:
     assert jobs_left(ssh_rl.host_home, ssh_rl.rl.token) == []  # no uploaded image left behind
 
 
+# -- 8a. the job's lock taken away behind its back (fault case 23) --------------------------------
+LOCKFILE = shutil.which("lockfile") or "/usr/bin/lockfile"
+LOCK_LOST = 15  # ExitCode.RUN_LOCK_LOST
+LOST_WITHIN = 1.5  # seconds from the break to the end of `mq run` (noticed within 1 s, then the clean-up)
+needs_lockfile = pytest.mark.skipif(not os.access(LOCKFILE, os.X_OK), reason="procmail's lockfile(1) is not installed")
+
+
+def break_with_lockfile(lab: LabFixture, board: str) -> float:
+    """Break ``board``'s lock as ``lockfile -l`` does; the new lock's mtime (when it was broken).
+
+    ``lockfile -l 1`` forces only a lock about 2 s old: wait until it is."""
+    lock = lab.lock(board)
+    mtime = lock.lstat().st_mtime
+    wait_for(lambda: time.time() - mtime > 2.1, timeout=10, what="the lock to be old enough for lockfile -l 1")
+    broke = subprocess.run([LOCKFILE, "-l", "1", "-s", "0", "-r", "0", str(lock)], capture_output=True, text=True)
+    assert broke.returncode == 0 and "Forcing lock" in broke.stderr, broke.stderr
+    return lock.lstat().st_mtime
+
+
+def lost_line(board: str, taken_by: str | None) -> str:
+    how = f"taken by {taken_by} (lockfile -l or a -T reclaim)" if taken_by else "removed by someone"
+    return f"mq: the lock for {board} was {how}; job stopped, board powered off"
+
+
+def assert_lost(lab: LabFixture, proc_stdout: str, proc_stderr: str, board: str, taken_by: str | None,
+                grant: int | None, started: float, ended: float) -> dict[str, object]:
+    """What every lost job must show: the one line, no timeout, stopped soon, audited; its record."""
+    assert lost_line(board, taken_by) in proc_stderr.splitlines(), proc_stderr
+    assert "timed out" not in proc_stderr
+    assert TIMEOUT_MARKER not in proc_stdout + proc_stderr
+    assert ended - started < LOST_WITHIN, f"ended {ended - started:.3f} s after the break"
+    lost = events(lab, "lock-lost")
+    assert [(e["board"], e["taken_by"], e["grant"]) for e in lost] == [(board, taken_by, grant)], lost
+    return lost[0]
+
+
+@needs_lockfile
+@pytest.mark.parametrize(("mode", "watch"), [("run", "inotify"), ("held", "inotify"), ("run", "stat")],
+                         ids=["run", "held", "run-without-inotify"])
+def test_lock_broken_by_lockfile_stops_the_job(rl: RunLab, spawned: list[Spawned], mode: str, watch: str) -> None:
+    """Fault case 23: ``lockfile -l`` breaks the job's lock (mq run's own, or the one ``-n`` runs
+    on, taken with ``-T 1``). The job notices at once (without inotify: by its lstat every
+    0.5 s), stops its console, powers the board off, leaves the new lock alone and exits 15
+    naming the new holder; ``-d 30`` never runs out."""
+    log = rl.cwd / "console.log"
+    held = ["-n", "-k", "K"] if mode == "held" else []
+    if mode == "held":
+        rl.mq_ok("sem", "-wait", "b1", "-k", "K", "-T", "1")
+    env = {**rl.lab.env, "MQ_NO_INOTIFY": "1"} if watch == "stat" else rl.lab.env
+    run = spawn(env, rl.cwd, spawned, "run", "run", "-s", "b1", *held, "-c", SUCCESS, "-d", "30",
+                "-f", str(HANG_IMG), "-l", str(log))
+    wait_for(lambda: log.exists() and "Running test SIMULATED0001" in log.read_text(), what="the console")
+    grant = events(rl.lab, "grant")[-1]["grant"]
+    broken = break_with_lockfile(rl.lab, "b1")
+    new_lock = rl.lab.lock("b1").lstat()
+    assert run.finish(timeout=10) == LOCK_LOST, run.stderr()
+    ended = time.time()
+    me = pwd.getpwuid(os.getuid()).pw_name
+    record = assert_lost(rl.lab, run.stdout(), run.stderr(), "b1", me, grant, broken, ended)
+    print(f"lock-lost ({mode}, {watch}): noticed {record['noticed_after']} s after the break, "
+          f"exited {ended - broken:.3f} s after it")
+    assert consoles(f"{rl.home}/") == []  # stopped before the job ended
+    assert rl.powered_off("b1")
+    assert jobs_left(rl.home) == []
+    assert rl.lab.held() == {"b1"}
+    after = rl.lab.lock("b1").lstat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_uid) == (new_lock.st_ino, new_lock.st_mtime_ns, 0)
+    assert [e for e in events(rl.lab, "release") if e.get("outcome") == "released"] == []
+    if mode == "run":  # the job's grant is closed as another tool's take-over
+        assert [(e["grant"], e["taken_by"]) for e in events(rl.lab, "taken-over")] == [(grant, me)]
+    assert queued(rl.lab) == []
+    rl.lab.lock("b1").unlink()  # lockfile's lock: removed as lockfile's users do (rm -f)
+
+
+def test_lock_reclaimed_after_its_t_stops_the_job(rl: RunLab, spawned: list[Spawned]) -> None:
+    """The seL4 CI's way (``sem -wait -T``, then ``run -n``) with a ``-T`` shorter than the job:
+    the next waiter reclaims the lock, and the job ends at once (exit 15), not at its ``-d``."""
+    rl.mq_ok("sem", "-wait", "b1", "-k", "K", "-T", "1")
+    grant = events(rl.lab, "grant")[-1]["grant"]
+    log = rl.cwd / "console.log"
+    run = spawn(rl.lab.env, rl.cwd, spawned, "run", "run", "-s", "b1", "-n", "-k", "K", "-c", SUCCESS,
+                "-d", "30", "-f", str(HANG_IMG), "-l", str(log))
+    wait_for(lambda: log.exists() and "Running test SIMULATED0001" in log.read_text(), what="the console")
+    waiter = spawn(rl.lab.env, rl.cwd, spawned, "waiter", "sem", "-wait", "b1", "-k", "W")
+    assert waiter.finish(timeout=15) == 0, waiter.stderr()
+    reclaimed = rl.lab.lock("b1").lstat().st_mtime
+    assert run.finish(timeout=10) == LOCK_LOST, run.stderr()
+    ended = time.time()
+    me = pwd.getpwuid(os.getuid()).pw_name
+    record = assert_lost(rl.lab, run.stdout(), run.stderr(), "b1", me, grant, reclaimed, ended)
+    print(f"lock-lost (-T reclaim): noticed {record['noticed_after']} s after it, exited {ended - reclaimed:.3f} s")
+    assert [(e["reason"], e["grant"]) for e in events(rl.lab, "reclaim")] == [("expired", grant)]
+    assert consoles(f"{rl.home}/") == []
+    assert rl.powered_off("b1")
+    assert jobs_left(rl.home) == []
+    assert rl.lab.held() == {"b1"} and key_of(rl.lab, "b1") == "W"  # the reclaimer's lock, untouched
+    rl.mq_ok("sem", "-signal", "b1", "-k", "W")
+    assert queued(rl.lab) == []
+
+
+def test_lock_removed_by_force_stops_the_job(rl: RunLab, spawned: list[Spawned]) -> None:
+    """``sem -signal -f`` removes the job's lock: nobody holds the board now, and the job says so."""
+    log = rl.cwd / "console.log"
+    run = spawn(rl.lab.env, rl.cwd, spawned, "run", "run", "-s", "b1", "-c", SUCCESS, "-d", "30",
+                "-f", str(HANG_IMG), "-l", str(log))
+    wait_for(lambda: log.exists() and "Running test SIMULATED0001" in log.read_text(), what="the console")
+    grant = events(rl.lab, "grant")[-1]["grant"]
+    forced = time.time()
+    rl.mq_ok("sem", "-signal", "b1", "-f")
+    assert run.finish(timeout=10) == LOCK_LOST, run.stderr()
+    assert_lost(rl.lab, run.stdout(), run.stderr(), "b1", None, grant, forced, time.time())
+    rl.assert_clean("b1")
+
+
+@needs_lockfile
+def test_ssh_lock_broken_by_lockfile_stops_the_job(ssh_rl: SshRunLab, spawned: list[Spawned]) -> None:
+    """Case 23 over SSH: root breaks mqalice's run lock with ``lockfile -l`` on the host."""
+    rl = ssh_rl.rl
+    log = rl.cwd / "console.log"
+    run = spawn(ssh_rl.env(), rl.cwd, spawned, "run", "run", "-s", "b1", "-c", SUCCESS, "-d", "30",
+                "-f", str(rl.image("sel4test-hang")), "-l", str(log))
+    wait_for(lambda: log.exists() and "Running test SIMULATED0001" in log.read_text(), what="the console")
+    grant = events(rl.lab, "grant")[-1]["grant"]
+    broken = break_with_lockfile(rl.lab, "b1")
+    assert run.finish(timeout=10) == LOCK_LOST, run.stderr()
+    ended = time.time()
+    record = assert_lost(rl.lab, run.stdout(), run.stderr(), "b1", "root", grant, broken, ended)
+    print(f"lock-lost (ssh): noticed {record['noticed_after']} s after the break, exited {ended - broken:.3f} s")
+    assert record["user"] == ssh_rl.user
+    assert consoles(rl.token, user=ssh_rl.user) == []
+    assert rl.powered_off("b1")
+    wait_for(lambda: jobs_left(ssh_rl.host_home, rl.token) == [], timeout=5, what="uploaded images deleted")
+    assert rl.lab.held() == {"b1"} and rl.lab.lock("b1").lstat().st_uid == 0  # root's lock, untouched
+    rl.lab.lock("b1").unlink()
+
+
 # -- 8. the seL4 CI sequence, unchanged ------------------------------------------------------------
 @pytest.mark.parametrize("program", ["mq", "mq.sh"])
 @pytest.mark.parametrize(("image", "code"), [(PASS_IMG, 0), (FAIL_IMG, 11)], ids=["pass", "fail"])

@@ -54,6 +54,8 @@ class RunResult:
     board: str
     exit_code: int
     notes: list[str]
+    powered_off: bool = False  # the system's power_off ran and succeeded
+    taken_by: str | None = None  # outcome lock-lost: who holds the board now (None: nobody)
 
 
 Notify = Callable[[str], None]
@@ -129,7 +131,8 @@ def _run(lab: Lab, opts: RunOptions, boards: list[str], sink: ConsoleSink, notif
     spec: dict[str, Any] = {
         "target": opts.target, "boards": boards, "key": opts.key,
         "mode": "held" if opts.held else "reserve" if opts.reserve else "run",
-        "completion": opts.completion, "error": opts.error, "timeout": opts.timeout,
+        "completion": opts.completion, "error": opts.error,
+        "timeout": opts.timeout if math.isfinite(opts.timeout) else -1.0,  # -d inf: no deadline (finite on the wire)
         "budget": wait_budget(opts.period, opts.retries), "interactive": opts.interactive, "files": uploaded,
         "dtb": dtb, "bitstream": bitstream, "linux": opts.linux,
     }
@@ -157,4 +160,6 @@ def _run(lab: Lab, opts: RunOptions, boards: list[str], sink: ConsoleSink, notif
     if outcome == TIMED_OUT:  # after all the console (its events came before the result), on a line of its own
         sink.line(TIMEOUT_MARKER)
     code = ExitCode.OK if outcome == DETACHED else OUTCOME_EXIT.get(outcome, 1)
-    return RunResult(outcome=outcome, board=str(result["board"]), exit_code=code, notes=list(result["notes"]))
+    taken_by = result.get("taken_by")
+    return RunResult(outcome=outcome, board=str(result["board"]), exit_code=code, notes=list(result["notes"]),
+                     powered_off=bool(result.get("powered_off")), taken_by=None if taken_by is None else str(taken_by))

@@ -47,7 +47,7 @@ def man_page() -> str:
     lines += [".SH EXIT STATUS", "See README.md, section \\(lqExit codes\\(rq: 0 success, 1 unknown system or pool, "
               "2 lock not acquired, 3 not the holder, 4 already held, 5 bad input, 6 configuration, "
               "7 lock directory, 8 disk full, 9 Unable to ssh, 10 host engine, 11\\(en14 run outcomes, "
-              "64 usage, 128+N signal N.",
+              "15 run: the job's lock was taken away (job stopped, board powered off), 64 usage, 128+N signal N.",
               ".SH FILES", "~/.config/mq/config.toml, <base>/lab.toml, <base>/*.lock, <base>/audit.jsonl",
               ".SH SEE ALSO", "lockfile(1), ssh_config(5)"]
     return "\n".join(lines) + "\n"

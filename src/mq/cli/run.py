@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from .. import render
+from ..engine.errors import safe_text
 from ..engine.names import NO_KEY
 from .state import complete_names, open_from
 
@@ -17,6 +18,7 @@ OUTCOME_TEXT = {
     "console-ended": "the console ended before the completion text",
     "detached": "released",
 }
+LOCK_LOST = "lock-lost"  # engine.boot.LOCK_LOST (not imported here: only `mq run` loads the engine's run side)
 
 
 def run_command(
@@ -46,6 +48,15 @@ def run_command(
                                  bitstream=bitstream, files=files, period=period, retries=retries), render.err)
     for note in result.notes:
         render.err(f"mq: warning: {note}")
-    render.err(f"mq: {result.board}: {OUTCOME_TEXT.get(result.outcome, result.outcome)}")
+    if result.outcome == LOCK_LOST:
+        render.err(lock_lost_line(result.board, result.taken_by, result.powered_off))
+    else:
+        render.err(f"mq: {result.board}: {OUTCOME_TEXT.get(result.outcome, result.outcome)}")
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+def lock_lost_line(board: str, taken_by: Optional[str], powered_off: bool) -> str:
+    """The one line for a job whose lock was taken away behind its back (exit 15)."""
+    how = f"taken by {safe_text(taken_by)} (lockfile -l or a -T reclaim)" if taken_by else "removed by someone"
+    return f"mq: the lock for {board} was {how}; job stopped" + (", board powered off" if powered_off else "")

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from . import libc
 from .errors import BadInputError, EngineError, ExitCode, InventoryError
@@ -38,9 +38,10 @@ POWER_OFF_TIMEOUT = 60.0
 
 # Outcomes of a boot, each with its exit code (README "Exit codes").
 COMPLETED, ERROR_TEXT, TIMED_OUT, CONSOLE_ENDED, DETACHED = "completed", "error", "timeout", "console-ended", "detached"
+LOCK_LOST = "lock-lost"  # the job's lock was broken or reclaimed behind its back (engine.lockwatch)
 NO_DEADLINE = 10 * 365 * 86400.0  # a -d of ten years or more (inf included) is no deadline
 OUTCOME_EXIT = {COMPLETED: ExitCode.OK, ERROR_TEXT: ExitCode.RUN_ERROR_TEXT, TIMED_OUT: ExitCode.RUN_TIMED_OUT,
-                CONSOLE_ENDED: ExitCode.RUN_CONSOLE_ENDED}
+                CONSOLE_ENDED: ExitCode.RUN_CONSOLE_ENDED, LOCK_LOST: ExitCode.RUN_LOCK_LOST}
 # The client prints this line on stdout (and in -l) after a -d expiry, as the seL4 lab's
 # reboot scripts do: the seL4 CI reads it to classify the run.
 TIMEOUT_MARKER = "[[Timeout]]"
@@ -113,6 +114,18 @@ def _die_with_parent() -> None:
 
 
 Emit = Callable[[bytes], None]
+
+
+class JobWatch(Protocol):
+    """Something besides the console that may end a job (``lockwatch.LockWatch``): its fds join
+    the console loop's ``select``, it bounds the loop's sleep, and ``look`` raises to end the job."""
+
+    @property
+    def fds(self) -> List[int]: ...
+
+    def sleep(self) -> float: ...
+
+    def look(self, ready: List[int]) -> None: ...
 
 
 class Console:
@@ -219,22 +232,30 @@ def watch_console(console: Console, emit: Emit, patterns: Dict[str, re.Pattern[s
                   deadline: Optional[float], inputs: Sequence[int] = (),
                   on_input: Optional[Callable[[int], None]] = None,
                   on_tick: Optional[Callable[[], Optional[float]]] = None,
-                  stopped: Optional[Callable[[], bool]] = None) -> str:
-    """Stream the console to ``emit`` until a pattern matches, the deadline passes, it ends or is stopped."""
+                  stopped: Optional[Callable[[], bool]] = None, watch: Optional[JobWatch] = None) -> str:
+    """Stream the console to ``emit`` until a pattern matches, the deadline passes, it ends or is stopped.
+
+    ``watch`` (the job's lock) is looked at after every wake and raises to end the job.
+    """
+    watched = watch.fds if watch is not None else []
     while True:
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             return TIMED_OUT
         waits = [d for d in (None if deadline is None else deadline - now, on_tick() if on_tick else None,
-                             SETTLE if console.unsettled else None) if d is not None]
-        ready, _, _ = select.select([console.fd, *inputs, *GUARD.wake_fds], [], [], min(waits) if waits else None)
+                             SETTLE if console.unsettled else None, watch.sleep() if watch else None)
+                 if d is not None]
+        ready, _, _ = select.select([console.fd, *inputs, *watched, *GUARD.wake_fds], [], [],
+                                    min(waits) if waits else None)
         GUARD.check()  # safe point: a signal ends the job here
+        if watch is not None:
+            watch.look(ready)
         if not ready and console.unsettled:
             found = console.search(b"", patterns, settled=True)
             if found:
                 return found
         for fd in ready:
-            if fd != console.fd and on_input is not None and fd not in GUARD.wake_fds:
+            if fd != console.fd and on_input is not None and fd not in GUARD.wake_fds and fd not in watched:
                 on_input(fd)
         if stopped is not None and stopped():
             return DETACHED

@@ -30,6 +30,7 @@ class ExitCode(enum.IntEnum):
     RUN_TIMED_OUT = 12  # run: no completion text within -d
     RUN_CONSOLE_ENDED = 13  # run: the console ended before the completion text
     BOOT_FAILED = 14  # run: the boot command could not be started
+    RUN_LOCK_LOST = 15  # run: the job's lock was broken or reclaimed behind its back; job stopped
     USAGE = 64  # EX_USAGE
     INTERNAL = 70  # EX_SOFTWARE: an unexpected error
     AGENT_CLIENT_GONE = 75  # the host agent's own status when its client went silent or away

@@ -6,7 +6,10 @@ through ``interface.LockEngine``.
 
 One call of ``run_job`` is one job. Whatever ends it (success, failure, the
 client gone, a signal), its ``finally`` stops the console, powers the board
-off, deletes the uploaded images and releases the lock the job took.
+off, deletes the uploaded images and releases the lock the job took. While
+the job runs, ``lockwatch`` watches that lock (or the one ``-n`` names): if it
+is broken or reclaimed behind the job's back, the job ends with the outcome
+``lock-lost`` and leaves the lock at the path alone (it is the new holder's).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from . import boot
 from .errors import BadInputError, ClientGone, Interrupted
 from .interface import LockEngine
 from .jobdir import JobDir
+from .lockwatch import LockLoss, LockLost, LockWatch, watch_lock
 from .names import NO_KEY
 from .signals import GUARD
 
@@ -89,39 +93,40 @@ class _Keys:
 
 
 def run_job(engine: LockEngine, spec: JobSpec, io: JobIO, job_dir: Optional[JobDir] = None) -> Dict[str, Any]:
-    """Run one job to its end; returns ``{"outcome", "board", "notes"}``."""
+    """Run one job to its end; returns ``{"outcome", "board", "notes", "powered_off"}`` and, when
+    the job's lock was taken away (outcome ``lock-lost``), ``taken_by``: the new holder or None."""
     keys = _Keys(io)
     why = "run ended"  # the audit log's reason for the release
     board = ""
     took = False
     console: Optional[boot.Console] = None
+    watch: Optional[LockWatch] = None
+    lost: Optional[LockLoss] = None
     notes: List[str] = []
+    result: Dict[str, Any] = {"outcome": "", "board": "", "notes": notes, "powered_off": False}
     env = _env(ENGINE_ROOT)
     try:  # from the top: an early error still removes the job's uploads
         completion = boot.compile_pattern(spec.completion, "-c")
         error = boot.compile_pattern(spec.error, "-e")
         if spec.mode == "run" and completion is None and not spec.interactive:
             raise BadInputError("mq run needs -c TEXT (or -r to reserve)")
-        if spec.mode == "held":
-            board = engine.check_held(spec.target, spec.key, spec.boards)
-        else:
-            with GUARD.deferred():  # interruptible while waiting; a grant is always recorded here
-                grant = engine.wait(spec.target, key=spec.key, budget=spec.budget, boards=spec.boards,
-                                    session=True, extra_fds=io.input_fds, on_extra=keys.ignore, on_tick=io.tick)
-                board, took = grant.board, True
+        with GUARD.deferred():  # interruptible while waiting; a grant is always recorded here
+            board, grant = _take(engine, spec, keys)
+            took = grant is not None
+        result["board"] = board
+        watch = watch_lock(engine, board, grant)
         io.emit("board", board=board, grant=took)
-        system = engine.inventory.systems[board]
-        images = boot.Images(files=list(spec.files), dtb=spec.dtb, bitstream=spec.bitstream, linux=spec.linux)
         if spec.mode == "reserve":
-            _wait_for(keys, (RELEASE, DETACH))
-            outcome = boot.DETACHED
+            _wait_for(keys, (RELEASE, DETACH), watch)
+            result["outcome"] = boot.DETACHED
         else:
-            if not system.boot:
-                raise BadInputError(f"system {board} has no boot command in the inventory (systems.{board}.boot)")
-            argv = boot.expand(system.boot, system, images, f"systems.{board}.boot")
-            console = boot.Console(argv, env)
-            outcome = _watch(console, spec, keys, completion, error)
-        return {"outcome": outcome, "board": board, "notes": notes}
+            console = _boot(engine, spec, board, env)
+            result["outcome"] = _watch(console, spec, keys, completion, error, watch)
+        return result
+    except LockLost as exc:  # not an error: the job ends, and its result says who took the board
+        lost = exc.loss
+        result.update(outcome=boot.LOCK_LOST, taken_by=lost.taken_by)
+        return result
     except ClientGone as exc:
         why = f"client gone ({exc.message})"
         raise
@@ -130,29 +135,61 @@ def run_job(engine: LockEngine, spec: JobSpec, io: JobIO, job_dir: Optional[JobD
         raise
     finally:
         with GUARD.deferred():  # a second Ctrl+C must not cut the clean-up short
-            _clean_up(engine, spec, board, took, console, job_dir, env, notes, why)
+            if watch is not None and lost is not None:
+                watch.settle(lost, spec.key, spec.mode)  # first: the new holder's own run may need the board
+            result["powered_off"] = _clean_up(engine, spec, board, took and lost is None, console, job_dir, env,
+                                              notes, why)
+            if watch is not None:
+                watch.close()
 
 
-def _clean_up(engine: LockEngine, spec: JobSpec, board: str, took: bool, console: Optional[boot.Console],
-              job_dir: Optional[JobDir], env: Dict[str, str], notes: List[str], why: str) -> None:
+def _take(engine: LockEngine, spec: JobSpec, keys: _Keys) -> Tuple[str, Optional[int]]:
+    """The board the job runs on, and the number of the grant that locked it for the job
+    (None: ``-n``, the caller holds it already)."""
+    if spec.mode == "held":
+        return engine.check_held(spec.target, spec.key, spec.boards), None
+    io = keys.io
+    granted = engine.wait(spec.target, key=spec.key, budget=spec.budget, boards=spec.boards, session=True,
+                          extra_fds=io.input_fds, on_extra=keys.ignore, on_tick=io.tick)
+    return granted.board, granted.grant
+
+
+def _images(spec: JobSpec) -> boot.Images:
+    return boot.Images(files=list(spec.files), dtb=spec.dtb, bitstream=spec.bitstream, linux=spec.linux)
+
+
+def _boot(engine: LockEngine, spec: JobSpec, board: str, env: Dict[str, str]) -> boot.Console:
+    """Start the system's ``boot`` command: the job's console."""
+    system = engine.inventory.systems[board]
+    if not system.boot:
+        raise BadInputError(f"system {board} has no boot command in the inventory (systems.{board}.boot)")
+    return boot.Console(boot.expand(system.boot, system, _images(spec), f"systems.{board}.boot"), env)
+
+
+def _clean_up(engine: LockEngine, spec: JobSpec, board: str, release: bool, console: Optional[boot.Console],
+              job_dir: Optional[JobDir], env: Dict[str, str], notes: List[str], why: str) -> bool:
+    """Stop the console, power the board off, delete the uploads, release the lock if ``release``;
+    whether ``power_off`` ran and succeeded."""
+    powered_off = False
     if console is not None:
         console.stop()
     if board and (spec.mode != "held" or console is not None):  # -n keeps the lock, not the power
         system = engine.inventory.systems[board]
         if system.power_off:
-            images = boot.Images(files=list(spec.files), dtb=spec.dtb, bitstream=spec.bitstream,
-                                linux=spec.linux)
-            problem = boot.power_off(boot.expand(system.power_off, system, images,
+            problem = boot.power_off(boot.expand(system.power_off, system, _images(spec),
                                                f"systems.{board}.power_off"), env)
             if problem:
                 notes.append(problem)
+            powered_off = not problem
     if job_dir is not None:
         job_dir.remove()
-    if took:
+    if release:
         engine.end_session_lock(board, spec.key, reason=why)
+    return powered_off
 
 
-def _watch(console: boot.Console, spec: JobSpec, keys: _Keys, completion: Any, error: Any) -> str:
+def _watch(console: boot.Console, spec: JobSpec, keys: _Keys, completion: Any, error: Any,
+           watch: Optional[LockWatch]) -> str:
     io = keys.io
     patterns = {name: p for name, p in ((boot.COMPLETED, completion), (boot.ERROR_TEXT, error)) if p is not None}
     deadline = time.monotonic() + spec.timeout if 0 <= spec.timeout < boot.NO_DEADLINE else None
@@ -160,7 +197,7 @@ def _watch(console: boot.Console, spec: JobSpec, keys: _Keys, completion: Any, e
     def emit(data: bytes) -> None:
         io.emit("console", data)
 
-    outcome = boot.watch_console(console, emit, patterns, deadline, io.input_fds, keys.ignore, io.tick)
+    outcome = boot.watch_console(console, emit, patterns, deadline, io.input_fds, keys.ignore, io.tick, watch=watch)
     if not spec.interactive or outcome == boot.CONSOLE_ENDED:
         return outcome
     io.emit("interactive", outcome=outcome)
@@ -175,18 +212,23 @@ def _watch(console: boot.Console, spec: JobSpec, keys: _Keys, completion: Any, e
                 detached = True
 
     if not detached:
-        boot.watch_console(console, emit, {}, None, io.input_fds, on_input, io.tick, stopped=lambda: detached)
+        boot.watch_console(console, emit, {}, None, io.input_fds, on_input, io.tick, stopped=lambda: detached,
+                           watch=watch)
     return outcome
 
 
-def _wait_for(keys: _Keys, wanted: Sequence[str]) -> None:
+def _wait_for(keys: _Keys, wanted: Sequence[str], watch: Optional[LockWatch]) -> None:
     io = keys.io
+    watched = watch.fds if watch is not None else []
     while not keys.ended:
-        tick = io.tick()
-        ready, _, _ = select.select([*io.input_fds, *GUARD.wake_fds], [], [], tick)
+        waits = [d for d in (io.tick(), watch.sleep() if watch else None) if d is not None]
+        ready, _, _ = select.select([*io.input_fds, *watched, *GUARD.wake_fds], [], [], min(waits) if waits else None)
         GUARD.check()
+        if watch is not None:
+            watch.look(ready)
         for fd in ready:
-            if fd not in GUARD.wake_fds and any(command[0] in wanted for command in keys.read(fd)):
+            if fd not in GUARD.wake_fds and fd not in watched \
+                    and any(command[0] in wanted for command in keys.read(fd)):
                 return
 
 

@@ -435,3 +435,19 @@ def test_a_run_jobs_lock_is_checked_and_released(site: Site) -> None:
     assert site.engine.end_session_lock(grant.board, "J", reason="run ended")
     assert site.holders("trio") == {"b1": None, "b2": None, "b3": None}
     assert not site.engine.end_session_lock(grant.board, "J", reason="run ended")
+
+
+def test_a_run_jobs_release_spares_a_lock_that_replaced_it(site: Site) -> None:
+    """``lockfile -l`` by the same user replaces a run's lock (same owner, the old key file
+    left behind): the run's end must not remove the new lock."""
+    if not site.kind.host_side:
+        pytest.skip("host side only: over the wire a job's lock is taken and released inside job_run")
+    site.engine.wait("b1", key="J", session=True, budget=0)
+    lock = site.lab.lock("b1")
+    lock.unlink()  # what lockfile -l does: remove the stale lock, then create its own
+    fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    os.close(fd)
+    replaced = os.stat(lock)
+    assert site.lab.key("b1").exists()  # the old key still names "J"
+    assert not site.engine.end_session_lock("b1", "J", reason="run ended")
+    assert os.stat(lock).st_ino == replaced.st_ino

@@ -7,11 +7,12 @@ grant record go with it, and the release is written to the audit log.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import List
 
 from . import boardlock
-from .errors import LockDirError, NotHolderError
+from .errors import DiskError, LockDirError, NotHolderError
 from .fsutil import os_error
 from .inventory import Inventory
 from .labdir import LabDir
@@ -74,15 +75,23 @@ class Releaser:
         return True
 
     def end_session_lock(self, board: str, key: str, reason: str) -> bool:
-        """Release a lock this process took for a ``run`` (if it is still ours)."""
+        """Release a lock this process took for a ``run`` (if it is still ours: the very file
+        its grant made, not one another tool put there since with the same owner and key file)."""
         holder = boardlock.read_holder(self.lab.base, board)
-        if holder is None or holder.uid != self.lab.uid or holder.shown_key != key:
+        if holder is None or holder.uid != self.lab.uid or holder.shown_key != key \
+                or self.state.record_for(holder) is None:
             self.lab.sessions.end(board)
-            self.lab.audit.record("release", board=board, key=key, reason=reason, outcome="gone")
+            self._log_gone(board, key, reason)
             return False
         with GUARD.deferred():
             self.remove(holder, key, forced=False, reason=reason)
         return True
+
+    def _log_gone(self, board: str, key: str, reason: str) -> None:
+        """A ``run``'s lock was already gone (broken, reclaimed): logged under the mutex, so
+        after whatever took it and before any later grant."""
+        with contextlib.suppress(LockDirError, DiskError), self.lab.mutex():  # best effort, as the log is
+            self.lab.audit.record("release", board=board, key=key, reason=reason, outcome="gone")
 
     def remove(self, holder: Holder, key: str, forced: bool, reason: str) -> None:
         """Remove exactly the lock ``holder`` describes, with its key and grant record."""
@@ -105,11 +114,13 @@ class Releaser:
             if record is not None:
                 self.lab.records.drop(holder.board)
             self.lab.sessions.end(holder.board)
-        held = round(time.time() - holder.since_ns / 1e9, 3)
-        self.lab.audit.record("force" if forced else "release", board=holder.board, key=key, holder=holder.user,
-                              holder_key=holder.key, held=held, grant=record.get("grant") if record else None,
-                              pool=record.get("pool", "") if record else "", reason=reason or None,
-                              outcome="released")
+            # Logged before the mutex goes: the next grant is logged after this release.
+            held = round(time.time() - holder.since_ns / 1e9, 3)
+            self.lab.audit.record("force" if forced else "release", board=holder.board, key=key,
+                                  holder=holder.user, holder_key=holder.key, held=held,
+                                  grant=record.get("grant") if record else None,
+                                  pool=record.get("pool", "") if record else "", reason=reason or None,
+                                  outcome="released")
 
 
 __all__ = ["Releaser"]

@@ -1,0 +1,130 @@
+"""A TCP proxy on 127.0.0.1 that can turn into a black hole: a real network partition.
+
+``stall()`` stops forwarding in both directions without closing either socket:
+bytes are simply no longer read, so each side's kernel buffers fill and its TCP
+stays up, as when a cable is pulled or a firewall starts dropping packets (no
+FIN, no RST, nothing). ``resume()`` forwards again whatever was held back;
+``close()`` closes both sides of every connection (and the listener).
+
+Standard library only: one accept thread, and one pump thread per direction of
+each connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import threading
+import time
+
+
+class BlackHole:
+    """Listens on ``127.0.0.1:port`` and forwards each connection to ``target``."""
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = int(self.listener.getsockname()[1])
+        self.stalled_at: float | None = None  # time.monotonic() of the last stall()
+        self.accepted = 0
+        self._stalled = False
+        self._closed = threading.Event()
+        self._guard = threading.Lock()  # for the lists below
+        self._sockets: list[socket.socket] = []
+        self._pump_locks: list[threading.Lock] = []  # held while a chunk is in flight
+        self._threads: list[threading.Thread] = []
+        self._start(self._accept_loop, "blackhole-accept")
+
+    # -- control ------------------------------------------------------------------------
+    def stall(self) -> None:
+        """Stop forwarding both ways; no socket is closed. Returns once no chunk is in flight."""
+        self._stalled = True
+        self.stalled_at = time.monotonic()
+        with self._guard:
+            locks = list(self._pump_locks)
+        for lock in locks:  # wait out a chunk read before the flag was seen
+            with lock:
+                pass
+
+    def resume(self) -> None:
+        """Forward again, starting with what the kernel buffered meanwhile."""
+        self._stalled = False
+
+    def close(self) -> None:
+        """Close the listener and both sides of every connection."""
+        self._closed.set()
+        with self._guard:
+            sockets = [self.listener, *self._sockets]
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
+
+    def __enter__(self) -> BlackHole:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the machinery ------------------------------------------------------------------
+    def _start(self, target: object, name: str, *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)  # type: ignore[arg-type]
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept_loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                ready, _, _ = select.select([self.listener], [], [], 0.05)
+                if not ready:
+                    continue
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            client.settimeout(None)
+            with self._guard:
+                self.accepted += 1
+                self._sockets += [client, upstream]
+                locks = threading.Lock(), threading.Lock()
+                self._pump_locks += locks
+            self._start(self._pump, "blackhole-up", client, upstream, locks[0])
+            self._start(self._pump, "blackhole-down", upstream, client, locks[1])
+
+    def _pump(self, source: socket.socket, sink: socket.socket, lock: threading.Lock) -> None:
+        """Copy ``source`` to ``sink`` while not stalled; pass an EOF on as a half-close."""
+        while not self._closed.is_set():
+            if self._stalled:
+                time.sleep(0.02)
+                continue
+            try:
+                ready, _, _ = select.select([source], [], [], 0.05)
+            except (OSError, ValueError):
+                return
+            if not ready:
+                continue
+            with lock:
+                if self._stalled or self._closed.is_set():
+                    continue  # leave the bytes unread: the black hole
+                try:
+                    data = source.recv(65536)
+                    if not data:
+                        with contextlib.suppress(OSError):
+                            sink.shutdown(socket.SHUT_WR)
+                        return
+                    sink.sendall(data)
+                except OSError:
+                    return

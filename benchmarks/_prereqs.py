@@ -8,6 +8,18 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 
 
+def mq_source_path() -> str:
+    """"" when mq is importable (installed); else the checkout's src, put on sys.path here
+    and to be passed to children as PYTHONPATH."""
+    try:
+        import mq  # noqa: F401
+    except ImportError:
+        src = str(TESTS.parent / "src")
+        sys.path.insert(0, src)
+        return src
+    return ""
+
+
 def ssh_bench_ready() -> bool:
     """True when sshd and the test users are there; otherwise says why on stderr."""
     if str(TESTS) not in sys.path:

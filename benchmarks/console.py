@@ -68,17 +68,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _prereqs import ssh_bench_ready
+from _prereqs import mq_source_path, ssh_bench_ready
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"
 SRC = str(REPO / "src")
-SRC_PATH = ""  # set when mq is not installed: children then get it on PYTHONPATH
-try:
-    import mq  # noqa: F401
-except ImportError:  # not installed: use the checkout
-    SRC_PATH = SRC
-    sys.path.insert(0, SRC_PATH)
+SRC_PATH = mq_source_path()  # "" when installed; else children get it on PYTHONPATH
 
 PYTHON = sys.executable
 HOST_PYTHON = "python3"  # what the host agent (and so the board's {python}) is for the test user

@@ -55,15 +55,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _prereqs import ssh_bench_ready
+from _prereqs import mq_source_path, ssh_bench_ready
 
 REPO = Path(__file__).resolve().parent.parent
-try:
-    import mq  # noqa: F401
-    SRC_PATH = ""
-except ImportError:  # not installed: use the checkout (children get PYTHONPATH too)
-    SRC_PATH = str(REPO / "src")
-    sys.path.insert(0, SRC_PATH)
+SRC_PATH = mq_source_path()  # "" when installed; else children get it on PYTHONPATH
 from mq.engine import boardlock  # noqa: E402
 
 PYTHON = sys.executable

@@ -61,16 +61,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _prereqs import ssh_bench_ready
+from _prereqs import mq_source_path, ssh_bench_ready
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"
-SRC_PATH = ""  # set when mq is not installed: children then get it on PYTHONPATH
-try:
-    import mq  # noqa: F401
-except ImportError:  # not installed: use the checkout
-    SRC_PATH = str(REPO / "src")
-    sys.path.insert(0, SRC_PATH)
+SRC_PATH = mq_source_path()  # "" when installed; else children get it on PYTHONPATH
 
 PYTHON = sys.executable
 USER = "mqalice"

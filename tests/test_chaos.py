@@ -255,9 +255,10 @@ def check_trial(lane: Lane, trial: Trial, before: dict[str, str | None], *, mode
         trial.problems.append(f"holds {mine} without having reported it")
 
 
-def run_lanes(lanes: list[Lane], trials_per_kind: int, args: list[str], *, mode: str, settle: float,
-              release: Callable[[Lane, str], None], seed: int) -> list[Trial]:
-    """All kinds x ``trials_per_kind`` trials, shuffled and dealt to the lanes, run in parallel."""
+def run_lanes(lanes: list[Lane], trials_per_kind: int, args: list[str] | Callable[[Lane], list[str]], *, mode: str,
+              settle: float, release: Callable[[Lane, str], None], seed: int) -> list[Trial]:
+    """All kinds x ``trials_per_kind`` trials, shuffled and dealt to the lanes, run in parallel.
+    ``args``: the command's arguments, or a function giving each lane its own."""
     rng = random.Random(seed)
     plan = [kind for kind in SIGNALS for _ in range(trials_per_kind)]
     rng.shuffle(plan)
@@ -265,9 +266,11 @@ def run_lanes(lanes: list[Lane], trials_per_kind: int, args: list[str], *, mode:
     lock = threading.Lock()
 
     def work(index: int) -> None:
+        lane = lanes[index]
+        lane_args = args(lane) if callable(args) else args
         lane_rng = random.Random(seed * 1000 + index)
         for kind in plan[index::len(lanes)]:
-            trial = run_trial(lanes[index], kind, args, lane_rng, mode=mode, settle=settle, release=release)
+            trial = run_trial(lane, kind, lane_args, lane_rng, mode=mode, settle=settle, release=release)
             with lock:
                 results.append(trial)
 
@@ -426,33 +429,16 @@ def run_lanes_local(tmp_path: Path) -> Iterator[list[Lane]]:
 def test_signals_during_run_locally(run_lanes_local: list[Lane]) -> None:
     for lane in run_lanes_local:
         lane.start_churner(hold=0.4)
-    results = run_lanes_per_image(run_lanes_local, 30, settle=3.0, seed=os.getpid())
+    results = run_lanes(run_lanes_local, 30, image_args, mode="run", settle=3.0, release=no_release,
+                        seed=os.getpid())
     assert all(lane.stop_churner() > 0 for lane in run_lanes_local)
     check("run, local", results, 120)
 
 
-def run_lanes_per_image(lanes: list[Lane], trials_per_kind: int, *, settle: float, seed: int) -> list[Trial]:
-    """``run_lanes`` for ``mq run``: each lane boots its own image."""
-    rng = random.Random(seed)
-    plan = [kind for kind in SIGNALS for _ in range(trials_per_kind)]
-    rng.shuffle(plan)
-    results: list[Trial] = []
-    lock = threading.Lock()
-
-    def work(index: int) -> None:
-        lane = lanes[index]
-        assert lane.image is not None
-        lane_rng = random.Random(seed * 1000 + index)
-        for kind in plan[index::len(lanes)]:
-            trial = run_trial(lane, kind, run_args(lane.image), lane_rng, mode="run", settle=settle,
-                              release=no_release)
-            with lock:
-                results.append(trial)
-
-    with ThreadPoolExecutor(len(lanes)) as pool:
-        for future in [pool.submit(work, i) for i in range(len(lanes))]:
-            future.result()
-    return results
+def image_args(lane: Lane) -> list[str]:
+    """``mq run`` arguments booting the lane's own image."""
+    assert lane.image is not None
+    return run_args(lane.image)
 
 
 @pytest.mark.slow
@@ -464,7 +450,7 @@ def test_signals_during_run_over_ssh(ssh_rl: SshRunLab) -> None:
                 home_needle=rl.token, console_user=ssh_rl.user, image=image)
     lane.start_churner(user="mqbob", hold=0.4)
     try:
-        results = run_lanes_per_image([lane], 5, settle=8.0, seed=os.getpid())
+        results = run_lanes([lane], 5, image_args, mode="run", settle=8.0, release=no_release, seed=os.getpid())
     finally:
         rounds = lane.stop_churner()
         with contextlib.suppress(FileNotFoundError):

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -510,3 +511,29 @@ def test_pool_wait_prefers_a_free_member_to_an_expired_lock(lab: LabFixture) -> 
     assert proc.stdout.strip().splitlines()[-1] == "b2"
     assert key_of(lab, "b1") == "old"  # not taken over
     assert [e for e in lab.audit() if e["event"] == "reclaim"] == []
+
+
+def test_an_expiry_that_passes_while_the_waiter_is_awake_is_not_missed(lab: LabFixture) -> None:
+    """Woken for something else (over SSH: a keepalive) just before the holder's -T runs out,
+    the waiter must still take the lock once it expires, not sleep on until its budget ends."""
+    holder = engine(lab)
+    holder.wait("b1", key="old", timeout=1, budget=0)
+    expires = (lab.base / "b1.lock").stat().st_mtime + 1
+    read_end, write_end = os.pipe()
+
+    def busy(fd: int) -> None:  # the wake-up is handled until the expiry has passed
+        os.read(fd, 16)
+        time.sleep(max(0.0, expires - time.time()) + 0.2)
+
+    def nudge() -> None:
+        time.sleep(max(0.0, expires - time.time() - 0.3))
+        os.write(write_end, b"x")
+
+    threading.Thread(target=nudge, daemon=True).start()
+    try:
+        grant = engine(lab).wait("b1", key="new", budget=8, extra_fds=[read_end], on_extra=busy)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert (grant.board, grant.reclaimed_from) == ("b1", holder.user)
+    assert time.time() - expires < 3

@@ -208,8 +208,10 @@ class Waiter:
         soonest: Optional[float] = None
         for board in head:
             _, expires = boardlock.availability(self.site.lab.base, board, now)
-            if expires is not None and expires >= now:
-                delay = expires - now + 0.01
+            if expires is not None:
+                # Passed while awake for something else (a keepalive, an unrelated event):
+                # look now, or nothing would ever wake this waiter for it.
+                delay = max(0.0, expires - now) + 0.01
                 soonest = delay if soonest is None else min(soonest, delay)
         return soonest
 

@@ -7,6 +7,7 @@ Not part of CI. Run as root from the repository (mq installed, editable is fine)
     python3 benchmarks/load.py --waiters 50    # about 35 s
     python3 benchmarks/load.py --alive 1       # the tests' ServerAliveInterval (default 15 s, mq's own)
     python3 benchmarks/load.py --no-ssh        # local waiters only
+    python3 benchmarks/load.py --openssh       # also over the system ssh (transport = "openssh")
 
 It starts its own OpenSSH sshd on 127.0.0.1 (``tests/sshd.py``, the test users
 of ``tests/conftest.py``) and a shared lab directory with board b1, which a
@@ -23,7 +24,8 @@ mqalice on the "host"), it:
    ``/proc/PID/stat`` of every client and host-side process over a
    ``--window`` s window (as % of one core, total and per waiter), and their
    memory (VmRSS from ``/proc/PID/status``; RSS counts shared pages once per
-   process, so PSS from ``smaps_rollup`` is shown next to it);
+   process, so PSS and USS, the private pages, from ``smaps_rollup`` are shown
+   next to it: USS is what one more waiter costs);
 3. drains the queue: the holder releases, and each waiter in turn is granted
    b1 (seen here as the lock file naming its key: "host" hand-off), its
    ``mq`` process exits 0 ("client" hand-off: the waiting user learns it), and
@@ -107,12 +109,15 @@ def status_kb(pid: int, name: str) -> int:
     return 0
 
 
-def pss_kb(pid: int) -> int:
+def rollup_kb(pid: int, *names: str) -> int:
+    """The sum of the named fields of /proc/PID/smaps_rollup (kB)."""
+    total = 0
     with contextlib.suppress(OSError), open(f"/proc/{pid}/smaps_rollup") as handle:
         for line in handle:
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    return 0
+            name, _, value = line.partition(":")
+            if name in names:
+                total += int(value.split()[0])
+    return total
 
 
 def threads(pid: int) -> int:
@@ -164,6 +169,7 @@ class Group:
     cpu_pct: float = 0.0
     rss_kb: list[int] = field(default_factory=list)
     pss_kb: list[int] = field(default_factory=list)
+    uss_kb: list[int] = field(default_factory=list)  # private pages: what this process alone costs
     threads: int = 0
 
 
@@ -180,7 +186,8 @@ def measure_idle(groups: list[Group], window: float) -> None:
                 used += end - start
         group.cpu_pct = 100.0 * used / TICK / elapsed
         group.rss_kb = [status_kb(pid, "VmRSS") for pid in group.pids]
-        group.pss_kb = [pss_kb(pid) for pid in group.pids]
+        group.pss_kb = [rollup_kb(pid, "Pss") for pid in group.pids]
+        group.uss_kb = [rollup_kb(pid, "Private_Clean", "Private_Dirty") for pid in group.pids]
         group.threads = sum(threads(pid) for pid in group.pids)
 
 
@@ -346,13 +353,13 @@ def mb(kb: float) -> float:
 
 def print_groups(groups: list[Group], waiters: int, window: float) -> None:
     print(f"   idle, {window:g} s window        procs threads   CPU % core (total  per waiter)"
-          "   RSS MB (median  total  per waiter)   PSS MB per waiter")
+          "   RSS MB (median  total  per waiter)   PSS MB per waiter   USS MB per waiter")
     for g in groups:
         if not g.pids:
             continue
         print(f"   {g.name:<28} {len(g.pids):5d} {g.threads:7d}   {g.cpu_pct:18.2f} {g.cpu_pct / waiters:11.4f}"
               f"   {mb(statistics.median(g.rss_kb)):14.1f} {mb(sum(g.rss_kb)):6.0f} {mb(sum(g.rss_kb)) / waiters:11.1f}"
-              f"   {mb(sum(g.pss_kb)) / waiters:17.1f}")
+              f"   {mb(sum(g.pss_kb)) / waiters:17.1f}   {mb(sum(g.uss_kb)) / waiters:17.1f}")
 
 
 def print_drain(result: Drain, arrival: list[str]) -> None:
@@ -397,7 +404,9 @@ def run_phase(name: str, count: int, env: dict[str, str], base: Path, logs: Path
         arrival = [key for _, key in tickets(base)]
         print(f"   {count} tickets queued in {queued_s:.1f} s; idle {args.settle:g} s, then measuring ...", flush=True)
         time.sleep(args.settle)
-        groups = [Group("clients (mq sem -wait)", [w.proc.pid for w in waiters]), *(host.groups() if host else [])]
+        clients = [w.proc.pid for w in waiters]
+        clients += [pid for w in waiters for pid in descendants(w.proc.pid)]  # openssh: each client's ssh
+        groups = [Group("clients (mq sem -wait)", clients), *(host.groups() if host else [])]
         measure_idle(groups, args.window)
         load = " ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"   (load average {load} after the window; host = engines + sshd sessions)")
@@ -436,7 +445,8 @@ class HostSide:
 
 def summary(phases: list[Phase], window: float) -> None:
     print("\nSummary (medians; CPU as % of one core)")
-    header = ("", "waiters", "client CPU total", "per waiter", "client RSS/waiter", "host CPU total", "per waiter",
+    header = ("", "waiters", "client CPU total", "per waiter", "client RSS/waiter", "USS/waiter", "host CPU total",
+              "per waiter",
               "host RSS/waiter", "hand-off host", "hand-off client", "overtakes")
     rows = [header]
     for p in phases:
@@ -445,7 +455,8 @@ def summary(phases: list[Phase], window: float) -> None:
         host_cpu = sum(g.cpu_pct for g in hosts)
         host_rss = sum(sum(g.rss_kb) for g in hosts)
         rows.append((p.name, str(p.waiters), f"{client.cpu_pct:.2f} %", f"{client.cpu_pct / p.waiters:.4f} %",
-                     f"{mb(sum(client.rss_kb)) / p.waiters:.1f} MB", f"{host_cpu:.2f} %",
+                     f"{mb(sum(client.rss_kb)) / p.waiters:.1f} MB", f"{mb(sum(client.uss_kb)) / p.waiters:.1f} MB",
+                     f"{host_cpu:.2f} %",
                      f"{host_cpu / p.waiters:.4f} %", f"{mb(host_rss) / p.waiters:.1f} MB",
                      f"{statistics.median(p.drain.host_ms):.1f} ms", f"{statistics.median(p.drain.client_ms):.1f} ms",
                      str(p.overtakes)))
@@ -453,8 +464,8 @@ def summary(phases: list[Phase], window: float) -> None:
     for row in rows:
         cells = [cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
         print("  " + "  ".join(cells))
-    if len(phases) == 2:
-        local, ssh = phases
+    if len(phases) >= 2:
+        local, ssh = phases[:2]
         ratio_cpu = (f"{ssh.groups[0].cpu_pct / local.groups[0].cpu_pct:.1f}x" if local.groups[0].cpu_pct
                      else f"{ssh.groups[0].cpu_pct:.2f} % against 0.00 %")
         ratio_rss = sum(ssh.groups[0].rss_kb) / max(1, sum(local.groups[0].rss_kb))
@@ -471,6 +482,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--window", type=float, default=5.0, help="CPU measuring window in s (default 5)")
     parser.add_argument("--settle", type=float, default=3.0, help="idle time before measuring in s (default 3)")
     parser.add_argument("--no-ssh", action="store_true", help="local waiters only")
+    parser.add_argument("--openssh", action="store_true",
+                        help="also over the system ssh (transport = \"openssh\"; a client is mq and its ssh)")
     parser.add_argument("--alive", type=int, default=15,
                         help="the clients' ServerAliveInterval in s (x CountMax 3; default 15, mq's own when unset; "
                              "the tests use 1)")
@@ -508,6 +521,11 @@ def run_all(args: argparse.Namespace, root: Path, tmp: Path, sshd: Any) -> list[
             host = HostSide(sshd.proc.pid, os.fsencode(str(lab.base)))
             phases.append(run_phase(f"ssh (paramiko, alive {args.alive} s)", args.waiters, ssh_env, lab.base, logs,
                                     holder, args, None, host))
+            if args.openssh:
+                toml = tmp / "openssh.toml"
+                toml.write_text('transport = "openssh"\n')
+                phases.append(run_phase(f"ssh (openssh, alive {args.alive} s)", args.waiters,
+                                        {**ssh_env, "MQ_CONFIG": str(toml)}, lab.base, logs, holder, args, None, host))
     finally:
         holder.close()
     return phases

@@ -5,6 +5,8 @@ bytes are simply no longer read, so each side's kernel buffers fill and its TCP
 stays up, as when a cable is pulled or a firewall starts dropping packets (no
 FIN, no RST, nothing). ``resume()`` forwards again whatever was held back;
 ``close()`` closes both sides of every connection (and the listener).
+``drop_next = N`` closes (or resets) the next N connections as soon as they are
+accepted, before any byte, as sshd does beyond its ``MaxStartups``.
 
 Standard library only: one accept thread, and one pump thread per direction of
 each connection.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import struct
 import threading
 import time
 
@@ -31,6 +34,9 @@ class BlackHole:
         self.port = int(self.listener.getsockname()[1])
         self.stalled_at: float | None = None  # time.monotonic() of the last stall()
         self.accepted = 0
+        self.drop_next = 0  # connections still to drop on arrival...
+        self.drop_with_reset = True  # ... with a reset (else a plain close)
+        self.dropped = 0
         self._stalled = False
         self._closed = threading.Event()
         self._guard = threading.Lock()  # for the lists below
@@ -89,6 +95,13 @@ class BlackHole:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.drop_next > 0:
+                self.drop_next -= 1
+                self.dropped += 1
+                if self.drop_with_reset:
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:

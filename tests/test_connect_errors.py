@@ -85,7 +85,7 @@ def not_ssh(tmp_path: Path) -> Iterator[Path]:
 
 def test_connection_dropped_before_the_greeting(drops: Path) -> None:
     error = connect_error(drops)
-    assert error.reason.startswith("the host dropped the connection before its greeting (")
+    assert error.reason.startswith("the host dropped the connection before its greeting, 4 tries (")
     assert error.reason.endswith("; sshd's MaxStartups?)")
 
 

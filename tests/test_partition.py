@@ -149,6 +149,34 @@ def test_09_short_blip_below_the_keepalive_limit_is_survived(ssh_lab: SshLab, tm
     assert ssh_lab.mq("mqalice", "sem", "-signal", "b1", "-k", "blip").returncode == 0
 
 
+# -- case 25: connections dropped before the greeting (sshd over its MaxStartups) ----------------
+def test_25_connections_dropped_before_the_greeting_are_tried_again(ssh_lab: SshLab, tmp_path: Path) -> None:
+    """Two connections reset on arrival, as sshd resets those beyond MaxStartups: the third is served."""
+    with BlackHole(ssh_lab.sshd.port) as hole:
+        hole.drop_next = 2
+        proc = subprocess.run([sys.executable, "-m", "mq", "sem", "-info", "b1"], text=True, capture_output=True,
+                              env=through(ssh_lab, hole, "mqalice", tmp_path), timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith("Lock for b1 currently free") and proc.stderr == ""
+        assert (hole.dropped, hole.accepted) == (2, 1)
+
+
+def test_25_a_host_that_keeps_dropping_is_given_up_on_with_one_clear_line(ssh_lab: SshLab, tmp_path: Path) -> None:
+    with BlackHole(ssh_lab.sshd.port) as hole:
+        hole.drop_next, hole.drop_with_reset = 1000, False
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "mq", "sem", "-info", "b1"], text=True, capture_output=True,
+                              env=through(ssh_lab, hole, "mqalice", tmp_path), timeout=30)
+        took = time.monotonic() - started
+        assert hole.dropped == 4 and hole.accepted == 0  # a bounded number of tries...
+    assert took < 6  # ... with a bounded back-off (0.25 + 0.5 + 1 s, jittered +-50 %)
+    assert proc.returncode == 9
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "Unable to ssh to labhost" and len(lines) == 2, lines
+    assert lines[1].startswith("the host dropped the connection before its greeting, 4 tries ("), lines
+    assert "banner[" not in lines[1]  # paramiko's "banner[Errno 104]" gets its separator
+
+
 # -- case 9: a real partition during `mq run` on a hanging board ---------------------------------
 @pytest.mark.parametrize("end", ["close", "resume"])
 def test_09_partition_during_run_host_stops_console_powers_off_releases(ssh_rl: SshRunLab, spawned: list[Spawned],

@@ -145,6 +145,13 @@ class AgentClient:
         line, self._buffer = self._buffer.split(b"\n", 1)
         return line
 
+    def broken(self, exc: OSError) -> EngineError:
+        """A send or a read failed with ``exc``: if the other end has ended (its channel
+        closed: a host that gave up, an engine that died), why it did; else ``exc``."""
+        if self.stream.exit_status() is not None:
+            return self._ended()
+        return SshError(self.host, f"connection lost: {exc}")
+
     def _ended(self) -> EngineError:
         """The error for a stream that ended, told by the other end's exit status."""
         status, line = self.stream.exit_status(), self.stream.last_error()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import select
 import socket
 import time
@@ -19,6 +20,8 @@ from .sshconfig import HostSettings, config_file, import_paramiko, resolve, spli
 
 SEND_PATIENCE = 0.25  # seconds a blocked send waits before looking for a pending signal
 CHUNK = 1 << 16
+GREETING_TRIES = 4  # connections sshd drops before its greeting (MaxStartups) are tried again...
+GREETING_BACKOFF = 0.25  # ... after about 0.25, 0.5, 1 s (each from half to one and a half times that)
 
 
 class ChannelStream:
@@ -212,7 +215,12 @@ def _connect(settings: HostSettings, sock: Any, chain: list[Any]) -> Any:
                    look_for_keys=not settings.identities_only, allow_agent=not settings.identities_only,
                    timeout=settings.connect_timeout, banner_timeout=settings.connect_timeout,
                    auth_timeout=settings.connect_timeout)
-    client.get_transport().set_keepalive(max(1, int(settings.alive_interval)))
+    transport = client.get_transport()
+    transport.set_keepalive(max(1, int(settings.alive_interval)))
+    # paramiko's reader thread wakes every 0.1 s (its socket timeout) to look for a close or
+    # a keepalive due: 300 idle waiters pay a quarter of a core for it. Data, an EOF or a
+    # reset wake it at once whatever the timeout; only its own keepalive needs the tick.
+    transport.sock.settimeout(max(1.0, float(settings.alive_interval)))
     return client
 
 
@@ -222,15 +230,21 @@ class ParamikoTransport(RemoteTransport):
         paramiko = import_paramiko(path)
         self.host = config.host
         self._chain: list[Any] = []
-        try:
-            settings = resolve(config.host_name, path, config.host_user)
-            client = _connect(settings, _socket(settings, path, self._chain), self._chain)
-            channel = client.get_transport().open_session()
-            channel.exec_command(remote_command(config.base, None if config.lab_is_default else config.lab))
-        except (OSError, paramiko.SSHException, EOFError, ValueError) as exc:
-            reason = _reason(exc, self._chain[-1].get_transport() if self._chain else None)
-            self._close_chain()
-            raise SshError(self.host, reason) from None
+        command = remote_command(config.base, None if config.lab_is_default else config.lab)
+        for attempt in range(1, GREETING_TRIES + 1):
+            try:
+                settings = resolve(config.host_name, path, config.host_user)
+                client = _connect(settings, _socket(settings, path, self._chain), self._chain)
+                channel = client.get_transport().open_session()
+                channel.exec_command(command)
+                break
+            except (OSError, paramiko.SSHException, EOFError, ValueError) as exc:
+                transport = self._chain[-1].get_transport() if self._chain else None
+                reason = _reason(exc, transport, attempt)
+                self._close_chain()
+                if attempt == GREETING_TRIES or not _dropped_before_greeting(exc, transport):
+                    raise SshError(self.host, reason) from None
+            _pause(GREETING_BACKOFF * 2 ** (attempt - 1))
         try:
             self.client = start_agent(ChannelStream(channel), self.host, settings.alive_interval,
                                       settings.alive_count)
@@ -248,12 +262,37 @@ class ParamikoTransport(RemoteTransport):
         self._close_chain()
 
 
-def _reason(exc: BaseException, transport: Any) -> str:
+def _pause(seconds: float) -> None:
+    """Sleep about ``seconds`` (jittered, so clients dropped together do not come back together);
+    a signal ends it at once."""
+    select.select(GUARD.wake_fds, [], [], seconds * random.uniform(0.5, 1.5))
+    GUARD.check()
+
+
+def _dropped_before_greeting(exc: BaseException, transport: Any) -> bool:
+    """The host accepted the TCP connection and closed it before any SSH greeting: sshd
+    over its MaxStartups (or restarting). Nothing was started there: safe to try again."""
+    import paramiko
+
+    if transport is None:  # reset while the TCP connection was being made (refused: no sshd at all)
+        return isinstance(exc, ConnectionResetError)
+    if transport.initial_kex_done or transport.is_active() or transport.remote_version:
+        return False
+    cause = exc.__context__ if isinstance(exc, paramiko.SSHException) else exc  # closed: EOF; reset: errno 104
+    return isinstance(cause, (EOFError, ConnectionError))
+
+
+_BANNER = "Error reading SSH protocol banner"
+
+
+def _reason(exc: BaseException, transport: Any, tries: int = 1) -> str:
     """Why connecting failed, from the exception's type and the state of the SSH transport
-    (``transport``: the last connection tried, None before any)."""
+    (``transport``: the last connection tried, None before any; ``tries``: connections made)."""
     import paramiko
 
     text = str(exc) or exc.__class__.__name__
+    if text.startswith(_BANNER) and text[len(_BANNER):len(_BANNER) + 1] not in ("", ":"):
+        text = f"{_BANNER}: {text[len(_BANNER):]}"  # paramiko glues the cause on: "banner[Errno 104] ..."
     if isinstance(exc, paramiko.AuthenticationException):
         return f"authentication failed ({text})"
     if isinstance(exc, paramiko.ChannelException):
@@ -262,9 +301,10 @@ def _reason(exc: BaseException, transport: Any) -> str:
         return (f"the host key has CHANGED ({text}). Someone may be intercepting the connection, or the "
                 "host was reinstalled: check with the lab's admins, then remove the old key with "
                 "`ssh-keygen -R HOST` (and `-f` your UserKnownHostsFile) and accept the new one")
-    if isinstance(exc, paramiko.SSHException) and transport is not None and not transport.initial_kex_done:
-        if transport.is_active() or isinstance(exc.__context__, TimeoutError):  # still waiting for it
-            return "the host accepted the connection but never completed the SSH greeting (timed out)"
-        if not transport.remote_version and isinstance(exc.__context__, (EOFError, ConnectionError)):
-            return f"the host dropped the connection before its greeting ({text}; sshd's MaxStartups?)"
+    if _dropped_before_greeting(exc, transport):
+        times = f", {tries} tries" if tries > 1 else ""
+        return f"the host dropped the connection before its greeting{times} ({text}; sshd's MaxStartups?)"
+    waiting = transport is not None and (transport.is_active() or isinstance(exc.__context__, TimeoutError))
+    if isinstance(exc, paramiko.SSHException) and waiting and not transport.initial_kex_done:
+        return "the host accepted the connection but never completed the SSH greeting (timed out)"
     return text

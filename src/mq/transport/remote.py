@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..engine.errors import EngineError, Interrupted
-from .base import AgentClient, EventHandler, HostError, Progress, SshError, Stream
+from .base import AgentClient, EventHandler, HostError, Progress, Stream
 
 if TYPE_CHECKING:
     from ..keyboard import Keyboard
@@ -83,7 +83,7 @@ class RemoteTransport:
         except (Interrupted, EngineError):
             raise
         except OSError as exc:
-            raise SshError(self.host, f"connection lost: {exc}") from None
+            raise self.client.broken(exc) from None
 
     def close(self) -> None:
         self.client.close()

@@ -417,3 +417,11 @@ def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
         monkeypatch.setattr(tomlparse, "loads", tomli.loads)
         monkeypatch.setattr(tomlparse, "TOMLDecodeError", tomli.TOMLDecodeError)
     return str(request.param)
+
+
+WAITING_LINES = ("mq: waiting: ", "mq: queue moved: ", "mq: still waiting: ")  # mq.waitline, in a log
+
+
+def said(err: str) -> list[str]:
+    """The stderr lines of an ``mq`` command, without its waiting line's."""
+    return [line for line in err.splitlines() if not line.startswith(WAITING_LINES)]

@@ -28,7 +28,7 @@ from mq.engine.errors import EngineError
 from mq.engine.interface import LockEngine
 from mq.engine.inventory import Inventory, Pool, System, load_inventory
 from mq.engine.names import NO_KEY
-from mq.engine.results import BoardState, Grant, Holder, Released
+from mq.engine.results import BoardState, Grant, Holder, Offline, Released
 from mq.engine.semaphore import Engine
 
 Call = Callable[..., Any]
@@ -94,6 +94,12 @@ class WireEngine:
 
     def dumpall(self, order: str = "inventory") -> list[BoardState]:
         return [BoardState(*state) for state in protocol.states_from_wire(self._call("dumpall", order=order))]
+
+    def set_offline(self, board: str, reason: str) -> Offline:
+        return Offline(**self._call("offline", board=board, reason=reason))
+
+    def set_online(self, board: str) -> Offline | None:
+        return protocol.offline_from_wire(self._call("online", board=board))
 
 
 # -- the kinds ------------------------------------------------------------------------

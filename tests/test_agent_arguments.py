@@ -81,6 +81,7 @@ WAIT = '{"name": "b1", "key": "0", "timeout": 0, "budget": 0, "session": false, 
 # (request, its arguments as JSON text): each carries one hostile field, or is missing or
 # has one field too many.
 HOSTILE = [
+    ("check_host", '{"extra": 1}'),
     ("wait", WAIT.replace('"timeout": 0', '"timeout": -5')),
     ("wait", WAIT.replace('"timeout": 0', '"timeout": 1e99')),
     ("wait", WAIT.replace('"timeout": 0', '"timeout": 1000000000')),
@@ -95,6 +96,7 @@ HOSTILE = [
     ("wait", WAIT.replace('"budget": 0', '"budget": Infinity')),
     ("wait", WAIT.replace('"budget": 0', '"budget": -Infinity')),
     ("wait", WAIT.replace('"budget": 0', '"budget": "5"')),
+    ("wait", WAIT.replace('"budget": 0', '"budget": 8e20')),  # -t 99999999999999999999: the host's timers overflow
     ("wait", WAIT.replace('"budget": 0', '"budget": false')),
     ("wait", WAIT.replace('"budget": 0', '"budget": 1e400')),
     ("wait", WAIT.replace('"key": "0"', '"key": ["a"]')),
@@ -178,7 +180,7 @@ def test_values_the_cli_sends_are_accepted(lab: LabFixture, agent: RawClient, ti
 def test_cli_refuses_a_lock_timeout_beyond_the_maximum(lab: LabFixture) -> None:
     proc = run_mq(lab, "sem", "-wait", "b1", "-T", str(arguments.MAX_LOCK_TIMEOUT + 1))
     assert proc.returncode == ExitCode.BAD_INPUT, proc
-    assert "'timeout' must be a whole number from 0 to 999999999" in proc.stderr
+    assert proc.stderr == "mq: -T 1000000000: out of range (0 to 999999999 seconds)\n"
     assert not lab.held()
 
 

@@ -518,7 +518,7 @@ def test_hundreds_of_sessions_against_default_maxstartups(ssh_lab: SshLab, defau
     assert all("b1" in r[2] for r in ok), summary
     for status, _, out, err in unable:
         lines = err.splitlines()
-        assert lines and lines[0] == "Unable to ssh to labhost", (status, out, err)
+        assert lines and lines[0] == "mq: Unable to ssh to labhost", (status, out, err)
         assert len(lines) == 2 and lines[1].strip(), (status, out, err)
     assert ok, summary  # the limit throttles, it does not refuse everyone
     # nothing left on the host

@@ -152,7 +152,7 @@ def test_unreachable_host_clear_error(tmp_path: Path) -> None:
     for proc in results:
         assert proc.returncode == 9, proc
         assert proc.stdout == ""
-        assert proc.stderr.splitlines()[0] == f"Unable to ssh to {NO_HOST}", proc.stderr
+        assert proc.stderr.splitlines()[0] == f"mq: Unable to ssh to {NO_HOST}", proc.stderr
         assert "Traceback" not in proc.stderr and "unexpected error" not in proc.stderr
 
 

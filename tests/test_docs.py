@@ -1,12 +1,24 @@
-"""The man page and shell completions are generated from the CLI: fail on drift."""
+"""The man page and shell completions are generated from the CLI: fail on drift. The page has
+every section a user looks for (EXIT STATUS with every ExitCode, ENVIRONMENT, FILES, EXAMPLES,
+INSTALLATION) and renders with groff and man as ASCII, quotes included, with no text lost.
+(The completions are driven through real shells in test_completions.py.)"""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 
+import click
+import pytest
+import typer.main
+
+from mq.cli.app import app
 from mq.cli.docs import ROOT, generated
+from mq.config import _ENV
+from mq.engine.errors import ExitCode
 
 
 def test_committed_docs_match_the_cli() -> None:
@@ -31,3 +43,95 @@ def test_bash_completion_offers_systems_and_pools(lab, tmp_path) -> None:  # typ
                           "_mq_completion mq; echo \"${COMPREPLY[@]}\""], env=env, capture_output=True, text=True,
                          timeout=30).stdout.split()
     assert out == ["b1", "b2", "b3"]
+
+
+def _section(text: str, name: str) -> str:
+    """The roff source of one ``.SH`` section."""
+    return text.split(f".SH {name}\n", 1)[1].split("\n.SH ", 1)[0]
+
+
+def test_man_page_sections() -> None:
+    text = (ROOT / "man" / "mq.1").read_text()
+    sections = re.findall(r"^\.SH (.+)$", text, re.MULTILINE)
+    for name in ("NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "EXIT STATUS", "ENVIRONMENT", "FILES",
+                 "EXAMPLES", "INSTALLATION", "SEE ALSO"):
+        assert name in sections
+    env = _section(text, "ENVIRONMENT")
+    for variable in (*_ENV.values(), "MQ_CONFIG", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME",
+                     "_MQ_COMPLETE"):
+        assert f".B {variable}\n" in env, variable
+    files = _section(text, "FILES")
+    for path in ("~/.config/mq/config.toml", "~/.mq", "~/.local/share/mq/", "BASE/NAME.lock", "BASE/.mq/",
+                 "inventory\\-HOST\\-BASE.json"):
+        assert path in files, path
+    examples = _section(text, "EXAMPLES")
+    for command in ("mq sem \\-wait", "mq run", "mq sem \\-signal", "mq sem \\-info"):
+        assert command in examples, command
+    install = _section(text, "INSTALLATION")
+    for name in ("mq.bash", "mq.sh.bash", "_mq", "mq.fish", "mq.sh.fish", "man/mq.1", "compinit"):
+        assert name in install, name
+
+
+def test_every_exit_status_is_documented() -> None:
+    """Each ExitCode (70 included) is a tagged paragraph of EXIT STATUS, and every code of the
+    README's table is there too."""
+    tags = re.findall(r"^\.TP\n\.B (\S+)$", _section((ROOT / "man" / "mq.1").read_text(), "EXIT STATUS"),
+                      re.MULTILINE)
+    expected = ["128+N" if code == ExitCode.SIGNALLED else str(int(code)) for code in ExitCode]
+    assert tags == expected
+    assert "70" in tags
+    readme = (ROOT / "README.md").read_text().split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    table = re.findall(r"^\| (\d+(?:\+N)?) \|", readme, re.MULTILINE)
+    assert table and set(table) <= set(tags)
+
+
+def test_man_page_roff_source_is_safe() -> None:
+    """No control line made of text (a line starting with ' or .), no \\' (an acute accent, not a
+    quote): quotes are \\(aq and \\(dq, which print as ASCII."""
+    text = (ROOT / "man" / "mq.1").read_text()
+    assert "\\'" not in text
+    assert "'" not in text  # even inside a line: groff prints a plain ' as a typographic quote in UTF-8
+    macros = {"TH", "SH", "SS", "TP", "B", "PP", "RS", "RE", "nf", "fi", "br", "sp", "nh", "ad"}
+    for line in text.splitlines():
+        if line.startswith("."):
+            assert line[1:].split(" ", 1)[0] in macros, line
+
+
+def _rendered_texts() -> list[str]:
+    """Text the page must show in full: every help text, environment and files entry, example."""
+    from mq.cli import docs
+
+    texts = [meaning for _, meaning in (*docs.ENVIRONMENT, *docs.FILES)] + list(docs.EXIT_MEANINGS.values())
+    texts += [line for _, lines in docs.EXAMPLES for line in lines]
+    group = typer.main.get_command(app)
+    assert isinstance(group, click.Group)
+    ctx = click.Context(group, info_name="mq")
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None
+        texts += [command.help or ""]
+        sub = click.Context(command, info_name=name, parent=ctx)
+        declared = docs._declared_help(command)
+        texts += [record[1] for param in command.get_params(sub)
+                  if (record := docs._help_record(param, declared.get(param.name or ""))) is not None]
+    return [text for text in texts if text]
+
+
+@pytest.mark.parametrize("renderer", ["groff", "man"])
+def test_man_page_renders_every_line_with_ascii_quotes(renderer: str) -> None:
+    if shutil.which(renderer) is None:
+        pytest.skip(f"{renderer} is not installed (.ci/run installs groff-base and man-db)")
+    env = {**os.environ, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "MANWIDTH": "100", "MANPAGER": "cat",
+           "PAGER": "cat", "MAN_KEEP_FORMATTING": ""}
+    argv = (["groff", "-man", "-Tutf8", "-ww", "-P-cbou"] if renderer == "groff"
+            else ["man", "--no-hyphenation", "--no-justification", "-l"])
+    done = subprocess.run([*argv, str(ROOT / "man" / "mq.1")], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr  # groff -ww: no warning of any kind
+    page = re.sub(r".\x08", "", done.stdout)  # overstrike bold/underline, if any
+    # no acute accent for ', no curly quotes, no Unicode hyphens:
+    assert page.isascii(), sorted({c for c in page if not c.isascii()})
+    assert "Lab host ('local' = no SSH)" in page
+    flat = " ".join(page.split())
+    lost = [text for text in _rendered_texts() if " ".join(text.split()) not in flat]
+    assert not lost

@@ -11,7 +11,10 @@ one more kind there, and must pass all of this unchanged:
 * reclaim: a lock past its ``-T`` timeout is reclaimed, by exactly one waiter;
 * liveness: a dead waiter is skipped; a dead ``run`` holder's lock is reclaimed;
 * hostile names are refused, hostile keys stored literally, bad keys refused;
-* cancel, budgets, releases, undo and listings.
+* cancel, budgets, releases, undo and listings;
+* boards out of service (``set_offline``/``set_online``): pools skip them, a wait
+  for one alone fails at once, a queued waiter keeps its place, a holder's release
+  or expired lock leaves the maintenance lock, never a free board.
 
 Every waiter is a ``Worker``: a process of its own that opens an engine the
 same way as the test, so it can sleep, be cancelled, or die.
@@ -19,6 +22,7 @@ same way as the test, so it can sleep, be cancelled, or die.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import select
@@ -39,6 +43,8 @@ from mq.engine import protocol
 from mq.engine.errors import (
     AlreadyHeldError,
     BadInputError,
+    BoardOfflineError,
+    ExitCode,
     NotAcquiredError,
     NotHolderError,
     UnknownTargetError,
@@ -451,3 +457,132 @@ def test_a_run_jobs_release_spares_a_lock_that_replaced_it(site: Site) -> None:
     assert site.lab.key("b1").exists()  # the old key still names "J"
     assert not site.engine.end_session_lock("b1", "J", reason="run ended")
     assert os.stat(lock).st_ino == replaced.st_ino
+
+
+# -- boards out of service ------------------------------------------------------------------
+MAINTENANCE_KEY = "offline: new firmware"
+
+
+def test_a_pool_skips_an_offline_member(site: Site) -> None:
+    offline = site.engine.set_offline("b1", "new firmware")
+    assert (offline.reason, offline.user, offline.locked) == ("new firmware", site.engine.user, True)
+    assert abs(offline.since - time.time()) < 60
+    state = site.engine.info("b1")[0]
+    assert state.offline == offline
+    assert state.holder is not None and (state.holder.user, state.holder.key) == (site.engine.user, MAINTENANCE_KEY)
+    assert [(s.board, s.offline is not None) for s in site.engine.dumpall()] == [("b1", True)]
+    assert site.lab.lock("b1").read_text() == "0\n"  # a lock file as lockfile(1) makes it
+    assert site.engine.wait("trio", key="P", budget=0).board == "b2"  # b1 is first and, to old tools, held
+    assert site.engine.wait("trio", key="Q", budget=0).board == "b3"
+    with pytest.raises(NotAcquiredError):
+        site.engine.wait("trio", key="R", budget=0.3)
+
+
+def test_a_pool_whose_every_member_is_offline_keeps_waiting(site: Site) -> None:
+    site.engine.set_offline("b3", "rack move")
+    site.engine.set_offline("solo", "rack move")
+    waiter = site.queue("pair", "W")
+    assert waiter.waiting()
+    assert site.engine.set_online("solo") is not None
+    assert waiter.grant().board == "solo"
+    assert site.holders("pair") == {"b3": "offline: rack move", "solo": "W"}
+
+
+def test_a_wait_for_an_offline_board_alone_fails_at_once(site: Site) -> None:
+    site.engine.set_offline("b1", "new firmware")
+    started = time.monotonic()
+    with pytest.raises(BoardOfflineError) as refused:
+        site.engine.wait("b1", key="W", budget=30)
+    assert time.monotonic() - started < 5
+    assert refused.value.exit_code == ExitCode.BOARD_OFFLINE == 16
+    assert (refused.value.name, refused.value.reason, refused.value.user) == ("b1", "new firmware", site.engine.user)
+    assert refused.value.message.startswith(f"b1 is offline: new firmware (by {site.engine.user} since ")
+    assert site.queued("b1") == []
+    with pytest.raises(BoardOfflineError):  # its maintenance lock is ended by set_online only
+        site.engine.signal("b1", key=MAINTENANCE_KEY, force=True)
+    with pytest.raises(NotHolderError):  # a pool release passes it by
+        site.engine.signal("trio", key=MAINTENANCE_KEY, force=True)
+    assert site.holders("b1") == {"b1": MAINTENANCE_KEY}
+
+
+def test_offline_and_online_refuse_what_is_not_a_board(site: Site) -> None:
+    with pytest.raises(UnknownTargetError):
+        site.engine.set_offline("nosuch", "x")
+    with pytest.raises(BadInputError, match="not a pool"):
+        site.engine.set_offline("trio", "x")
+    with pytest.raises(BadInputError, match="not a pool"):
+        site.engine.set_online("trio")
+    for reason in ["", "   ", "a\nb", "\x1b[31mred", "x" * 300]:
+        with pytest.raises(BadInputError):
+            site.engine.set_offline("b1", reason)
+    assert site.engine.set_online("b1") is None  # not offline: nothing changes
+    assert site.holders("trio") == {"b1": None, "b2": None, "b3": None}
+
+
+def test_offline_again_gives_a_new_reason(site: Site) -> None:
+    first = site.engine.set_offline("b2", "flaky UART")
+    second = site.engine.set_offline("b2", "flaky UART; cable ordered")
+    assert (second.reason, second.since, second.locked) == ("flaky UART; cable ordered", first.since, True)
+    assert site.holders("b2") == {"b2": "offline: flaky UART; cable ordered"}
+    assert site.engine.set_online("b2") == second
+    assert site.holders("b2") == {"b2": None}
+
+
+def test_a_holders_release_leaves_the_maintenance_lock(site: Site) -> None:
+    site.hold("b2", key="H")
+    pending = site.engine.set_offline("b2", "new firmware")
+    assert not pending.locked  # still the holder's
+    state = site.engine.info("b2")[0]
+    assert state.offline == pending and state.holder is not None and state.holder.key == "H"
+    released = site.engine.signal("b2", key="H")
+    assert [(r.board, r.holder.key) for r in released] == [("b2", "H")]
+    assert site.holders("b2") == {"b2": MAINTENANCE_KEY}  # never free in between
+    assert site.engine.info("b2")[0].offline == dataclasses.replace(pending, locked=True)
+    with pytest.raises(NotAcquiredError):
+        site.engine.wait("trio", key="P", boards=["b2"], budget=0.3)
+    was = site.engine.set_online("b2")
+    assert was is not None and was.reason == "new firmware"
+    assert site.holders("b2") == {"b2": None}
+    assert site.engine.wait("b2", key="again", budget=0).board == "b2"
+
+
+def test_a_queued_waiter_keeps_waiting_and_gets_the_board_after_online(site: Site) -> None:
+    site.hold("b1", key="H")
+    waiter = site.queue("b1", "W")
+    site.engine.set_offline("b1", "new firmware")
+    assert waiter.waiting()
+    assert site.queued("b1") == ["W"]
+    site.engine.signal("b1", key="H")
+    assert waiter.waiting()  # the maintenance lock, not the waiter, took the board
+    assert site.holders("b1") == {"b1": MAINTENANCE_KEY}
+    state = site.engine.info("b1")[0]
+    assert state.offline is not None and state.offline.locked and [t.key for t in state.waiters] == ["W"]
+    site.engine.set_online("b1")
+    assert waiter.grant().board == "b1"
+    assert site.holders("b1") == {"b1": "W"}
+
+
+def test_an_expired_lock_on_an_offline_board_becomes_the_maintenance_lock(site: Site) -> None:
+    site.hold("b1", key="T", timeout=1)
+    site.hold("b2", key="H")
+    site.hold("b3", key="H")
+    waiter = site.queue("trio", "W")
+    assert not site.engine.set_offline("b1", "new firmware").locked
+    wait_for(lambda: site.holders("b1") == {"b1": MAINTENANCE_KEY}, what="the maintenance lock to replace it")
+    assert waiter.waiting()
+    site.engine.set_online("b1")
+    assert waiter.grant().board == "b1"
+
+
+def test_a_dead_run_holders_lock_on_an_offline_board_becomes_the_maintenance_lock(site: Site) -> None:
+    runner = site.spawn()[0]
+    assert runner.call("wait", name="b1", key="run", session=True, budget=0)["board"] == "b1"
+    site.hold("b2", key="H")
+    site.hold("b3", key="H")
+    waiter = site.queue("trio", "W")
+    assert not site.engine.set_offline("b1", "new firmware").locked
+    runner.kill()
+    wait_for(lambda: site.holders("b1") == {"b1": MAINTENANCE_KEY}, what="the maintenance lock to replace it")
+    assert waiter.waiting()
+    site.engine.signal("b3", key="H")
+    assert waiter.grant().board == "b3"

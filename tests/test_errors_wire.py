@@ -20,6 +20,7 @@ SAMPLES: list[errors.EngineError] = [
     errors.NotAcquiredError("trio"),
     errors.NotHolderError("b1", "Lock for b1 is held with a different key", errors.NotHolderError.WRONG_KEY),
     errors.AlreadyHeldError("b1", "K", "K"),
+    errors.BoardOfflineError("b1", "new firmware", "alice", 1767225600.0),
     errors.LockDirError("/var/cache/machinelocks", "lock directory is not writable by alice"),
     errors.DiskError("/var/cache/machinelocks/b1.lock", "disk full creating lock"),
     errors.Interrupted(15),

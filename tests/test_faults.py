@@ -103,7 +103,7 @@ def test_16_traversal_names_refused_and_nothing_created(lab: LabFixture) -> None
     for proc in run_all(lab, *argvs):
         assert proc.returncode == 1, proc
         assert proc.stdout == ""
-        assert proc.stderr.startswith("Unknown system or pool '"), proc.stderr
+        assert proc.stderr.startswith("mq: Unknown system or pool '"), proc.stderr
         assert proc.stderr.count("\n") == 1, "the name is shown escaped on one line"
         assert len(proc.stderr) < 400, "a 4 KB name is not echoed in full"
     assert snapshot(outside) == before
@@ -317,7 +317,7 @@ def test_13_disk_full_clear_error_nothing_left_release_works(tiny_fs: Path, tmp_
     assert lab.tickets() == []
 
     released = mq("sem", "-signal", "b2", "-k", "K")
-    assert (released.returncode, released.stdout) == (0, "Released lock for b2\n"), released
+    assert (released.returncode, released.stdout, released.stderr) == (0, "", "mq: Released lock for b2\n"), released
     assert lab.held() == set()
     assert not lab.key("b2").exists()
 
@@ -418,7 +418,7 @@ def test_19_concurrent_force_release_spares_the_waiters_fresh_lock(shared_lab: L
                 proc.kill()
                 proc.communicate()
     assert (waiter.returncode, out) == (0, "b1\n"), err
-    assert results[first] == (0, f"Released lock for b1 (forced; was held by {alice})\n", ""), results
+    assert results[first] == (0, "", f"mq: Released lock for b1 (forced; was held by {alice})\n"), results
     assert results[second][:2] == (3, ""), results  # its holder changed while it waited: nothing removed
     assert "changed while releasing" in results[second][2], results
     assert lab.lock("b1").exists(), f"carol's fresh lock was removed by {second}'s force aimed at alice's"
@@ -454,7 +454,7 @@ def test_23_lock_broken_behind_mqs_back(lab: LabFixture) -> None:
     assert lab.key("b1").read_text() == "N\n"
     shown = run_mq(lab, "sem", "-info", "b1").stdout.splitlines()
     assert shown[0].endswith("with key 'N'")
-    assert shown[1] == f"  grant #{old_grant + 1}"
+    assert shown[1] == f"  grant #{old_grant + 1}, held 0s"
 
 
 @pytest.mark.parametrize("damage", [b"", b"junk\n", b"\x00" * 21, b"9" * 26 + b"\n", b"5\n7\n"])
@@ -507,4 +507,4 @@ def test_14_lock_directory_removed_while_waiting(tmp_path: Path) -> None:
     for proc in (head, second):
         _, err = proc.communicate(timeout=10)
         assert proc.returncode == 7, err
-        assert "disappeared while waiting" in err
+        assert "disappeared while waiting" in err, err

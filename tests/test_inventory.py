@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from mq.engine.boot import Images, expand
 from mq.engine.demo import DEMO_INVENTORY
 from mq.engine.errors import InventoryError, UnknownTargetError
 from mq.engine.inventory import (
     Inventory,
     Pool,
     System,
+    check_inventory,
     is_valid_name,
     load_inventory,
     parse_inventory,
@@ -285,3 +287,88 @@ def test_duplicate_key_is_named() -> None:
     with pytest.raises(InventoryError) as caught:
         parse_inventory('[systems.a]\narch = "x"\narch = "y"\n', "lab.toml")
     assert "systems.a.arch" in caught.value.message and "line 3" in caught.value.message
+
+
+# -- command templates (boot, power_off): checked when the inventory is read ----------------------
+@pytest.mark.parametrize(
+    ("template", "files", "message"),
+    [
+        ("boot-it {sytem} {files}", 1, "unknown placeholder {sytem} (known: {system}, {files}, {file1}, {dtb}, "
+                                       "{bitstream}, {linux}, {python}); did you mean {system}?"),
+        ("boot-it {system} {files", 1, 'unbalanced brace: "{" never closed in "{files" (did you mean {files}?)'),
+        ("boot-it {system} files}", 1, 'unbalanced brace: "}" with no "{" before it in "files}"'),
+        ("boot-it {file1} {file2}", 1, "placeholder {file2} is beyond the system's 1 image file (files = 1): use "
+                                       "{file1}"),
+        ("boot-it {file5}", 4, "placeholder {file5} is beyond the system's 4 image files (files = 4): use {file1} "
+                               "to {file4}"),
+        ("boot-it {file0}", 2, "unknown placeholder {file0} (known: {system}, {files}, {file1}, {file2}, {dtb}, "
+                               "{bitstream}, {linux}, {python}); image numbers start at 1: {file1}"),
+        ("sh -c 'boot-it {system}", 1, "cannot split command: No closing quotation"),
+        ("boot-it \\", 1, "cannot split command: No escaped character"),
+        ("''", 1, "the program to run (the first word) is empty"),
+        ("boot-it {home}", 1, "unknown placeholder {home} (known: {system}, {files}, {file1}, {dtb}, {bitstream}, "
+                              "{linux}, {python})"),
+    ],
+)
+def test_template_mistakes(parser: str, template: str, files: int, message: str) -> None:
+    for attr in ("boot", "power_off"):
+        error = inventory_error(f"[systems.s]\nfiles = {files}\n{attr} = {json.dumps(template)}\n")
+        assert str(error) == f"lab.toml: systems.s.{attr}: {message}"
+        assert error.exit_code == 6
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{python} -m mq.engine.simboard {system} {files}",
+        "boot-it --kernel={file1} {file2} {linux} {dtb} {bitstream}",
+        "sh -c 'awk \"{ print $1 }\" \"$0\"' {file1}",  # braces that pair up, with no placeholder name inside
+        "find /x -name {system} -exec rm {} ;",
+        "echo ${HOME} {{system}} {System}",  # upper case is not a placeholder: kept as written
+    ],
+)
+def test_templates_that_are_fine(template: str) -> None:
+    inv = parse_inventory(f"[systems.s]\nfiles = 2\nboot = {json.dumps(template)}\n", "lab.toml")
+    assert inv.systems["s"].boot == template
+
+
+def test_every_mistake_is_collected_and_the_first_raised() -> None:
+    text = ('[colour]\n[systems.a]\nboot = "x {sytem}"\nfiles = 0\n[systems.b]\npower_off = "off {file2}"\n'
+            '[pools.p]\nsystems = ["a", "zz"]\n')
+    inventory, found = check_inventory(text, "lab.toml")
+    assert [(e.key, e.detail.split(" (")[0]) for e in found] == [
+        ("colour", "unknown section"),
+        ("systems.a.files", "expected an integer >= 1, got 0"),
+        ("systems.a.boot", "unknown placeholder {sytem}"),  # {fileN} not checked against a wrong files
+        ("systems.b.power_off", "placeholder {file2} is beyond the system's 1 image file"),
+        ("pools.p.systems", 'unknown system "zz"'),
+    ]
+    assert list(inventory.systems) == ["a", "b"]
+    error = inventory_error(text)
+    assert str(error).startswith("lab.toml: colour: unknown section")
+    assert str(error).endswith("(and 4 more problems: mq check lists them all)")
+
+
+def test_a_broken_system_is_not_reported_again_by_its_pool() -> None:
+    _, found = check_inventory('[systems."a b"]\n[systems.c]\n[pools.p]\nsystems = ["a b"]\n', "lab.toml")
+    assert [e.key for e in found] == ['systems."a b"']
+
+
+def test_expansion_reads_templates_as_the_inventory_does() -> None:
+    system = System("s", files=2, boot="x")
+    images = Images(files=["/j/one img", "/j/two"], dtb="/j/d", linux=True)
+    argv = expand("boot {system} {files} --k={file1} {linux} {dtb} {bitstream} {{system}} ${HOME}", system, images,
+                  "systems.s.boot")
+    assert argv == ["boot", "s", "/j/one img", "/j/two", "--k=/j/one img", "-L", "/j/d", "{s}", "${HOME}"]
+    with pytest.raises(InventoryError) as caught:
+        expand("boot {files", system, images, "systems.s.boot", path="/lab/lab.toml")
+    assert str(caught.value) == '/lab/lab.toml: systems.s.boot: unbalanced brace: "{" never closed in "{files" ' \
+                                "(did you mean {files}?)"
+
+
+def test_missing_boot_is_a_configuration_error() -> None:
+    inv = parse_inventory("[systems.s]\n", "/lab/lab.toml")
+    error = inv.missing_boot("s")
+    assert str(error) == "/lab/lab.toml: systems.s.boot: no boot command: mq run cannot boot s (sem and run -r work " \
+                         "without one)"
+    assert error.exit_code == 6

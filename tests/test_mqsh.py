@@ -207,7 +207,7 @@ def test_ssh_failure_on_stdout_with_host_as_configured(mqsh: Path, isolated_env:
     proc = subprocess.run([sys.executable, "-m", "mq", "sem", "-info", "b1"], env=env, capture_output=True,
                           text=True, timeout=30)
     assert (proc.stdout, proc.returncode) == ("", 9)
-    assert proc.stderr.splitlines()[0] == "Unable to ssh to ci@labhost"
+    assert proc.stderr.splitlines()[0] == "mq: Unable to ssh to ci@labhost"
 
 
 def test_installed_console_script_is_mqsh(lab: LabFixture) -> None:

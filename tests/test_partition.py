@@ -37,6 +37,7 @@ from conftest import (
     proc_state,
     queued,
     run_mq,
+    said,
     spawn_mq,
     user_env,
     wait_for,
@@ -116,7 +117,7 @@ def test_09_partition_mid_wait_host_drops_session_client_exits_9(ssh_lab: SshLab
               f"{seen.get('client', -1):.2f} s (-1: not during the stall); {end} -> client exit {client_exit:.2f} s; "
               f"stderr {err!r}")
     assert waiter.returncode == 9, (out, err)  # the connection was lost: what CI retries on
-    assert err.splitlines()[0] == "Unable to ssh to labhost", err
+    assert said(err)[0] == "mq: Unable to ssh to labhost", err
     assert "b1" not in out.split()
     # silence counts from the last keepalive heard, up to 1 s before the stall
     assert ALIVE * (COUNT - 1) <= ticket_gone <= ALIVE * COUNT + SLACK
@@ -172,8 +173,8 @@ def test_25_a_host_that_keeps_dropping_is_given_up_on_with_one_clear_line(ssh_la
     assert took < 6  # ... with a bounded back-off (0.25 + 0.5 + 1 s, jittered +-50 %)
     assert proc.returncode == 9
     lines = proc.stderr.splitlines()
-    assert lines[0] == "Unable to ssh to labhost" and len(lines) == 2, lines
-    assert lines[1].startswith("the host dropped the connection before its greeting, 4 tries ("), lines
+    assert lines[0] == "mq: Unable to ssh to labhost" and len(lines) == 2, lines
+    assert lines[1].startswith("mq: the host dropped the connection before its greeting, 4 tries ("), lines
     assert "banner[" not in lines[1]  # paramiko's "banner[Errno 104]" gets its separator
 
 

@@ -571,6 +571,7 @@ def test_reserve_until_enter_or_ctrl_d(rl: RunLab, children: list[pexpect.spawn]
     child.expect("mq: b1 is yours")
     child.expect("Enter or Ctrl\\+D")
     assert rl.lab.held() == {"b1"}
+    assert rl.lab.key("b1").read_text() == "reservation\n"  # -info shows what holds the board
     time.sleep(0.2)  # negative check: a reservation does not power the board off by itself
     assert not rl.powered_off("b1")
     if how == "enter":
@@ -689,6 +690,22 @@ def test_reserve_with_closed_stdin_on_a_busy_board_ends_after_the_grant(rl: RunL
     rl.assert_clean("b1")
 
 
+def test_a_run_that_waits_says_where_it_stands(rl: RunLab, spawned: list[Spawned]) -> None:
+    """Not on a terminal: one plain line when its wait starts (then the console, on stdout only)."""
+    rl.mq_ok("sem", "-wait", "b1", "-k", "hold", "-T", "600")
+    run = spawn(rl.lab.env, rl.cwd, spawned, "waits", "run", "-s", "b1", "-k", "job", "-c", SUCCESS,
+                "-f", str(PASS_IMG))
+    wait_for(lambda: "mq: waiting: " in run.stderr() or run.proc.poll() is not None, what="the waiting line")
+    assert len(queued(rl.lab)) == 1, run.stderr()
+    rl.mq_ok("sem", "-signal", "b1", "-k", "hold")
+    assert run.finish(timeout=20) == 0, run.stderr()
+    lines = run.stderr().splitlines()
+    assert lines[0].startswith("mq: waiting: position 1 of 1 for b1; b1 held by ")
+    assert "(-T 600, " in lines[0] and "ETA " in lines[0]
+    assert lines[1].startswith("mq: running on b1")
+    rl.assert_clean("b1")
+
+
 def test_interactive_with_closed_stdin_ends_after_the_match(rl: RunLab) -> None:
     proc = rl.mq("run", "-s", "b1", "-c", "shell>", "-a", "-f", str(rl.image("interactive")), timeout=20)
     assert proc.returncode == 0, proc.stderr
@@ -698,9 +715,12 @@ def test_interactive_with_closed_stdin_ends_after_the_match(rl: RunLab) -> None:
 
 @pytest.mark.parametrize(("args", "code", "message"), [
     (["-n", "-r", "-k", "K"], 64, "do not go together"),
-    (["-c", SUCCESS, "-d", "nan", "-f", "@pass"], 64, "-d SECS"),
+    (["-c", SUCCESS, "-d", "nan", "-f", "@pass"], 5, "-d nan: must be a number of seconds"),
+    (["-c", SUCCESS, "-d", "1e10", "-f", "@pass"], 5, "-d 1e+10: must be a number of seconds up to 999999999"),
+    (["-c", SUCCESS, "-w", "nan", "-f", "@pass"], 5, "-w nan: the retry period must be"),
+    (["-c", SUCCESS, "-t", "99999999999999999999", "-f", "@pass"], 5, "out of range"),
     (["-c", SUCCESS, "-l", "/dev/full", "-f", "@pass"], 8, "writing the log failed"),
-], ids=["n-and-r", "d-nan", "log-disk-full"])
+], ids=["n-and-r", "d-nan", "d-huge", "w-nan", "t-huge", "log-disk-full"])
 def test_bad_values_one_line_and_nothing_held(rl: RunLab, args: list[str], code: int, message: str) -> None:
     proc = rl.mq("run", "-s", "b1", *[str(PASS_IMG) if a == "@pass" else a for a in args])
     assert proc.returncode == code, proc.stderr
@@ -710,11 +730,30 @@ def test_bad_values_one_line_and_nothing_held(rl: RunLab, args: list[str], code:
     assert jobs_left(rl.home) == []
 
 
-@pytest.mark.parametrize("deadline", ["inf", "1e10"])
+@pytest.mark.parametrize("deadline", ["inf", "999999999"])
 def test_huge_deadline_means_none(rl: RunLab, deadline: str) -> None:
     proc = rl.mq("run", "-s", "b1", "-c", SUCCESS, "-d", deadline, "-f", str(PASS_IMG))
     assert proc.returncode == 0, proc.stderr
     rl.assert_clean("b1")
+
+
+@pytest.mark.parametrize(("image", "outcome", "code"), [("sel4test-pass", "completed", 0),
+                                                         ("sel4test-fail", "error", 11)])
+def test_json_summary_on_stdout_console_on_stderr(rl: RunLab, image: str, outcome: str, code: int) -> None:
+    log = rl.cwd / "console.log"
+    proc = rl.mq("run", "-s", "trio", "-c", SUCCESS, "-e", "FAILED", "-l", str(log), "--json",
+                 "-f", str(rl.image(image)))
+    assert proc.returncode == code, proc.stderr
+    doc = json.loads(proc.stdout)  # stdout is the one summary line, nothing else
+    assert (doc["mq"], doc["kind"]) == (1, "run")
+    data = doc["data"]
+    assert set(data) == {"board", "target", "result", "exit_code", "duration", "log", "powered_off", "taken_by",
+                         "notes"}
+    assert (data["target"], data["result"], data["exit_code"], data["log"]) == ("trio", outcome, code, str(log))
+    assert data["board"] in ("b1", "b2", "b3") and data["powered_off"] is True and data["taken_by"] is None
+    assert 0 < data["duration"] < 60
+    assert log.read_text() in proc.stderr  # the console went to stderr (and to the log)
+    rl.assert_clean(data["board"])
 
 
 def test_reserve_warns_about_ignored_options(rl: RunLab) -> None:

@@ -82,7 +82,7 @@ def test_info_mr_info_dumpall_exact_lines(lab: LabFixture) -> None:
 
     took = run_mq(lab, "sem", "-wait", "b1", "-k", "job 42", "-T", "1800", check=True)
     assert took.stdout == "b1\n"
-    assert re.fullmatch(r"Acquired lock for b1, grant #\d+\n", took.stderr)
+    assert re.fullmatch(r"mq: Acquired lock for b1, grant #\d+\n", took.stderr)
     grant = grant_number(took.stderr)
     since = stat_y(lab.lock("b1"))
     assert re.fullmatch(DATE, since)
@@ -92,7 +92,7 @@ def test_info_mr_info_dumpall_exact_lines(lab: LabFixture) -> None:
     assert info.returncode == 0
     assert info.stdout.splitlines() == [
         f"Lock for b1 held by {ME} since {since}, timeout 1800 with key 'job 42'",
-        f"  grant #{grant}",
+        f"  grant #{grant}, held 0s",
     ]
     assert mr_b1.stdout == f"b1 LOCKED {ME} {since} job 42\n"
     assert mr_b2.stdout == "b2 FREE\n"
@@ -123,9 +123,9 @@ def test_info_lists_waiters_in_arrival_order_and_cancel_ends_them(lab: LabFixtur
         lines = info_b1.stdout.splitlines()
         assert lines[0].startswith(f"Lock for b1 held by {ME} since ")
         assert lines[0].endswith(", timeout 0 with key 'H'")
-        assert re.fullmatch(r"  grant #\d+", lines[1])
-        assert re.fullmatch(rf"  waiting 1: {ME} key 'W1' since \d\d:\d\d:\d\d", lines[2])
-        assert re.fullmatch(rf"  waiting 2: {ME} key 'W2' via trio since \d\d:\d\d:\d\d", lines[3])
+        assert re.fullmatch(r"  grant #\d+, held \d+s", lines[1])
+        assert re.fullmatch(rf"  waiting 1: {ME} key 'W1' since \d\d:\d\d:\d\d \(\d+s\)", lines[2])
+        assert re.fullmatch(rf"  waiting 2: {ME} key 'W2' via trio since \d\d:\d\d:\d\d \(\d+s\)", lines[3])
         assert len(lines) == 4
 
         trio = info_trio.stdout.splitlines()
@@ -170,10 +170,10 @@ def test_pool_wait_prints_board_and_signal_releases_only_callers_key(shared_lab:
     held = [line for line in info if line.startswith("Lock for ")]
     assert [line.split()[2:6] for line in held] == [["b1", "held", "by", alice], ["b2", "held", "by", bob],
                                                     ["b3", "held", "by", alice]]
-    assert any(re.fullmatch(r"  grant #\d+ via pool trio", line) for line in info)
+    assert any(re.fullmatch(r"  grant #\d+ via pool trio, held \d+s", line) for line in info)
 
     released = run_mq(lab, "sem", "-signal", "trio", "-k", "K", user=alice)
-    assert (released.returncode, released.stdout) == (0, "Released lock for b1\n")
+    assert (released.returncode, released.stdout, released.stderr) == (0, "", "mq: Released lock for b1\n")
     assert lab.held() == {"b2", "b3"}
     assert lab.key("b2").read_text() == "K\n"  # bob's lock with the same key is untouched
     assert lab.key("b3").read_text() == "other\n"  # alice's lock with another key is untouched
@@ -219,7 +219,7 @@ def test_not_holder_wrong_key_and_retake_exit_codes(lab: LabFixture) -> None:
     assert other.returncode == 2
     assert "Failed to acquire lock for system (b1)" in other.stderr
     assert lab.tickets() == []
-    assert run_mq(lab, "sem", "-signal", "b1", "-k", "K").stdout == "Released lock for b1\n"
+    assert run_mq(lab, "sem", "-signal", "b1", "-k", "K").stderr == "mq: Released lock for b1\n"
     assert lab.held() == set()
 
 
@@ -301,8 +301,8 @@ def test_mq_sh_spellings_and_long_forms(lab: LabFixture) -> None:
     assert 0.7 < elapsed < 8
 
     r1, r2 = run_all(lab, ("sem", "-signal", "b1", "-k", "K"), ("sem", "--signal", "b2", "-k", "K"))
-    assert (r1.returncode, r1.stdout) == (0, "Released lock for b1\n")
-    assert (r2.returncode, r2.stdout) == (0, "Released lock for b2\n")
+    assert (r1.returncode, r1.stdout, r1.stderr) == (0, "", "mq: Released lock for b1\n")
+    assert (r2.returncode, r2.stdout, r2.stderr) == (0, "", "mq: Released lock for b2\n")
     assert lab.held() == set()
     assert not lab.key("b1").exists() and not lab.key("b2").exists()
 
@@ -359,7 +359,8 @@ def envelope(proc: subprocess.CompletedProcess[str], kind: str) -> object:
 def test_json_envelopes_contract(lab: LabFixture) -> None:
     """Pins the documented, versioned JSON output; a change here is a version bump."""
     grant = envelope(run_mq(lab, "sem", "-wait", "trio", "-k", "K", "-T", "60", "--json"), "grant")
-    assert set(grant) == {"board", "target", "key", "timeout", "grant", "waited"}
+    assert set(grant) == {"board", "target", "key", "timeout", "grant", "waited", "took_over"}
+    assert grant["took_over"] is None
     assert (grant["board"], grant["target"], grant["key"], grant["timeout"]) == ("b1", "trio", "K", 60)
     assert isinstance(grant["grant"], int) and isinstance(grant["waited"], (int, float))
 
@@ -386,7 +387,9 @@ def test_json_envelopes_contract(lab: LabFixture) -> None:
 
     inventory = envelope(systems, "systems")
     assert set(inventory) == {"systems", "pools"}
-    assert inventory["pools"] == {"trio": ["b1", "b2", "b3"], "pair": ["b3", "solo"], "x86": ["x86a", "x86b"]}
+    pools = [{"name": "trio", "members": ["b1", "b2", "b3"]}, {"name": "pair", "members": ["b3", "solo"]},
+             {"name": "x86", "members": ["x86a", "x86b"]}]
+    assert inventory["pools"] == pools
     assert set(inventory["systems"][0]) == {"name", "arch", "sel4_plat", "isa", "soc", "cpu", "cores", "ram",
                                             "max_clk", "num_files", "pxe_linux", "dtb", "pools"}
     x86a = next(s for s in inventory["systems"] if s["name"] == "x86a")
@@ -395,6 +398,39 @@ def test_json_envelopes_contract(lab: LabFixture) -> None:
 
     released = envelope(run_mq(lab, "sem", "-signal", "trio", "-k", "K", "--json"), "released")
     assert released == ["b1"]
+
+    system_tsv, pool_tsv, features, cancelled = run_all(
+        lab, ("system-tsv", "--json"), ("pool-tsv", "--json"), ("features", "--json"),
+        ("sem", "-cancel", "b1", "-k", "K", "--json"))
+    assert envelope(system_tsv, "system-tsv") == inventory["systems"]  # one shape for a system everywhere
+    assert envelope(pool_tsv, "pool-tsv") == pools
+    assert envelope(features, "features")[4] == {"name": "x86a", "pxe_linux": True, "dtb": False}
+    assert envelope(cancelled, "cancelled") == {"name": "b1", "key": "K", "count": 0}
+
+
+@pytest.mark.parametrize(("args", "code", "error"), [
+    (("sem", "-info", "nope", "--json"), 1, "UnknownTargetError"),
+    (("sem", "-signal", "b1", "-k", "K", "--json"), 3, "NotHolderError"),
+    (("sem", "-wait", "b1", "-T", "-5", "--json"), 5, "BadInputError"),
+    (("sem", "-wait", "b1", "--no-such", "--json"), 64, "UsageError"),
+])
+def test_json_errors_are_an_envelope_too(lab: LabFixture, args: tuple[str, ...], code: int, error: str) -> None:
+    """With --json a failure is also one `error` object on stdout; the stderr line stays."""
+    proc = run_mq(lab, *args)
+    assert proc.returncode == code, proc
+    doc = json.loads(proc.stdout)
+    assert (doc["mq"], doc["kind"]) == (1, "error")
+    assert doc["data"] == {"error": error, "exit_code": code, "message": proc.stderr.strip()[len("mq: "):]}
+    assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("mq: ")
+
+
+def test_a_lock_taken_over_tells_its_new_holder(lab: LabFixture) -> None:
+    run_mq(lab, "sem", "-wait", "b1", "-k", "old", "-T", "1", check=True)
+    lock = lab.lock("b1")
+    os.utime(lock, (time.time() - 5, time.time() - 5), follow_symlinks=False)
+    took = run_mq(lab, "sem", "-wait", "b1", "-k", "new", "--json", check=True)
+    assert f"mq: took over b1 from {ME}, whose -T 1 had passed\n" in took.stderr
+    assert json.loads(took.stdout)["data"]["took_over"] == {"user": ME, "timeout": 1}
 
 
 @pytest.mark.parametrize("key", ["ключ", r"C:\new", "ci job #42 (retry)"])

@@ -17,7 +17,7 @@ import pexpect
 import pytest
 
 import conftest
-from conftest import LabFixture, SshLab, child_named, wait_for
+from conftest import LabFixture, SshLab, child_named, said, wait_for
 from sshd import Sshd, client_config, start_sshd
 
 pytestmark = pytest.mark.skipif(not Path("/usr/sbin/sshd").exists(), reason="needs openssh-server")
@@ -129,7 +129,7 @@ def test_unknown_host_key_is_refused_with_advice(ssh_lab: SshLab) -> None:
     proc = ssh_lab.mq("mqalice", "sem", "-info", "b1")
     assert proc.returncode == 9
     lines = proc.stderr.splitlines()
-    assert lines[0] == "Unable to ssh to labhost"
+    assert lines[0] == "mq: Unable to ssh to labhost"
     assert "not known" in proc.stderr and "accept" in proc.stderr
     assert ssh_lab.known_hosts.read_text() == ""  # never silently added
 
@@ -143,7 +143,7 @@ def test_changed_host_key_is_refused_with_a_warning(ssh_lab: SshLab, tmp_path: P
     proc = ssh_lab.mq("mqalice", "sem", "-info", "b1")
     assert proc.returncode == 9
     lines = proc.stderr.splitlines()
-    assert lines[0] == "Unable to ssh to labhost" and len(lines) == 2
+    assert lines[0] == "mq: Unable to ssh to labhost" and len(lines) == 2
     assert "CHANGED" in lines[1] and "ssh-keygen -R" in lines[1]
     assert ssh_lab.known_hosts.read_text() == forged  # never replaced
 
@@ -183,7 +183,7 @@ def test_unable_to_ssh_first_line(ssh_lab: SshLab, tmp_path: Path) -> None:
     cfg.write_text(f"Host labhost\n  HostName 127.0.0.1\n  Port {free_port()}\n  User mqalice\n")
     proc = ssh_lab.mq("mqalice", "sem", "-info", "b1", MQ_SSH_CONFIG=str(cfg))
     assert proc.returncode == 9
-    assert proc.stderr.splitlines()[0] == "Unable to ssh to labhost"
+    assert proc.stderr.splitlines()[0] == "mq: Unable to ssh to labhost"
 
 
 def test_missing_lock_directory_on_host(ssh_lab: SshLab) -> None:
@@ -286,7 +286,7 @@ def test_connection_failures_say_unable_to_ssh(ssh_lab: SshLab, tmp_path: Path, 
         proc = ssh_lab.mq("mqalice", "sem", "-info", "b1", MQ_CONFIG=str(config), **extra)
         assert proc.returncode == 9, (what, proc.stderr)
         lines = proc.stderr.splitlines()
-        assert lines[0] == "Unable to ssh to labhost", (what, proc.stderr)
+        assert lines[0] == "mq: Unable to ssh to labhost", (what, proc.stderr)
         assert len(lines) == 2 and "unexpected error" not in proc.stderr, (what, proc.stderr)
 
 
@@ -358,8 +358,8 @@ def test_sshd_session_killed_while_waiting(ssh_lab: SshLab) -> None:
     os.kill(sessions.pop(), signal.SIGKILL)
     _, err = waiter.communicate(timeout=10)
     assert waiter.returncode == 9, err  # the connection went, not the engine: CI retries on this
-    assert err.splitlines()[0] == "Unable to ssh to labhost" and "connection lost" in err
-    assert len(err.strip().splitlines()) == 2
+    assert said(err)[0] == "mq: Unable to ssh to labhost" and "connection lost" in err
+    assert len(said(err)) == 2
     wait_for(lambda: not ssh_lab.lab.tickets() and not host_agents(ssh_lab.lab, "mqalice"), timeout=5,
              what="no ticket and no host agent left")
     assert ssh_lab.lab.held() == {"b1"}
@@ -401,7 +401,7 @@ def assert_unable_to_ssh(proc: subprocess.CompletedProcess[str], reason: str) ->
     """Exit 9, ``Unable to ssh to labhost`` first, then one line naming ``reason``."""
     assert proc.returncode == 9, proc.stderr
     lines = proc.stderr.splitlines()
-    assert lines[0] == "Unable to ssh to labhost"
+    assert lines[0] == "mq: Unable to ssh to labhost"
     assert len(lines) == 2 and reason in lines[1], lines
 
 

@@ -115,6 +115,9 @@ def read_legacy(path: str) -> Dict[str, str]:
 def load_config(host: Optional[str] = None, base: Optional[str] = None,
                 env: Optional[Mapping[str, str]] = None, mqsh: bool = False) -> Config:
     env = os.environ if env is None else env
+    for flag, given in (("--host", host), ("--base", base)):
+        if given is not None and not given.strip():
+            raise ConfigError(flag, "", "expected a non-empty value")
     path = config_path(env)
     from_file = _read_file(path, explicit=bool(env.get("MQ_CONFIG")))
     legacy_path = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".mq")
@@ -137,7 +140,8 @@ def load_config(host: Optional[str] = None, base: Optional[str] = None,
                 if key in layer:
                     chosen[key], sources[key] = layer[key], layer_path
                     break
-    default_lab = not mqsh and not chosen.get("host") and not chosen.get("base")
+    # Only what nobody named is made up: an explicit lab file (MQ_LAB, lab =) must exist.
+    default_lab = not mqsh and not chosen.get("host") and not chosen.get("base") and not chosen.get("lab")
     transport = chosen.get("transport", "paramiko")
     if transport not in TRANSPORTS:
         raise ConfigError(sources.get("transport", path), "transport", f"expected one of {', '.join(TRANSPORTS)}")

@@ -13,8 +13,8 @@ from .errors import BadInputError, DiskError, Interrupted
 class ConsoleSink:
     """Opened before anything is locked, so an unwritable ``-l`` costs nothing."""
 
-    def __init__(self, log_path: str | None) -> None:
-        self._out: BinaryIO = sys.stdout.buffer
+    def __init__(self, log_path: str | None, to_stderr: bool = False) -> None:
+        self._out: BinaryIO = sys.stderr.buffer if to_stderr else sys.stdout.buffer
         self._log: BinaryIO | None = None
         self._log_path = log_path or ""
         if log_path:

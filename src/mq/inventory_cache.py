@@ -1,7 +1,10 @@
 """The client's copy of a remote lab's inventory, for shell completion offline.
 
-Written whenever a command fetches the inventory from the lab host; read by
-completion, which must never open a connection.
+Written whenever a command fetches the inventory from the lab host (``service.Lab.inventory``:
+the listings, ``run``, every ``mq.sh sem``), and by ``mq sem`` when the copy is missing or
+lacks the name the command gives (``service.Lab.note_name``); read by completion, which
+must never open a connection. One file per lab: ``$XDG_CACHE_HOME/mq/inventory-HOST-BASE.json``
+(``~/.cache`` without ``XDG_CACHE_HOME``).
 """
 
 from __future__ import annotations
@@ -9,9 +12,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any
+import sys
+from typing import Any, Optional
 
 from .config import Config, load_config
+
+MQSH_NAME = "mq.sh"  # completing for this name: mq.sh's configuration (``~/.mq`` first)
 
 
 def cache_path(config: Config) -> str:
@@ -34,19 +40,42 @@ def save(config: Config, data: dict[str, Any]) -> None:
         pass
 
 
-def names(incomplete: str = "") -> list[str]:
-    """System and pool names for completion (local inventory, or the cached remote one)."""
+def cached(config: Config) -> Optional[list[str]]:
+    """The system and pool names of the cached copy, or None when there is none (or it is unreadable)."""
     try:
-        config = load_config()
+        with open(cache_path(config), encoding="utf-8") as handle:
+            data = json.load(handle)
+        return [str(s["name"]) for s in data["systems"]] + [str(p["name"]) for p in data["pools"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def lacks(config: Config, name: Optional[str] = None) -> bool:
+    """A remote lab whose cached copy is missing, or does not know ``name``: worth refreshing."""
+    if config.is_local:
+        return False
+    found = cached(config)
+    return found is None or (name is not None and name not in found)
+
+
+def names(incomplete: str = "", host: Optional[str] = None, base: Optional[str] = None,
+          mqsh: Optional[bool] = None) -> list[str]:
+    """System and pool names for completion (local inventory, or the cached remote one).
+
+    ``host``/``base`` are the global options on the command line being completed; ``mqsh``
+    says it is the ``mq.sh`` name's (None: decided by the name this process was started as).
+    """
+    if mqsh is None:
+        mqsh = os.path.basename(sys.argv[0]) == MQSH_NAME
+    try:
+        config = load_config(host=host, base=base, mqsh=mqsh)
         if config.is_local:
             from .engine.inventory import load_inventory
 
             inv = load_inventory(config.lab)
-            found = [*inv.systems, *inv.pools]
+            found: Optional[list[str]] = [*inv.systems, *inv.pools]
         else:
-            with open(cache_path(config), encoding="utf-8") as handle:
-                data = json.load(handle)
-            found = [s["name"] for s in data["systems"]] + [p["name"] for p in data["pools"]]
+            found = cached(config)
     except Exception:
         return []
-    return [n for n in found if n.startswith(incomplete)]
+    return [n for n in found or [] if n.startswith(incomplete)]

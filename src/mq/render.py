@@ -26,11 +26,39 @@ def err(line: str) -> None:
     sys.stderr.flush()
 
 
+PREFIX = "mq: "
+
+
+def diag(message: str) -> None:
+    """A diagnostic: each line on stderr, each with ``mq: `` (data goes to stdout, with no prefix)."""
+    for line in message.splitlines() or [""]:
+        err(line if line.startswith(PREFIX) else PREFIX + line)
+
+
 def stat_date(ns: int) -> str:
     """``stat -c %y`` style: 2024-07-31 13:02:11.000000000 +1000 (local time)."""
     secs, frac = divmod(ns, 1_000_000_000)
     local = time.localtime(secs)
     return time.strftime("%Y-%m-%d %H:%M:%S", local) + f".{frac:09d} " + time.strftime("%z", local)
+
+
+def duration(seconds: float) -> str:
+    """A span as people read it: ``45s``, ``12m``, ``3h05m``, ``2d4h``."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600}h"
+
+
+def clock(when: float, now: float) -> str:
+    """The time of day, with the date when it is not today."""
+    local = time.localtime(when)
+    same_day = local[:3] == time.localtime(now)[:3]
+    return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S", local)
 
 
 def _key(holder: Holder) -> str:
@@ -51,20 +79,30 @@ def info_lines(state: BoardState) -> List[str]:
     """mq.sh's line, then what mq knows more: grant, odd lock files, waiters in order."""
     holder = state.holder
     lines = [info_line(state)]
+    now = time.time()
     if holder is not None:
         if holder.kind != "file":
             lines.append(f"  (a {holder.kind} sits at the lock path: treated as held, never followed)")
         elif holder.timeout is None:
             lines.append("  (lock file content is not a timeout: treated as held)")
+        held = f"held {duration(now - holder.since_ns / 1e9)}"
         if holder.grant is not None:
-            lines.append(f"  grant #{holder.grant}" + (f" via pool {holder.pool}" if holder.pool else ""))
+            lines.append(f"  grant #{holder.grant}" + (f" via pool {holder.pool}" if holder.pool else "") + f", {held}")
+        else:
+            lines.append(f"  {held}")
+        successor = "the maintenance lock takes its place" if state.offline else "the next waiter takes it over"
         if holder.expired(time.time()):
-            lines.append(f"  (its -T {holder.timeout} has passed: the next waiter takes it over)")
+            lines.append(f"  (its -T {holder.timeout} has passed: {successor})")
         if holder.session == "dead":
-            lines.append("  (taken by an `mq run` whose session is gone: the next waiter takes it over)")
+            lines.append(f"  (taken by an `mq run` whose session is gone: {successor})")
+    if state.offline is not None:
+        off = state.offline
+        pending = "" if off.locked or holder is None else "; the maintenance lock takes its place at the release"
+        lines.append(f"  offline: {safe_text(off.reason, 256)} (by {safe_text(off.user)} since "
+                     f"{clock(off.since, now)}){pending}")
     for number, ticket in enumerate(state.waiters, 1):
         via = f" via {ticket.target}" if ticket.target != state.board else ""
-        since = time.strftime("%H:%M:%S", time.localtime(ticket.created))
+        since = f"{clock(ticket.created, now)} ({duration(now - ticket.created)})"
         lines.append(f"  waiting {number}: {ticket.user} key '{safe_text(ticket.key, 256)}'{via} since {since}")
     return lines
 
@@ -86,11 +124,15 @@ def holder_json(holder: Optional[Holder]) -> Optional[Dict[str, Any]]:
 
 
 def state_json(state: BoardState) -> Dict[str, Any]:
-    """A board's state; ``unread`` (what could not be read, so is missing) only when there is such."""
+    """A board's state; ``unread`` (what could not be read, so is missing) only when there is such,
+    ``offline`` only for a board out of service."""
     data = {"board": state.board, "state": "free" if state.holder is None else "locked",
             "holder": holder_json(state.holder),
             "waiters": [{"user": t.user, "key": t.key, "target": t.target, "since": t.created}
                         for t in state.waiters]}
+    off = state.offline
+    if off is not None:  # only for a board out of service (mq offline), as "unread" is only there when it is
+        data["offline"] = {"reason": off.reason, "user": off.user, "since": off.since, "maintenance_lock": off.locked}
     if state.unread:
         data["unread"] = state.unread
     return data
@@ -107,7 +149,17 @@ def envelope(kind: str, data: Any) -> str:
 
 def grant_json(grant: Grant) -> Dict[str, Any]:
     return {"board": grant.board, "target": grant.target, "key": grant.key, "timeout": grant.timeout,
-            "grant": grant.grant, "waited": grant.waited}
+            "grant": grant.grant, "waited": grant.waited,
+            "took_over": {"user": grant.reclaimed_from, "timeout": grant.reclaimed_timeout or None}
+            if grant.reclaimed_from else None}
+
+
+def takeover_line(grant: Grant) -> str:
+    """What the new holder of a lock taken over is told (``mq sem -wait``)."""
+    user = safe_text(grant.reclaimed_from, 64)
+    if grant.reclaimed_timeout:
+        return f"took over {grant.board} from {user}, whose -T {grant.reclaimed_timeout} had passed"
+    return f"took over {grant.board} from {user}, whose `mq run` had ended without releasing it"
 
 
 def released_lines(released: Sequence[Released]) -> List[str]:
@@ -153,6 +205,10 @@ def features_lines(inv: Inventory) -> List[str]:
     return ["\t".join(r) for r in rows]
 
 
+def features_json(inv: Inventory) -> List[Dict[str, Any]]:
+    return [{"name": s.name, "pxe_linux": s.pxe_linux, "dtb": s.dtb} for s in inv.systems.values()]
+
+
 def inventory_json(inv: Inventory) -> Dict[str, Any]:
     """Typed, unlike the tables: counts are numbers (``cores`` null when not given), flags booleans."""
     systems = []
@@ -161,7 +217,7 @@ def inventory_json(inv: Inventory) -> Dict[str, Any]:
                         "cpu": s.cpu, "cores": s.cores or None, "ram": s.ram, "max_clk": s.max_clk,
                         "num_files": s.files, "pxe_linux": s.pxe_linux, "dtb": s.dtb,
                         "pools": list(inv.pools_of(s.name))})
-    return {"systems": systems, "pools": {p.name: list(p.members) for p in inv.pools.values()}}
+    return {"systems": systems, "pools": [{"name": p.name, "members": list(p.members)} for p in inv.pools.values()]}
 
 
 def write_lines(lines: Iterable[str]) -> None:

@@ -13,20 +13,24 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .console import ConsoleSink
+from .engine.arguments import MAX_SECONDS
 from .engine.boot import DETACHED, OUTCOME_EXIT, TIMED_OUT, TIMEOUT_MARKER, compile_pattern
-from .engine.errors import ExitCode
+from .engine.errors import BoardOfflineError, ExitCode
 from .engine.inventory import System
 from .engine.names import NO_KEY
 from .errors import BadInputError, UsageError
 from .keyboard import Keyboard
-from .service import Lab, wait_budget
+from .service import Lab, sem_info, wait_budget
+from .waitline import WaitLine
 
 BIG_UPLOAD = 4 << 20  # show a progress bar on a terminal from this size
+RESERVATION_KEY = "reservation"  # the key of a `run -r` given no -k: -info shows what the lock is
 
 
 @dataclass
@@ -46,6 +50,7 @@ class RunOptions:
     files: list[str] = field(default_factory=list)
     period: float = 8.0
     retries: int = -1
+    console_to_stderr: bool = False  # --json: stdout carries the summary only
 
 
 @dataclass
@@ -56,12 +61,15 @@ class RunResult:
     notes: list[str]
     powered_off: bool = False  # the system's power_off ran and succeeded
     taken_by: str | None = None  # outcome lock-lost: who holds the board now (None: nobody)
+    duration: float = 0.0  # seconds, from the start of the command's run to its result
 
 
 Notify = Callable[[str], None]
 
 
 def _unsuitable(system: System, opts: RunOptions) -> str | None:
+    if not opts.reserve and not system.boot:
+        return f"{system.name} has no boot command"
     if not opts.reserve and len(opts.files) != system.files:
         return f"{system.name} takes {system.files} image file(s) (-f), {len(opts.files)} given"
     if opts.linux and not system.pxe_linux:
@@ -77,8 +85,9 @@ def check(lab: Lab, opts: RunOptions) -> list[str]:
         raise UsageError("mq run needs -c TEXT (the completion text) or -r (reserve the board)")
     if opts.dtb and not opts.linux:
         raise BadInputError("-b DTB is only accepted together with -L")
-    if math.isnan(opts.timeout):
-        raise UsageError("-d SECS must be a number of seconds (-1: no time limit)")
+    if math.isnan(opts.timeout) or (math.isfinite(opts.timeout) and opts.timeout > MAX_SECONDS):
+        raise BadInputError(f"-d {opts.timeout:g}: must be a number of seconds up to {MAX_SECONDS:.0f} "
+                            "(-1: no time limit)")
     wait_budget(opts.period, opts.retries)  # a bad -w fails here, before anything is copied
     if opts.held and opts.reserve:
         raise UsageError("-n (run on a board you hold) and -r (reserve a board) do not go together")
@@ -88,6 +97,8 @@ def check(lab: Lab, opts: RunOptions) -> list[str]:
     reasons = {b: _unsuitable(lab.inventory.systems[b], opts) for b in members}
     suitable = [b for b, why in reasons.items() if why is None]
     if not suitable:
+        if not opts.reserve and not any(lab.inventory.systems[b].boot for b in members):
+            raise lab.inventory.missing_boot(members[0])  # the lab's mistake (exit 6), not the user's
         raise BadInputError("; ".join(r for r in reasons.values() if r))
     for path in [*opts.files, *(p for p in (opts.dtb, opts.bitstream) if p)]:
         if os.path.isdir(path):
@@ -96,6 +107,10 @@ def check(lab: Lab, opts: RunOptions) -> list[str]:
             raise BadInputError(f"{path}: no such file")
         if not os.access(path, os.R_OK):
             raise BadInputError(f"{path}: not readable")
+    if not lab.inventory.is_pool(opts.target):  # a board out of service (mq offline); a pool skips its own
+        offline = sem_info(lab, opts.target)[0].offline
+        if offline is not None:
+            raise BoardOfflineError(opts.target, offline.reason, offline.user, offline.since)
     return suitable
 
 
@@ -111,13 +126,15 @@ def _upload_all(lab: Lab, paths: list[str], notify: Notify) -> list[str]:
 
 
 def run(lab: Lab, opts: RunOptions, notify: Notify) -> RunResult:
+    started = time.monotonic()
     boards = check(lab, opts)
-    sink = ConsoleSink(opts.log)
+    sink = ConsoleSink(opts.log, opts.console_to_stderr)
     if opts.reserve and (opts.completion or opts.error or opts.files or opts.interactive):
         notify("mq: -r reserves the board without booting it; -c, -e, -f and -a are ignored")
     try:
         result = _run(lab, opts, boards, sink, notify)
         sink.finish()
+        result.duration = round(time.monotonic() - started, 3)
         return result
     finally:
         sink.close()
@@ -129,7 +146,8 @@ def _run(lab: Lab, opts: RunOptions, boards: list[str], sink: ConsoleSink, notif
     dtb = extra.pop(0) if opts.dtb else ""
     bitstream = extra.pop(0) if opts.bitstream else ""
     spec: dict[str, Any] = {
-        "target": opts.target, "boards": boards, "key": opts.key,
+        "target": opts.target, "boards": boards,
+        "key": RESERVATION_KEY if opts.reserve and opts.key == NO_KEY else opts.key,
         "mode": "held" if opts.held else "reserve" if opts.reserve else "run",
         "completion": opts.completion, "error": opts.error,
         "timeout": opts.timeout if math.isfinite(opts.timeout) else -1.0,  # -d inf: no deadline (finite on the wire)
@@ -138,10 +156,18 @@ def _run(lab: Lab, opts: RunOptions, boards: list[str], sink: ConsoleSink, notif
     }
     keyboard = Keyboard("reserve") if opts.reserve else Keyboard("interactive") if opts.interactive else None
 
+    line: WaitLine | None = None
+
     def on_event(event: str, data: bytes, fields: dict[str, Any]) -> None:
+        nonlocal line
         if event == "console":
             sink.write(data)
+        elif event == "queue":
+            line = line or WaitLine()
+            line.update(fields)
         elif event == "board":
+            if line is not None:
+                line.close()
             board = fields.get("board", "?")
             if opts.reserve:
                 notify(f"mq: {board} is yours (locked by this command). Press Enter or Ctrl+D to power it off "
@@ -151,11 +177,15 @@ def _run(lab: Lab, opts: RunOptions, boards: list[str], sink: ConsoleSink, notif
         elif event == "interactive":
             notify("\r\nmq: console is interactive now; Ctrl+] or Ctrl+D ends the session")
 
-    if keyboard is not None:
-        with keyboard.terminal():
-            result = lab.transport.run_job(spec, on_event, keyboard)
-    else:
-        result = lab.transport.run_job(spec, on_event, None)
+    try:
+        if keyboard is not None:
+            with keyboard.terminal():
+                result = lab.transport.run_job(spec, on_event, keyboard)
+        else:
+            result = lab.transport.run_job(spec, on_event, None)
+    finally:
+        if line is not None:
+            line.close()
     outcome = str(result["outcome"])
     if outcome == TIMED_OUT:  # after all the console (its events came before the result), on a line of its own
         sink.line(TIMEOUT_MARKER)

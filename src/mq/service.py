@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import inventory_cache
 from .config import Config
+from .engine.arguments import MAX_SECONDS
 from .engine.errors import BadInputError
 from .engine.inventory import Inventory, Pool, System
 from .engine.names import NO_KEY
 from .engine.protocol import states_from_wire
-from .engine.results import BoardState, Grant, Holder, Released, Ticket
+from .engine.results import BoardState, Grant, Holder, Offline, Released, Ticket
 from .transport import Transport, open_transport
 
 DEMO_NOTICE = ("mq: no configuration found; created a demo lab with simulated boards in {base} "
@@ -26,13 +28,21 @@ DEMO_NOTICE = ("mq: no configuration found; created a demo lab with simulated bo
 
 
 def wait_budget(period: float, retries: int) -> float | None:
-    """mq.sh's ``-w``/``-t`` as a total budget: -1 forever, 0 one try, else period x retries."""
+    """mq.sh's ``-w``/``-t`` as a total budget: -1 forever, 0 one try, else period x retries
+    (``-w inf`` with ``-t`` above 0: forever)."""
     if math.isnan(period) or period < 0:
         raise BadInputError(f"-w {period:g}: the retry period must be a number of seconds >= 0")
     if retries < 0:
         return None
+    if retries == 0:
+        return 0.0
+    if math.isinf(period):
+        return None
     budget = period * retries
-    return None if math.isinf(budget) else budget  # -w inf (or an overflow): forever
+    if budget > MAX_SECONDS:
+        raise BadInputError(f"-w {period:g} -t {retries}: a wait of {budget:g} s is out of range "
+                            f"(at most {MAX_SECONDS:.0f} s; -t -1 waits forever)")
+    return budget
 
 
 @dataclass
@@ -51,6 +61,11 @@ class Lab:
             self._inventory = inventory_from_wire(data)
             inventory_cache.save(self.config, data)
         return self._inventory
+
+    def note_name(self, name: str | None = None) -> None:
+        """Refresh the completion cache (one request) if it is missing or lacks ``name``."""
+        if self._inventory is None and inventory_cache.lacks(self.config, name):
+            _ = self.inventory
 
     def close(self) -> None:
         self.transport.close()
@@ -99,10 +114,19 @@ def _states(data: list[dict[str, Any]]) -> list[BoardState]:
 
 
 def sem_wait(lab: Lab, name: str, key: str = NO_KEY, lock_timeout: int = 0, period: float = 8.0,
-             retries: int = -1) -> Grant:
-    data = lab.transport.call("wait", name=name, key=key, timeout=lock_timeout,
-                              budget=wait_budget(period, retries))
-    return Grant(**data)
+             retries: int = -1, on_queue: Callable[[dict[str, Any]], None] | None = None) -> Grant:
+    """Wait for ``name``; ``on_queue`` is given each ``queue`` event (place, holders, ETA) while waiting."""
+    lab.note_name(name)
+    budget = wait_budget(period, retries)
+    if on_queue is None:
+        return Grant(**lab.transport.call("wait", name=name, key=key, timeout=lock_timeout, budget=budget))
+
+    def on_event(event: str, _payload: bytes, fields: dict[str, Any]) -> None:
+        if event == "queue":
+            on_queue(fields)
+
+    return Grant(**lab.transport.call("wait", on_event=on_event, name=name, key=key, timeout=lock_timeout,
+                                      budget=budget, progress=True))
 
 
 def undo_grant(lab: Lab, grant: Grant) -> None:
@@ -110,21 +134,55 @@ def undo_grant(lab: Lab, grant: Grant) -> None:
 
 
 def sem_signal(lab: Lab, name: str, key: str = NO_KEY, force: bool = False) -> list[Released]:
+    lab.note_name(name)
     data = lab.transport.call("signal", name=name, key=key, force=force)
     return [Released(board=r["board"], holder=Holder(**r["holder"]), forced=r["forced"]) for r in data]
 
 
 def sem_info(lab: Lab, name: str) -> list[BoardState]:
+    lab.note_name(name)
     return _states(lab.transport.call("info", name=name))
 
 
 def sem_cancel(lab: Lab, name: str, key: str = NO_KEY) -> int:
+    lab.note_name(name)
     return int(lab.transport.call("cancel", name=name, key=key))
 
 
 def sem_dumpall(lab: Lab, order: str = "inventory") -> list[BoardState]:
     """Held boards in inventory order, or (``"directory"``) every lock file in directory order, as mq.sh."""
+    lab.note_name()
     return _states(lab.transport.call("dumpall", order=order))
 
 
-__all__ = ["Lab", "Ticket", "open_lab", "sem_cancel", "sem_dumpall", "sem_info", "sem_signal", "sem_wait"]
+def events(lab: Lab, scope: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
+    """The audit log's events from ``since`` on, about ``scope`` (a board or pool; None: all), oldest first."""
+    data: list[dict[str, Any]] = lab.transport.call("events", scope=scope, since=since)
+    return data
+
+
+@dataclass(frozen=True)
+class LabStatus:
+    """``mq status``: board states (waiters in queue order) and each waiter's projected start."""
+
+    now: float
+    boards: list[BoardState]
+    estimates: dict[str, dict[str, Any]]  # ticket name -> {"board", "eta", "basis"}
+
+
+def status(lab: Lab, names: list[str] | None = None) -> LabStatus:
+    data = lab.transport.call("status", names=names or None)
+    return LabStatus(now=float(data["now"]), boards=_states(data["boards"]), estimates=dict(data["estimates"]))
+
+
+def set_offline(lab: Lab, board: str, reason: str) -> Offline:
+    return Offline(**lab.transport.call("offline", board=board, reason=reason))
+
+
+def set_online(lab: Lab, board: str) -> Offline | None:
+    data = lab.transport.call("online", board=board)
+    return None if data is None else Offline(**data)
+
+
+__all__ = ["Lab", "LabStatus", "Ticket", "events", "open_lab", "sem_cancel", "sem_dumpall", "sem_info", "sem_signal",
+           "sem_wait", "set_offline", "set_online", "status"]

@@ -13,12 +13,23 @@ if TYPE_CHECKING:
 
 
 def acquire(lab: service.Lab, name: str, key: str, lock_timeout: int, period: float, retries: int,
-            report: Callable[[Grant], None]) -> Grant:
-    """Wait for the lock and ``report`` the grant; a signal before it is reported gives it back."""
+            report: Callable[[Grant], None], show_wait: bool = False) -> Grant:
+    """Wait for the lock and ``report`` the grant; a signal before it is reported gives it back.
+    ``show_wait``: the waiting line on stderr (``waitline``) while the wait lasts."""
     # Signals are taken only where nothing is half done: while waiting, or here
     # before the grant is reported (then it is given back). Once reported, it stands.
+    line = None
+    if show_wait:
+        from ..waitline import WaitLine
+
+        line = WaitLine()
     with GUARD.deferred():
-        grant = service.sem_wait(lab, name, key=key, lock_timeout=lock_timeout, period=period, retries=retries)
+        try:
+            grant = service.sem_wait(lab, name, key=key, lock_timeout=lock_timeout, period=period, retries=retries,
+                                     on_queue=None if line is None else line.update)
+        finally:
+            if line is not None:
+                line.close()
         if GUARD.pending is not None:
             service.undo_grant(lab, grant)
             GUARD.check()

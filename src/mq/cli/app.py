@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from .. import __version__
-from . import listing, run, sem
+from . import check, listing, run, sem, status
 from .state import Globals
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -34,7 +34,20 @@ def main_options(
 
 app.command("sem")(sem.sem)
 app.command("run")(run.run_command)
+app.command("status")(status.status)
 app.command("systems")(listing.systems)
 app.command("system-tsv")(listing.system_tsv)
 app.command("pool-tsv")(listing.pool_tsv)
 app.command("features")(listing.features)
+app.command("check")(check.check)
+
+from . import history, stats  # noqa: E402 - issue 11: the audit log's history and statistics
+
+app.command("history")(history.history)
+app.command("stats")(stats.stats)
+
+from . import holders, maintenance  # noqa: E402 - issue 11: the lockbot, and boards out of service
+
+app.command("holders")(holders.holders)
+app.command("offline")(maintenance.offline)
+app.command("online")(maintenance.online)

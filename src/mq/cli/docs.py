@@ -1,7 +1,9 @@
 """Generate the man page and shell completions from the CLI itself.
 
 ``python3 -m mq.cli.docs`` rewrites ``man/mq.1`` and ``completions/``; a test
-fails when the committed files drift from what this produces.
+fails when the committed files drift from what this produces. The commands and
+options come from the typer app, the exit statuses from ``ExitCode``; the rest
+of the page (environment, files, examples, installation) is written here.
 """
 
 from __future__ import annotations
@@ -14,14 +16,166 @@ import click
 import typer.main
 
 from .. import __version__
+from ..engine.errors import ExitCode
 from .app import app
 
 ROOT = Path(__file__).resolve().parents[3]
-SHELLS = {"bash": "mq.bash", "zsh": "_mq", "fish": "mq.fish"}
+# Completion files: bash-completion and fish load a command's completions from a file named
+# after it, so mq.sh gets a copy of its own; zsh's compinit reads `#compdef mq mq.sh`.
+COMPLETIONS = {"mq.bash": "bash", "mq.sh.bash": "bash", "_mq": "zsh", "mq.fish": "fish", "mq.sh.fish": "fish"}
+NAMES = ("mq", "mq.sh")
+COMPLETE_VAR = "_MQ_COMPLETE"  # cli/main.py answers completion requests when it is set
+
+# What each exit status means (README.md, "Exit codes"); every ExitCode must have one.
+EXIT_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "Success.",
+    ExitCode.UNKNOWN_TARGET: "Unknown system or pool (the message lists the valid names).",
+    ExitCode.NOT_ACQUIRED: "Lock not acquired: the wait budget ran out or the wait was cancelled "
+                           "(\"Failed to acquire lock for system (NAME)\").",
+    ExitCode.NOT_HOLDER: "Not the holder: releasing a lock that is free, held by someone else, "
+                         "or held with another key.",
+    ExitCode.ALREADY_HELD: "You already hold this lock with no key or the same key (\"Please explicitly release\").",
+    ExitCode.BAD_INPUT: "Bad input: a bad key, a negative -w, a bad -c or -e regular expression, "
+                        "an unreadable -l, conflicting options.",
+    ExitCode.CONFIG: "Configuration or inventory error (the file and key are named).",
+    ExitCode.LOCKDIR: "Lock directory missing, not writable, or an operation denied "
+                      "(for example reclaiming in a sticky directory).",
+    ExitCode.DISK: "Disk or inodes full, or another I/O error (nothing is left half-written).",
+    ExitCode.SSH: "\"Unable to ssh to HOST\": connection or authentication failure, connection lost.",
+    ExitCode.HOST: "The lab host cannot run the engine (no python3 >= 3.9, the engine ended unexpectedly, "
+                   "protocol mismatch).",
+    ExitCode.RUN_ERROR_TEXT: "run: the error text (-e) appeared.",
+    ExitCode.RUN_TIMED_OUT: "run: no completion text within -d seconds.",
+    ExitCode.RUN_CONSOLE_ENDED: "run: the console command ended before the completion text.",
+    ExitCode.BOOT_FAILED: "run: the boot command could not be started.",
+    ExitCode.RUN_LOCK_LOST: "run: the job's lock was taken away behind its back (lockfile -l, a -T reclaim, "
+                            "a forced release): the console is stopped, power_off is run, the new holder's "
+                            "lock is left alone and stderr names who holds the board now.",
+    ExitCode.BOARD_OFFLINE: "The board is out of service (mq offline): a wait for it alone, run on it, or a "
+                            "release of its maintenance lock; the message gives the reason, who and since when.",
+    ExitCode.NOTIFY_FAILED: "holders --notify: the command failed, could not start or ran over 60 s for at "
+                            "least one holder (each is named on stderr; the others were still notified).",
+    ExitCode.USAGE: "Command-line usage error.",
+    ExitCode.INTERNAL: "Unexpected internal error (--debug shows the traceback).",
+    ExitCode.AGENT_CLIENT_GONE: "Never mq's own status: the host-side engine's, when its client went silent "
+                                "or away (the client then exits 9).",
+    ExitCode.SIGNALLED: "Ended by signal N (shown as 128+N): 129 SIGHUP, 143 SIGTERM; "
+                        "nothing is left held or queued.",
+    ExitCode.INTERRUPTED: "Ctrl+C (SIGINT); nothing is left held or queued.",
+    ExitCode.BROKEN_PIPE: "The reader of standard output went away (SIGPIPE).",
+}
+EXIT_MQSH = ("Under the name mq.sh, sem exits only 0, 1 or 2 (or 128+N), an SSH failure of any command "
+             "exits 1, and mq.sh with no command prints its usage and exits 255, as mq.sh does; "
+             "run and the listings keep the statuses above.")
+
+ENVIRONMENT = [
+    ("MQ_HOST", "The lab host: a name your ssh_config(5) knows, [user@]host, or \"local\" (no SSH). "
+                "Wins over the configuration file; --host wins over it."),
+    ("MQ_BASE", "The lock directory on the lab host; --base wins over it."),
+    ("MQ_LAB", "The inventory file (default: BASE/lab.toml)."),
+    ("MQ_SSH_CONFIG", "The OpenSSH client configuration to use instead of ~/.ssh/config."),
+    ("MQ_CONFIG", "The configuration file to read instead of ~/.config/mq/config.toml (it must exist)."),
+    ("XDG_CONFIG_HOME", "The configuration file is $XDG_CONFIG_HOME/mq/config.toml (default ~/.config)."),
+    ("XDG_DATA_HOME", "The demo lab lives in $XDG_DATA_HOME/mq (default ~/.local/share)."),
+    ("XDG_CACHE_HOME", "The cache directory, $XDG_CACHE_HOME/mq (default ~/.cache/mq): the completion cache "
+                       "on the client; the engine and the jobs' images on the lab host."),
+    ("HOME", "Where ~/.mq, ~/.config, ~/.cache and ~/.ssh are."),
+    ("SSH_AUTH_SOCK", "The ssh-agent whose keys are offered."),
+    ("MQ_NO_INOTIFY", "Set to 1, waiters poll the lock files instead of using inotify (for testing)."),
+    ("MQ_NO_EARLY", "Set to 1, the connection to the lab host is not started before the command is parsed."),
+    (COMPLETE_VAR, "Set by the completion scripts: print completions for the words in the environment "
+                   "instead of running a command (never opens a connection)."),
+]
+
+FILES = [
+    ("~/.config/mq/config.toml", "The configuration: host, base, lab, ssh_config, transport "
+                                 "(\"paramiko\" or \"openssh\")."),
+    ("~/.mq", "mq.sh's configuration, its HOST= and BASE= lines (read, never executed). Under the name mq.sh "
+              "it wins over config.toml; under the name mq it is read only when there is no config.toml."),
+    ("~/.local/share/mq/", "The demo lab (lab.toml and its lock directory), created the first time mq runs "
+                           "with nothing configured; never used under the name mq.sh."),
+    ("~/.cache/mq/inventory-HOST-BASE.json", "The completion cache: a remote lab's system and pool names, "
+                                             "written whenever a command reads the lab's inventory (mq sem "
+                                             "refreshes it when it lacks the name given)."),
+    ("~/.ssh/config", "The OpenSSH client configuration (HostName, User, Port, IdentityFile, ProxyJump, "
+                      "ProxyCommand, UserKnownHostsFile ...)."),
+    ("BASE/lab.toml", "The lab inventory: [systems.NAME] and [pools.NAME] tables."),
+    ("BASE/NAME.lock", "The lock of system NAME, as lockfile(1) makes it: mode 0444, owned by the holder, "
+                       "its content the -T timeout (0: none)."),
+    ("BASE/NAME.key", "The key stored with that lock (0: none)."),
+    ("BASE/.mq/", "mq's own state: queue/ (one ticket per waiter), holders/ (grant records), sessions/ "
+                  "(run jobs), offline/ (boards out of service), the counters grants and seq, and the mutex."),
+    ("BASE/audit.jsonl", "The audit log: one JSON object per grant, release, force, reclaim, cancel, "
+                         "timeout, dead waiter, offline and online."),
+    ("~/.cache/mq/engine-HASH/", "On the lab host: the engine the client shipped there."),
+    ("~/.cache/mq/jobs/", "On the lab host: each run's private directory for its images."),
+]
+
+EXAMPLES = [
+    ("A CI job: take a board of a pool, run the image on it, release it (the board's name is the last line "
+     "-wait prints):",
+     ['board=$(mq sem -wait odroidc4_pool -k "$CI_JOB_ID" | tail -n 1)',
+      'mq run -n -s "$board" -k "$CI_JOB_ID" -f sel4test.img -c "All is well" -e "FAILED" -d 600',
+      'mq sem -signal "$board" -k "$CI_JOB_ID"']),
+    ("The same in one command: the first free board of the pool, released at the end:",
+     ['mq run -s odroidc4_pool -f examples/sel4test-pass.img -c "All is well"']),
+    ("Who holds what, and who waits:",
+     ["mq sem -info odroidc4_pool", "mq sem -mr-info odroidc4_1", "mq sem dumpall", "mq systems"]),
+    ("Reserve a board until Enter or Ctrl+D, on another lab:",
+     ["mq --host tftp.lab --base /var/cache/machinelocks run -s odroidc4_1 -r"]),
+    ("An unchanged mq.sh command line:",
+     ["mq.sh sem -wait odroidc4_1 -k mykey -w 8 -t 10"]),
+    ("Take a board out of service, and back:",
+     ["mq offline odroidc4_2 --reason 'UART cable loose; fixed by Friday'", "mq online odroidc4_2"]),
+    ("The lab host's lockbot (a cron job): a mail to each holder of a lock older than two hours:",
+     ["mq holders --older-than 2h --notify 'mail -s \"you have held {board} since {since}\" {user}'"]),
+]
+
+INSTALL = [
+    ("bash (with bash-completion)",
+     ["dir=${XDG_DATA_HOME:-$HOME/.local/share}/bash-completion/completions",
+      "mkdir -p $dir && cp completions/mq.bash completions/mq.sh.bash $dir/"],
+     "or, without bash-completion, in ~/.bashrc: source /path/to/completions/mq.bash"),
+    ("zsh",
+     ["mkdir -p ~/.zfunc && cp completions/_mq ~/.zfunc/"],
+     "and in ~/.zshrc, before compinit: fpath=(~/.zfunc $fpath); autoload -Uz compinit; compinit. "
+     "If the completion does not appear, remove the stale ~/.zcompdump and start a new shell."),
+    ("fish",
+     ["cp completions/mq.fish completions/mq.sh.fish ~/.config/fish/completions/"],
+     ""),
+    ("this page",
+     ["mkdir -p ~/.local/share/man/man1 && cp man/mq.1 ~/.local/share/man/man1/",
+      "ln -sf mq.1 ~/.local/share/man/man1/mq.sh.1"],
+     "man finds it when ~/.local/bin is on PATH (otherwise add ~/.local/share/man to MANPATH); "
+     "system-wide, use /usr/local/share/man/man1. man -l man/mq.1 reads it from the source tree."),
+]
 
 
 def _roff(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("-", "\\-").replace("'", "\\'")
+    """Text for a roff line: every character prints as itself in ASCII (a backslash, a hyphen-minus,
+    straight quotes), and no line begins as a control line (``.`` or ``'``)."""
+    escaped = (text.replace("\\", "\\e").replace("-", "\\-").replace("'", "\\(aq").replace('"', "\\(dq")
+               .replace("`", "\\(ga"))
+    return "\n".join("\\&" + line if line.startswith((".", "'")) else line for line in escaped.splitlines())
+
+
+def _paragraph(text: str) -> list[str]:
+    """Help text as paragraphs: lines joined, blank lines become paragraph breaks."""
+    blocks = [" ".join(block.split()) for block in text.strip().split("\n\n")]
+    out: list[str] = []
+    for block in filter(None, blocks):
+        if out:
+            out.append(".PP")
+        out.append(_roff(block))
+    return out
+
+
+def _tagged(term: str, text: str, bold: bool = True) -> list[str]:
+    return [".TP", (".B " if bold else "") + _roff(term), *_paragraph(text)]
+
+
+def _example(lines: list[str]) -> list[str]:
+    return [".PP", ".RS 4", ".nf", *(_roff(line) for line in lines), ".fi", ".RE"]
 
 
 def man_page() -> str:
@@ -30,9 +184,13 @@ def man_page() -> str:
     ctx = click.Context(group, info_name="mq")
     lines = [
         f'.TH MQ 1 "" "mq {__version__}" "User Commands"',
+        ".nh", ".ad l",  # no hyphenation (names and paths print whole), ragged right
         ".SH NAME", "mq, mq.sh \\- a fair machine queue for shared embedded test boards",
         ".SH SYNOPSIS", ".B mq", "[\\-\\-host HOST] [\\-\\-base DIR] [\\-\\-debug] COMMAND ...",
-        ".SH DESCRIPTION", _roff(group.help or ""),
+        ".br", ".B mq.sh", "COMMAND ...",
+        ".SH DESCRIPTION", *_paragraph(group.help or ""),
+        ".PP", _roff("Under the name mq.sh, mq behaves as the seL4 project's mq.sh does: the same command "
+                     "lines, output and exit statuses (see EXIT STATUS)."),
         ".SH GLOBAL OPTIONS",
     ]
     lines += _options(group, ctx)
@@ -42,14 +200,31 @@ def man_page() -> str:
         assert command is not None
         sub = click.Context(command, info_name=name, parent=ctx)
         lines += [".SS " + _roff(" ".join(command.collect_usage_pieces(sub)).join([f"mq {name} ", ""])),
-                  _roff(command.help or "")]
+                  *_paragraph(command.help or "")]
         lines += _options(command, sub)
-    lines += [".SH EXIT STATUS", "See README.md, section \\(lqExit codes\\(rq: 0 success, 1 unknown system or pool, "
-              "2 lock not acquired, 3 not the holder, 4 already held, 5 bad input, 6 configuration, "
-              "7 lock directory, 8 disk full, 9 Unable to ssh, 10 host engine, 11\\(en14 run outcomes, "
-              "15 run: the job's lock was taken away (job stopped, board powered off), 64 usage, 128+N signal N.",
-              ".SH FILES", "~/.config/mq/config.toml, <base>/lab.toml, <base>/*.lock, <base>/audit.jsonl",
-              ".SH SEE ALSO", "lockfile(1), ssh_config(5)"]
+    lines += [".SH EXIT STATUS"]
+    missing = set(ExitCode) - set(EXIT_MEANINGS)
+    assert not missing, f"EXIT_MEANINGS lacks {sorted(missing)}"
+    for code, meaning in EXIT_MEANINGS.items():
+        lines += _tagged("128+N" if code == ExitCode.SIGNALLED else str(int(code)), meaning)
+    lines += [".PP", *_paragraph(EXIT_MQSH)]
+    lines.append(".SH ENVIRONMENT")
+    for variable, meaning in ENVIRONMENT:
+        lines += _tagged(variable, meaning)
+    lines.append(".SH FILES")
+    for path, meaning in FILES:
+        lines += _tagged(path, meaning)
+    lines.append(".SH EXAMPLES")
+    for text, commands in EXAMPLES:
+        lines += [".PP", *_paragraph(text), *_example(commands)]
+    lines += [".SH INSTALLATION", *_paragraph(
+        "The completion scripts and this page are in the source tree, generated from the CLI by "
+        "python3 -m mq.cli.docs: completions/ and man/mq.1. From its top directory:")]
+    for shell, commands, note in INSTALL:
+        lines += [".TP", ".B " + _roff(shell), ".nf", *(_roff(line) for line in commands), ".fi"]
+        if note:
+            lines += [".sp", *_paragraph(note)]
+    lines += [".SH SEE ALSO", "lockfile(1), ssh_config(5)"]
     return "\n".join(lines) + "\n"
 
 
@@ -131,19 +306,88 @@ def _default_text(option: click.Option) -> str:
     return str(default)
 
 
-def completion(shell: str) -> str:
-    from click.shell_completion import get_completion_class
-    from typer._completion_classes import completion_init
+HEADER = "# {shell} completion for mq and mq.sh. Generated by `python3 -m mq.cli.docs` from the CLI: do not edit."
 
-    completion_init()  # the classes typer answers with at run time (``complete_bash`` style)
-    cls = get_completion_class(shell)
-    assert cls is not None
-    return cls(typer.main.get_command(app), {}, "mq", "_MQ_COMPLETE").source()
+BASH = r"""{header}
+#
+# With bash-completion: copy mq.bash and mq.sh.bash to
+# ${{XDG_DATA_HOME:-$HOME/.local/share}}/bash-completion/completions/ (it loads them on the first TAB).
+# Without it: `source mq.bash` in ~/.bashrc.
+
+_mq_completion() {{
+    local prog=$1 reply line
+    [[ $prog == */* && ! -x $prog ]] && prog=${{prog##*/}}
+    COMPREPLY=()
+    reply=$(env COMP_WORDS="${{COMP_WORDS[*]}}" COMP_CWORD="$COMP_CWORD" {var}=complete_bash "$prog" 2>/dev/null) \
+        || return 0
+    while IFS= read -r line; do
+        [[ -n $line ]] && COMPREPLY+=("$line")
+    done <<<"$reply"
+    return 0
+}}
+
+complete -o default -F _mq_completion {names}
+"""
+
+ZSH = r"""#compdef {names}
+{header}
+#
+# Put this file, named _mq, in a directory of $fpath before compinit runs, for example
+#   mkdir -p ~/.zfunc && cp _mq ~/.zfunc/     and in ~/.zshrc:
+#   fpath=(~/.zfunc $fpath); autoload -Uz compinit; compinit
+# (or `source` it after compinit).
+
+_mq() {{
+  local prog=${{(Q)words[1]}} reply
+  [[ $prog == */* && ! -x $prog ]] && prog=${{prog:t}}
+  reply="$(env _TYPER_COMPLETE_ARGS="${{words[1,CURRENT]}}" {var}=complete_zsh "$prog" 2>/dev/null)" || return 1
+  [[ $reply == (_arguments|_files)* ]] || return 1
+  eval "$reply"
+}}
+
+if [[ ${{zsh_eval_context[-1]}} == loadautofunc ]]; then
+  _mq "$@"  # autoloaded by compinit from $fpath: this is the first TAB, complete it
+else
+  compdef _mq {names}
+fi
+"""
+
+FISH = r"""{header}
+#
+# Copy mq.fish and mq.sh.fish to ~/.config/fish/completions/ (fish loads a command's
+# completions from the file named after it); or `source mq.fish`.
+
+# One run of the program per TAB: the condition asks it, the arguments reuse the answer.
+function __mq_complete --argument-names prog
+    set -g __mq_completions (env {var}=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args \
+        _TYPER_COMPLETE_ARGS=(commandline -cp) $prog 2>/dev/null)
+    test (count $__mq_completions) -gt 0
+end
+
+{commands}
+"""
+
+
+def completion(shell: str) -> str:
+    """The completion script for ``shell``, answered at TAB by ``mq``/``mq.sh`` themselves with typer's
+    completion classes (``complete_bash`` style instructions; see ``cli_main`` in ``main.py``)."""
+    names = " ".join(NAMES)
+    header = HEADER.format(shell=shell)
+    if shell == "bash":
+        return BASH.format(header=header, var=COMPLETE_VAR, names=names)
+    if shell == "zsh":
+        return ZSH.format(header=header, var=COMPLETE_VAR, names=names)
+    if shell == "fish":
+        commands = [f"complete -c {name} -e" for name in NAMES]
+        commands += [f"complete -c {name} -f -n '__mq_complete {name}' -a '(printf \"%s\\n\" $__mq_completions)'"
+                     for name in NAMES]
+        return FISH.format(header=header, var=COMPLETE_VAR, commands="\n".join(commands))
+    raise ValueError(f"no completion for {shell}")
 
 
 def generated() -> dict[Path, str]:
     files = {ROOT / "man" / "mq.1": man_page()}
-    for shell, name in SHELLS.items():
+    for name, shell in COMPLETIONS.items():
         files[ROOT / "completions" / name] = completion(shell)
     return files
 

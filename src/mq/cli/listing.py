@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
 
@@ -10,10 +10,21 @@ from .. import render
 from ..errors import BadInputError
 from .state import open_from
 
+if TYPE_CHECKING:
+    from ..engine.inventory import Inventory
 
-def systems(ctx: typer.Context, mode: Optional[str] = typer.Argument(None, help="'simple': names only."),
-            as_json: bool = typer.Option(False, "--json", help="Versioned JSON output.")) -> None:
-    """Table of systems, then pools."""
+JSON_HELP = "Versioned JSON output."
+
+
+def systems(ctx: typer.Context,
+            mode: Optional[str] = typer.Argument(None, help="'simple': the names only, one a line.", metavar="[MODE]"),
+            as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Table of systems, then pools.
+
+    With no MODE, a table of every system and its attributes, then each pool and its
+    members. MODE 'simple' prints just the names, one a line, systems then pools (as
+    `mq.sh systems simple`, for scripts and completion).
+    """
     inv = open_from(ctx).inventory
     if as_json:
         render.out(render.envelope("systems", render.inventory_json(inv)))
@@ -25,16 +36,25 @@ def systems(ctx: typer.Context, mode: Optional[str] = typer.Argument(None, help=
         raise BadInputError(f"Unknown systems mode '{mode}' (did you mean 'simple'?)")
 
 
-def system_tsv(ctx: typer.Context) -> None:
+def _listing(ctx: typer.Context, as_json: bool, kind: str, data: Callable[[Inventory], Any],
+             lines: Callable[[Inventory], list[str]]) -> None:
+    inv = open_from(ctx).inventory
+    if as_json:
+        render.out(render.envelope(kind, data(inv)))
+    else:
+        render.write_lines(lines(inv))
+
+
+def system_tsv(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Systems and attributes, tab separated, with a header line."""
-    render.write_lines(render.system_tsv(open_from(ctx).inventory))
+    _listing(ctx, as_json, "system-tsv", lambda inv: render.inventory_json(inv)["systems"], render.system_tsv)
 
 
-def pool_tsv(ctx: typer.Context) -> None:
+def pool_tsv(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """One line per pool: its name, then its members, tab separated."""
-    render.write_lines(render.pool_tsv(open_from(ctx).inventory))
+    _listing(ctx, as_json, "pool-tsv", lambda inv: render.inventory_json(inv)["pools"], render.pool_tsv)
 
 
-def features(ctx: typer.Context) -> None:
+def features(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Which systems PXE-boot Linux and accept a DTB."""
-    render.write_lines(render.features_lines(open_from(ctx).inventory))
+    _listing(ctx, as_json, "features", render.features_json, render.features_lines)

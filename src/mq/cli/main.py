@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import List, Optional, Tuple
 
 from ..engine.errors import EngineError, ExitCode, Interrupted
 from ..engine.signals import GUARD
-from ..render import err
+from ..render import diag, err
 
 MQSH_NAME = "mq.sh"  # invoked under this name, mq is mq.sh (cli/mqsh.py)
 
@@ -55,6 +56,8 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     prog = sys.argv[0] if prog is None else prog
     mqsh_name = is_mqsh(prog)
+    if "_MQ_COMPLETE" in os.environ:  # shell completion (completions/*) under either name: the typer CLI answers
+        return cli_main(args, mqsh_name=mqsh_name)
     # Until a command runs, nothing is held or queued: a signal ends mq at once with one
     # line (mq/_early_signals.py, installed by mq's first line). GUARD takes over just
     # before the command; from then on, one landing in an import waits for a safe point.
@@ -83,26 +86,33 @@ def cli_main(args: List[str], mqsh_name: bool = False) -> int:
     if "_MQ_COMPLETE" in os.environ:  # shell completion: typer's classes match completions/*
         from typer._completion_classes import completion_init
 
-        completion_init()
+        completion_init()  # then typer answers from the words in the environment, and exits
+        command.main(args=[], prog_name=MQSH_NAME if mqsh_name else "mq", complete_var="_MQ_COMPLETE",
+                     obj=Globals(mqsh=mqsh_name))
     GUARD.install()  # the CLI is loaded; the command may now hold or queue something
-    try:
-        result = command.main(args=args, prog_name=MQSH_NAME if mqsh_name else "mq", standalone_mode=False,
-                              obj=Globals(mqsh=mqsh_name))
-    except click.exceptions.UsageError as exc:
-        err(f"mq: {exc.format_message()}")
+    prog = MQSH_NAME if mqsh_name else "mq"
+    rest = split_globals(args)[1]
+    if not rest:  # `mq` alone: what it is and its commands; an incomplete command line
+        err(command.get_help(click.Context(command, info_name=prog, **command.context_settings)))
         return ExitCode.USAGE
+    try:
+        from .argv import normalize
+
+        assert isinstance(command, click.Group)
+        args = normalize(command, args, len(args) - len(rest))
+        result = command.main(args=args, prog_name=prog, standalone_mode=False, obj=Globals(mqsh=mqsh_name))
+    except click.exceptions.UsageError as exc:
+        return _failed(_once(exc.format_message()), ExitCode.USAGE, "UsageError", rest)
     except click.exceptions.Abort:
         return ExitCode.INTERRUPTED
     except Interrupted as exc:
-        err(exc.message)
-        return exc.exit_code
+        return _failed(exc.message, exc.exit_code, "Interrupted", rest)
     except EngineError as exc:
         from ..transport.base import SshError
 
         if mqsh_name and isinstance(exc, SshError):
             raise  # mqsh.main says it as mq.sh does: on stdout, exit 1
-        err(exc.message)
-        return exc.exit_code
+        return _failed(exc.message, exc.exit_code, type(exc).__name__, rest)
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
     except BrokenPipeError:
@@ -110,9 +120,29 @@ def cli_main(args: List[str], mqsh_name: bool = False) -> int:
     except Exception as exc:
         if debug:
             raise
-        err(f"mq: unexpected error: {exc!r} (run with --debug for a traceback)")
-        return ExitCode.INTERNAL
+        return _failed(f"unexpected error: {exc!r} (run with --debug for a traceback)", ExitCode.INTERNAL,
+                       "InternalError", rest)
     return result if isinstance(result, int) else 0
+
+
+def _failed(message: str, code: int, kind: str, rest: List[str]) -> int:
+    """Say why on stderr; with ``--json``, also as an ``error`` envelope on stdout."""
+    diag(message)
+    options = rest[1:rest.index("--")] if "--" in rest else rest[1:]
+    if "--json" in options:
+        from ..render import envelope, out
+
+        with contextlib.suppress(OSError):
+            out(envelope("error", {"error": kind, "message": message, "exit_code": int(code)}))
+    return code
+
+
+def _once(message: str) -> str:
+    """Click's message with a sentence said twice said once (typer adds its own "Did you mean")."""
+    import re
+
+    sentences = re.split(r"(?<=[.?!])\s+", message.strip())
+    return " ".join(dict.fromkeys(sentences))
 
 
 def run() -> None:
@@ -126,7 +156,7 @@ def run() -> None:
         GUARD.finish()  # the result is out: a signal now changes nothing (no traceback at exit)
     except Interrupted as exc:  # a signal not taken by the command itself (mq.sh's own verbs)
         GUARD.finish()
-        err(exc.message)
+        diag(exc.message)
         code = exc.exit_code
     try:
         sys.stdout.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import typer
@@ -38,6 +39,7 @@ def run_command(
     files: list[str] = typer.Option([], "-f", help="Image file; repeat for systems taking several."),
     period: float = typer.Option(8.0, "-w", help="Seconds per retry period while waiting for the lock."),
     retries: int = typer.Option(-1, "-t", help="Retry periods: -1 forever, 0 one try."),
+    as_json: bool = typer.Option(False, "--json", help="The console to stderr; on stdout, a summary (JSON)."),
 ) -> None:
     """Lock, boot, stream the console until the completion text, power off, release."""
     from ..run_client import RunOptions, run  # here, not at import: only `mq run` needs it
@@ -45,13 +47,19 @@ def run_command(
     lab = open_from(ctx)
     result = run(lab, RunOptions(target=system, completion=completion, error=error, timeout=timeout, log=log,
                                  key=key, held=held, reserve=reserve, interactive=interactive, linux=linux, dtb=dtb,
-                                 bitstream=bitstream, files=files, period=period, retries=retries), render.err)
+                                 bitstream=bitstream, files=files, period=period, retries=retries,
+                                 console_to_stderr=as_json), render.diag)
     for note in result.notes:
-        render.err(f"mq: warning: {note}")
+        render.diag(f"mq: warning: {note}")
     if result.outcome == LOCK_LOST:
-        render.err(lock_lost_line(result.board, result.taken_by, result.powered_off))
+        render.diag(lock_lost_line(result.board, result.taken_by, result.powered_off))
     else:
-        render.err(f"mq: {result.board}: {OUTCOME_TEXT.get(result.outcome, result.outcome)}")
+        render.diag(f"mq: {result.board}: {OUTCOME_TEXT.get(result.outcome, result.outcome)}")
+    if as_json:
+        render.out(render.envelope("run", {
+            "board": result.board, "target": system, "result": result.outcome, "exit_code": result.exit_code,
+            "duration": result.duration, "log": os.path.abspath(log) if log else None,
+            "powered_off": result.powered_off, "taken_by": result.taken_by, "notes": result.notes}))
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from .. import render
+from ..engine.arguments import MAX_LOCK_TIMEOUT
 from ..engine.names import NO_KEY
 from ..errors import BadInputError, UsageError
 from .state import complete_names, open_from
@@ -34,7 +35,13 @@ def sem(
     lock_timeout: int = typer.Option(0, "-T", help="Others may reclaim the lock after this many seconds."),
     as_json: bool = typer.Option(False, "--json", help="Versioned JSON output."),
 ) -> None:
-    """Lock, release and inspect boards and pools (mq.sh sem)."""
+    """Lock, release and inspect boards and pools (mq.sh sem).
+
+    NAME is a system (one board) or a pool (whichever of its boards frees first);
+    `mq systems` lists both. Give exactly one of -wait, -signal, -info, -mr-info and
+    -cancel. `mq sem dumpall`, with no option, prints one line per held board:
+    NAME LOCKED USER DATE [KEY], as -mr-info does.
+    """
     chosen = [a for a, flag in zip(ACTIONS, (wait, signal, info, mr_info, cancel), strict=True) if flag]
     if len(chosen) > 1:
         raise BadInputError("Give only one of -wait, -signal, -info, -mr-info, -cancel")
@@ -44,8 +51,8 @@ def sem(
         raise UsageError("Usage: mq sem -wait|-signal|-info|-mr-info|-cancel SYSTEM|POOL, or mq sem dumpall")
     if name is None:
         raise UsageError(f"mq sem -{chosen[0]} needs a system or pool name")
-    if lock_timeout < 0:
-        raise BadInputError("-T must be >= 0")
+    if not 0 <= lock_timeout <= MAX_LOCK_TIMEOUT:
+        raise BadInputError(f"-T {lock_timeout}: out of range (0 to {MAX_LOCK_TIMEOUT} seconds)")
     from .. import service  # here, not at import: `mq --help` needs no lab
 
     lab = open_from(ctx)
@@ -57,10 +64,13 @@ def sem(
         if as_json:
             render.out(render.envelope("released", [r.board for r in released]))
         else:
-            render.write_lines(render.released_lines(released))
+            for line in render.released_lines(released):
+                render.diag(line)
     elif action == "cancel":
         count = service.sem_cancel(lab, name, key=key)
-        render.err(f"Cancelled {count} wait(s) for {name} with key '{key}'")
+        if as_json:
+            render.out(render.envelope("cancelled", {"name": name, "key": key, "count": count}))
+        render.diag(f"Cancelled {count} wait(s) for {name} with key '{key}'")
     else:
         states = service.sem_info(lab, name)
         if as_json:
@@ -70,7 +80,7 @@ def sem(
         else:
             render.write_lines(render.mr_info_line(s) for s in states)
         for line in render.unread_lines(states):
-            render.err(line)
+            render.diag(line)
 
 
 def _wait(lab: service.Lab, name: str, key: str, lock_timeout: int, period: float, retries: int,
@@ -79,10 +89,12 @@ def _wait(lab: service.Lab, name: str, key: str, lock_timeout: int, period: floa
 
     def report(grant: Grant) -> None:
         via = f" (pool {name})" if grant.board != name else ""
-        render.err(f"Acquired lock for {grant.board}{via}, grant #{grant.grant}")
+        render.diag(f"Acquired lock for {grant.board}{via}, grant #{grant.grant}")
+        if grant.reclaimed_from:
+            render.diag(render.takeover_line(grant))
         render.out(render.envelope("grant", render.grant_json(grant)) if as_json else grant.board)
 
-    acquire(lab, name, key, lock_timeout, period, retries, report)
+    acquire(lab, name, key, lock_timeout, period, retries, report, show_wait=True)
 
 
 def _dumpall(ctx: typer.Context, as_json: bool) -> None:
@@ -94,4 +106,4 @@ def _dumpall(ctx: typer.Context, as_json: bool) -> None:
     else:
         render.write_lines(render.mr_info_line(s) for s in states)
     for line in render.unread_lines(states):
-        render.err(line)
+        render.diag(line)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from ..render import err
+from ..render import diag
 
 if TYPE_CHECKING:
     from ..service import Lab
@@ -29,12 +29,15 @@ def open_from(ctx: typer.Context) -> Lab:
     lab = open_lab(load_config(host=opts.host, base=opts.base, mqsh=opts.mqsh))
     ctx.call_on_close(lab.close)
     for notice in lab.notices:
-        err(notice)
+        diag(notice)
     return lab
 
 
-def complete_names(incomplete: str = "") -> list[str]:
-    """Shell completion of system and pool names (``mq.inventory_cache``, loaded when asked)."""
+def complete_names(ctx: typer.Context, incomplete: str = "") -> list[str]:
+    """Shell completion of system and pool names (``mq.inventory_cache``, loaded when asked), from
+    the lab the line being completed names (``--host``/``--base``), under the name it was typed."""
     from ..inventory_cache import names
 
-    return names(incomplete)
+    given = ctx.find_root().params
+    opts = ctx.obj if isinstance(ctx.obj, Globals) else Globals()
+    return names(incomplete, host=given.get("host"), base=given.get("base"), mqsh=opts.mqsh)

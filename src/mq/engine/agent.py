@@ -26,7 +26,7 @@ from .interface import EngineFactory, LockEngine
 from .inventory import load_inventory
 from .labpaths import user_name
 from .names import NO_KEY
-from .results import BoardState, Grant, Released
+from .results import BoardState, Grant, Offline, Released
 from .semaphore import Engine
 from .signals import GUARD
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # the job modules load only when a client runs a job (sem sta
     from .jobdir import JobDir
 
 ClientGone = errors.ClientGone
+LOCAL_PROGRESS_TICK = 15.0  # in-process waits with a live line: how often the queue is looked at anyway
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
@@ -170,6 +171,7 @@ class Agent:
         self.last_heard = time.monotonic()
         self._engine: Optional[LockEngine] = None
         self._current_id: Any = None
+        self.on_event: Optional[Callable[[str, bytes, Dict[str, Any]], None]] = None  # in-process: events here
         self._last_sent = time.monotonic()
         self._job: Optional[JobDir] = None
 
@@ -261,11 +263,30 @@ class Agent:
 
     @operation("wait")
     def _wait(self, name: str, key: str = NO_KEY, timeout: int = 0, budget: Optional[float] = None,
-              session: bool = False, boards: Optional[Sequence[str]] = None) -> Grant:
+              session: bool = False, boards: Optional[Sequence[str]] = None, progress: bool = False) -> Grant:
+        on_progress = self._progress_reporter(name, key) if progress else None
         if self.channel.fd < 0:  # in-process (local transport): signals interrupt the wait
-            return self.engine().wait(name, key, timeout, budget, session=session, boards=boards)
+            return self.engine().wait(name, key, timeout, budget, session=session, boards=boards,
+                                      on_tick=(lambda: LOCAL_PROGRESS_TICK) if progress else None,
+                                      on_progress=on_progress)
         return self.engine().wait(name, key, timeout, budget, extra_fds=[self.channel.fd], on_extra=self._on_input,
-                                  on_tick=self._tick, session=session, boards=boards)
+                                  on_tick=self._tick, session=session, boards=boards, on_progress=on_progress)
+
+    def _progress_reporter(self, name: str, key: str) -> Callable[[int, int], None]:
+        """A wait's ``queue`` events: its place, who holds its boards, its projected start."""
+        from .waitinfo import queue_event
+
+        def report(position: int, total: int) -> None:
+            event = queue_event(self.engine(), name, key, position, total)
+            if event is None:
+                return
+            if self.channel.fd < 0:
+                if self.on_event is not None:
+                    self.on_event("queue", b"", event)
+            else:
+                self.send({"id": self._current_id, "event": "queue", **event})
+
+        return report
 
     @operation("cancel")
     def _cancel(self, name: str, key: str = NO_KEY) -> int:
@@ -286,6 +307,29 @@ class Agent:
     @operation("dumpall")
     def _dumpall(self, order: str = "inventory") -> List[BoardState]:
         return self.engine().dumpall(order)
+
+    @operation("events")
+    def _events(self, scope: Optional[str] = None, since: Optional[float] = None) -> List[Dict[str, Any]]:
+        return self.engine().events(scope, since)
+
+    @operation("status")
+    def _status(self, names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+        return self.engine().status(names)
+
+    @operation("offline")
+    def _offline(self, board: str, reason: str) -> Offline:
+        return self.engine().set_offline(board, reason)
+
+    @operation("online")
+    def _online(self, board: str) -> Optional[Offline]:
+        return self.engine().set_online(board)
+
+    @operation("check_host")
+    def _check_host(self) -> Dict[str, Any]:
+        """``mq check --host``: the lock directory and ``lockfile(1)`` here (no inventory needed)."""
+        from . import hostcheck
+
+        return hostcheck.check_host(self.base)
 
     @operation("job_open")
     def _job_open(self) -> Dict[str, Any]:

@@ -24,6 +24,9 @@ from .names import check_key, valid_name
 MAX_LOCK_TIMEOUT = 999_999_999
 """The largest ``-T``, in seconds (about 31 years): nine digits, what a lock file holds and
 ``lockfile``/``mq.sh`` read back as a timeout."""
+MAX_SECONDS = 999_999_999.0
+"""The longest wait budget (``-w`` x ``-t``) and ``run -d``, in seconds (about 31 years): longer is
+forever in practice, and the host's timers cannot hold much more."""
 MAX_TEXT = 4096  # names, reasons, completion texts, file names
 MAX_UPLOAD = 1 << 40  # bytes in one uploaded image
 MAX_GRANT = (1 << 63) - 1
@@ -76,6 +79,8 @@ def number(low: Optional[float] = None, high: Optional[float] = None) -> Check:
         wanted = f"a finite number from {low:g} to {high:g}"
     elif low is not None:
         wanted = f"a finite number >= {low:g}"
+    elif high is not None:
+        wanted = f"a finite number <= {high:g}"
     else:
         wanted = "a finite number"
 
@@ -128,12 +133,16 @@ ARGUMENTS: Dict[str, Check] = {
     "boards": optional(each(board)),
     "key": key,
     "timeout": integer(0, MAX_LOCK_TIMEOUT),  # -T
-    "budget": optional(number(0)),  # -w x -t; null: forever
+    "budget": optional(number(0, MAX_SECONDS)),  # -w x -t; null: forever
     "session": boolean,
+    "progress": boolean,  # wait: send ``queue`` events (place, holders, projected start)
     "force": boolean,
     "order": choice("inventory", "directory"),
     "grant": integer(0, MAX_GRANT),
     "reason": text(),
+    "names": optional(each(text())),  # status: systems or pools, or null (all)
+    "scope": optional(text()),  # events: a system or pool, or null (all)
+    "since": optional(number(0)),  # events: Unix seconds
     "size": integer(0, MAX_UPLOAD),
     "protocol_version": integer(0, 1 << 31),
     "keepalive": number(0, MAX_KEEPALIVE),
@@ -147,8 +156,8 @@ JOB_ARGUMENTS: Dict[str, Check] = {
     "mode": choice("run", "held", "reserve"),
     "completion": optional(text()),
     "error": optional(text()),
-    "timeout": number(),  # -d; < 0: none
-    "budget": optional(number(0)),
+    "timeout": number(high=MAX_SECONDS),  # -d; < 0: none
+    "budget": optional(number(0, MAX_SECONDS)),
     "interactive": boolean,
     "files": each(text()),
     "dtb": text(),

@@ -9,6 +9,7 @@ FIFO, socket, directory) counts as held and is never opened or followed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import time
@@ -125,6 +126,49 @@ def remove_checked(base: str, holder: Holder) -> bool:
     return True
 
 
+def replace_checked(base: str, holder: Holder, timeout: int) -> Tuple[bool, Optional[os.stat_result]]:
+    """Replace exactly the lock ``holder`` describes (never a successor's) with a new lock of
+    this user's whose content is ``timeout``: (the old lock was removed, the new lock's stat).
+
+    Where the kernel can swap two names (renameat2 RENAME_EXCHANGE) the path is never free,
+    so ``lockfile(1)`` cannot slip in between: the new lock is made aside, swapped in, and the
+    old one, checked again, deleted (or swapped back if it was not the one read). Elsewhere
+    the old lock is removed as ``remove_checked`` does and the new one created: another tool
+    may take the path in between (then the stat is None). ``(False, None)``: the lock is
+    gone or has changed, nothing was touched. Raises OSError as ``remove_checked`` does.
+    """
+    path = lock_path(base, holder.board)
+    try:
+        if not holder.same_file(os.lstat(path)):
+            return False, None
+    except FileNotFoundError:
+        return False, None
+    aside = _aside(base, holder.board + ".lock")
+    st = create_exclusive(aside, f"{timeout}\n".encode(), LOCK_MODE)
+    try:
+        swapped = rename_exchange(aside, path)
+    except BaseException:
+        unlink_quiet(aside)
+        raise
+    if not swapped:
+        unlink_quiet(aside)
+        if not remove_checked(base, holder):
+            return False, None
+        return True, try_create(base, holder.board, timeout)
+    if not holder.same_file(os.lstat(aside)):  # changed between the check and the swap: swap back
+        if rename_exchange(aside, path):
+            unlink_quiet(aside)  # the new lock, aside again
+        else:
+            mine = os.lstat(path)
+            if (mine.st_dev, mine.st_ino) == (st.st_dev, st.st_ino):
+                unlink_quiet(path)
+            put_back(aside, path)
+        return False, None
+    with contextlib.suppress(OSError):  # else the old lock stays aside, hidden: the new one is in place
+        _discard(aside)
+    return True, st
+
+
 def _discard(aside: str) -> None:
     """Delete what was renamed aside: a file, or an empty directory planted at the path."""
     try:
@@ -153,6 +197,16 @@ def rename_noreplace(src: str, dst: str) -> bool:
         return False
     at_fdcwd, noreplace = -100, 1
     return int(renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), noreplace)) == 0
+
+
+def rename_exchange(first: str, second: str) -> bool:
+    """renameat2(RENAME_EXCHANGE): swap two names at once; False where the kernel, the file
+    system or libc cannot (or the swap is refused: the caller then goes the slow way)."""
+    renameat2 = libc.function("renameat2")
+    if renameat2 is None:
+        return False
+    at_fdcwd, exchange = -100, 2
+    return int(renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), exchange)) == 0
 
 
 def drop_key(base: str, board: str, expected: Optional[str]) -> None:
@@ -191,4 +245,5 @@ def availability(base: str, board: str, now: float) -> Tuple[bool, Optional[floa
 
 
 __all__ = ["LOCK_MODE", "NO_KEY", "Holder", "availability", "drop_key", "key_path", "lock_path", "put_back",
-           "read_holder", "remove_checked", "rename_noreplace", "try_create", "write_key"]
+           "read_holder", "remove_checked", "rename_exchange", "rename_noreplace", "replace_checked", "try_create",
+           "write_key"]

@@ -15,7 +15,6 @@ import contextlib
 import os
 import re
 import select
-import shlex
 import signal
 import subprocess
 import sys
@@ -23,14 +22,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
-from . import libc
+from . import libc, templates
 from .errors import BadInputError, EngineError, ExitCode, InventoryError
 from .inventory import System
 from .signals import GUARD
 
-PLACEHOLDERS = ("system", "files", "dtb", "bitstream", "linux", "python")
-_PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
-_FILE_N = re.compile(r"file([1-9][0-9]*)")
+PLACEHOLDERS = templates.PLACEHOLDERS
 WINDOW = 8192  # characters of console kept for matches that span reads
 SETTLE = 0.5  # seconds of console silence after which a match at the end of an unfinished line counts
 STOP_GRACE = 2.0
@@ -62,12 +59,15 @@ class Images:
     linux: bool = False
 
 
-def expand(template: str, system: System, images: Images, where: str) -> List[str]:
-    """The argv for a ``boot``/``power_off`` template (placeholders as whole arguments)."""
-    try:
-        words = shlex.split(template)
-    except ValueError as exc:
-        raise InventoryError(where, "", f"cannot split command: {exc}") from None
+def expand(template: str, system: System, images: Images, where: str, path: str = "") -> List[str]:
+    """The argv for a ``boot``/``power_off`` template (placeholders as whole arguments).
+
+    ``where`` is the template's key (``systems.NAME.boot``) and ``path`` the inventory file, for
+    errors; the inventory has checked the template already (``templates.problems``).
+    """
+    found = templates.problems(template, system.files)
+    if found:
+        raise InventoryError(path, where, found[0]) if path else InventoryError(where, "", found[0])
     values: Dict[str, List[str]] = {
         "system": [system.name], "files": list(images.files), "dtb": [images.dtb] if images.dtb else [],
         "bitstream": [images.bitstream] if images.bitstream else [], "linux": ["-L"] if images.linux else [],
@@ -75,24 +75,21 @@ def expand(template: str, system: System, images: Images, where: str) -> List[st
     }
 
     def lookup(name: str) -> List[str]:
-        numbered = _FILE_N.fullmatch(name)
-        if numbered:
-            index = int(numbered.group(1)) - 1
-            return [images.files[index]] if index < len(images.files) else []
-        if name not in values:
-            raise InventoryError(where, "", f"unknown placeholder {{{name}}} (known: {', '.join(PLACEHOLDERS)}, "
-                                            "file1, file2, ...)")
+        number = templates.file_number(name)
+        if number is not None:
+            return [images.files[number - 1]] if number <= len(images.files) else []
         return values[name]
 
     argv: List[str] = []
-    for word in words:
-        whole = _PLACEHOLDER.fullmatch(word)
-        if whole:
-            argv.extend(lookup(whole.group(1)))  # an empty value drops the argument
+    for word in templates.split(template):
+        parts = templates.tokens(word)
+        if len(parts) == 1 and parts[0][0]:
+            argv.extend(lookup(parts[0][1]))  # a whole-word placeholder; an empty value drops the argument
         else:
-            argv.append(_PLACEHOLDER.sub(lambda m: " ".join(lookup(m.group(1))), word))
+            argv.append("".join(" ".join(lookup(text)) if placeholder else text for placeholder, text in parts))
     if not argv:
-        raise InventoryError(where, "", "command is empty")
+        message = "command is empty once its placeholders are replaced"
+        raise InventoryError(path, where, message) if path else InventoryError(where, "", message)
     return argv
 
 

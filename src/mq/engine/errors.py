@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import re
 import signal
+import time
 from typing import Any, ClassVar, Dict, Sequence, Tuple, Type
 
 
@@ -31,6 +32,8 @@ class ExitCode(enum.IntEnum):
     RUN_CONSOLE_ENDED = 13  # run: the console ended before the completion text
     BOOT_FAILED = 14  # run: the boot command could not be started
     RUN_LOCK_LOST = 15  # run: the job's lock was broken or reclaimed behind its back; job stopped
+    BOARD_OFFLINE = 16  # the board is out of service (mq offline): a wait for it alone, run, -signal of its lock
+    NOTIFY_FAILED = 17  # holders --notify: the command failed for at least one holder
     USAGE = 64  # EX_USAGE
     INTERNAL = 70  # EX_SOFTWARE: an unexpected error
     AGENT_CLIENT_GONE = 75  # the host agent's own status when its client went silent or away
@@ -174,6 +177,22 @@ class AlreadyHeldError(EngineError):
         self.name = name
         self.held_key = held_key
         self.asked_key = asked_key
+
+
+class BoardOfflineError(EngineError):
+    """The board is out of service (``mq offline``): a wait for it alone, ``run`` on it, and a
+    release of its maintenance lock are refused, with who took it offline, when and why."""
+
+    exit_code = ExitCode.BOARD_OFFLINE
+    wire_fields = ("name", "reason", "user", "since")
+
+    def __init__(self, name: str, reason: str, user: str, since: float) -> None:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(since))
+        super().__init__(f"{name} is offline: {safe_text(reason, 256)} (by {safe_text(user)} since {when})")
+        self.name = name
+        self.reason = reason
+        self.user = user
+        self.since = since
 
 
 class LockDirError(EngineError):

@@ -9,14 +9,15 @@ waits to end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from . import boardlock, legacy, notify
+from . import boardlock, legacy, maintenance, notify, offline_marks
 from .doorbell import Doorbell
-from .errors import AlreadyHeldError, BadInputError, EngineError, LockDirError
+from .errors import AlreadyHeldError, BadInputError, BoardOfflineError, DiskError, EngineError, LockDirError
 from .fsutil import os_error
 from .inventory import Inventory
 from .labdir import LabDir
@@ -60,6 +61,9 @@ class Granter:
         check_key(key)
         self.lab.ensure()
         if not self.inventory.is_pool(name):
+            mark = offline_marks.read(self.lab, name)
+            if mark is not None:  # a pool skips it; a wait for it alone would never end
+                raise BoardOfflineError(name, mark.reason, mark.user, mark.since)
             held = boardlock.read_holder(self.lab.base, name)
             if held is not None and held.kind == "file" and held.uid == self.lab.uid \
                     and key in (NO_KEY, held.key) and not held.expired(time.time()) \
@@ -118,11 +122,29 @@ class Granter:
         return self._doorbell
 
     def available(self, board: str) -> bool:
-        """Free, past its ``-T`` timeout, or held by a ``run`` whose process died."""
+        """In service, and free, past its ``-T`` timeout, or held by a ``run`` whose process died."""
+        if offline_marks.exists(self.lab, board):
+            return False
         if boardlock.availability(self.lab.base, board, time.time())[0]:
             return True
         holder = boardlock.read_holder(self.lab.base, board) if self.lab.sessions.has_file(board) else None
         return holder is not None and self.state.dead_session(holder)
+
+    def settle(self, boards: Sequence[str]) -> None:
+        """The offline boards among ``boards`` whose lock is gone, past its ``-T`` or a dead ``run``'s
+        get their maintenance lock in its place (``maintenance.settle``); best effort, as a waiter
+        must keep waiting whatever happens here."""
+        for board in boards:
+            if offline_marks.exists(self.lab, board) and self._unsettled(board):
+                with contextlib.suppress(LockDirError, DiskError, OSError), self.lab.mutex():
+                    maintenance.settle(self.lab, self.state, board)
+
+    def _unsettled(self, board: str) -> bool:
+        mark = offline_marks.read(self.lab, board)
+        holder = boardlock.read_holder(self.lab.base, board)
+        if mark is None or mark.holds(holder):
+            return False
+        return holder is None or holder.expired(time.time()) or self.state.dead_session(holder)
 
     def clear_dead(self, ticket: Ticket) -> None:
         if self.queue.clear_dead(ticket):
@@ -149,13 +171,13 @@ class Granter:
         base = self.lab.base
         holder = boardlock.read_holder(base, board)
         self.state.close_taken_over(board, holder, "wait")  # before this grant's record replaces it
-        reclaimed = ""
+        reclaimed, reclaimed_timeout = "", 0
         if holder is not None:
             dead = self.state.dead_session(holder)
             if not dead and not holder.expired(time.time()):
                 return None
             self._reclaim(holder, "dead-session" if dead else "expired")
-            reclaimed = holder.user
+            reclaimed, reclaimed_timeout = holder.user, 0 if dead else (holder.timeout or 0)
         path = boardlock.lock_path(base, board)
         try:
             st = boardlock.try_create(base, board, request.timeout)
@@ -183,7 +205,7 @@ class Granter:
         self.lab.audit.record("grant", board=board, pool=pool, key=request.key, grant=number,
                               timeout=request.timeout, waited=waited, session=request.session or None)
         return Grant(board=board, target=request.name, key=request.key, timeout=request.timeout, grant=number,
-                     waited=waited, reclaimed_from=reclaimed)
+                     waited=waited, reclaimed_from=reclaimed, reclaimed_timeout=reclaimed_timeout)
 
     def _undo_create(self, board: str, st: os.stat_result, key: str) -> None:
         mine = boardlock.read_holder(self.lab.base, board)

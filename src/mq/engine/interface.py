@@ -13,11 +13,11 @@ Results are the frozen dataclasses of ``results``; failures are the
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Protocol, Sequence
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
 
 from .inventory import Inventory
 from .names import NO_KEY
-from .results import BoardState, Grant, Released
+from .results import BoardState, Grant, Offline, Released
 
 
 class LockEngine(Protocol):
@@ -37,7 +37,8 @@ class LockEngine(Protocol):
     def wait(self, name: str, key: str = NO_KEY, timeout: int = 0, budget: Optional[float] = None,
              extra_fds: Sequence[int] = (), on_extra: Optional[Callable[[int], None]] = None,
              on_tick: Optional[Callable[[], Optional[float]]] = None, session: bool = False,
-             boards: Optional[Sequence[str]] = None) -> Grant:
+             boards: Optional[Sequence[str]] = None,
+             on_progress: Optional[Callable[[int, int], None]] = None) -> Grant:
         """Take a board (or the first free pool member) in first-come, first-served order.
 
         ``timeout`` is the lock's ``-T``: after that many seconds (0: never)
@@ -52,6 +53,8 @@ class LockEngine(Protocol):
         ``session``: the lock belongs to this process (``run``): it is released
         when the process ends, and counts as dead if the process dies.
         ``boards`` narrows a pool to the members that suit the job.
+        ``on_progress(position, total)`` is told the waiter's place among the live
+        waiters for its boards (1: next) whenever it changes, as far as it knows.
         """
         ...
 
@@ -85,6 +88,25 @@ class LockEngine(Protocol):
 
     def dumpall(self, order: str = "inventory") -> List[BoardState]:
         """Every held board, in inventory order, or (``"directory"``) as ``mq.sh`` lists them."""
+        ...
+
+    def events(self, scope: Optional[str] = None, since: Optional[float] = None) -> List[Dict[str, Any]]:
+        """The audit events (``time``, ``event``, ``user``, ``board`` or ``target``, ...) from ``since``
+        on about ``scope`` (a board, or a pool with its members; None: all), oldest first."""
+        ...
+
+    def status(self, names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+        """``{"now", "boards": [board states as on the wire], "estimates": {ticket: {"board", "eta",
+        "basis"}}}`` for the boards of ``names`` (None: all); estimates cover the whole queue."""
+        ...
+
+    def set_offline(self, board: str, reason: str) -> Offline:
+        """Take ``board`` out of service: pools skip it, a new wait for it alone fails at once with
+        the reason, ``run`` refuses it; older tools see it held. Audited."""
+        ...
+
+    def set_online(self, board: str) -> Optional[Offline]:
+        """Put ``board`` back in service; what it was offline for (None: it was not). Audited."""
         ...
 
 

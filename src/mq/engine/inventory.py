@@ -8,22 +8,27 @@ It is a TOML file (``lab.toml``)::
     ram = "4GB"             # ram, max_clk: strings (an integer is taken as text)
     files = 1               # boot images the system takes, an integer >= 1
     pxe_linux = false       # pxe_linux, dtb: booleans
-    boot = "..."            # boot, power_off: commands (strings)
+    boot = "..."            # boot, power_off: command templates (strings, see ``templates``);
+    power_off = "..."       # a system with no boot serves sem and run -r only
 
     [pools.arm_pool]
     systems = ["sabre"]         # explicit members, and/or
     match = { arch = "arm" }    # every system whose attributes all equal these
 
-Every mistake raises :class:`InventoryError` naming the file and the dotted key.
+Every mistake is an :class:`InventoryError` naming the file and the dotted key
+(``systems.b1.boot``): ``load_inventory`` and ``parse_inventory`` raise the
+first, ``check_inventory`` returns them all (``mq check``). Command templates
+are checked here too (placeholders, braces, ``{fileN}`` against ``files``),
+so a mistake in one is found before anything is locked.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
-from . import tomlparse
+from . import templates, tomlparse
 from .errors import InventoryError, UnknownTargetError
 from .names import NAME_RE
 from .names import valid_name as is_valid_name
@@ -35,9 +40,11 @@ __all__ = [
     "Inventory",
     "Pool",
     "System",
+    "check_inventory",
     "is_valid_name",
     "load_inventory",
     "parse_inventory",
+    "read_inventory",
 ]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -107,13 +114,23 @@ class Inventory:
             return self.pools[name].members
         raise UnknownTargetError(name, list(self.systems), list(self.pools))
 
+    def missing_boot(self, system: str) -> InventoryError:
+        """The configuration error for ``mq run`` (not ``-r``) on ``system``, which has no ``boot``."""
+        return InventoryError(self.path, _key("systems", system, "boot"),
+                              f"no boot command: mq run cannot boot {system} (sem and run -r work without one)")
+
     def pools_of(self, system: str) -> Tuple[str, ...]:
         """The pools that contain ``system`` (empty for an unknown name)."""
         return tuple(pool.name for pool in self.pools.values() if system in pool.members)
 
 
 def load_inventory(path: str) -> Inventory:
-    """Read and check the inventory file at ``path``."""
+    """Read and check the inventory file at ``path``; raises its first mistake."""
+    return parse_inventory(read_inventory(path), path)
+
+
+def read_inventory(path: str) -> str:
+    """The text of the inventory file at ``path`` (InventoryError if it cannot be read)."""
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
@@ -122,79 +139,159 @@ def load_inventory(path: str) -> Inventory:
     except OSError as exc:
         raise InventoryError(path, "", f"cannot read: {exc.strerror or exc}") from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InventoryError(path, "", f"not valid UTF-8 (byte {exc.start})") from None
-    return parse_inventory(text, path)
 
 
 def parse_inventory(text: str, path: str) -> Inventory:
-    """Check the inventory ``text``; ``path`` is only used in error messages."""
+    """Check the inventory ``text``; ``path`` is only used in error messages. Raises the first
+    mistake (saying how many more there are: ``check_inventory`` lists them all)."""
+    inventory, found = check_inventory(text, path)
+    if len(found) > 1:
+        first, more = found[0], len(found) - 1
+        raise InventoryError(first.path, first.key, f"{first.detail} (and {more} more problem"
+                                                    f"{'s' if more > 1 else ''}: mq check lists them all)")
+    if found:
+        raise found[0]
+    return inventory
+
+
+def check_inventory(text: str, path: str) -> Tuple[Inventory, List[InventoryError]]:
+    """The inventory in ``text`` and every mistake in it, in file order: TOML, names, attributes,
+    command templates (``templates``), pools. The inventory is only sound when there is none."""
     try:
         data = tomlparse.loads(text)
     except tomlparse.TOMLDecodeError as exc:
-        raise InventoryError(path, "", f"invalid TOML: {tomlparse.explain(text, exc)}") from None
+        return Inventory(path), [InventoryError(path, "", f"invalid TOML: {tomlparse.explain(text, exc)}")]
+    found: List[InventoryError] = []
     for section in data:
         if section not in ("systems", "pools"):
-            raise InventoryError(path, _key(section), "unknown section (expected [systems.NAME] or [pools.NAME])")
+            found.append(InventoryError(path, _key(section), "unknown section (expected [systems.NAME] or "
+                                                             "[pools.NAME])"))
     systems: Dict[str, System] = {}
-    for name, body in _table(path, "systems", data.get("systems", {})).items():
-        systems[name] = _parse_system(path, name, body)
-    if not systems:
-        raise InventoryError(path, "systems", "no systems defined (add a [systems.NAME] table)")
+    broken: Set[str] = set()  # declared, but unusable: not reported again where a pool names them
+    declared = _found_table(found, path, "systems", data.get("systems", {}))
+    for name, body in (declared or {}).items():
+        system = _parse_system(found, path, name, body)
+        if system is None:
+            broken.add(name)
+        else:
+            systems[name] = system
+    if declared == {}:
+        found.append(InventoryError(path, "systems", "no systems defined (add a [systems.NAME] table)"))
     pools: Dict[str, Pool] = {}
-    for name, body in _table(path, "pools", data.get("pools", {})).items():
-        pools[name] = _parse_pool(path, name, body, systems)
-    return Inventory(path, systems, pools)
+    for name, body in (_found_table(found, path, "pools", data.get("pools", {})) or {}).items():
+        pool = _parse_pool(found, path, name, body, systems, broken)
+        if pool is not None:
+            pools[name] = pool
+    return Inventory(path, systems, pools), found
 
 
-def _parse_system(path: str, name: str, body: object) -> System:
+def _found_table(found: List[InventoryError], path: str, key: str, value: object) -> Optional[Dict[str, Any]]:
+    """``value`` if it is a table; else the mistake is added to ``found`` and None returned."""
+    try:
+        return _table(path, key, value)
+    except InventoryError as exc:
+        found.append(exc)
+        return None
+
+
+def _parse_system(found: List[InventoryError], path: str, name: str, body: object) -> Optional[System]:
     where = _key("systems", name)
-    _check_name(path, where, name)
-    values = {
-        attr: _attribute(path, _key("systems", name, attr), attr, value)
-        for attr, value in _table(path, where, body).items()
-    }
+    try:
+        _check_name(path, where, name)
+    except InventoryError as exc:
+        found.append(exc)
+        return None
+    table = _found_table(found, path, where, body)
+    if table is None:
+        return None
+    values: Dict[str, Any] = {}
+    for attr, value in table.items():
+        try:
+            values[attr] = _attribute(path, _key("systems", name, attr), attr, value)
+        except InventoryError as exc:
+            found.append(exc)
+    files = values.get("files") if "files" in table else 1  # None: a wrong count, not checked against
+    for attr in _COMMAND_ATTRS:
+        if attr in values:
+            found += [InventoryError(path, _key("systems", name, attr), detail)
+                      for detail in templates.problems(values[attr], files)]
     return System(name, **values)
 
 
-def _parse_pool(path: str, name: str, body: object, systems: Mapping[str, System]) -> Pool:
+def _parse_pool(found: List[InventoryError], path: str, name: str, body: object, systems: Mapping[str, System],
+                broken: Set[str]) -> Optional[Pool]:
     where = _key("pools", name)
-    _check_name(path, where, name)
-    if name in systems:
-        raise InventoryError(path, where, "a pool cannot have the name of a system")
-    table = _table(path, where, body)
+    try:
+        _check_name(path, where, name)
+        if name in systems or name in broken:
+            raise InventoryError(path, where, "a pool cannot have the name of a system")
+    except InventoryError as exc:
+        found.append(exc)
+        return None
+    table = _found_table(found, path, where, body)
+    if table is None:
+        return None
+    before = len(found)
     for key in table:
         if key not in ("systems", "match"):
-            raise InventoryError(path, _key("pools", name, key), "unknown key (expected systems or match)")
-    members: List[str] = []
+            found.append(InventoryError(path, _key("pools", name, key), "unknown key (expected systems or match)"))
     listed = table.get("systems", [])
+    members = _listed(found, path, where, listed, systems, broken)
+    if "match" in table:
+        members += [m for m in _matched(found, path, name, table["match"], systems) if m not in members]
+    doubtful = len(found) > before or (isinstance(listed, list) and any(item in broken for item in listed
+                                                                         if isinstance(item, str)))
+    if not members and not doubtful:  # not when a mistake above may be why
+        detail = "its match selects no system" if "match" in table else "give it systems or match"
+        found.append(InventoryError(path, where, f"pool has no members ({detail})"))
+    return Pool(name, tuple(members))
+
+
+def _listed(found: List[InventoryError], path: str, where: str, listed: object, systems: Mapping[str, System],
+            broken: Set[str]) -> List[str]:
+    """A pool's ``systems`` array, checked: the members it names."""
     if not isinstance(listed, list):
-        raise InventoryError(path, where + ".systems", f"expected an array of system names, got {_show(listed)}")
+        found.append(InventoryError(path, where + ".systems",
+                                    f"expected an array of system names, got {_show(listed)}"))
+        return []
+    members: List[str] = []
     for item in listed:
         if not isinstance(item, str):
-            raise InventoryError(path, where + ".systems", f"expected a system name, got {_show(item)}")
-        if item not in systems:
-            raise InventoryError(
-                path, where + ".systems", f"unknown system {_show(item)} (systems: {' '.join(systems)})"
-            )
-        if item in members:
-            raise InventoryError(path, where + ".systems", f"system {_show(item)} is listed twice")
-        members.append(item)
-    if "match" in table:
-        criteria = _table(path, where + ".match", table["match"])
-        if not criteria:
-            raise InventoryError(path, where + ".match", "expected at least one attribute")
-        wanted = {
-            attr: _attribute(path, _key("pools", name, "match", attr), attr, value) for attr, value in criteria.items()
-        }
-        for system in systems.values():
-            if system.name not in members and all(system.attribute(a) == v for a, v in wanted.items()):
-                members.append(system.name)
-    if not members:
-        detail = "its match selects no system" if "match" in table else "give it systems or match"
-        raise InventoryError(path, where, f"pool has no members ({detail})")
-    return Pool(name, tuple(members))
+            found.append(InventoryError(path, where + ".systems", f"expected a system name, got {_show(item)}"))
+        elif item in broken:
+            continue  # its own mistake is reported
+        elif item not in systems:
+            found.append(InventoryError(path, where + ".systems",
+                                        f"unknown system {_show(item)} (systems: {' '.join(systems)})"))
+        elif item in members:
+            found.append(InventoryError(path, where + ".systems", f"system {_show(item)} is listed twice"))
+        else:
+            members.append(item)
+    return members
+
+
+def _matched(found: List[InventoryError], path: str, name: str, match: object,
+             systems: Mapping[str, System]) -> List[str]:
+    """The systems a pool's ``match`` selects (none if it has a mistake)."""
+    where = _key("pools", name, "match")
+    criteria = _found_table(found, path, where, match)
+    if criteria is None:
+        return []
+    if not criteria:
+        found.append(InventoryError(path, where, "expected at least one attribute"))
+        return []
+    wanted: Dict[str, Any] = {}
+    for attr, value in criteria.items():
+        try:
+            wanted[attr] = _attribute(path, _key("pools", name, "match", attr), attr, value)
+        except InventoryError as exc:
+            found.append(exc)
+    if len(wanted) < len(criteria):
+        return []
+    return [s.name for s in systems.values() if all(s.attribute(a) == v for a, v in wanted.items())]
 
 
 def _attribute(path: str, key: str, attr: str, value: object) -> Any:

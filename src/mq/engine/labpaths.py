@@ -9,6 +9,7 @@ Layout (``base`` is the lock directory, shared with procmail ``lockfile``):
 * ``.mq/holders/<board>.json``: grant records for locks ``mq`` made (``grant_records``).
 * ``.mq/sessions/<board>``: flocks held by ``run`` jobs (``sessions``).
 * ``.mq/queue/``: one ticket per waiter (see ``queue``).
+* ``.mq/offline/<board>.json``: a board out of service, and its maintenance lock (``offline_marks``).
 
 When the lock directory is group-writable (several Unix users share it),
 everything created here is group read/write and setgid directories keep
@@ -47,6 +48,7 @@ class LabPaths:
         self.queue_dir = os.path.join(self.state, "queue")
         self.holders_dir = os.path.join(self.state, "holders")
         self.sessions_dir = os.path.join(self.state, "sessions")
+        self.offline_dir = os.path.join(self.state, "offline")
         self.audit_path = os.path.join(self.base, "audit.jsonl")
         self.uid = os.getuid()
         self.user = user_name(self.uid)
@@ -85,7 +87,7 @@ class LabPaths:
         if self._ready:
             return
         self.check(writable=True)
-        for path in (self.state, self.queue_dir, self.holders_dir, self.sessions_dir):
+        for path in (self.state, self.queue_dir, self.holders_dir, self.sessions_dir, self.offline_dir):
             self._mkdir(path)
         self._ready = True
 

@@ -14,15 +14,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import boardlock
-from .errors import DiskError, LockDirError, NotHolderError
+from . import boardlock, offline_marks
+from .errors import BoardOfflineError, DiskError, LockDirError, NotHolderError
 from .fsutil import os_error
 from .inventory import Inventory
 from .labdir import LabDir
 from .labpaths import LabPaths
 from .names import NO_KEY, check_key, valid_name
 from .queue import Queue
-from .results import BoardState, Holder, Ticket
+from .results import BoardState, Holder, Offline, Ticket
 
 Record = Dict[str, Any]
 
@@ -60,8 +60,12 @@ class LockState:
                 waiting = [t for t in self.queue.tickets() if self.queue.is_alive(t)]
             except LockDirError as exc:  # denied after all (ACLs, a change since the probe)
                 unread = Unread((exc.path, exc.detail), unread.records)
-        return [BoardState(board, self.holder(board), tuple(t for t in waiting if board in t.boards),
-                           unread.notice()) for board in boards]
+        states = []
+        for board in boards:
+            holder = self.holder(board)
+            states.append(BoardState(board, holder, tuple(t for t in waiting if board in t.boards), unread.notice(),
+                                     self.offline(board, holder)))
+        return states
 
     def dumpall(self, order: str = "inventory") -> List[BoardState]:
         """Every held board. ``order="directory"``: as mq.sh lists them, every ``*.lock``
@@ -69,8 +73,17 @@ class LockState:
         self.lab.check(writable=False)
         boards = list(self.inventory.systems) if order != "directory" else self._locks_in_directory_order()
         notice = Unread(None, Unread.probe(self.lab).records).notice()  # dumpall shows no waiters
-        states = [BoardState(b, self.holder(b), unread=notice) for b in boards]
-        return [s for s in states if s.holder is not None]
+        states = []
+        for board in boards:
+            holder = self.holder(board)
+            if holder is not None:
+                states.append(BoardState(board, holder, unread=notice, offline=self.offline(board, holder)))
+        return states
+
+    def offline(self, board: str, holder: Optional[Holder]) -> Optional[Offline]:
+        """Whether ``board`` is out of service (``mq offline``), and if ``holder`` is its maintenance lock."""
+        mark = offline_marks.read(self.lab, board)
+        return None if mark is None else mark.offline(holder)
 
     def _locks_in_directory_order(self) -> List[str]:
         try:
@@ -89,7 +102,13 @@ class LockState:
         boards = members if boards is None else [b for b in members if b in set(boards)]
         check_key(key)
         self.lab.check(writable=False)
+        if not self.inventory.is_pool(name):
+            mark = offline_marks.read(self.lab, name)
+            if mark is not None:
+                raise BoardOfflineError(name, mark.reason, mark.user, mark.since)
         for board in boards:
+            if offline_marks.exists(self.lab, board):
+                continue  # a pool's offline member: skipped, as a wait skips it
             holder = boardlock.read_holder(self.lab.base, board)
             if holder is not None and holder.kind == "file" and holder.uid == self.lab.uid \
                     and holder.shown_key == key:

@@ -15,7 +15,7 @@ import json
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import errors
-from .results import Holder, Ticket
+from .results import Holder, Offline, Ticket
 
 PROTOCOL = 1
 
@@ -67,7 +67,12 @@ def ticket_from_wire(data: Dict[str, Any]) -> Ticket:
     return Ticket(**{**data, "boards": tuple(data["boards"])})
 
 
-def states_from_wire(data: List[Dict[str, Any]]) -> List[Tuple[str, Optional[Holder], Tuple[Ticket, ...], str]]:
-    """Board states as ``BoardState``'s fields in order (board, holder, waiters, unread)."""
+def offline_from_wire(data: Optional[Dict[str, Any]]) -> Optional[Offline]:
+    return None if data is None else Offline(**data)
+
+
+def states_from_wire(data: List[Dict[str, Any]]
+                     ) -> List[Tuple[str, Optional[Holder], Tuple[Ticket, ...], str, Optional[Offline]]]:
+    """Board states as ``BoardState``'s fields in order (board, holder, waiters, unread, offline)."""
     return [(d["board"], holder_from_wire(d["holder"]), tuple(ticket_from_wire(t) for t in d["waiters"]),
-             str(d.get("unread") or "")) for d in data]
+             str(d.get("unread") or ""), offline_from_wire(d.get("offline"))) for d in data]

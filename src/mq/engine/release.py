@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import List
+from typing import List, Optional
 
-from . import boardlock
-from .errors import DiskError, LockDirError, NotHolderError
+from . import boardlock, maintenance, offline_marks
+from .errors import BoardOfflineError, DiskError, LockDirError, NotHolderError
 from .fsutil import os_error
 from .inventory import Inventory
 from .labdir import LabDir
@@ -40,7 +40,7 @@ class Releaser:
         released: List[Released] = []
         for board in boards:
             holder = boardlock.read_holder(self.lab.base, board)
-            if holder is None:
+            if holder is None or self._maintenance(holder) is not None:
                 continue
             if force or (holder.uid == self.lab.uid and holder.shown_key == key):
                 released.append(self._release_one(board, key, force))
@@ -52,6 +52,9 @@ class Releaser:
         holder = boardlock.read_holder(self.lab.base, board)
         if holder is None:
             raise NotHolderError(board, f"Lock for {board} is not held; nothing released")
+        mark = self._maintenance(holder)
+        if mark is not None:  # only `mq online` ends it (old tools can, as they can any lock)
+            raise BoardOfflineError(board, mark.reason, mark.user, mark.since)
         if not force:
             if holder.uid != self.lab.uid:
                 raise NotHolderError(board, f"Lock for {board} is held by {holder.user}, not {self.lab.user}; "
@@ -63,6 +66,11 @@ class Releaser:
             self.remove(holder, key, forced=force, reason="")
         GUARD.raise_pending()
         return Released(board=board, holder=holder, forced=force)
+
+    def _maintenance(self, holder: Holder) -> Optional[offline_marks.Mark]:
+        """The board's offline mark, if ``holder`` is its maintenance lock."""
+        mark = offline_marks.read(self.lab, holder.board)
+        return mark if mark is not None and mark.holds(holder) else None
 
     def undo_grant(self, board: str, key: str, grant: int, reason: str = "interrupted") -> bool:
         """Give back a grant the caller could not report (a signal raced it, the client went)."""
@@ -94,13 +102,19 @@ class Releaser:
             self.lab.audit.record("release", board=board, key=key, reason=reason, outcome="gone")
 
     def remove(self, holder: Holder, key: str, forced: bool, reason: str) -> None:
-        """Remove exactly the lock ``holder`` describes, with its key and grant record."""
+        """Remove exactly the lock ``holder`` describes, with its key and grant record; on a
+        board taken offline meanwhile, the maintenance lock takes its place at once."""
         base = self.lab.base
         path = boardlock.lock_path(base, holder.board)
         with self.lab.mutex():
             record = self.state.record_for(holder)
+            mark = offline_marks.read(self.lab, holder.board)
+            placed = None
             try:
-                removed = boardlock.remove_checked(base, holder)
+                if mark is None:
+                    removed = boardlock.remove_checked(base, holder)
+                else:
+                    removed, placed = boardlock.replace_checked(base, holder, 0)
             except PermissionError:
                 raise LockDirError(path, "permission denied removing the lock") from None
             except OSError as exc:
@@ -121,6 +135,8 @@ class Releaser:
                                   grant=record.get("grant") if record else None,
                                   pool=record.get("pool", "") if record else "", reason=reason or None,
                                   outcome="released")
+            if mark is not None:
+                maintenance.after_release(self.lab, holder.board, mark, placed)
 
 
 __all__ = ["Releaser"]

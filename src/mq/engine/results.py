@@ -73,7 +73,8 @@ class Grant:
     timeout: int
     grant: int
     waited: float
-    reclaimed_from: str = ""
+    reclaimed_from: str = ""  # the user whose lock was taken over ("": the board was free)
+    reclaimed_timeout: int = 0  # that lock's -T (0: its holder's `run` had died instead)
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,22 @@ class Released:
 
 
 @dataclass(frozen=True)
+class Offline:
+    """A board taken out of service (``mq offline``): by whom, when, why."""
+
+    reason: str
+    user: str
+    since: float  # Unix seconds
+    locked: bool = False  # the board's lock is its maintenance lock (False: another holder has yet to release it)
+
+
+@dataclass(frozen=True)
 class BoardState:
     board: str
     holder: Optional[Holder]
     waiters: Tuple[Ticket, ...] = field(default=())
     unread: str = ""  # what of mq's state could not be read, and so is not shown ("" when all was)
+    offline: Optional[Offline] = None  # out of service: pools skip it, new waits for it alone fail
 
 
-__all__ = ["NO_KEY", "BoardState", "Grant", "Holder", "Released", "Ticket"]
+__all__ = ["NO_KEY", "BoardState", "Grant", "Holder", "Offline", "Released", "Ticket"]

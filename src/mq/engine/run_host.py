@@ -149,8 +149,16 @@ def _take(engine: LockEngine, spec: JobSpec, keys: _Keys) -> Tuple[str, Optional
     if spec.mode == "held":
         return engine.check_held(spec.target, spec.key, spec.boards), None
     io = keys.io
+
+    def progress(position: int, total: int) -> None:  # the client's waiting line
+        from .waitinfo import queue_event
+
+        event = queue_event(engine, spec.target, spec.key, position, total)
+        if event is not None:
+            io.emit("queue", **event)
+
     granted = engine.wait(spec.target, key=spec.key, budget=spec.budget, boards=spec.boards, session=True,
-                          extra_fds=io.input_fds, on_extra=keys.ignore, on_tick=io.tick)
+                          extra_fds=io.input_fds, on_extra=keys.ignore, on_tick=io.tick, on_progress=progress)
     return granted.board, granted.grant
 
 
@@ -162,8 +170,9 @@ def _boot(engine: LockEngine, spec: JobSpec, board: str, env: Dict[str, str]) ->
     """Start the system's ``boot`` command: the job's console."""
     system = engine.inventory.systems[board]
     if not system.boot:
-        raise BadInputError(f"system {board} has no boot command in the inventory (systems.{board}.boot)")
-    return boot.Console(boot.expand(system.boot, system, _images(spec), f"systems.{board}.boot"), env)
+        raise engine.inventory.missing_boot(board)
+    return boot.Console(boot.expand(system.boot, system, _images(spec), f"systems.{board}.boot",
+                                    path=engine.inventory.path), env)
 
 
 def _clean_up(engine: LockEngine, spec: JobSpec, board: str, release: bool, console: Optional[boot.Console],
@@ -177,7 +186,7 @@ def _clean_up(engine: LockEngine, spec: JobSpec, board: str, release: bool, cons
         system = engine.inventory.systems[board]
         if system.power_off:
             problem = boot.power_off(boot.expand(system.power_off, system, _images(spec),
-                                               f"systems.{board}.power_off"), env)
+                                               f"systems.{board}.power_off", path=engine.inventory.path), env)
             if problem:
                 notes.append(problem)
             powered_off = not problem

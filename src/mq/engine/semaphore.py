@@ -11,7 +11,7 @@ over).
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .errors import DiskError
 from .grant import Granter
@@ -21,7 +21,7 @@ from .lockstate import LockState
 from .names import NO_KEY
 from .queue import Queue
 from .release import Releaser
-from .results import BoardState, Grant, Holder, Released
+from .results import BoardState, Grant, Holder, Offline, Released
 from .waiter import Hooks
 
 
@@ -43,8 +43,10 @@ class Engine:
     def wait(self, name: str, key: str = NO_KEY, timeout: int = 0, budget: Optional[float] = None,
              extra_fds: Sequence[int] = (), on_extra: Optional[Callable[[int], None]] = None,
              on_tick: Optional[Callable[[], Optional[float]]] = None, session: bool = False,
-             boards: Optional[Sequence[str]] = None) -> Grant:
-        return self.grants.wait(name, key, timeout, budget, Hooks(extra_fds, on_extra, on_tick), session, boards)
+             boards: Optional[Sequence[str]] = None,
+             on_progress: Optional[Callable[[int, int], None]] = None) -> Grant:
+        return self.grants.wait(name, key, timeout, budget, Hooks(extra_fds, on_extra, on_tick, on_progress),
+                                session, boards)
 
     def cancel(self, name: str, key: str = NO_KEY) -> int:
         return self.grants.cancel(name, key)
@@ -69,6 +71,36 @@ class Engine:
 
     def dumpall(self, order: str = "inventory") -> List[BoardState]:
         return self.state.dumpall(order)
+
+    def events(self, scope: Optional[str] = None, since: Optional[float] = None) -> List[Dict[str, Any]]:
+        """The audit log's events from ``since`` on about ``scope`` (a board or pool and its members;
+        None: everything), oldest first."""
+        from .history import read_events
+
+        names = None
+        if scope is not None:
+            names = {scope, *self.inventory.members(scope)}
+            names |= {pool for board in list(names) for pool in self.inventory.pools_of(board)}
+        self.lab.check(writable=False)
+        return read_events(self.lab.audit_path, since, names)[0]
+
+    def status(self, names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+        """Boards with holders, waiters in queue order and every waiter's projected start (``status``)."""
+        from .status import status
+
+        return status(self, names)
+
+    def set_offline(self, board: str, reason: str) -> Offline:
+        """Take ``board`` out of service (``mq offline``): see ``maintenance``."""
+        from .maintenance import set_offline
+
+        return set_offline(self, board, reason)
+
+    def set_online(self, board: str) -> Optional[Offline]:
+        """Put ``board`` back in service (``mq online``); what it was offline for (None: it was not)."""
+        from .maintenance import set_online
+
+        return set_online(self, board)
 
 
 __all__ = ["BoardState", "DiskError", "Engine", "Grant", "Released"]

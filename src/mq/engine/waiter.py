@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
-from . import boardlock, notify
+from . import boardlock, notify, offline_marks
 from .doorbell import Doorbell
 from .errors import LockDirError, NotAcquiredError
 from .labdir import LabDir
@@ -36,6 +36,7 @@ from .signals import GUARD
 
 LOCK_EVENTS = notify.IN_ATTRIB | notify.IN_MOVE_SELF | notify.IN_DELETE_SELF
 SESSION_EVENTS = notify.IN_CLOSE_WRITE
+MARK_EVENTS = notify.IN_ATTRIB | notify.IN_MOVE_SELF | notify.IN_DELETE_SELF  # an offline mark dropped or replaced
 OWN_EVENTS = notify.IN_ATTRIB
 
 
@@ -46,6 +47,7 @@ class Hooks:
     extra_fds: Sequence[int] = ()
     on_extra: Optional[Callable[[int], None]] = None
     on_tick: Optional[Callable[[], Optional[float]]] = None
+    on_progress: Optional[Callable[[int, int], None]] = None  # (position, of how many) when it changes
 
 
 class WaitSite(Protocol):
@@ -62,6 +64,11 @@ class WaitSite(Protocol):
         ...
 
     def clear_dead(self, ticket: Ticket) -> None: ...
+
+    def settle(self, boards: Sequence[str]) -> None:
+        """Offline boards among ``boards``: the maintenance lock in place of a lock that is gone
+        or may be reclaimed (a board is never handed out while offline)."""
+        ...
 
     def doorbell(self) -> Doorbell: ...
 
@@ -90,6 +97,7 @@ class Waiter:
         self._lock_names = {b + ".lock": b for b in self.boards}
         self._watcher: Optional[notify.InotifyWatcher | notify.PollWatcher] = None
         self._watched: Set[str] = set()
+        self._progress: Optional[Tuple[int, int]] = None
 
     # -- liveness, cached: a live ticket stays live until its doorbell rings --
     def alive(self, ticket: Ticket) -> bool:
@@ -102,6 +110,7 @@ class Waiter:
 
     def evaluate(self) -> Optional[Grant]:
         """Refresh ``ahead`` and try for a board in arrival order."""
+        self.site.settle(self.boards)
         tickets = self.site.queue.tickets()
         if not any(t.name == self.own.ticket.name for t in tickets):
             self._lost_place()
@@ -118,9 +127,19 @@ class Waiter:
         self.ahead = ahead
         choice, _ = walk_queue(tickets, self.own.ticket.name, self.site.available, self.alive,
                                self.site.lab.base)
-        if choice is None:
-            return None
-        return self.take(self.alive)
+        grant = None if choice is None else self.take(self.alive)
+        if grant is None and self.hooks.on_progress is not None:  # still waiting: where, now?
+            behind = sum(1 for t in tickets if t.seq > self.own.ticket.seq and mine.intersection(t.boards))
+            self._tell_progress(len(ahead) + 1, len(ahead) + 1 + behind)
+        return grant
+
+    def _tell_progress(self, position: int, total: int) -> None:
+        """Position 1: no live waiter ahead wants any board of ours. Waiters behind are counted
+        without a liveness look (cheap); a waiter further back learns of a change at its next
+        walk: when the ticket directly ahead leaves, or at the agent's keepalive tick."""
+        if (position, total) != self._progress and self.hooks.on_progress is not None:
+            self._progress = (position, total)
+            self.hooks.on_progress(position, total)
 
     def _nearest(self) -> Dict[str, str]:
         """For each covered board, the nearest ticket ahead that wants it."""
@@ -174,8 +193,12 @@ class Waiter:
         wanted = {self.own.path: OWN_EVENTS}
         for board in head:
             lock = boardlock.lock_path(self.site.lab.base, board)
+            mark = offline_marks.path(self.site.lab, board)
+            offline = os.path.lexists(mark)
+            if offline:
+                wanted[mark] = MARK_EVENTS  # `mq online`: the board may be free at once
             if not os.path.lexists(lock):
-                newly = True  # freed since the walk: nothing to watch, look again
+                newly = newly or not offline  # freed since the walk: nothing to watch, look again
                 continue
             wanted[lock] = LOCK_EVENTS
             session = self.site.lab.sessions.path(board)
@@ -208,6 +231,8 @@ class Waiter:
         soonest: Optional[float] = None
         for board in head:
             _, expires = boardlock.availability(self.site.lab.base, board, now)
+            if expires is not None and expires < now and offline_marks.exists(self.site.lab, board):
+                continue  # offline: the walk after it passed put the maintenance lock in place, or could not
             if expires is not None:
                 # Passed while awake for something else (a keepalive, an unrelated event):
                 # look now, or nothing would ever wake this waiter for it.

@@ -32,8 +32,9 @@ class Transport(Protocol):
 
     host: str
 
-    def call(self, op: str, **args: Any) -> Any:
-        """Run one engine request on the lab host; returns wire data or raises EngineError."""
+    def call(self, op: str, on_event: EventHandler | None = None, **args: Any) -> Any:
+        """Run one engine request on the lab host; returns wire data or raises EngineError.
+        ``on_event`` is given the request's events as they come (a wait's ``queue`` events)."""
         ...
 
     def upload(self, path: str, name: str, progress: Progress | None = None) -> str:
@@ -172,12 +173,12 @@ class AgentClient:
                 return
 
     # -- requests --------------------------------------------------------------------
-    def call(self, op: str, **args: Any) -> Any:
+    def call(self, op: str, on_event: EventHandler | None = None, **args: Any) -> Any:
         self._next_id += 1
         request_id = self._next_id
         self.send_message({"id": request_id, "op": op, "args": args})
         try:
-            result = self._reply(request_id, self.silence)
+            result = self._reply(request_id, self.silence, on_event)
             if op == "wait":  # the host gives the grant back if this never arrives
                 self._confirm(request_id)
             return result

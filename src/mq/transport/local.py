@@ -29,8 +29,12 @@ class LocalTransport:
         self._argv = [sys.executable, "-m", "mq.engine.agent", base, *([lab] if lab else [])]
         self._child: AgentClient | None = None
 
-    def call(self, op: str, **args: Any) -> Any:
-        return self._agent.dispatch(op, args)
+    def call(self, op: str, on_event: EventHandler | None = None, **args: Any) -> Any:
+        self._agent.on_event = on_event  # the in-process agent's events go straight to the caller
+        try:
+            return self._agent.dispatch(op, args)
+        finally:
+            self._agent.on_event = None
 
     def _job_engine(self) -> AgentClient:
         if self._child is None:

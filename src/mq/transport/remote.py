@@ -68,8 +68,8 @@ class RemoteTransport:
     host: str
     client: AgentClient
 
-    def call(self, op: str, **args: Any) -> Any:
-        return self._guard(lambda: self.client.call(op, **args))
+    def call(self, op: str, on_event: EventHandler | None = None, **args: Any) -> Any:
+        return self._guard(lambda: self.client.call(op, on_event=on_event, **args))
 
     def upload(self, path: str, name: str, progress: Progress | None = None) -> str:
         return str(self._guard(lambda: self.client.upload(path, name, progress)))

@@ -1,0 +1,87 @@
+"""Offline marks: ``.mq/offline/<board>.json``, a board taken out of service (``mq offline``).
+
+The mark says why, by whom and since when, and, once it is in place, which
+file is the board's *maintenance lock* (device, inode, owner, mtime, as a
+grant record identifies its lock): the lock file that keeps ``lockfile(1)``
+and ``mq.sh`` off the board. While the mark exists the board is offline to
+``mq``, whatever its lock file says; the actions are in ``maintenance``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+from .fsutil import os_error, read_small, write_atomic
+from .labpaths import LabPaths
+from .results import Holder, Offline
+
+Identity = Tuple[int, int, int, int]  # (dev, ino, uid, mtime_ns) of the maintenance lock
+
+
+@dataclass(frozen=True)
+class Mark:
+    reason: str
+    user: str
+    since: float  # Unix seconds
+    lock: Optional[Identity] = None  # the maintenance lock, once it is in place
+
+    def holds(self, holder: Optional[Holder]) -> bool:
+        """``holder`` was read from the maintenance lock itself."""
+        return holder is not None and self.lock == (holder.dev, holder.ino, holder.uid, holder.since_ns)
+
+    def offline(self, holder: Optional[Holder]) -> Offline:
+        """What the engine reports, ``holder`` being the board's lock now."""
+        return Offline(reason=self.reason, user=self.user, since=self.since, locked=self.holds(holder))
+
+
+def path(lab: LabPaths, board: str) -> str:
+    return os.path.join(lab.offline_dir, board + ".json")
+
+
+def exists(lab: LabPaths, board: str) -> bool:
+    """Cheap (one ``lstat``): the board is offline."""
+    return os.path.lexists(path(lab, board))
+
+
+def read(lab: LabPaths, board: str) -> Optional[Mark]:
+    """The board's mark, or None (not offline; an unreadable mark counts as offline, reason unknown)."""
+    where = path(lab, board)
+    text = read_small(where)
+    if text is None:
+        return Mark(reason="(unreadable offline mark)", user="?", since=0.0) if os.path.lexists(where) else None
+    try:
+        raw = json.loads(text)
+        lock = raw.get("lock")
+        identity: Optional[Identity] = None
+        if isinstance(lock, list) and len(lock) == 4 and all(isinstance(n, int) for n in lock):
+            identity = (lock[0], lock[1], lock[2], lock[3])
+        return Mark(reason=str(raw["reason"]), user=str(raw["user"]), since=float(raw["since"]), lock=identity)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return Mark(reason="(unreadable offline mark)", user="?", since=0.0)
+
+
+def write(lab: LabPaths, board: str, mark: Mark) -> None:
+    """Write the mark atomically (a reader sees the old one or the new one, never half)."""
+    record: Dict[str, Any] = {"v": 1, "reason": mark.reason, "user": mark.user, "since": mark.since,
+                              "lock": list(mark.lock) if mark.lock else None}
+    where = path(lab, board)
+    try:
+        write_atomic(where, json.dumps(record, sort_keys=True).encode(), lab.read_mode)
+    except OSError as exc:
+        raise os_error(exc, where, "record the board offline") from None
+
+
+def drop(lab: LabPaths, board: str) -> None:
+    where = path(lab, board)
+    try:
+        os.unlink(where)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise os_error(exc, where, "put the board back online") from None
+
+
+__all__ = ["Identity", "Mark", "drop", "exists", "path", "read", "write"]

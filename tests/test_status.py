@@ -167,3 +167,17 @@ def test_a_terminal_gets_one_live_line_that_goes_when_the_board_comes(lab: LabFi
     finally:
         child.close()
     assert child.exitstatus == 0
+
+
+def test_hold_times_come_from_the_logs_tail_only(tmp_path: Any) -> None:
+    """A waiter's ETA reads the last 2 MiB of the audit log, not years of it; a line cut by the
+    tail is dropped, not misread."""
+    from mq.engine.history import read_events
+
+    log = tmp_path / "audit.jsonl"
+    lines = [json.dumps({"time": 1000.0 + i, "event": "release", "board": "b1", "held": float(i)}) for i in range(50)]
+    log.write_text("\n".join(lines) + "\n")
+    tail = len(lines[-1]) * 3 + 10  # the last three lines and a piece of the one before
+    events, bad = read_events(str(log), tail=tail)
+    assert [e["held"] for e in events] == [47.0, 48.0, 49.0] and bad == 0
+    assert len(read_events(str(log))[0]) == 50

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # the job modules load only when a client runs a job (sem sta
     from .jobdir import JobDir
 
 ClientGone = errors.ClientGone
-LOCAL_PROGRESS_TICK = 15.0  # in-process waits with a live line: how often the queue is looked at anyway
+LOCAL_PROGRESS_TICK = 60.0  # in-process waits with a waiting line: how often a waiter far back looks at its place
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 

@@ -8,6 +8,7 @@ object (a torn write after a full disk, a hand edit) is skipped, and counted.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Collection, Dict, List, Optional, Tuple
 
 MAX_EVENTS = 200_000  # the newest this many, at most, in one answer
@@ -20,9 +21,10 @@ def _wanted(entry: Dict[str, Any], names: Optional[Collection[str]]) -> bool:
 
 
 def read_events(path: str, since: Optional[float] = None, names: Optional[Collection[str]] = None,
-                limit: int = MAX_EVENTS) -> Tuple[List[Dict[str, Any]], int]:
+                limit: int = MAX_EVENTS, tail: Optional[int] = None) -> Tuple[List[Dict[str, Any]], int]:
     """(events from ``since`` on about ``names`` (boards or pools; None: all), oldest first,
-    the newest ``limit`` of them; how many lines were unreadable)."""
+    the newest ``limit`` of them; how many lines were unreadable). ``tail``: read only the
+    last that many bytes of the log (a waiter's ETA needs recent hold times, not years)."""
     events: List[Dict[str, Any]] = []
     bad = 0
     try:
@@ -30,6 +32,11 @@ def read_events(path: str, since: Optional[float] = None, names: Optional[Collec
     except FileNotFoundError:
         return [], 0
     with handle:
+        if tail is not None:
+            size = os.fstat(handle.fileno()).st_size
+            if size > tail:
+                handle.seek(size - tail)
+                handle.readline()  # the rest of a line cut in two
         for raw in handle:
             try:
                 entry = json.loads(raw)

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from .results import BoardState
     from .semaphore import Engine
 
-HOLD_HISTORY = 30 * 86400.0  # the releases of the last 30 days give the median hold times
+HOLD_HISTORY = 30 * 86400.0  # the releases of the last 30 days give the median hold times...
+HOLD_TAIL = 2 << 20  # ... as far as the last 2 MiB of the audit log (some 10000 events) reach
 
 
 def lab_states(engine: Engine) -> List[BoardState]:
@@ -33,7 +34,7 @@ def status(engine: Engine, names: Optional[Sequence[str]] = None) -> Dict[str, A
     wanted = None if not names else {b for name in names for b in inv.members(name)}
     now = time.time()
     states = lab_states(engine)
-    events, _ = read_events(engine.lab.audit_path, now - HOLD_HISTORY)
+    events, _ = read_events(engine.lab.audit_path, now - HOLD_HISTORY, tail=HOLD_TAIL)
     estimates = project(states, inv, HoldTimes.from_events(events), now)
     return {"now": now, "boards": [to_wire(s) for s in states if wanted is None or s.board in wanted],
             "estimates": {e.ticket: {"board": e.board, "eta": e.eta, "basis": e.basis} for e in estimates}}

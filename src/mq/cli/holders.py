@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Optional
 
 import typer
@@ -24,6 +21,8 @@ from ..engine.errors import BadInputError, ExitCode, safe_text
 from .state import open_from
 
 if TYPE_CHECKING:
+    import subprocess
+
     from ..engine.results import BoardState, Offline
 
 DEFAULT_OLDER_THAN = "2h"  # the old mail script's two hours
@@ -55,7 +54,7 @@ class Held:
     def values(self) -> dict[str, str]:
         """What each ``--notify`` placeholder becomes."""
         return {"user": self.user, "board": self.board, "key": "0" if self.key is None else self.key,
-                "since": datetime.fromtimestamp(self.since).astimezone().isoformat(timespec="seconds"),
+                "since": _iso(self.since),
                 "held": render.duration(self.held), "grant": "" if self.grant is None else str(self.grant)}
 
 
@@ -124,8 +123,16 @@ def table(found: list[Held], now: float) -> list[str]:
     return lines
 
 
+def _iso(when: float) -> str:
+    from datetime import datetime  # here: `mq --help` loads none of what holders needs
+
+    return datetime.fromtimestamp(when).astimezone().isoformat(timespec="seconds")
+
+
 def notify(argv: list[str]) -> Optional[str]:
     """Run one notification (no shell; stdin empty, its output to stderr); why it failed, or None."""
+    import subprocess
+
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=_stderr_fd(), start_new_session=True)
     except OSError as exc:
@@ -151,6 +158,8 @@ def _stderr_fd() -> Optional[int]:
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
+    import signal
+
     with contextlib.suppress(OSError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

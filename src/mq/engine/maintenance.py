@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Optional
 from . import boardlock, offline_marks
 from .errors import BadInputError, LockDirError
 from .fsutil import os_error
-from .names import MAX_KEY
+from .names import MAX_KEY, has_control
 from .offline_marks import Mark
 from .results import Holder, Offline
 from .signals import GUARD
@@ -51,7 +51,7 @@ def check_reason(reason: str) -> str:
         raise BadInputError("--reason must say why the board is out of service (it is shown to everyone)")
     if len(text) > MAX_REASON:
         raise BadInputError(f"--reason is longer than {MAX_REASON} characters")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+    if has_control(text):
         raise BadInputError("--reason must not contain control characters such as newlines")
     return text
 

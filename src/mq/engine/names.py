@@ -18,6 +18,11 @@ def valid_name(name: str) -> bool:
     return NAME_RE.fullmatch(name) is not None and name not in (".", "..") and not name.endswith((".lock", ".key"))
 
 
+def has_control(text: str) -> bool:
+    """C0 controls and DEL: what could forge lines in one-line-per-lock outputs."""
+    return any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
+
+
 def check_key(key: str) -> str:
     """Keys are data: any printable text (quotes, ``$()``, ``;`` ...) is stored literally.
 
@@ -28,6 +33,6 @@ def check_key(key: str) -> str:
         raise BadInputError("Key must not be empty (omit -k for no key)")
     if len(key) > MAX_KEY:
         raise BadInputError(f"Key is longer than {MAX_KEY} characters")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+    if has_control(key):
         raise BadInputError("Key must not contain control characters such as newlines")
     return key

@@ -45,6 +45,7 @@ class Kind:
     name: str
     open: Callable[[str, dict[str, str]], contextlib.AbstractContextManager[Opened]]
     host_side: bool  # check_held / end_session_lock are reachable (over the wire only inside job_run)
+    lock_files: bool = True  # its locks are files in the lab directory (the file engine, however reached)
 
 
 class WireEngine:
@@ -68,10 +69,11 @@ class WireEngine:
     def wait(self, name: str, key: str = NO_KEY, timeout: int = 0, budget: float | None = None,
              extra_fds: Sequence[int] = (), on_extra: Callable[[int], None] | None = None,
              on_tick: Callable[[], float | None] | None = None, session: bool = False,
-             boards: Sequence[str] | None = None) -> Grant:
+             boards: Sequence[str] | None = None, priority: int | None = None) -> Grant:
         assert not extra_fds and on_extra is None and on_tick is None, "the agent watches its own client"
+        extra = {} if priority is None else {"priority": priority}
         return Grant(**self._call("wait", name=name, key=key, timeout=timeout, budget=budget, session=session,
-                                  boards=None if boards is None else list(boards)))
+                                  boards=None if boards is None else list(boards), **extra))
 
     def cancel(self, name: str, key: str = NO_KEY) -> int:
         return int(self._call("cancel", name=name, key=key))

@@ -165,6 +165,10 @@ class Site:
         tickets = {t.name: t for state in self.engine.info(name) for t in state.waiters}
         return [t.key for t in sorted(tickets.values(), key=lambda t: t.seq)]
 
+    def served(self, board: str) -> list[str]:
+        """The keys of the live waiters for ``board``, in the order they are to be served."""
+        return [t.key for t in self.engine.info(board)[0].waiters]
+
     def holders(self, name: str) -> dict[str, str | None]:
         """Board -> key of its holder (None: free)."""
         return {s.board: s.holder.key if s.holder else None for s in self.engine.info(name)}
@@ -204,6 +208,10 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
                     "HOME": str(client)})
     else:
         lab = make_lab(tmp_path / "lab")
+    extra = request.node.get_closest_marker("inventory_extra")
+    if extra is not None:  # e.g. a [queue] policy, in place before the engine reads the inventory
+        with open(lab.base / "lab.toml", "a") as toml:
+            toml.write(extra.args[0])
     with kind.open(str(lab.base), env) as opened:
         here = Site(kind, lab, env, opened.engine, tmp_path)
         try:
@@ -258,6 +266,85 @@ def test_a_freed_board_goes_to_the_earliest_waiter_that_can_use_it(site: Site, f
     assert site.queued("trio") == [waiting]
     site.engine.signal("b2", key="H")  # a trio member only
     assert waiters[waiting].grant().board == "b2"
+
+
+# -- queue policies -----------------------------------------------------------------------
+PRIORITY_QUEUE = "\n[queue]\npolicy = \"priority\"\n"
+AGING_QUEUE = "\n[queue]\npolicy = \"priority\"\naging = 1\n"
+RANKED_TRIO = "\n[queue]\nkeys = { \"ci-*\" = -3 }\n"  # the lab stays FIFO; trio's own policy below
+
+
+def test_fifo_keeps_arrival_order_whatever_the_priorities(site: Site) -> None:
+    site.hold("b1")
+    workers = [site.queue("b1", f"w{n}", priority=p) for n, p in enumerate([0, 7, -2])]
+    assert site.served("b1") == ["w0", "w1", "w2"]
+    assert [(t.priority, t.effective) for t in site.engine.info("b1")[0].waiters] == [(0, None), (7, None), (-2, None)]
+    site.engine.signal("b1", key="H")
+    assert workers[0].grant().board == "b1"
+    assert workers[1].waiting()
+
+
+@pytest.mark.inventory_extra(PRIORITY_QUEUE)
+def test_higher_priority_first_then_arrival_order(site: Site) -> None:
+    site.hold("b1")
+    priorities = {"w0": 0, "w1": 5, "w2": 1, "w3": 5}
+    workers = {key: site.queue("b1", key, priority=p) for key, p in priorities.items()}
+    assert site.served("b1") == ["w1", "w3", "w2", "w0"]
+    assert [t.effective for t in site.engine.info("b1")[0].waiters] == [5, 5, 1, 0]
+    holder = "H"
+    for key in ["w1", "w3", "w2", "w0"]:
+        site.engine.signal("b1", key=holder) if holder == "H" else workers[holder].call("signal", name="b1",
+                                                                                       key=holder)
+        assert workers[key].grant().board == "b1"
+        assert all(w.waiting() for k, w in workers.items() if k in site.served("b1"))
+        holder = key
+
+
+@pytest.mark.inventory_extra(AGING_QUEUE)
+def test_aging_serves_by_virtual_arrival_time(site: Site) -> None:
+    """aging = 1: a priority step is worth one second of waiting."""
+    site.hold("b1")
+    early = site.queue("b1", "early", priority=0)
+    t0 = site.engine.info("b1")[0].waiters[0].created
+    wait_for(lambda: time.time() > t0 + 2.5, what="2.5 s", step=0.05)
+    late = site.queue("b1", "late", priority=2)  # came 2.5 s later: 2 steps are not enough
+    urgent = site.queue("b1", "urgent", priority=5)  # 5 steps are
+    assert site.served("b1") == ["urgent", "early", "late"]
+    effective = {t.key: t.effective for t in site.engine.info("b1")[0].waiters}
+    assert effective["early"] is not None and effective["early"] >= 2.5
+    site.engine.signal("b1", key="H")
+    assert urgent.grant().board == "b1"
+    urgent.call("signal", name="b1", key="urgent")
+    assert early.grant().board == "b1"
+    assert late.waiting()
+
+
+@pytest.mark.inventory_extra(PRIORITY_QUEUE)
+def test_a_high_priority_board_waiter_does_not_block_a_pool_waiter_on_another_member(site: Site) -> None:
+    site.hold("trio", count=3)
+    high = site.queue("b1", "high", priority=9)
+    low = site.queue("trio", "low", priority=0)
+    site.engine.signal("b2", key="H")  # high cannot use b2: low takes it at once
+    assert low.grant().board == "b2"
+    assert high.waiting()
+    site.engine.signal("b1", key="H")
+    assert high.grant().board == "b1"
+
+
+@pytest.mark.inventory_extra(RANKED_TRIO + "\n[pools.ranked]\nsystems = [\"b1\"]\npolicy = \"priority\"\n")
+def test_a_pools_own_policy_and_the_inventorys_key_priorities(site: Site) -> None:
+    site.hold("b1")
+    fifo_first = site.queue("b1", "plain", priority=4)  # the lab is FIFO: 4 orders nothing here
+    ci = site.queue("ranked", "ci-7")  # priority -3 from [queue.keys]
+    ranked = site.queue("ranked", "mine", priority=1)
+    waiters = {t.key: t for t in site.engine.info("b1")[0].waiters}
+    assert (waiters["ci-7"].priority, waiters["mine"].priority) == (-3, 1)
+    assert waiters["plain"].effective is None and waiters["mine"].effective == 1
+    # plain: virtual arrival = its arrival; mine: a class ahead of it; ci-7: three classes behind
+    assert site.served("b1") == ["mine", "plain", "ci-7"]
+    site.engine.signal("b1", key="H")
+    assert ranked.grant().board == "b1"
+    assert fifo_first.waiting() and ci.waiting()
 
 
 # -- reclaim ----------------------------------------------------------------------------
@@ -448,6 +535,8 @@ def test_a_run_jobs_release_spares_a_lock_that_replaced_it(site: Site) -> None:
     left behind): the run's end must not remove the new lock."""
     if not site.kind.host_side:
         pytest.skip("host side only: over the wire a job's lock is taken and released inside job_run")
+    if not site.kind.lock_files:
+        pytest.skip("lock files only: no other tool replaces a lock held in a database")
     site.engine.wait("b1", key="J", session=True, budget=0)
     lock = site.lab.lock("b1")
     lock.unlink()  # what lockfile -l does: remove the stale lock, then create its own
@@ -471,7 +560,8 @@ def test_a_pool_skips_an_offline_member(site: Site) -> None:
     assert state.offline == offline
     assert state.holder is not None and (state.holder.user, state.holder.key) == (site.engine.user, MAINTENANCE_KEY)
     assert [(s.board, s.offline is not None) for s in site.engine.dumpall()] == [("b1", True)]
-    assert site.lab.lock("b1").read_text() == "0\n"  # a lock file as lockfile(1) makes it
+    if site.kind.lock_files:
+        assert site.lab.lock("b1").read_text() == "0\n"  # a lock file as lockfile(1) makes it
     assert site.engine.wait("trio", key="P", budget=0).board == "b2"  # b1 is first and, to old tools, held
     assert site.engine.wait("trio", key="Q", budget=0).board == "b3"
     with pytest.raises(NotAcquiredError):

@@ -103,8 +103,18 @@ def info_lines(state: BoardState) -> List[str]:
     for number, ticket in enumerate(state.waiters, 1):
         via = f" via {ticket.target}" if ticket.target != state.board else ""
         since = f"{clock(ticket.created, now)} ({duration(now - ticket.created)})"
-        lines.append(f"  waiting {number}: {ticket.user} key '{safe_text(ticket.key, 256)}'{via} since {since}")
+        lines.append(f"  waiting {number}: {ticket.user} key '{safe_text(ticket.key, 256)}'{via} since {since}"
+                     f"{priority_text(ticket.priority, ticket.effective)}")
     return lines
+
+
+def priority_text(priority: int, effective: Optional[float]) -> str:
+    """``, priority 5 (effective 7.25)`` under the priority policy; ``, priority 5 (FIFO)`` for a
+    priority that orders nothing; "" for none."""
+    if effective is None:
+        return f", priority {priority} (FIFO)" if priority else ""
+    shown = f"{effective:.2f}".rstrip("0").rstrip(".")
+    return f", priority {priority}" + ("" if shown == str(priority) else f" (effective {shown})")
 
 
 def mr_info_line(state: BoardState) -> str:
@@ -128,8 +138,8 @@ def state_json(state: BoardState) -> Dict[str, Any]:
     ``offline`` only for a board out of service."""
     data = {"board": state.board, "state": "free" if state.holder is None else "locked",
             "holder": holder_json(state.holder),
-            "waiters": [{"user": t.user, "key": t.key, "target": t.target, "since": t.created}
-                        for t in state.waiters]}
+            "waiters": [{"user": t.user, "key": t.key, "target": t.target, "since": t.created,
+                         "priority": t.priority, "effective_priority": t.effective} for t in state.waiters]}
     off = state.offline
     if off is not None:  # only for a board out of service (mq offline), as "unread" is only there when it is
         data["offline"] = {"reason": off.reason, "user": off.user, "since": off.since, "maintenance_lock": off.locked}

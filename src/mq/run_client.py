@@ -50,6 +50,7 @@ class RunOptions:
     files: list[str] = field(default_factory=list)
     period: float = 8.0
     retries: int = -1
+    priority: int | None = None  # None: the inventory's [queue]
     console_to_stderr: bool = False  # --json: stdout carries the summary only
 
 
@@ -154,6 +155,8 @@ def _run(lab: Lab, opts: RunOptions, boards: list[str], sink: ConsoleSink, notif
         "budget": wait_budget(opts.period, opts.retries), "interactive": opts.interactive, "files": uploaded,
         "dtb": dtb, "bitstream": bitstream, "linux": opts.linux,
     }
+    if opts.priority is not None:
+        spec["priority"] = opts.priority
     keyboard = Keyboard("reserve") if opts.reserve else Keyboard("interactive") if opts.interactive else None
 
     line: WaitLine | None = None

@@ -19,6 +19,7 @@ from .engine.arguments import MAX_SECONDS
 from .engine.errors import BadInputError
 from .engine.inventory import Inventory, Pool, System
 from .engine.names import NO_KEY
+from .engine.policy import QueueConfig
 from .engine.protocol import states_from_wire
 from .engine.results import BoardState, Grant, Holder, Offline, Released, Ticket
 from .transport import Transport, open_transport
@@ -73,8 +74,9 @@ class Lab:
 
 def inventory_from_wire(data: dict[str, Any]) -> Inventory:
     systems = {s["name"]: System(**s) for s in data["systems"]}
-    pools = {p["name"]: Pool(name=p["name"], members=tuple(p["members"])) for p in data["pools"]}
-    return Inventory(path=str(data["path"]), systems=systems, pools=pools)
+    pools = {p["name"]: Pool(**{**p, "members": tuple(p["members"])}) for p in data["pools"]}
+    return Inventory(path=str(data["path"]), systems=systems, pools=pools,
+                     queue=QueueConfig.from_wire(data.get("queue")))
 
 
 def _create_demo_lab(config: Config) -> str | None:
@@ -114,19 +116,22 @@ def _states(data: list[dict[str, Any]]) -> list[BoardState]:
 
 
 def sem_wait(lab: Lab, name: str, key: str = NO_KEY, lock_timeout: int = 0, period: float = 8.0,
-             retries: int = -1, on_queue: Callable[[dict[str, Any]], None] | None = None) -> Grant:
-    """Wait for ``name``; ``on_queue`` is given each ``queue`` event (place, holders, ETA) while waiting."""
+             retries: int = -1, on_queue: Callable[[dict[str, Any]], None] | None = None,
+             priority: int | None = None) -> Grant:
+    """Wait for ``name``; ``on_queue`` is given each ``queue`` event (place, holders, ETA) while waiting.
+    ``priority`` None: the inventory's ``[queue]`` decides."""
     lab.note_name(name)
     budget = wait_budget(period, retries)
+    extra: dict[str, Any] = {} if priority is None else {"priority": priority}
     if on_queue is None:
-        return Grant(**lab.transport.call("wait", name=name, key=key, timeout=lock_timeout, budget=budget))
+        return Grant(**lab.transport.call("wait", name=name, key=key, timeout=lock_timeout, budget=budget, **extra))
 
     def on_event(event: str, _payload: bytes, fields: dict[str, Any]) -> None:
         if event == "queue":
             on_queue(fields)
 
     return Grant(**lab.transport.call("wait", on_event=on_event, name=name, key=key, timeout=lock_timeout,
-                                      budget=budget, progress=True))
+                                      budget=budget, progress=True, **extra))
 
 
 def undo_grant(lab: Lab, grant: Grant) -> None:

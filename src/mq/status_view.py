@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from .engine.errors import safe_text
-from .render import clock, duration
+from .render import clock, duration, priority_text
 
 if TYPE_CHECKING:
     from .engine.results import BoardState
@@ -34,7 +34,8 @@ def board_json(state: BoardState, status: LabStatus) -> Dict[str, Any]:
         if estimate.get("board") not in (None, state.board):
             basis = f"expected to get {estimate['board']} instead: {basis}"
         waiters.append({"position": position, "user": ticket.user, "key": ticket.key, "since": ticket.created,
-                        "target": ticket.target, "eta": estimate.get("eta"), "eta_basis": basis})
+                        "target": ticket.target, "priority": ticket.priority, "effective_priority": ticket.effective,
+                        "eta": estimate.get("eta"), "eta_basis": basis})
     return {"board": state.board, "state": state_word(state),
             "holder": None if holder is None else {"user": holder.user, "key": holder.key,
                                                    "since": holder.since_ns / 1e9, "timeout": holder.timeout or None,
@@ -74,7 +75,9 @@ def status_lines(status: LabStatus) -> List[str]:
             via = f" via {waiter['target']}" if waiter["target"] != state.board else ""
             lines.append(f"    {waiter['position']}. {safe_text(waiter['user'])} key "
                          f"'{safe_text(waiter['key'], 40)}'{via}, waiting since {clock(waiter['since'], now)} "
-                         f"({duration(now - waiter['since'])}); ETA {eta_text(waiter['eta'], now)}: "
+                         f"({duration(now - waiter['since'])})"
+                         f"{priority_text(waiter['priority'], waiter['effective_priority'])}; "
+                         f"ETA {eta_text(waiter['eta'], now)}: "
                          f"{waiter['eta_basis']}")
     return lines
 

@@ -15,7 +15,7 @@ import time
 from typing import Any, Dict, List, Optional, TextIO
 
 from .engine.errors import safe_text
-from .render import PREFIX, clock, duration
+from .render import PREFIX, clock, duration, priority_text
 
 CHANGE_GAP = 5.0  # seconds between two "place changed" lines in a log
 REMINDER = 60.0  # seconds without a change before a log is reminded the wait goes on
@@ -26,7 +26,8 @@ def describe(event: Dict[str, Any], waited: float) -> str:
     median hold of b1 (40 grants)); waited 3m``."""
     now = float(event.get("now") or time.time())
     parts = [f"position {event.get('position', '?')} of {event.get('total', '?')} for "
-             f"{safe_text(str(event.get('target', '')))}"]
+             f"{safe_text(str(event.get('target', '')))}"
+             f"{priority_text(int(event.get('priority') or 0), event.get('effective_priority'))}"]
     held: List[str] = []
     for h in event.get("holders") or []:
         since = now - float(h.get("since") or now)

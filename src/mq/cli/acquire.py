@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def acquire(lab: service.Lab, name: str, key: str, lock_timeout: int, period: float, retries: int,
-            report: Callable[[Grant], None], show_wait: bool = False) -> Grant:
+            report: Callable[[Grant], None], show_wait: bool = False, priority: int | None = None) -> Grant:
     """Wait for the lock and ``report`` the grant; a signal before it is reported gives it back.
     ``show_wait``: the waiting line on stderr (``waitline``) while the wait lasts."""
     # Signals are taken only where nothing is half done: while waiting, or here
@@ -26,7 +26,7 @@ def acquire(lab: service.Lab, name: str, key: str, lock_timeout: int, period: fl
     with GUARD.deferred():
         try:
             grant = service.sem_wait(lab, name, key=key, lock_timeout=lock_timeout, period=period, retries=retries,
-                                     on_queue=None if line is None else line.update)
+                                     on_queue=None if line is None else line.update, priority=priority)
         finally:
             if line is not None:
                 line.close()

@@ -99,14 +99,16 @@ FILES = [
                                              "refreshes it when it lacks the name given)."),
     ("~/.ssh/config", "The OpenSSH client configuration (HostName, User, Port, IdentityFile, ProxyJump, "
                       "ProxyCommand, UserKnownHostsFile ...)."),
-    ("BASE/lab.toml", "The lab inventory: [systems.NAME] and [pools.NAME] tables."),
+    ("BASE/lab.toml", "The lab inventory: [systems.NAME] and [pools.NAME] tables, and [queue] (the queue "
+                      "policy: fifo or priority, aging, priorities by user and key)."),
     ("BASE/NAME.lock", "The lock of system NAME, as lockfile(1) makes it: mode 0444, owned by the holder, "
                        "its content the -T timeout (0: none)."),
     ("BASE/NAME.key", "The key stored with that lock (0: none)."),
     ("BASE/.mq/", "mq's own state: queue/ (one ticket per waiter), holders/ (grant records), sessions/ "
-                  "(run jobs), offline/ (boards out of service), the counters grants and seq, and the mutex."),
+                  "(run jobs), offline/ (boards out of service), health/ (each board's row of board failures, for "
+                  "health_limit), the counters grants and seq, and the mutex."),
     ("BASE/audit.jsonl", "The audit log: one JSON object per grant, release, force, reclaim, cancel, "
-                         "timeout, dead waiter, offline and online."),
+                         "timeout, dead waiter, health, offline and online."),
     ("~/.cache/mq/engine-HASH/", "On the lab host: the engine the client shipped there."),
     ("~/.cache/mq/jobs/", "On the lab host: each run's private directory for its images."),
 ]

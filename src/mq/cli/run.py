@@ -10,7 +10,7 @@ import typer
 from .. import render
 from ..engine.errors import safe_text
 from ..engine.names import NO_KEY
-from .state import complete_names, open_from
+from .state import PRIORITY_HELP, check_priority_option, complete_names, open_from
 
 OUTCOME_TEXT = {
     "completed": "completion text found",
@@ -39,6 +39,7 @@ def run_command(
     files: list[str] = typer.Option([], "-f", help="Image file; repeat for systems taking several."),
     period: float = typer.Option(8.0, "-w", help="Seconds per retry period while waiting for the lock."),
     retries: int = typer.Option(-1, "-t", help="Retry periods: -1 forever, 0 one try."),
+    priority: Optional[int] = typer.Option(None, "--priority", help=PRIORITY_HELP),
     as_json: bool = typer.Option(False, "--json", help="The console to stderr; on stdout, a summary (JSON)."),
 ) -> None:
     """Lock, boot, stream the console until the completion text, power off, release."""
@@ -48,7 +49,7 @@ def run_command(
     result = run(lab, RunOptions(target=system, completion=completion, error=error, timeout=timeout, log=log,
                                  key=key, held=held, reserve=reserve, interactive=interactive, linux=linux, dtb=dtb,
                                  bitstream=bitstream, files=files, period=period, retries=retries,
-                                 console_to_stderr=as_json), render.diag)
+                                 priority=check_priority_option(priority), console_to_stderr=as_json), render.diag)
     for note in result.notes:
         render.diag(f"mq: warning: {note}")
     if result.outcome == LOCK_LOST:

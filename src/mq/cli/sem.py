@@ -10,7 +10,7 @@ from .. import render
 from ..engine.arguments import MAX_LOCK_TIMEOUT
 from ..engine.names import NO_KEY
 from ..errors import BadInputError, UsageError
-from .state import complete_names, open_from
+from .state import PRIORITY_HELP, check_priority_option, complete_names, open_from
 
 if TYPE_CHECKING:
     from .. import service
@@ -23,7 +23,7 @@ def sem(
     ctx: typer.Context,
     name: Optional[str] = typer.Argument(None, help="System or pool (or 'dumpall').",
                                          autocompletion=complete_names),
-    wait: bool = typer.Option(False, "--wait", "-wait", help="Acquire the lock (fair, first come first served)."),
+    wait: bool = typer.Option(False, "--wait", "-wait", help="Acquire the lock (fair: in queue order)."),
     signal: bool = typer.Option(False, "--signal", "-signal", help="Release the lock."),
     info: bool = typer.Option(False, "--info", "-info", help="Show holder, grant number and waiters."),
     mr_info: bool = typer.Option(False, "--mr-info", "-mr-info", help="One machine-readable line per board."),
@@ -33,6 +33,7 @@ def sem(
     period: float = typer.Option(8.0, "-w", help="Seconds per retry period (budget = -w x -t)."),
     retries: int = typer.Option(-1, "-t", help="Retry periods: -1 forever, 0 one try."),
     lock_timeout: int = typer.Option(0, "-T", help="Others may reclaim the lock after this many seconds."),
+    priority: Optional[int] = typer.Option(None, "--priority", help=PRIORITY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Versioned JSON output."),
 ) -> None:
     """Lock, release and inspect boards and pools (mq.sh sem).
@@ -58,7 +59,7 @@ def sem(
     lab = open_from(ctx)
     action = chosen[0]
     if action == "wait":
-        _wait(lab, name, key, lock_timeout, period, retries, as_json)
+        _wait(lab, name, key, lock_timeout, period, retries, as_json, check_priority_option(priority))
     elif action == "signal":
         released = service.sem_signal(lab, name, key=key, force=force)
         if as_json:
@@ -84,7 +85,7 @@ def sem(
 
 
 def _wait(lab: service.Lab, name: str, key: str, lock_timeout: int, period: float, retries: int,
-          as_json: bool) -> None:
+          as_json: bool, priority: Optional[int]) -> None:
     from .acquire import acquire
 
     def report(grant: Grant) -> None:
@@ -94,7 +95,7 @@ def _wait(lab: service.Lab, name: str, key: str, lock_timeout: int, period: floa
             render.diag(render.takeover_line(grant))
         render.out(render.envelope("grant", render.grant_json(grant)) if as_json else grant.board)
 
-    acquire(lab, name, key, lock_timeout, period, retries, report, show_wait=True)
+    acquire(lab, name, key, lock_timeout, period, retries, report, show_wait=True, priority=priority)
 
 
 def _dumpall(ctx: typer.Context, as_json: bool) -> None:

@@ -41,3 +41,17 @@ def complete_names(ctx: typer.Context, incomplete: str = "") -> list[str]:
     given = ctx.find_root().params
     opts = ctx.obj if isinstance(ctx.obj, Globals) else Globals()
     return names(incomplete, host=given.get("host"), base=given.get("base"), mqsh=opts.mqsh)
+
+
+PRIORITY_HELP = ("Queue priority (higher first; default: the inventory's [queue], else 0); "
+                 "orders the queue only under the priority policy.")
+
+
+def check_priority_option(priority: Optional[int]) -> Optional[int]:
+    """``--priority``, in range (a wrong one exits 5 before anything is asked of the lab)."""
+    from ..engine.policy import MAX_PRIORITY
+    from ..errors import BadInputError
+
+    if priority is not None and abs(priority) > MAX_PRIORITY:
+        raise BadInputError(f"--priority {priority}: out of range (-{MAX_PRIORITY} to {MAX_PRIORITY})")
+    return priority

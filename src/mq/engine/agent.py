@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 from . import arguments, errors, fsutil, protocol
 from .interface import EngineFactory, LockEngine
-from .inventory import load_inventory
+from .inventory import load_inventory, system_from_wire
 from .labpaths import user_name
 from .names import NO_KEY
 from .results import BoardState, Grant, Offline, Released
@@ -259,18 +259,20 @@ class Agent:
     def _inventory_op(self) -> Dict[str, Any]:
         inv = self.engine().inventory
         return {"path": inv.path, "systems": [protocol.to_wire(s) for s in inv.systems.values()],
-                "pools": [protocol.to_wire(p) for p in inv.pools.values()]}
+                "pools": [protocol.to_wire(p) for p in inv.pools.values()], "queue": protocol.to_wire(inv.queue)}
 
     @operation("wait")
     def _wait(self, name: str, key: str = NO_KEY, timeout: int = 0, budget: Optional[float] = None,
-              session: bool = False, boards: Optional[Sequence[str]] = None, progress: bool = False) -> Grant:
+              session: bool = False, boards: Optional[Sequence[str]] = None, progress: bool = False,
+              priority: Optional[int] = None) -> Grant:
         on_progress = self._progress_reporter(name, key) if progress else None
         if self.channel.fd < 0:  # in-process (local transport): signals interrupt the wait
             return self.engine().wait(name, key, timeout, budget, session=session, boards=boards,
                                       on_tick=(lambda: LOCAL_PROGRESS_TICK) if progress else None,
-                                      on_progress=on_progress)
+                                      on_progress=on_progress, priority=priority)
         return self.engine().wait(name, key, timeout, budget, extra_fds=[self.channel.fd], on_extra=self._on_input,
-                                  on_tick=self._tick, session=session, boards=boards, on_progress=on_progress)
+                                  on_tick=self._tick, session=session, boards=boards, on_progress=on_progress,
+                                  priority=priority)
 
     def _progress_reporter(self, name: str, key: str) -> Callable[[int, int], None]:
         """A wait's ``queue`` events: its place, who holds its boards, its projected start."""
@@ -368,7 +370,14 @@ class Agent:
         ], arguments.JOB_ARGUMENTS)
         spec = run_host.JobSpec(**args)
         job_dir, self._job = self._job, None
-        return run_host.run_job(self.engine(), spec, RemoteJobIO(self), job_dir)
+        if spec.system is None:
+            return run_host.run_job(self.engine(), spec, RemoteJobIO(self), job_dir)
+        from .bare import BareEngine
+
+        bare = BareEngine(system_from_wire(spec.system))
+        result = run_host.run_job(bare, spec, RemoteJobIO(self), job_dir)
+        result["health"] = bare.verdict  # the client counts it where the lock is (None: nothing to say)
+        return result
 
     def _tick(self) -> float:
         """During a wait: give up on a silent client, tell the client we are alive."""

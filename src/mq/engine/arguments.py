@@ -20,6 +20,7 @@ from typing import Any, Callable, Collection, Dict, Mapping, Optional
 
 from .errors import BadInputError, safe_text
 from .names import check_key, valid_name
+from .policy import MAX_PRIORITY
 
 MAX_LOCK_TIMEOUT = 999_999_999
 """The largest ``-T``, in seconds (about 31 years): nine digits, what a lock file holds and
@@ -119,6 +120,11 @@ def each(inner: Check) -> Check:
     return check
 
 
+def table(field: str, value: Any) -> None:
+    if not isinstance(value, dict) or len(value) > 64:
+        raise refuse(field, value, "a table")
+
+
 def choice(*allowed: str) -> Check:
     def check(field: str, value: Any) -> None:
         if not isinstance(value, str) or value not in allowed:
@@ -135,6 +141,7 @@ ARGUMENTS: Dict[str, Check] = {
     "timeout": integer(0, MAX_LOCK_TIMEOUT),  # -T
     "budget": optional(number(0, MAX_SECONDS)),  # -w x -t; null: forever
     "session": boolean,
+    "priority": optional(integer(-MAX_PRIORITY, MAX_PRIORITY)),  # wait: null: the inventory's [queue]
     "progress": boolean,  # wait: send ``queue`` events (place, holders, projected start)
     "force": boolean,
     "order": choice("inventory", "directory"),
@@ -158,11 +165,13 @@ JOB_ARGUMENTS: Dict[str, Check] = {
     "error": optional(text()),
     "timeout": number(high=MAX_SECONDS),  # -d; < 0: none
     "budget": optional(number(0, MAX_SECONDS)),
+    "priority": optional(integer(-MAX_PRIORITY, MAX_PRIORITY)),
     "interactive": boolean,
     "files": each(text()),
     "dtb": text(),
     "bitstream": text(),
     "linux": boolean,
+    "system": optional(table),  # a bare job's system (checked whole by inventory.system_from_wire)
 }
 
 

@@ -34,6 +34,7 @@ STOP_GRACE = 2.0
 POWER_OFF_TIMEOUT = 60.0
 
 # Outcomes of a boot, each with its exit code (README "Exit codes").
+EXIT_GRACE = 1.0  # seconds a boot command whose output ended may take to exit by itself
 COMPLETED, ERROR_TEXT, TIMED_OUT, CONSOLE_ENDED, DETACHED = "completed", "error", "timeout", "console-ended", "detached"
 LOCK_LOST = "lock-lost"  # the job's lock was broken or reclaimed behind its back (engine.lockwatch)
 NO_DEADLINE = 10 * 365 * 86400.0  # a -d of ten years or more (inf included) is no deadline
@@ -143,6 +144,7 @@ class Console:
         self._window = ""
         self.unsettled = False  # a match at the end of an unfinished line waits (see search)
         self.ended = False
+        self.printed = 0  # console bytes read so far (board health: did the board say anything?)
 
     def read(self) -> bytes:
         try:
@@ -151,6 +153,7 @@ class Console:
             return b""
         if not data:
             self.ended = True
+        self.printed += len(data)
         return data
 
     def search(self, data: bytes, patterns: Dict[str, re.Pattern[str]], settled: bool = False) -> Optional[str]:
@@ -182,6 +185,9 @@ class Console:
 
     def stop(self) -> None:
         """Stop the console command and everything it started (its session)."""
+        if self.ended and self.proc.poll() is None:  # its output ended: let it exit by itself (its status)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=EXIT_GRACE)
         if self.proc.poll() is None:
             for sig, grace in ((signal.SIGTERM, STOP_GRACE), (signal.SIGKILL, 5.0)):
                 try:

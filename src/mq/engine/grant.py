@@ -13,9 +13,9 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
-from . import boardlock, legacy, maintenance, notify, offline_marks
+from . import boardlock, legacy, maintenance, notify, offline_marks, policy
 from .doorbell import Doorbell
 from .errors import AlreadyHeldError, BadInputError, BoardOfflineError, DiskError, EngineError, LockDirError
 from .fsutil import os_error
@@ -50,8 +50,9 @@ class Granter:
         self._doorbell: Optional[Doorbell] = None
 
     def wait(self, name: str, key: str = NO_KEY, timeout: int = 0, budget: Optional[float] = None,
-             hooks: Hooks = Hooks(), session: bool = False, boards: Optional[Sequence[str]] = None) -> Grant:
-        """Take a board (or the first free pool member) in first-come, first-served order
+             hooks: Hooks = Hooks(), session: bool = False, boards: Optional[Sequence[str]] = None,
+             priority: Optional[int] = None) -> Grant:
+        """Take a board (or the first free pool member) in the queue's order
         (see ``interface.LockEngine.wait``)."""
         members = self.inventory.members(name)
         if boards is None:
@@ -59,6 +60,10 @@ class Granter:
         elif not boards or not set(boards) <= set(members):
             raise BadInputError(f"no suitable board in {name}")
         check_key(key)
+        try:
+            rank = policy.check_priority(self.inventory.queue.priority_for(self.lab.user, key, priority))
+        except ValueError as exc:
+            raise BadInputError(str(exc)) from None
         self.lab.ensure()
         if not self.inventory.is_pool(name):
             mark = offline_marks.read(self.lab, name)
@@ -72,12 +77,12 @@ class Granter:
         started = time.monotonic()
         deadline = None if budget is None else started + max(0.0, budget)
         with GUARD.deferred():  # signals are taken at the waiter's safe points only
-            return self._wait_deferred(name, boards, key, timeout, session, started, deadline, hooks)
+            return self._wait_deferred(name, boards, key, timeout, session, started, deadline, hooks, rank)
 
     def _wait_deferred(self, name: str, boards: Sequence[str], key: str, timeout: int, session: bool,
-                       started: float, deadline: Optional[float], hooks: Hooks) -> Grant:
+                       started: float, deadline: Optional[float], hooks: Hooks, rank: int) -> Grant:
         with self.lab.mutex():
-            own = self.queue.enqueue(name, boards, key)
+            own = self.queue.enqueue(name, boards, key, rank)
         try:
 
             request = Request(name=name, key=key, timeout=timeout, session=session, started=started)
@@ -146,6 +151,9 @@ class Granter:
             return False
         return holder is None or holder.expired(time.time()) or self.state.dead_session(holder)
 
+    def ordered(self) -> List[Ticket]:
+        return policy.order(self.queue.tickets(), self.inventory)
+
     def clear_dead(self, ticket: Ticket) -> None:
         if self.queue.clear_dead(ticket):
             self.lab.audit.record("dead-waiter", target=ticket.target, key=ticket.key, waiter=ticket.user,
@@ -153,7 +161,7 @@ class Granter:
 
     # -- taking the board ------------------------------------------------------------
     def _walk(self, own: OwnTicket, alive: Optional[Callable[[Ticket], bool]] = None) -> Optional[str]:
-        choice, dead = walk_queue(self.queue.tickets(), own.ticket.name, self.available,
+        choice, dead = walk_queue(self.ordered(), own.ticket.name, self.available,
                                   alive or self.queue.is_alive, self.lab.base)
         for ticket in dead:
             self.clear_dead(ticket)
@@ -203,7 +211,8 @@ class Granter:
         own.close()
         waited = round(time.monotonic() - request.started, 3)
         self.lab.audit.record("grant", board=board, pool=pool, key=request.key, grant=number,
-                              timeout=request.timeout, waited=waited, session=request.session or None)
+                              timeout=request.timeout, waited=waited, session=request.session or None,
+                              priority=own.ticket.priority or None)
         return Grant(board=board, target=request.name, key=request.key, timeout=request.timeout, grant=number,
                      waited=waited, reclaimed_from=reclaimed, reclaimed_timeout=reclaimed_timeout)
 

@@ -13,8 +13,9 @@ Results are the frozen dataclasses of ``results``; failures are the
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
+from .health import Failure
 from .inventory import Inventory
 from .names import NO_KEY
 from .results import BoardState, Grant, Offline, Released
@@ -38,8 +39,9 @@ class LockEngine(Protocol):
              extra_fds: Sequence[int] = (), on_extra: Optional[Callable[[int], None]] = None,
              on_tick: Optional[Callable[[], Optional[float]]] = None, session: bool = False,
              boards: Optional[Sequence[str]] = None,
-             on_progress: Optional[Callable[[int, int], None]] = None) -> Grant:
-        """Take a board (or the first free pool member) in first-come, first-served order.
+             on_progress: Optional[Callable[[int, int], None]] = None, priority: Optional[int] = None) -> Grant:
+        """Take a board (or the first free pool member) in the queue's order: first come, first
+        served, or as the queue policy of ``name`` orders waits (``policy``).
 
         ``timeout`` is the lock's ``-T``: after that many seconds (0: never)
         another waiter may reclaim it. ``budget`` is the total wait in seconds
@@ -55,6 +57,8 @@ class LockEngine(Protocol):
         ``boards`` narrows a pool to the members that suit the job.
         ``on_progress(position, total)`` is told the waiter's place among the live
         waiters for its boards (1: next) whenever it changes, as far as it knows.
+        ``priority``: the wait's priority (None: what the inventory's ``[queue]`` gives its user
+        and key); it orders the queue only under the ``priority`` policy.
         """
         ...
 
@@ -83,7 +87,8 @@ class LockEngine(Protocol):
 
     # -- looking -----------------------------------------------------------------
     def info(self, name: str) -> List[BoardState]:
-        """Each board of ``name``: its holder and the live waiters that want it, in arrival order."""
+        """Each board of ``name``: its holder and the live waiters that want it, in queue order
+        (``policy.order``: arrival order under FIFO)."""
         ...
 
     def dumpall(self, order: str = "inventory") -> List[BoardState]:
@@ -105,13 +110,42 @@ class LockEngine(Protocol):
         the reason, ``run`` refuses it; older tools see it held. Audited."""
         ...
 
+    def note_health(self, board: str, failure: Optional[Failure]) -> Tuple[int, Optional[Offline]]:
+        """A ``run``'s verdict on ``board`` (``health.judge``): a ``Failure`` is counted (None: a
+        healthy run ends the row); once the row reaches the system's ``health_limit`` the board is
+        taken offline with the reason. Returns (the row's length, the new offline state or None).
+        Audited; a board with no ``health_limit`` is not watched: (0, None)."""
+        ...
+
     def set_online(self, board: str) -> Optional[Offline]:
         """Put ``board`` back in service; what it was offline for (None: it was not). Audited."""
         ...
+
+
+class JobEngine(Protocol):
+    """What a ``run`` job (``run_host.run_job``) needs of an engine: every ``LockEngine``, or a bare
+    job's stand-in (``bare.BareEngine``: the lock is held elsewhere, this host only boots)."""
+
+    @property
+    def inventory(self) -> Inventory: ...
+
+    def wait(self, name: str, key: str = NO_KEY, timeout: int = 0, budget: Optional[float] = None,
+             extra_fds: Sequence[int] = (), on_extra: Optional[Callable[[int], None]] = None,
+             on_tick: Optional[Callable[[], Optional[float]]] = None, session: bool = False,
+             boards: Optional[Sequence[str]] = None,
+             on_progress: Optional[Callable[[int, int], None]] = None, priority: Optional[int] = None) -> Grant: ...
+
+    def check_held(self, name: str, key: str = NO_KEY, boards: Optional[Sequence[str]] = None) -> str: ...
+
+    def end_session_lock(self, board: str, key: str, reason: str) -> bool: ...
+
+    def status(self, names: Optional[Sequence[str]] = None) -> Dict[str, Any]: ...
+
+    def note_health(self, board: str, failure: Optional[Failure]) -> Tuple[int, Optional[Offline]]: ...
 
 
 EngineFactory = Callable[[str, Inventory], LockEngine]
 """Opens an engine on a lab: ``(base, inventory)``, where ``base`` names where its locks live."""
 
 
-__all__ = ["EngineFactory", "LockEngine"]
+__all__ = ["EngineFactory", "JobEngine", "LockEngine"]

@@ -11,9 +11,20 @@ It is a TOML file (``lab.toml``)::
     boot = "..."            # boot, power_off: command templates (strings, see ``templates``);
     power_off = "..."       # a system with no boot serves sem and run -r only
 
+    health_limit = 3        # after this many board failures of `mq run` in a row, the
+                            # board takes itself offline (absent: never)
+    host = "tftp2"          # the lab host it hangs off (for a lab that spans hosts)
+
     [pools.arm_pool]
     systems = ["sabre"]         # explicit members, and/or
     match = { arch = "arm" }    # every system whose attributes all equal these
+    policy = "priority"         # the pool's own queue policy and aging (else the lab's)
+
+    [queue]                     # the queue policy (``policy``, ``queue_config``)
+    policy = "fifo"             # or "priority"
+    aging = 600                 # seconds of waiting worth one priority step (absent: no aging)
+    users = { alice = 5 }       # priorities by user, and by key pattern (first match wins):
+    keys = { "ci-*" = -5 }      # a wait's own --priority comes first
 
 Every mistake is an :class:`InventoryError` naming the file and the dotted key
 (``systems.b1.boot``): ``load_inventory`` and ``parse_inventory`` raise the
@@ -25,13 +36,14 @@ so a mistake in one is found before anything is locked.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
-from . import templates, tomlparse
+from . import queue_config, templates, tomlparse
 from .errors import InventoryError, UnknownTargetError
 from .names import NAME_RE
 from .names import valid_name as is_valid_name
+from .policy import QueueConfig
 from .tomlparse import dotted_key as _key
 from .tomlparse import quoted as _quote
 
@@ -45,18 +57,19 @@ __all__ = [
     "load_inventory",
     "parse_inventory",
     "read_inventory",
+    "system_from_wire",
 ]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-_TEXT_ATTRS = ("arch", "isa", "soc", "cpu", "sel4_plat")
+_TEXT_ATTRS = ("arch", "isa", "soc", "cpu", "sel4_plat", "host")
 _SIZE_ATTRS = ("ram", "max_clk")  # text; an integer is accepted and rendered as text
-_COUNT_ATTRS = ("cores", "files")
+_COUNT_ATTRS = ("cores", "files", "health_limit")
 _BOOL_ATTRS = ("pxe_linux", "dtb")
 _COMMAND_ATTRS = ("boot", "power_off")
 ATTRIBUTES = (
     "arch", "isa", "soc", "cpu", "cores", "ram", "max_clk", "sel4_plat",
-    "files", "pxe_linux", "dtb", "boot", "power_off",
+    "files", "pxe_linux", "dtb", "boot", "power_off", "health_limit", "host",
 )  # fmt: skip
 
 
@@ -78,6 +91,8 @@ class System:
     dtb: bool = False
     boot: Optional[str] = None
     power_off: Optional[str] = None
+    health_limit: int = 0  # board failures of `mq run` in a row that take it offline (0: never)
+    host: str = ""  # its lab host ("": the lab's one host)
 
     def attribute(self, key: str) -> object:
         """The value of attribute ``key`` (``name`` or one of ``ATTRIBUTES``); KeyError otherwise."""
@@ -93,6 +108,8 @@ class Pool:
 
     name: str
     members: Tuple[str, ...]
+    policy: Optional[str] = None  # its own queue policy (None: the lab's)
+    aging: Optional[float] = None  # its own aging (None: the lab's)
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,7 @@ class Inventory:
     path: str
     systems: Dict[str, System] = field(default_factory=dict)
     pools: Dict[str, Pool] = field(default_factory=dict)
+    queue: QueueConfig = field(default_factory=QueueConfig)
 
     def is_pool(self, name: str) -> bool:
         return name in self.pools
@@ -127,6 +145,20 @@ class Inventory:
 def load_inventory(path: str) -> Inventory:
     """Read and check the inventory file at ``path``; raises its first mistake."""
     return parse_inventory(read_inventory(path), path)
+
+
+def system_from_wire(data: Dict[str, Any]) -> System:
+    """A system sent whole (a bare job's, ``bare``), checked as the inventory checks one."""
+    name = data.get("name")
+    if not isinstance(name, str):
+        raise InventoryError("(job)", "system", "a system needs a name")
+    defaults = {f.name: f.default for f in fields(System)}
+    body = {k: v for k, v in data.items() if k != "name" and not (k in defaults and v == defaults[k])}
+    found: List[InventoryError] = []
+    system = _parse_system(found, "(job)", name, body)
+    if found or system is None:
+        raise found[0] if found else InventoryError("(job)", "system", "not a system")
+    return system
 
 
 def read_inventory(path: str) -> str:
@@ -166,9 +198,9 @@ def check_inventory(text: str, path: str) -> Tuple[Inventory, List[InventoryErro
         return Inventory(path), [InventoryError(path, "", f"invalid TOML: {tomlparse.explain(text, exc)}")]
     found: List[InventoryError] = []
     for section in data:
-        if section not in ("systems", "pools"):
-            found.append(InventoryError(path, _key(section), "unknown section (expected [systems.NAME] or "
-                                                             "[pools.NAME])"))
+        if section not in ("systems", "pools", "queue"):
+            found.append(InventoryError(path, _key(section), "unknown section (expected [systems.NAME], "
+                                                             "[pools.NAME] or [queue])"))
     systems: Dict[str, System] = {}
     broken: Set[str] = set()  # declared, but unusable: not reported again where a pool names them
     declared = _found_table(found, path, "systems", data.get("systems", {}))
@@ -185,7 +217,10 @@ def check_inventory(text: str, path: str) -> Tuple[Inventory, List[InventoryErro
         pool = _parse_pool(found, path, name, body, systems, broken)
         if pool is not None:
             pools[name] = pool
-    return Inventory(path, systems, pools), found
+    queue = QueueConfig()
+    if "queue" in data:
+        queue = queue_config.parse_queue(found, path, data["queue"])
+    return Inventory(path, systems, pools, queue), found
 
 
 def _found_table(found: List[InventoryError], path: str, key: str, value: object) -> Optional[Dict[str, Any]]:
@@ -236,8 +271,10 @@ def _parse_pool(found: List[InventoryError], path: str, name: str, body: object,
         return None
     before = len(found)
     for key in table:
-        if key not in ("systems", "match"):
-            found.append(InventoryError(path, _key("pools", name, key), "unknown key (expected systems or match)"))
+        if key not in ("systems", "match", "policy", "aging"):
+            found.append(InventoryError(path, _key("pools", name, key),
+                                        "unknown key (expected systems, match, policy or aging)"))
+    policy, aging = queue_config.parse_pool_rule(found, path, where, table)
     listed = table.get("systems", [])
     members = _listed(found, path, where, listed, systems, broken)
     if "match" in table:
@@ -247,7 +284,7 @@ def _parse_pool(found: List[InventoryError], path: str, name: str, body: object,
     if not members and not doubtful:  # not when a mistake above may be why
         detail = "its match selects no system" if "match" in table else "give it systems or match"
         found.append(InventoryError(path, where, f"pool has no members ({detail})"))
-    return Pool(name, tuple(members))
+    return Pool(name, tuple(members), policy, aging)
 
 
 def _listed(found: List[InventoryError], path: str, where: str, listed: object, systems: Mapping[str, System],

@@ -49,6 +49,7 @@ class LabPaths:
         self.holders_dir = os.path.join(self.state, "holders")
         self.sessions_dir = os.path.join(self.state, "sessions")
         self.offline_dir = os.path.join(self.state, "offline")
+        self.health_dir = os.path.join(self.state, "health")
         self.audit_path = os.path.join(self.base, "audit.jsonl")
         self.uid = os.getuid()
         self.user = user_name(self.uid)
@@ -87,7 +88,8 @@ class LabPaths:
         if self._ready:
             return
         self.check(writable=True)
-        for path in (self.state, self.queue_dir, self.holders_dir, self.sessions_dir, self.offline_dir):
+        for path in (self.state, self.queue_dir, self.holders_dir, self.sessions_dir, self.offline_dir,
+                     self.health_dir):
             self._mkdir(path)
         self._ready = True
 

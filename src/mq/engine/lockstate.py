@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import boardlock, offline_marks
+from . import boardlock, offline_marks, policy
 from .errors import BoardOfflineError, DiskError, LockDirError, NotHolderError
 from .fsutil import os_error
 from .inventory import Inventory
@@ -57,7 +57,8 @@ class LockState:
         waiting: List[Ticket] = []
         if unread.queue is None:
             try:
-                waiting = [t for t in self.queue.tickets() if self.queue.is_alive(t)]
+                waiting = policy.annotate([t for t in policy.order(self.queue.tickets(), self.inventory)
+                                           if self.queue.is_alive(t)], self.inventory, time.time())
             except LockDirError as exc:  # denied after all (ACLs, a change since the probe)
                 unread = Unread((exc.path, exc.detail), unread.records)
         states = []

@@ -24,7 +24,7 @@ from typing import List, Optional
 
 from . import boardlock, notify
 from .errors import EngineError
-from .interface import LockEngine
+from .interface import JobEngine
 from .results import Holder
 from .semaphore import Engine
 
@@ -137,7 +137,7 @@ class LockWatch:
         self._watcher.close()
 
 
-def watch_lock(engine: LockEngine, board: str, grant: Optional[int]) -> Optional[LockWatch]:
+def watch_lock(engine: JobEngine, board: str, grant: Optional[int]) -> Optional[LockWatch]:
     """A watch on the lock a job holds on ``board`` (its grant number ``grant``, or None
     for a lock the caller held before, ``run -n``); None for an engine without lock files.
 

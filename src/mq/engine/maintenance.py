@@ -27,7 +27,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Optional
 
-from . import boardlock, offline_marks
+from . import boardlock, health, offline_marks
 from .errors import BadInputError, LockDirError
 from .fsutil import os_error
 from .names import MAX_KEY, has_control
@@ -182,6 +182,7 @@ def set_online(engine: Engine, board: str) -> Optional[Offline]:
     lab.ensure()
     with GUARD.deferred(), lab.mutex():
         was = _online(lab, board)
+        health.reset(lab, board)  # its row of board failures (health_limit) starts again
     GUARD.raise_pending()
     return was
 

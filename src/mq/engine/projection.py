@@ -10,7 +10,9 @@ queued wait will be served. Each board has a time it is expected to be free:
   the pool it was taken for, or any pool it is in) from the audit log;
 * never known, for an offline board or one with no hold history.
 
-The waiters are then served in arrival order, each taking the board of its
+The waiters are then served in queue order (``policy.order``: arrival order
+under FIFO; a virtual arrival time under the priority policy, which does not
+change while they wait, so the projection needs no future re-ordering), each taking the board of its
 own that frees first, as the engine does (a freed board goes to the earliest
 waiter that can use it), and holding it for that board's median hold time.
 A waiter's estimate rests on the steps that led to it (``basis``); one unknown
@@ -23,6 +25,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from . import policy
 from .inventory import Inventory
 from .results import BoardState, Ticket
 
@@ -101,7 +104,7 @@ def _frees_at(state: BoardState, holds: HoldTimes, inventory: Inventory, now: fl
 
 
 def project(states: Sequence[BoardState], inventory: Inventory, holds: HoldTimes, now: float) -> List[Estimate]:
-    """An estimate for every live waiter in ``states`` (each ticket once), in arrival order."""
+    """An estimate for every live waiter in ``states`` (each ticket once), in queue order."""
     free_at: Dict[str, Tuple[Optional[float], str]] = {}
     tickets: Dict[str, Ticket] = {}
     for state in states:
@@ -109,7 +112,7 @@ def project(states: Sequence[BoardState], inventory: Inventory, holds: HoldTimes
         for ticket in state.waiters:
             tickets[ticket.name] = ticket
     estimates: List[Estimate] = []
-    for ticket in sorted(tickets.values(), key=lambda t: t.seq):
+    for ticket in policy.order(tickets.values(), inventory):
         known = [(free_at[b][0], b) for b in ticket.boards if b in free_at and free_at[b][0] is not None]
         if not known:
             reasons = sorted({free_at[b][1] for b in ticket.boards if b in free_at})

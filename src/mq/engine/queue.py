@@ -70,16 +70,16 @@ class Queue:
         self.lab = lab
         self._cache: Dict[str, Optional[Ticket]] = {}
 
-    def enqueue(self, target: str, boards: Sequence[str], key: str) -> OwnTicket:
+    def enqueue(self, target: str, boards: Sequence[str], key: str, priority: int = 0) -> OwnTicket:
         """Append a ticket (call with the lab mutex held, so arrival order is total)."""
         seq = self.lab.counters.next_number("seq")
         pid = os.getpid()
         ticket = Ticket(name=ticket_name(seq, pid), seq=seq, uid=self.lab.uid, user=self.lab.user, pid=pid,
                         host=socket.gethostname(), key=key, target=target, boards=tuple(boards),
-                        created=time.time(), nudge=GUARD.installed)
+                        created=time.time(), nudge=GUARD.installed, priority=priority)
         body = json.dumps({"v": 1, "uid": ticket.uid, "user": ticket.user, "pid": pid, "host": ticket.host,
                            "key": key, "target": target, "boards": list(boards), "created": ticket.created,
-                           "nudge": ticket.nudge})
+                           "nudge": ticket.nudge, "priority": priority})
         # Made under a temporary name, locked, then renamed into the queue, so a
         # ticket is never visible without its liveness lock.
         tmp = os.path.join(self.lab.queue_dir, f".new-{ticket.name}")
@@ -101,7 +101,8 @@ class Queue:
         return OwnTicket(self.lab, ticket, fd)
 
     def tickets(self) -> List[Ticket]:
-        """Tickets in arrival order (dead ones included; see ``is_alive``)."""
+        """Tickets in arrival order (dead ones included; see ``is_alive``); ``policy.order`` gives
+        the order they are served in."""
         try:
             names = os.listdir(self.lab.queue_dir)
         except FileNotFoundError:
@@ -132,7 +133,8 @@ class Queue:
                 ticket = Ticket(name=name, seq=seq, uid=int(raw["uid"]), user=str(raw["user"]),
                                 pid=int(raw["pid"]), host=str(raw["host"]), key=str(raw["key"]),
                                 target=str(raw["target"]), boards=tuple(str(b) for b in raw["boards"]),
-                                created=float(raw["created"]), nudge=bool(raw.get("nudge", False)))
+                                created=float(raw["created"]), nudge=bool(raw.get("nudge", False)),
+                                priority=int(raw.get("priority", 0)))
             except (ValueError, KeyError, TypeError):
                 ticket = None
         self._cache[name] = ticket
@@ -169,7 +171,8 @@ class Queue:
 
 def walk_queue(tickets: Sequence[Ticket], me: str, available: Callable[[str], bool],
                alive: Callable[[Ticket], bool], lock_dir: str) -> Tuple[Optional[str], List[Ticket]]:
-    """Hand available boards to tickets in arrival order; return my board (if any).
+    """Hand available boards to tickets in the order given (``policy.order``: arrival order under
+    FIFO); return my board (if any).
 
     ``available(board)`` says whether a board is free (or reclaimable); a ticket
     is handed a board with no lock at all before one it would have to reclaim

@@ -61,6 +61,8 @@ class Ticket:
     boards: Tuple[str, ...]
     created: float
     nudge: bool = False  # the owner takes SIGUSR1 as "look at your ticket"
+    priority: int = 0  # as asked for (or given by the inventory's [queue]); see ``policy``
+    effective: Optional[float] = None  # its effective priority when read, under the priority policy (else None)
 
 
 @dataclass(frozen=True)

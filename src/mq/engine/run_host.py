@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 
-from . import boot
-from .errors import BadInputError, ClientGone, Interrupted
-from .interface import LockEngine
+from . import boot, health
+from .errors import BadInputError, ClientGone, EngineError, Interrupted
+from .interface import JobEngine
 from .jobdir import JobDir
 from .lockwatch import LockLoss, LockLost, LockWatch, watch_lock
 from .names import NO_KEY
@@ -44,11 +44,13 @@ class JobSpec:
     error: Optional[str] = None
     timeout: float = -1.0  # -d; < 0: none
     budget: Optional[float] = None  # -w x -t
+    priority: Optional[int] = None  # --priority (None: the inventory's [queue])
     interactive: bool = False  # -a
     files: List[str] = field(default_factory=list)  # host paths, in -f order
     dtb: str = ""
     bitstream: str = ""
     linux: bool = False
+    system: Optional[Dict[str, Any]] = None  # a bare job: this system's definition, its lock held elsewhere
 
 
 class JobIO(Protocol):
@@ -92,7 +94,7 @@ class _Keys:
         self.read(fd)
 
 
-def run_job(engine: LockEngine, spec: JobSpec, io: JobIO, job_dir: Optional[JobDir] = None) -> Dict[str, Any]:
+def run_job(engine: JobEngine, spec: JobSpec, io: JobIO, job_dir: Optional[JobDir] = None) -> Dict[str, Any]:
     """Run one job to its end; returns ``{"outcome", "board", "notes", "powered_off"}`` and, when
     the job's lock was taken away (outcome ``lock-lost``), ``taken_by``: the new holder or None."""
     keys = _Keys(io)
@@ -138,12 +140,12 @@ def run_job(engine: LockEngine, spec: JobSpec, io: JobIO, job_dir: Optional[JobD
             if watch is not None and lost is not None:
                 watch.settle(lost, spec.key, spec.mode)  # first: the new holder's own run may need the board
             result["powered_off"] = _clean_up(engine, spec, board, took and lost is None, console, job_dir, env,
-                                              notes, why)
+                                              notes, why, result["outcome"])
             if watch is not None:
                 watch.close()
 
 
-def _take(engine: LockEngine, spec: JobSpec, keys: _Keys) -> Tuple[str, Optional[int]]:
+def _take(engine: JobEngine, spec: JobSpec, keys: _Keys) -> Tuple[str, Optional[int]]:
     """The board the job runs on, and the number of the grant that locked it for the job
     (None: ``-n``, the caller holds it already)."""
     if spec.mode == "held":
@@ -158,7 +160,8 @@ def _take(engine: LockEngine, spec: JobSpec, keys: _Keys) -> Tuple[str, Optional
             io.emit("queue", **event)
 
     granted = engine.wait(spec.target, key=spec.key, budget=spec.budget, boards=spec.boards, session=True,
-                          extra_fds=io.input_fds, on_extra=keys.ignore, on_tick=io.tick, on_progress=progress)
+                          extra_fds=io.input_fds, on_extra=keys.ignore, on_tick=io.tick, on_progress=progress,
+                          priority=spec.priority)
     return granted.board, granted.grant
 
 
@@ -166,7 +169,7 @@ def _images(spec: JobSpec) -> boot.Images:
     return boot.Images(files=list(spec.files), dtb=spec.dtb, bitstream=spec.bitstream, linux=spec.linux)
 
 
-def _boot(engine: LockEngine, spec: JobSpec, board: str, env: Dict[str, str]) -> boot.Console:
+def _boot(engine: JobEngine, spec: JobSpec, board: str, env: Dict[str, str]) -> boot.Console:
     """Start the system's ``boot`` command: the job's console."""
     system = engine.inventory.systems[board]
     if not system.boot:
@@ -175,11 +178,12 @@ def _boot(engine: LockEngine, spec: JobSpec, board: str, env: Dict[str, str]) ->
                                     path=engine.inventory.path), env)
 
 
-def _clean_up(engine: LockEngine, spec: JobSpec, board: str, release: bool, console: Optional[boot.Console],
-              job_dir: Optional[JobDir], env: Dict[str, str], notes: List[str], why: str) -> bool:
-    """Stop the console, power the board off, delete the uploads, release the lock if ``release``;
-    whether ``power_off`` ran and succeeded."""
+def _clean_up(engine: JobEngine, spec: JobSpec, board: str, release: bool, console: Optional[boot.Console],
+              job_dir: Optional[JobDir], env: Dict[str, str], notes: List[str], why: str, outcome: str) -> bool:
+    """Stop the console, power the board off, judge the board's health, delete the uploads, release
+    the lock if ``release``; whether ``power_off`` ran and succeeded."""
     powered_off = False
+    problem = ""
     if console is not None:
         console.stop()
     if board and (spec.mode != "held" or console is not None):  # -n keeps the lock, not the power
@@ -190,11 +194,32 @@ def _clean_up(engine: LockEngine, spec: JobSpec, board: str, release: bool, cons
             if problem:
                 notes.append(problem)
             powered_off = not problem
+    if board and console is not None and outcome:  # before the release: an offline board is never free
+        _judge_health(engine, board, console, outcome, problem, notes)
     if job_dir is not None:
         job_dir.remove()
     if release:
         engine.end_session_lock(board, spec.key, reason=why)
     return powered_off
+
+
+def _judge_health(engine: JobEngine, board: str, console: boot.Console, outcome: str, problem: str,
+                  notes: List[str]) -> None:
+    """Count a board failure of this run (``health``), or end the board's row; best effort: the
+    job's own result stands whatever happens here."""
+    status = console.proc.returncode if outcome == boot.CONSOLE_ENDED else None
+    verdict = health.judge(outcome, console.printed, status, problem)
+    if verdict is False:
+        return
+    failure = verdict if isinstance(verdict, health.Failure) else None
+    try:
+        count, offline = engine.note_health(board, failure)
+    except EngineError as exc:
+        notes.append(f"board health not recorded: {exc.message}")
+        return
+    line = health.note_line(board, failure, count, engine.inventory.systems[board].health_limit, offline)
+    if line:
+        notes.append(line)
 
 
 def _watch(console: boot.Console, spec: JobSpec, keys: _Keys, completion: Any, error: Any,

@@ -11,7 +11,7 @@ over).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import DiskError
 from .grant import Granter
@@ -23,6 +23,9 @@ from .queue import Queue
 from .release import Releaser
 from .results import BoardState, Grant, Holder, Offline, Released
 from .waiter import Hooks
+
+if TYPE_CHECKING:
+    from .health import Failure
 
 
 class Engine:
@@ -44,9 +47,9 @@ class Engine:
              extra_fds: Sequence[int] = (), on_extra: Optional[Callable[[int], None]] = None,
              on_tick: Optional[Callable[[], Optional[float]]] = None, session: bool = False,
              boards: Optional[Sequence[str]] = None,
-             on_progress: Optional[Callable[[int, int], None]] = None) -> Grant:
+             on_progress: Optional[Callable[[int, int], None]] = None, priority: Optional[int] = None) -> Grant:
         return self.grants.wait(name, key, timeout, budget, Hooks(extra_fds, on_extra, on_tick, on_progress),
-                                session, boards)
+                                session, boards, priority)
 
     def cancel(self, name: str, key: str = NO_KEY) -> int:
         return self.grants.cancel(name, key)
@@ -95,6 +98,12 @@ class Engine:
         from .maintenance import set_offline
 
         return set_offline(self, board, reason)
+
+    def note_health(self, board: str, failure: Optional[Failure]) -> Tuple[int, Optional[Offline]]:
+        """A ``run``'s verdict on ``board`` (``health.judge``): count a failure, or end the row."""
+        from .health import note
+
+        return note(self, board, failure)
 
     def set_online(self, board: str) -> Optional[Offline]:
         """Put ``board`` back in service (``mq online``); what it was offline for (None: it was not)."""

@@ -1,8 +1,8 @@
 """One waiter's sleep-and-walk loop: wake only when this waiter might be served.
 
-A waiter keeps ``ahead``: the live tickets that arrived earlier and want one
-of its boards. A board some ticket ahead also wants is that ticket's
-business, so:
+A waiter keeps ``ahead``: the live tickets served before it (``policy.order``:
+those that arrived earlier, under FIFO) that want one of its boards. A board
+some ticket ahead also wants is that ticket's business, so:
 
 * for each of its boards the waiter rings a doorbell on the nearest ticket
   ahead that wants it (``doorbell``: a thread blocked in ``flock`` on that
@@ -65,6 +65,10 @@ class WaitSite(Protocol):
 
     def clear_dead(self, ticket: Ticket) -> None: ...
 
+    def ordered(self) -> List[Ticket]:
+        """The queue's tickets in the order they are served (``policy.order``)."""
+        ...
+
     def settle(self, boards: Sequence[str]) -> None:
         """Offline boards among ``boards``: the maintenance lock in place of a lock that is gone
         or may be reclaimed (a board is never handed out while offline)."""
@@ -92,7 +96,7 @@ class Waiter:
         self.deadline = deadline
         self.hooks = hooks
         self.boards = own.ticket.boards
-        self.ahead: Dict[str, Tuple[str, ...]] = {}  # name -> boards, in arrival order
+        self.ahead: Dict[str, Tuple[str, ...]] = {}  # name -> boards, in queue order
         self._alive: Set[str] = set()
         self._lock_names = {b + ".lock": b for b in self.boards}
         self._watcher: Optional[notify.InotifyWatcher | notify.PollWatcher] = None
@@ -109,16 +113,15 @@ class Waiter:
         return False
 
     def evaluate(self) -> Optional[Grant]:
-        """Refresh ``ahead`` and try for a board in arrival order."""
+        """Refresh ``ahead`` and try for a board in queue order."""
         self.site.settle(self.boards)
-        tickets = self.site.queue.tickets()
-        if not any(t.name == self.own.ticket.name for t in tickets):
+        tickets = self.site.ordered()
+        place = next((i for i, t in enumerate(tickets) if t.name == self.own.ticket.name), None)
+        if place is None:
             self._lost_place()
         mine = set(self.boards)
         ahead: Dict[str, Tuple[str, ...]] = {}
-        for ticket in tickets:
-            if ticket.seq >= self.own.ticket.seq:
-                break
+        for ticket in tickets[:place]:
             if mine.intersection(ticket.boards):
                 if self.alive(ticket):
                     ahead[ticket.name] = ticket.boards
@@ -129,7 +132,7 @@ class Waiter:
                                self.site.lab.base)
         grant = None if choice is None else self.take(self.alive)
         if grant is None and self.hooks.on_progress is not None:  # still waiting: where, now?
-            behind = sum(1 for t in tickets if t.seq > self.own.ticket.seq and mine.intersection(t.boards))
+            behind = sum(1 for t in tickets[(place or 0) + 1:] if mine.intersection(t.boards))
             self._tell_progress(len(ahead) + 1, len(ahead) + 1 + behind)
         return grant
 
@@ -144,7 +147,7 @@ class Waiter:
     def _nearest(self) -> Dict[str, str]:
         """For each covered board, the nearest ticket ahead that wants it."""
         nearest: Dict[str, str] = {}
-        for name, boards in self.ahead.items():  # arrival order: later ones overwrite
+        for name, boards in self.ahead.items():  # queue order: later ones overwrite
             for board in boards:
                 if board in self.boards:
                     nearest[board] = name

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 from .errors import EngineError
 
 if TYPE_CHECKING:
-    from .interface import LockEngine
+    from .interface import JobEngine
 
 
-def queue_event(engine: LockEngine, name: str, key: str, position: int, total: int) -> Optional[Dict[str, Any]]:
+def queue_event(engine: JobEngine, name: str, key: str, position: int, total: int) -> Optional[Dict[str, Any]]:
     """``position`` of ``total`` for ``name``; ``holders`` of its boards (board, user, key, since,
     timeout) and the ``offline`` ones (board, reason); ``eta`` and ``eta_basis`` of this waiter's
     ticket (the newest live ticket of this process for ``name`` with ``key``). None when the state
@@ -34,10 +34,13 @@ def queue_event(engine: LockEngine, name: str, key: str, position: int, total: i
                             "timeout": h["timeout"] or None})
         mine += [t for t in state["waiters"] if t["pid"] == os.getpid() and t["target"] == name and t["key"] == key]
     estimate: Dict[str, Any] = {}
+    ticket: Dict[str, Any] = {}
     if mine:
-        estimate = status["estimates"].get(max(mine, key=lambda t: t["seq"])["name"], {})
+        ticket = max(mine, key=lambda t: t["seq"])
+        estimate = status["estimates"].get(ticket["name"], {})
     return {"target": name, "position": position, "total": total, "holders": holders, "offline": offline,
-            "eta": estimate.get("eta"), "eta_basis": estimate.get("basis"), "now": status["now"]}
+            "eta": estimate.get("eta"), "eta_basis": estimate.get("basis"), "now": status["now"],
+            "priority": ticket.get("priority", 0), "effective_priority": ticket.get("effective")}
 
 
 __all__ = ["queue_event"]

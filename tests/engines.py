@@ -144,10 +144,55 @@ def open_ssh(base: str, env: dict[str, str]) -> Iterator[Opened]:
         transport.close()
 
 
+PG_GRACE = 1.0  # the postgresql kind's grace period: a killed worker counts as dead after this long
+PG_CREATED = "PGSERVER_CREATED"  # the database the test's own opener made (its workers only connect)
+
+
+@contextlib.contextmanager
+def open_postgresql(base: str, env: dict[str, str]) -> Iterator[Opened]:
+    """``PgEngine`` in this process, on a database of its own for the lab ``base`` (made, with
+    its schema, by the first opener, which drops it at the end) on the test run's one real
+    server (``pgserver``: started by the test process; workers find it in ``env``)."""
+    import pgserver
+    from mq.pgengine import PgEngine, schema
+
+    server_conninfo = env.get(pgserver.CONNINFO_ENV) or os.environ.get(pgserver.CONNINFO_ENV)
+    if server_conninfo is None:
+        if pgserver.missing():
+            import pytest
+
+            pytest.skip(f"needs the PostgreSQL server binaries ({pgserver.pg_bin()})")
+        server_conninfo = pgserver.shared_server().conninfo()
+        env[pgserver.CONNINFO_ENV] = server_conninfo
+    dbname = pgserver.database_for(base)
+    conninfo = pgserver.conninfo_for(server_conninfo, dbname)
+    creator = env.get(PG_CREATED) != dbname  # workers inherit the test's env: the database is made
+    if creator:
+        import psycopg
+
+        with psycopg.connect(server_conninfo, autocommit=True) as admin, \
+                contextlib.suppress(psycopg.errors.DuplicateDatabase):
+            admin.execute(f'CREATE DATABASE "{dbname}"')
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            schema.init(conn)
+        env[PG_CREATED] = dbname
+    engine = PgEngine(conninfo, load_inventory(os.path.join(base, "lab.toml")), grace=PG_GRACE)
+    try:
+        yield Opened(engine, os.getpid())
+    finally:
+        engine.close()
+        if creator:
+            import psycopg
+
+            with psycopg.connect(server_conninfo, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
 KINDS = {kind.name: kind for kind in (
     Kind("engine", open_file_engine, host_side=True),
     Kind("agent", open_agent, host_side=False),
     Kind("ssh", open_ssh, host_side=False),
+    Kind("postgresql", open_postgresql, host_side=True, lock_files=False),
 )}
 
 

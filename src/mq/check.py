@@ -119,8 +119,14 @@ def _check_config(report: Report, host: str | None, base: str | None, mqsh: bool
         detail = exc.message[len(prefix):] if exc.message.startswith(prefix) else exc.message
         report.findings.append(Finding(exc.source, exc.key, FAIL, detail, exc.exit_code))
         return None
-    report.findings.append(Finding("configuration", "", OK, f"host {config.host}, base {config.base}, "
-                                                            f"lab {config.lab}"))
+    if config.backend:
+        from .config import redacted
+
+        report.findings.append(Finding("configuration", "", OK, f"queue in PostgreSQL ({redacted(config.backend)}), "
+                                                                f"lab host {config.host} for systems without one"))
+    else:
+        report.findings.append(Finding("configuration", "", OK, f"host {config.host}, base {config.base}, "
+                                                                f"lab {config.lab}"))
     return config
 
 
@@ -136,6 +142,8 @@ def check_lab_file(path: str, source: str | None = None) -> list[Finding]:
 
 def _check_configured_lab(lab: Lab) -> list[Finding]:
     config = lab.config
+    if config.backend:  # the inventory stored in the database (checked when it was loaded)
+        return _inventory_findings(lab.inventory, [], "database:" + lab.inventory.path)
     if config.is_local:
         return check_lab_file(config.lab)
     try:
@@ -193,8 +201,15 @@ def _not_opened(config: Config, exc: EngineError, host: bool) -> list[Finding]:
 
 
 def check_host(lab: Lab) -> list[Finding]:
-    """The host's own checks: reachable (the lab is open), lock directory, ``lockfile(1)``."""
+    """The host's own checks: reachable (the lab is open), lock directory, ``lockfile(1)``; for a
+    queue in PostgreSQL, the database (the lab hosts are reached by ``run`` only)."""
     host = lab.config.host
+    if lab.config.backend:
+        inventory = lab.inventory
+        hosts = sorted({s.host or host for s in inventory.systems.values()})
+        return [Finding("database", "reachable", OK, f"schema up to date, inventory of {len(inventory.systems)} "
+                                                     f"systems; lab hosts (for run): {', '.join(hosts)}",
+                        host_check=True)]
     result = lab.transport.call("check_host")
     how = "no SSH, this machine" if lab.transport.host == "local" else "over SSH"
     found = [Finding(host, "reachable", OK, f"{how}: user {result['user']} on {result['host']}, "

@@ -1,11 +1,16 @@
 """Where the lab is: options > environment > config file > built-in default.
 
 * ``mq --host H --base DIR`` (global options)
-* ``MQ_HOST``, ``MQ_BASE``, ``MQ_LAB``, ``MQ_SSH_CONFIG`` (environment)
+* ``MQ_HOST``, ``MQ_BASE``, ``MQ_LAB``, ``MQ_SSH_CONFIG``, ``MQ_BACKEND`` (environment)
 * ``$MQ_CONFIG`` or ``~/.config/mq/config.toml`` keys ``host``, ``base``,
-  ``lab``, ``ssh_config``, ``transport``; without either, ``HOST=`` and
+  ``lab``, ``ssh_config``, ``transport``, ``backend``; without either, ``HOST=`` and
   ``BASE=`` lines of mq.sh's ``~/.mq`` (read, never executed)
 * default: ``host = "local"`` with a demo lab under ``~/.local/share/mq``.
+
+``backend = "postgresql://USER@HOST/DB"`` (a libpq connection URI, or
+keywords such as ``service=mq``) puts the queue in PostgreSQL: the locks,
+the queue and the inventory come from that database, and ``host`` is only
+the lab host for systems that do not name their own.
 
 Invoked as ``mq.sh`` (``mqsh=True``) the tool configures itself as mq.sh
 does: ``~/.mq`` is always read and wins over the config file, and with
@@ -26,8 +31,9 @@ LOCAL = "local"
 MQSH_HOST = "tftp.keg.cse.unsw.edu.au"  # mq.sh master's built-in lab host
 MQSH_BASE = "/var/cache/machinelocks"
 TRANSPORTS = ("paramiko", "openssh")
-_KEYS = ("host", "base", "lab", "ssh_config", "transport")
-_ENV = {"host": "MQ_HOST", "base": "MQ_BASE", "lab": "MQ_LAB", "ssh_config": "MQ_SSH_CONFIG"}
+_KEYS = ("host", "base", "lab", "ssh_config", "transport", "backend")
+_ENV = {"host": "MQ_HOST", "base": "MQ_BASE", "lab": "MQ_LAB", "ssh_config": "MQ_SSH_CONFIG", "backend": "MQ_BACKEND"}
+_BACKEND = re.compile(r"(postgres|postgresql)://\S*|\s*\w+\s*=.*", re.DOTALL)
 
 
 @dataclass(frozen=True, eq=True)
@@ -38,6 +44,7 @@ class Config:
     ssh_config: Optional[str] = None
     transport: str = "paramiko"
     default_lab: bool = False  # nothing configured: the built-in demo lab
+    backend: str = ""  # a PostgreSQL connection string: the queue lives there ("": the lock directory)
     sources: Dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -56,6 +63,14 @@ class Config:
     @property
     def host_name(self) -> str:
         return self.host.rsplit("@", 1)[-1]
+
+
+def redacted(backend: str) -> str:
+    """A backend connection string fit to print: its password, if it has one, masked."""
+    if "://" in backend:
+        shown = re.sub(r"(://[^:/@?]*):[^@/?]*@", r"\1:***@", backend)
+        return re.sub(r"([?&]password=)[^&]*", r"\1***", shown)
+    return re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", backend)
 
 
 def default_base(env: Mapping[str, str]) -> str:
@@ -141,7 +156,12 @@ def load_config(host: Optional[str] = None, base: Optional[str] = None,
                     chosen[key], sources[key] = layer[key], layer_path
                     break
     # Only what nobody named is made up: an explicit lab file (MQ_LAB, lab =) must exist.
-    default_lab = not mqsh and not chosen.get("host") and not chosen.get("base") and not chosen.get("lab")
+    backend = chosen.get("backend", "")
+    if backend and not _BACKEND.fullmatch(backend):
+        raise ConfigError(sources["backend"], "backend", "expected postgresql://USER@HOST/DB (a libpq URI) "
+                                                         "or libpq keywords such as service=mq")
+    default_lab = not mqsh and not backend and not chosen.get("host") and not chosen.get("base") \
+        and not chosen.get("lab")
     transport = chosen.get("transport", "paramiko")
     if transport not in TRANSPORTS:
         raise ConfigError(sources.get("transport", path), "transport", f"expected one of {', '.join(TRANSPORTS)}")
@@ -151,4 +171,4 @@ def load_config(host: Optional[str] = None, base: Optional[str] = None,
     lab = chosen.get("lab") or os.path.join(the_base, "lab.toml")
     return Config(host=the_host, base=the_base, lab=os.path.expanduser(lab) if the_host == LOCAL else lab,
                   ssh_config=chosen.get("ssh_config"), transport=transport, default_lab=default_lab,
-                  sources=sources)
+                  backend=backend, sources=sources)

@@ -51,3 +51,7 @@ from . import holders, maintenance  # noqa: E402 - issue 11: the lockbot, and bo
 app.command("holders")(holders.holders)
 app.command("offline")(maintenance.offline)
 app.command("online")(maintenance.online)
+
+from . import admin  # noqa: E402 - issue 13: the queue in PostgreSQL
+
+app.add_typer(admin.admin, name="admin")

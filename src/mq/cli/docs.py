@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import sys
 from pathlib import Path
+from typing import List, Tuple
 
 import click
 import typer.main
@@ -43,7 +44,7 @@ EXIT_MEANINGS: dict[ExitCode, str] = {
     ExitCode.DISK: "Disk or inodes full, or another I/O error (nothing is left half-written).",
     ExitCode.SSH: "\"Unable to ssh to HOST\": connection or authentication failure, connection lost.",
     ExitCode.HOST: "The lab host cannot run the engine (no python3 >= 3.9, the engine ended unexpectedly, "
-                   "protocol mismatch).",
+                   "protocol mismatch), or the PostgreSQL queue database cannot be reached.",
     ExitCode.RUN_ERROR_TEXT: "run: the error text (-e) appeared.",
     ExitCode.RUN_TIMED_OUT: "run: no completion text within -d seconds.",
     ExitCode.RUN_CONSOLE_ENDED: "run: the console command ended before the completion text.",
@@ -74,6 +75,9 @@ ENVIRONMENT = [
     ("MQ_BASE", "The lock directory on the lab host; --base wins over it."),
     ("MQ_LAB", "The inventory file (default: BASE/lab.toml)."),
     ("MQ_SSH_CONFIG", "The OpenSSH client configuration to use instead of ~/.ssh/config."),
+    ("MQ_BACKEND", "A PostgreSQL connection string (postgresql://USER@HOST/DB, or libpq keywords): the queue, "
+                   "the locks and the inventory live in that database (see mq admin); libpq's own PGPASSWORD, "
+                   "PGSSLMODE, PGSERVICE, ~/.pgpass and service files apply."),
     ("MQ_CONFIG", "The configuration file to read instead of ~/.config/mq/config.toml (it must exist)."),
     ("XDG_CONFIG_HOME", "The configuration file is $XDG_CONFIG_HOME/mq/config.toml (default ~/.config)."),
     ("XDG_DATA_HOME", "The demo lab lives in $XDG_DATA_HOME/mq (default ~/.local/share)."),
@@ -89,7 +93,7 @@ ENVIRONMENT = [
 
 FILES = [
     ("~/.config/mq/config.toml", "The configuration: host, base, lab, ssh_config, transport "
-                                 "(\"paramiko\" or \"openssh\")."),
+                                 "(\"paramiko\" or \"openssh\"), backend (a PostgreSQL queue)."),
     ("~/.mq", "mq.sh's configuration, its HOST= and BASE= lines (read, never executed). Under the name mq.sh "
               "it wins over config.toml; under the name mq it is read only when there is no config.toml."),
     ("~/.local/share/mq/", "The demo lab (lab.toml and its lock directory), created the first time mq runs "
@@ -197,10 +201,7 @@ def man_page() -> str:
     ]
     lines += _options(group, ctx)
     lines.append(".SH COMMANDS")
-    for name in group.list_commands(ctx):
-        command = group.get_command(ctx, name)
-        assert command is not None
-        sub = click.Context(command, info_name=name, parent=ctx)
+    for name, command, sub in _commands(group, ctx):
         lines += [".SS " + _roff(" ".join(command.collect_usage_pieces(sub)).join([f"mq {name} ", ""])),
                   *_paragraph(command.help or "")]
         lines += _options(command, sub)
@@ -228,6 +229,20 @@ def man_page() -> str:
             lines += [".sp", *_paragraph(note)]
     lines += [".SH SEE ALSO", "lockfile(1), ssh_config(5)"]
     return "\n".join(lines) + "\n"
+
+
+def _commands(group: click.Group, ctx: click.Context, prefix: str = "") -> List[Tuple[str, click.Command,
+                                                                                    click.Context]]:
+    """Every command, and after a group (``mq admin``) its own: (name, command, context)."""
+    found = []
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None
+        sub = click.Context(command, info_name=name, parent=ctx)
+        found.append((prefix + name, command, sub))
+        if isinstance(command, click.Group):
+            found += _commands(command, sub, f"{prefix}{name} ")
+    return found
 
 
 def _options(command: click.Command, ctx: click.Context) -> list[str]:

@@ -252,7 +252,9 @@ class Agent:
                                           f"host engine speaks {protocol.PROTOCOL}")
         self.keepalive = max(1.0, float(keepalive))
         self.silence = self.keepalive * max(1, int(count))  # ServerAliveInterval x ServerAliveCountMax
-        return {"protocol": protocol.PROTOCOL, "user": self.engine().user, "host": socket.gethostname(),
+        # The lock directory and its inventory are looked at by the first request that needs them, not
+        # here: a bare job (the PostgreSQL queue's) runs on a host that has neither.
+        return {"protocol": protocol.PROTOCOL, "user": user_name(os.getuid()), "host": socket.gethostname(),
                 "pid": os.getpid(), "python": list(sys.version_info[:3])}
 
     @operation("inventory")

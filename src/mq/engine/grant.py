@@ -54,11 +54,7 @@ class Granter:
              priority: Optional[int] = None) -> Grant:
         """Take a board (or the first free pool member) in the queue's order
         (see ``interface.LockEngine.wait``)."""
-        members = self.inventory.members(name)
-        if boards is None:
-            boards = members
-        elif not boards or not set(boards) <= set(members):
-            raise BadInputError(f"no suitable board in {name}")
+        boards = self.inventory.narrowed(name, boards)
         check_key(key)
         try:
             rank = policy.check_priority(self.inventory.queue.priority_for(self.lab.user, key, priority))

@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from . import queue_config, templates, tomlparse
-from .errors import InventoryError, UnknownTargetError
+from .errors import BadInputError, InventoryError, UnknownTargetError
 from .names import NAME_RE
 from .names import valid_name as is_valid_name
 from .policy import QueueConfig
@@ -131,6 +131,16 @@ class Inventory:
         if name in self.pools:
             return self.pools[name].members
         raise UnknownTargetError(name, list(self.systems), list(self.pools))
+
+    def narrowed(self, name: str, boards: Optional[Sequence[str]]) -> Tuple[str, ...]:
+        """The boards a wait for ``name`` may take: its members, or ``boards`` among them (``run``'s
+        suitable members); BadInputError when ``boards`` is empty or names another."""
+        members = self.members(name)
+        if boards is None:
+            return members
+        if not boards or not set(boards) <= set(members):
+            raise BadInputError(f"no suitable board in {name}")
+        return tuple(boards)
 
     def missing_boot(self, system: str) -> InventoryError:
         """The configuration error for ``mq run`` (not ``-r``) on ``system``, which has no ``boot``."""

@@ -48,7 +48,7 @@ def start_early(config: Config) -> None:
     interpreter lock, and taking turns with the CLI's own (typer) would delay the
     connection by as much. The handshake and the host's start-up then overlap those.
     """
-    if not (config.is_local or _is_this_host(config)) and config not in _early:
+    if not (config.is_local or config.backend or _is_this_host(config)) and config not in _early:
         _early[config] = _Early(config, _remote_opener(config))
 
 
@@ -56,6 +56,10 @@ def open_transport(config: Config) -> Transport:
     early = _early.pop(config, None)
     if early is not None:
         return early.take()
+    if config.backend:  # the queue is in PostgreSQL: no lab host for the locks
+        from .postgres import PostgresTransport
+
+        return PostgresTransport(config)
     if config.is_local or _is_this_host(config):
         from .local import LocalTransport
 

@@ -1,0 +1,311 @@
+#!/usr/bin/env python3
+"""Hand-run figures for the PostgreSQL engine, against the file engine on the same machine.
+
+Not part of CI. Needs the PostgreSQL server binaries (Debian's ``postgresql``) and
+psycopg 3 (``pip install 'mq[pg]'``); starts its own throw-away server with the
+test suite's ``tests/pgserver.py`` (as root: as the system user ``mqpg``)::
+
+    python3 benchmarks/postgres.py             # about 2 minutes
+    python3 benchmarks/postgres.py --quick     # fewer rounds, 100 idle waiters
+
+Every figure is measured in the same run for both engines (one board, b1):
+
+1. hand-off latency: this process holds b1 and releases it while a waiter process
+   sleeps in ``wait``; time from just before ``signal()`` to the waiter's first
+   instruction after ``wait`` returns (CLOCK_MONOTONIC is system-wide). Target:
+   median <= 20 ms.
+2. uncontended grants per second: ``wait(budget=0)`` + ``signal`` in a loop.
+3. N concurrent idle waiters (default 300): the CPU of all waiter processes over a
+   window (utime+stime from /proc), as % of one core (target < 2 % in total);
+   for PostgreSQL also the server's memory (RSS and PSS of all its processes).
+4. death notice: a ``run`` (session) holder is SIGKILLed while a waiter sleeps;
+   time from the kill to the waiter's grant. The PostgreSQL engine reclaims a dead
+   holder's lock only after its grace period (30 s by default, for restarts): the
+   figure is taken with ``--grace`` (default 0: the detection itself) and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, List, Tuple
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _prereqs import mq_source_path  # noqa: E402
+
+SRC = mq_source_path()
+
+import pgserver  # noqa: E402
+from mq.engine.inventory import parse_inventory  # noqa: E402
+from mq.engine.semaphore import Engine  # noqa: E402
+
+PYTHON = sys.executable
+LAB_TOML = '[systems.b1]\narch = "arm"\nsoc = "bench"\n'
+TARGET_HANDOFF_MS = 20.0
+TARGET_IDLE_CPU_PCT = 2.0
+NOTICE_LIMIT = 20.0  # seconds a waiter is given to notice a dead run holder
+
+# A child with an engine of either kind: argv = kind, where (lab dir or conninfo), grace, then commands
+# on stdin: "w KEY" (wait, print the monotonic time of the grant), "s KEY" (wait as a run lock),
+# "r KEY" (release).
+CHILD = """
+import os, sys, time
+kind, where, grace = sys.argv[1:4]
+toml = '[systems.b1]\\narch = "arm"\\nsoc = "bench"\\n'
+from mq.engine.inventory import parse_inventory
+if kind == "file":
+    from mq.engine.semaphore import Engine
+    engine = Engine(where, parse_inventory(toml, os.path.join(where, "lab.toml")))
+else:
+    from mq.pgengine import PgEngine
+    engine = PgEngine(where, parse_inventory(toml, "lab.toml"), grace=float(grace))
+os.write(1, b"ready\\n")
+for line in sys.stdin:
+    op, key = line.split()
+    if op in ("w", "s"):
+        engine.wait("b1", key=key, session=op == "s")
+        os.write(1, b"G %d\\n" % time.monotonic_ns())
+    elif op == "r":
+        engine.signal("b1", key=key)
+        os.write(1, b"R\\n")
+"""
+
+
+class Child:
+    def __init__(self, kind: str, where: str, grace: float = 30.0) -> None:
+        env = dict(os.environ)
+        if SRC:
+            env["PYTHONPATH"] = SRC
+        self.proc = subprocess.Popen([PYTHON, "-c", CHILD, kind, where, str(grace)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env, text=True)
+        assert self.line() == "ready"
+
+    def send(self, command: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
+    def line(self, timeout: float | None = None) -> str:
+        """The child's next line ("" if none came within ``timeout`` seconds)."""
+        assert self.proc.stdout is not None
+        if timeout is not None and not select.select([self.proc.stdout], [], [], timeout)[0]:
+            return ""
+        return self.proc.stdout.readline().strip()
+
+    def cpu_ticks(self) -> int:
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0
+        return int(fields[11]) + int(fields[12])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+class Lab:
+    """One engine of each kind in this process, and how to make children of the same kind."""
+
+    def __init__(self, kind: str, where: str, engine: object) -> None:
+        self.kind = kind
+        self.where = where
+        self.engine = engine
+
+    def child(self, grace: float = 30.0) -> Child:
+        return Child(self.kind, self.where, grace)
+
+    def queued(self) -> int:
+        return len(self.engine.info("b1")[0].waiters)  # type: ignore[attr-defined]
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out")
+        time.sleep(0.02)
+
+
+def handoff(lab: Lab, rounds: int) -> List[float]:
+    """Milliseconds from release to the waiter's grant, per round."""
+    waiter = lab.child()
+    samples = []
+    try:
+        for _ in range(rounds):
+            lab.engine.wait("b1", key="holder", budget=0)  # type: ignore[attr-defined]
+            waiter.send("w waiter")
+            wait_until(lambda: lab.queued() == 1)
+            time.sleep(0.05)  # asleep, not still settling in
+            started = time.monotonic_ns()
+            lab.engine.signal("b1", key="holder")  # type: ignore[attr-defined]
+            granted = int(waiter.line().split()[1])
+            samples.append((granted - started) / 1e6)
+            waiter.send("r waiter")
+            assert waiter.line() == "R"
+    finally:
+        waiter.close()
+    return samples
+
+
+def grants_per_second(lab: Lab, seconds: float) -> float:
+    engine = lab.engine
+    count = 0
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        engine.wait("b1", key="cycle", budget=0)  # type: ignore[attr-defined]
+        engine.signal("b1", key="cycle")  # type: ignore[attr-defined]
+        count += 1
+    return count / (time.monotonic() - started)
+
+
+def idle_waiters(lab: Lab, count: int, window: float, server: pgserver.PgServer | None) -> Tuple[float, str]:
+    """(% of one core used by ``count`` idle waiters over ``window`` s, the server's memory)."""
+    lab.engine.wait("b1", key="holder", budget=0)  # type: ignore[attr-defined]
+    children: List[Child] = []
+    try:
+        for n in range(count):
+            child = lab.child()
+            child.send(f"w idle{n}")
+            children.append(child)
+        wait_until(lambda: lab.queued() == count, timeout=300)
+        time.sleep(2.0)  # let them settle
+        before = sum(c.cpu_ticks() for c in children)
+        time.sleep(window)
+        used = sum(c.cpu_ticks() for c in children) - before
+        percent = 100.0 * used / os.sysconf("SC_CLK_TCK") / window
+        memory = server_memory(server) if server is not None else ""
+    finally:
+        for child in children:
+            child.close()
+        with contextlib.suppress(Exception):
+            lab.engine.signal("b1", key="holder")  # type: ignore[attr-defined]
+    return percent, memory
+
+
+def server_memory(server: pgserver.PgServer) -> str:
+    """RSS and PSS of the postmaster and all its children (PSS shares shared memory out fairly)."""
+    root = server.postmaster_pid()
+    pids = [root] + [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == root]
+    rss = pss = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+    return f"{len(pids)} processes, RSS {rss / 1024:.0f} MiB, PSS {pss / 1024:.0f} MiB"
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def death_notice(lab: Lab, grace: float, rounds: int) -> List[float]:
+    """Milliseconds from SIGKILL of a ``run`` holder to a sleeping waiter's grant."""
+    samples = []
+    for _ in range(rounds):
+        holder, waiter = lab.child(grace), lab.child(grace)
+        try:
+            holder.send("s run")
+            holder.line()
+            waiter.send("w next")
+            wait_until(lambda: lab.queued() == 1)
+            time.sleep(0.1)
+            killed = time.monotonic_ns()
+            os.kill(holder.proc.pid, signal.SIGKILL)
+            reply = waiter.line(timeout=NOTICE_LIMIT + grace)
+            if not reply:
+                samples.append(float("inf"))  # not noticed: the board stays held by a dead run
+                continue
+            samples.append((int(reply.split()[1]) - killed) / 1e6)
+            waiter.send("r next")
+            waiter.line()
+        finally:
+            holder.close()
+            waiter.close()
+    return samples
+
+
+def show(label: str, samples: List[float], unit: str = "ms") -> str:
+    if not samples:
+        return f"{label}: no samples"
+    missed = sum(1 for s in samples if s == float("inf"))
+    if missed:
+        return f"{label}: {missed} of {len(samples)} rounds not noticed within {NOTICE_LIMIT:.0f} s"
+    ordered = sorted(samples)
+    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    return f"{label}: median {statistics.median(samples):.1f} {unit}, p90 {p90:.1f}, max {max(samples):.1f} " \
+           f"({len(samples)} rounds)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--waiters", type=int, default=None)
+    parser.add_argument("--grace", type=float, default=0.0, help="grace period for the death-notice figure")
+    args = parser.parse_args()
+    rounds = 10 if args.quick else 30
+    waiters = args.waiters or (100 if args.quick else 300)
+    if not pgserver.available():
+        print(f"needs the PostgreSQL server binaries ({pgserver.pg_bin()})", file=sys.stderr)
+        return 1
+    import psycopg
+
+    from mq.pgengine import PgEngine, schema
+
+    server = pgserver.start_server()
+    tmp = tempfile.mkdtemp(prefix="mq-bench-pg-")
+    try:
+        conninfo = server.create_database("mq_bench")
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            schema.init(conn)
+        with open(os.path.join(tmp, "lab.toml"), "w") as toml:
+            toml.write(LAB_TOML)
+        inventory = parse_inventory(LAB_TOML, "lab.toml")
+        labs = [Lab("file", tmp, Engine(tmp, parse_inventory(LAB_TOML, os.path.join(tmp, "lab.toml")))),
+                Lab("postgresql", conninfo, PgEngine(conninfo, inventory))]
+        print(f"PostgreSQL engine vs file engine, one machine ({os.cpu_count()} cores), {server.conninfo()}")
+        print("\n1. hand-off latency (release -> next waiter's grant)")
+        for lab in labs:
+            print("   " + show(f"{lab.kind:10s}", handoff(lab, rounds)))
+        print(f"   target: median <= {TARGET_HANDOFF_MS:.0f} ms")
+        print("\n2. uncontended grants (wait + release) per second")
+        for lab in labs:
+            print(f"   {lab.kind:10s}: {grants_per_second(lab, 2.0 if args.quick else 5.0):.0f}/s")
+        print(f"\n3. {waiters} concurrent idle waiters (CPU of all waiter processes over 10 s)")
+        for lab in labs:
+            percent, memory = idle_waiters(lab, waiters, 10.0, server if lab.kind == "postgresql" else None)
+            print(f"   {lab.kind:10s}: {percent:.2f} % of one core" + (f"; server {memory}" if memory else ""))
+        print(f"   target: < {TARGET_IDLE_CPU_PCT:.0f} % of a core in total")
+        print("\n4. a run holder SIGKILLed: time until a sleeping waiter has the board")
+        for lab in labs:
+            grace = args.grace if lab.kind == "postgresql" else 0.0
+            note = f" (grace period {grace:g} s included)" if lab.kind == "postgresql" else ""
+            print("   " + show(f"{lab.kind:10s}", death_notice(lab, grace, max(3, rounds // 3))) + note)
+    finally:
+        server.destroy()
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""``mq admin init`` and ``mq admin load-inventory FILE``: setting up a queue in PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from .. import render
+from ..errors import ConfigError
+from .state import Globals
+
+admin = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                    help="Set up the PostgreSQL queue (backend = \"postgresql://...\" in the configuration).")
+
+
+def _backend(ctx: typer.Context, given: Optional[str]) -> str:
+    from ..config import load_config
+
+    if given:
+        return given
+    opts: Globals = (ctx.find_root().obj if ctx.find_root().obj else None) or Globals()
+    backend = load_config(host=opts.host, base=opts.base).backend
+    if not backend:
+        raise ConfigError("backend", "", "no PostgreSQL backend configured: set backend = \"postgresql://"
+                                         "USER@HOST/DB\" in the config file or MQ_BACKEND, or give --backend")
+    return backend
+
+
+def _connect(backend: str) -> Any:
+    from ..transport.base import HostError
+
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise ConfigError("backend", "", f"the PostgreSQL backend needs psycopg 3 ({exc}): "
+                                         "pip install 'mq[pg]'") from None
+    try:
+        return psycopg.connect(backend, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        lines = str(exc).strip().splitlines()
+        raise HostError(f"cannot reach the queue database: {lines[0] if lines else exc}") from None
+
+
+BACKEND_HELP = "The database (a libpq URI or keywords); default: the configured backend."
+
+
+@admin.command("init")
+def init(ctx: typer.Context, backend: Optional[str] = typer.Option(None, "--backend", help=BACKEND_HELP),
+         as_json: bool = typer.Option(False, "--json", help="Versioned JSON output.")) -> None:
+    """Create or migrate mq's tables in the database (versioned; running it again changes nothing)."""
+    from ..pgengine import schema
+
+    with _connect(_backend(ctx, backend)) as conn:
+        before = schema.version(conn)
+        schema.init(conn)
+        after = schema.version(conn)
+    if as_json:
+        render.out(render.envelope("schema", {"before": before, "version": after}))
+    render.diag(f"mq: schema already at version {after}" if before == after
+                else f"mq: schema version {before or 'none'} -> {after}")
+
+
+@admin.command("load-inventory")
+def load_inventory(ctx: typer.Context,
+                   path: str = typer.Argument(..., help="The lab inventory (lab.toml) to store."),
+                   backend: Optional[str] = typer.Option(None, "--backend", help=BACKEND_HELP),
+                   as_json: bool = typer.Option(False, "--json", help="Versioned JSON output.")) -> None:
+    """Check a lab inventory and store it in the database: every client then sees the same
+    systems, pools, lab hosts and [queue] policy. Locks and waiters stay as they are."""
+    from ..engine.inventory import parse_inventory, read_inventory
+    from ..pgengine import inventory_store, schema
+
+    text = read_inventory(path)
+    inventory = parse_inventory(text, path)  # a broken file is refused before anything changes
+    with _connect(_backend(ctx, backend)) as conn:
+        if schema.version(conn) != schema.VERSION:
+            raise ConfigError("backend", "", "the database's mq schema is missing or old: run mq admin init")
+        inventory_store.store(conn, inventory, text)
+    hosts = sorted({s.host for s in inventory.systems.values() if s.host})
+    if as_json:
+        render.out(render.envelope("inventory", {"path": path, "systems": len(inventory.systems),
+                                                 "pools": len(inventory.pools), "hosts": hosts}))
+    render.diag(f"mq: stored {len(inventory.systems)} systems and {len(inventory.pools)} pools from {path}"
+                + (f" (lab hosts: {', '.join(hosts)})" if hosts else ""))

@@ -1,0 +1,14 @@
+"""The PostgreSQL lock engine: the queue, the locks, the inventory and the audit log of a lab
+in one database, shared by clients on many hosts (``PgEngine``, an ``interface.LockEngine``).
+
+``schema.init`` creates or migrates the tables (``mq admin init``);
+``inventory_store.store`` loads a lab inventory into them (``mq admin load-inventory``).
+Needs ``psycopg`` 3 (the ``pg`` extra); the file engine stays the default.
+"""
+
+from __future__ import annotations
+
+from .engine import GRACE, PgEngine
+from .schema import VERSION, init
+
+__all__ = ["GRACE", "VERSION", "PgEngine", "init"]

@@ -1,0 +1,249 @@
+"""The PostgreSQL lock engine: one queue and one set of locks in a database, for labs whose
+boards hang off several hosts (an ``interface.LockEngine``, held to the same conformance suite
+as the file engine).
+
+``PgEngine`` is a facade over parts with one job each: ``link`` (the connection, the
+owner's liveness lock, reconnecting), ``taking`` (a look and a grant, one transaction),
+``waiting`` (sleeping on LISTEN/NOTIFY), ``releasing``, ``offline``, and ``rows`` (a
+consistent snapshot for listings). It never prints: a reconnect is told through
+``on_reconnect``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from mq.engine import policy
+from mq.engine.errors import AlreadyHeldError, BadInputError, BoardOfflineError, LockDirError, NotHolderError
+from mq.engine.health import Failure
+from mq.engine.inventory import Inventory
+from mq.engine.labpaths import user_name
+from mq.engine.names import NO_KEY, check_key
+from mq.engine.results import BoardState, Grant, Offline, Released, Ticket
+from mq.engine.signals import GUARD
+from mq.engine.waiter import Hooks
+
+from . import audit, health, offline, schema
+from .link import Link, where
+from .releasing import Releaser
+from .rows import Snapshot, read_snapshot
+from .taking import Request, Taker, clear_dead, ordered
+from .waiting import Waiter
+
+GRACE = 30.0  # seconds a lost owner (dropped connection, server restart) keeps its tickets and run locks
+
+
+class PgEngine:
+    """Lock operations on the queue in one PostgreSQL database, with one inventory."""
+
+    def __init__(self, conninfo: str, inventory: Inventory, user: Optional[str] = None, grace: float = GRACE,
+                 on_reconnect: Optional[Callable[[str], None]] = None) -> None:
+        import os
+
+        self.inventory = inventory
+        self.user = user or user_name(os.getuid())
+        self.link = Link(conninfo, self.user, grace, on_reconnect)
+        self.taker = Taker(self.link, self.user, inventory)
+        self.releases = Releaser(self.link, self.user, inventory)
+        self._checked = False
+
+    def close(self) -> None:
+        """Close the connection: this engine's waits and ``run`` locks lose their owner."""
+        self.link.close()
+
+    def __enter__(self) -> PgEngine:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _conn(self) -> Any:
+        conn = self.link.conn
+        if not self._checked:
+            found = schema.version(conn)
+            if found != schema.VERSION:
+                raise LockDirError(where(self.link.conninfo), f"schema version {found}, this mq needs "
+                                   f"{schema.VERSION}: run mq admin init")
+            self._checked = True
+        return conn
+
+    def _snapshot(self) -> Snapshot:
+        def look(conn: Any) -> Snapshot:
+            with self.link.mutex(conn):
+                snap = read_snapshot(conn, self.link.grace)
+                clear_dead(conn, self.link, self.user, snap)
+                return snap
+
+        self._conn()
+        result: Snapshot = self.link.run(look)
+        return result
+
+    # -- taking ---------------------------------------------------------------------------
+    def wait(self, name: str, key: str = NO_KEY, timeout: int = 0, budget: Optional[float] = None,
+             extra_fds: Sequence[int] = (), on_extra: Optional[Callable[[int], None]] = None,
+             on_tick: Optional[Callable[[], Optional[float]]] = None, session: bool = False,
+             boards: Optional[Sequence[str]] = None,
+             on_progress: Optional[Callable[[int, int], None]] = None, priority: Optional[int] = None) -> Grant:
+        boards = self.inventory.narrowed(name, boards)
+        check_key(key)
+        self._conn()
+        try:
+            rank = policy.check_priority(self.inventory.queue.priority_for(self.user, key, priority))
+        except ValueError as exc:
+            raise BadInputError(str(exc)) from None
+        if not self.inventory.is_pool(name):
+            self._check_alone(name, key)
+        started = time.monotonic()
+        deadline = None if budget is None else started + max(0.0, budget)
+        request = Request(name=name, key=key, timeout=timeout, session=session, started=started)
+        hooks = Hooks(extra_fds, on_extra, on_tick, on_progress)
+        with GUARD.deferred():  # signals are taken at the waiter's safe points only
+            me = self.link.run(lambda conn: self.taker.enqueue(conn, request, boards, rank))
+            granted = False
+            try:
+                grant = Waiter(self.link, self.taker, me, request, deadline, hooks).run()
+                granted = True
+                return grant
+            finally:
+                self._leave(me, granted)
+
+    def _check_alone(self, board: str, key: str) -> None:
+        """A wait for one board: refused at once if it is offline, or already the caller's."""
+        snap = self._snapshot()
+        mark = snap.offline.get(board)
+        if mark is not None:  # a pool skips it; a wait for it alone would never end
+            raise BoardOfflineError(board, mark.reason, mark.user, mark.since)
+        lock = snap.locks.get(board)
+        if lock is not None and not lock.maintenance and lock.user == self.user and key in (NO_KEY, lock.key) \
+                and not lock.reclaimable(snap.now):
+            raise AlreadyHeldError(board, lock.key, key)
+
+    def _leave(self, me: Any, granted: bool) -> None:
+        """After a wait, however it ended: its ticket leaves the queue (a grant took it already; with
+        the connection gone, its owner is lost and the ticket is cleared after the grace period)."""
+        if not granted and not self.link.broken():
+            try:
+                with self.link.conn.transaction():
+                    self.taker.leave(self.link.conn, me)
+            except Exception:  # noqa: S110 - best effort, as the file engine's unlink is
+                pass
+        self.link.unlisten()
+
+    def cancel(self, name: str, key: str = NO_KEY) -> int:
+        self.inventory.members(name)
+        check_key(key)
+
+        def cancel(conn: Any) -> int:
+            with self.link.mutex(conn):
+                snap = read_snapshot(conn, self.link.grace)
+                count = 0
+                for queued in snap.tickets:
+                    ticket = queued.ticket
+                    if ticket.user != self.user or ticket.key != key or queued.owner_state.state == "dead":
+                        continue
+                    if name != ticket.target and name not in ticket.boards:
+                        continue
+                    conn.execute("UPDATE mq_tickets SET cancelled = true WHERE seq = %s", (queued.seq,))
+                    self.link.notify(conn, f"cancel {queued.seq}")
+                    count += 1
+                return count
+
+        self._conn()
+        return int(self.link.run(cancel))
+
+    def undo_grant(self, board: str, key: str, grant: int, reason: str = "interrupted") -> bool:
+        self._conn()
+        return self.releases.undo_grant(board, key, grant, reason)
+
+    def check_held(self, name: str, key: str = NO_KEY, boards: Optional[Sequence[str]] = None) -> str:
+        members = self.inventory.members(name)
+        wanted = members if boards is None else [b for b in members if b in set(boards)]
+        check_key(key)
+        snap = self._snapshot()
+        if not self.inventory.is_pool(name) and name in snap.offline:
+            mark = snap.offline[name]
+            raise BoardOfflineError(name, mark.reason, mark.user, mark.since)
+        for board in wanted:
+            lock = snap.locks.get(board)
+            if board in snap.offline or lock is None or lock.maintenance:
+                continue
+            if lock.user == self.user and lock.key == key:
+                return board
+        raise NotHolderError(name, f"You do not hold {name} with key '{key}' (run -n needs the lock first: "
+                                   f"mq sem -wait {name} -k KEY)")
+
+    # -- releasing ------------------------------------------------------------------------
+    def signal(self, name: str, key: str = NO_KEY, force: bool = False) -> List[Released]:
+        self._conn()
+        return self.releases.signal(name, key, force)
+
+    def end_session_lock(self, board: str, key: str, reason: str) -> bool:
+        self._conn()
+        return self.releases.end_session_lock(board, key, reason)
+
+    # -- looking --------------------------------------------------------------------------
+    def info(self, name: str) -> List[BoardState]:
+        boards = self.inventory.members(name)
+        snap = self._snapshot()
+        waiting = self._waiting(snap)
+        return [self._state(snap, board, tuple(t for t in waiting if board in t.boards)) for board in boards]
+
+    def _waiting(self, snap: Snapshot) -> List[Ticket]:
+        """The live waiters in the order they are served, with their effective priorities."""
+        return policy.annotate([t.ticket for t in ordered(snap.tickets, self.inventory) if t.counted],
+                               self.inventory, snap.now)
+
+    def _state(self, snap: Snapshot, board: str, waiters: tuple[Any, ...] = ()) -> BoardState:
+        lock = snap.locks.get(board)
+        mark = snap.offline.get(board)
+        return BoardState(board, None if lock is None else lock.holder(), waiters,
+                          offline=None if mark is None else mark.offline(lock))
+
+    def dumpall(self, order: str = "inventory") -> List[BoardState]:
+        snap = self._snapshot()
+        boards = list(self.inventory.systems) if order != "directory" else sorted(snap.locks)
+        return [self._state(snap, board) for board in boards if board in snap.locks]
+
+    def events(self, scope: Optional[str] = None, since: Optional[float] = None) -> List[Dict[str, Any]]:
+        names = None
+        if scope is not None:
+            names = {scope, *self.inventory.members(scope)}
+            names |= {pool for board in list(names) for pool in self.inventory.pools_of(board)}
+        self._conn()
+        found: List[Dict[str, Any]] = self.link.run(lambda conn: audit.read(conn, since, names))
+        return found
+
+    def status(self, names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+        from mq.engine.projection import HoldTimes, project
+        from mq.engine.protocol import to_wire
+        from mq.engine.status import HOLD_HISTORY
+
+        inv = self.inventory
+        wanted = None if not names else {b for name in names for b in inv.members(name)}
+        snap = self._snapshot()
+        waiting = self._waiting(snap)
+        states = [self._state(snap, board, tuple(t for t in waiting if board in t.boards)) for board in inv.systems]
+        now = time.time()
+        events: List[Dict[str, Any]] = self.link.run(lambda conn: audit.read(conn, now - HOLD_HISTORY))
+        estimates = project(states, inv, HoldTimes.from_events(events), now)
+        return {"now": now, "boards": [to_wire(s) for s in states if wanted is None or s.board in wanted],
+                "estimates": {e.ticket: {"board": e.board, "eta": e.eta, "basis": e.basis} for e in estimates}}
+
+    def note_health(self, board: str, failure: Optional[Failure]) -> Tuple[int, Optional[Offline]]:
+        """A ``run``'s verdict on ``board`` (``mq.engine.health``): counted in ``mq_health``; at the
+        system's ``health_limit`` the board is taken offline with the row's reason."""
+        self._conn()
+        count, full = health.note(self.link, self.user, self.inventory, board, failure)
+        return count, None if full is None else self.set_offline(board, full.reason())
+
+    def set_offline(self, board: str, reason: str) -> Offline:
+        self._conn()
+        return offline.set_offline(self.link, self.user, self.inventory, board, reason)
+
+    def set_online(self, board: str) -> Optional[Offline]:
+        self._conn()
+        return offline.set_online(self.link, self.user, self.inventory, board)
+
+
+__all__ = ["GRACE", "PgEngine"]

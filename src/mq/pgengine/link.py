@@ -1,0 +1,221 @@
+"""One engine's connection to the database: its owner id and liveness lock, the mutex,
+LISTEN, and reconnecting with back-off when the connection drops or the server restarts.
+
+The *owner* is registered the first time the engine queues a ticket or takes a
+``run`` lock: an id from ``mq_owner_ids`` whose session advisory lock this
+connection holds for as long as it lives (the server drops it when the connection
+dies). After a reconnect the engine takes that same lock again and so re-claims its
+tickets and ``run`` locks, unless another look found it gone for longer than the grace
+period: then they are dead, and what is left of them is cleared here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from typing import Any, Callable, Iterator, List, Optional
+
+import psycopg
+
+from mq.engine.errors import LockDirError
+
+from . import audit
+from .rows import MUTEX, OWNER_CLASS
+
+CHANNEL = "mq_queue"
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 2.0
+RECLAIM_TRIES = 50  # tries to take the owner lock back (a stale backend may still hold it for a moment)
+
+Pause = Callable[[float], None]
+
+# This engine's own earlier backend, if it still holds the owner lock (a connection dropped on
+# the client's side that the server has not noticed yet).
+TERMINATE_STALE = f"""
+    SELECT pg_terminate_backend(o.backend_pid) FROM mq_owners o
+    WHERE o.id = %s AND o.backend_pid <> pg_backend_pid() AND EXISTS (
+        SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.classid = {OWNER_CLASS}
+        AND l.objsubid = 2 AND l.objid::bigint = o.id AND l.pid = o.backend_pid)"""  # noqa: S608
+
+
+def where(conninfo: str) -> str:
+    """The database a conninfo names, for messages (never its password)."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "postgresql database"
+    host = str(params.get("host") or "localhost")
+    return f"postgresql database {params.get('dbname') or params.get('user') or ''} on {host}".strip()
+
+
+class Link:
+    """The connection (autocommit; transactions are explicit) and what is bound to it."""
+
+    def __init__(self, conninfo: str, user: str, grace: float,
+                 on_reconnect: Optional[Callable[[str], None]] = None, give_up: float = 60.0) -> None:
+        self.conninfo = conninfo
+        self.user = user
+        self.grace = grace
+        self.on_reconnect = on_reconnect
+        self.give_up = give_up  # seconds of failed reconnects after which an operation fails
+        self.owner: Optional[int] = None
+        self.listening = False
+        self._conn: Optional[psycopg.Connection[Any]] = None
+
+    # -- the connection -------------------------------------------------------------------
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._open()
+        return self._conn
+
+    def _open(self) -> psycopg.Connection[Any]:
+        try:
+            conn = psycopg.connect(self.conninfo, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise LockDirError(where(self.conninfo), f"cannot connect ({_first_line(exc)})") from None
+        try:
+            if self.owner is not None:
+                self._reclaim(conn, self.owner)
+            if self.listening:
+                conn.execute(f"LISTEN {CHANNEL}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+
+    def broken(self) -> bool:
+        return self._conn is None or self._conn.closed or self._conn.broken
+
+    def drop(self) -> None:
+        """Forget a connection found broken (the next use reconnects)."""
+        self.close()
+
+    def reconnect(self, why: BaseException, pause: Pause, deadline: Optional[float] = None) -> None:
+        """Connect again with back-off (``pause`` sleeps, watching what the caller watches), telling
+        ``on_reconnect``; ``LockDirError`` once ``give_up`` seconds (or ``deadline``) pass without success."""
+        self.drop()
+        started = time.monotonic()
+        delay = BACKOFF_FIRST
+        self._tell(f"lost the database connection ({_first_line(why)}); reconnecting")
+        while True:
+            try:
+                self.conn  # noqa: B018 - connects (and re-claims the owner)
+            except LockDirError as exc:
+                now = time.monotonic()
+                limit = started + self.give_up if deadline is None else min(deadline, started + self.give_up)
+                if now + delay > limit:
+                    self._tell(f"could not reconnect: {exc.detail}")
+                    raise
+                pause(delay)
+                delay = min(BACKOFF_MAX, delay * 2)
+                continue
+            self._tell(f"reconnected after {time.monotonic() - started:.1f} s")
+            return
+
+    def _tell(self, message: str) -> None:
+        if self.on_reconnect is not None:
+            self.on_reconnect(message)
+
+    def run(self, operation: Callable[[psycopg.Connection[Any]], Any]) -> Any:
+        """``operation(conn)``; when the connection is found dropped, once more after reconnecting."""
+        try:
+            return operation(self.conn)
+        except psycopg.OperationalError as exc:
+            if not self.broken():
+                raise LockDirError(where(self.conninfo), _first_line(exc)) from None
+            self.reconnect(exc, time.sleep)
+        return operation(self.conn)
+
+    @contextlib.contextmanager
+    def mutex(self, conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction holding the queue mutex (walks, grants and releases one at a time)."""
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", MUTEX)
+            yield conn
+
+    def notify(self, conn: psycopg.Connection[Any], payload: str) -> None:
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+
+    def listen(self) -> None:
+        if not self.listening:
+            self.conn.execute(f"LISTEN {CHANNEL}")
+            self.listening = True
+
+    def unlisten(self) -> None:
+        if self.listening:
+            self.listening = False
+            if not self.broken():
+                with contextlib.suppress(psycopg.Error):
+                    self.conn.execute(f"UNLISTEN {CHANNEL}")
+                    list(self.conn.notifies(timeout=0))  # drop what came before the UNLISTEN
+
+    def received(self) -> List[str]:
+        """The payloads that came (without waiting); OperationalError when the connection dropped."""
+        conn = self.conn
+        return [n.payload for n in conn.notifies(timeout=0) if n.channel == CHANNEL]
+
+    # -- the owner ---------------------------------------------------------------------------
+    def ensure_owner(self) -> int:
+        """This engine's owner id, registered (and its liveness lock taken) on first use."""
+        if self.owner is None:
+            conn = self.conn
+            owner = int(conn.execute("SELECT nextval('mq_owner_ids')").fetchone()[0])  # type: ignore[index]
+            conn.execute("SELECT pg_advisory_lock(%s, %s)", (OWNER_CLASS, owner))
+            conn.execute("INSERT INTO mq_owners (id, username, pid, host, backend_pid) "
+                         "VALUES (%s, %s, %s, %s, pg_backend_pid())",
+                         (owner, self.user, os.getpid(), socket.gethostname()))
+            self.owner = owner
+        return self.owner
+
+    def _reclaim(self, conn: psycopg.Connection[Any], owner: int) -> None:
+        """Take the owner lock back on a new connection (ending this engine's own stale backend
+        if it still holds it); past the grace period, clear what is left of the owner's."""
+        for _ in range(RECLAIM_TRIES):
+            if conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (OWNER_CLASS, owner)).fetchone()[0]:  # type: ignore[index]
+                break
+            conn.execute(TERMINATE_STALE, (owner,))
+            time.sleep(0.05)
+        else:
+            raise LockDirError(where(self.conninfo), "cannot take this engine's liveness lock back")
+        with self.mutex(conn):
+            row = conn.execute("SELECT lost_at IS NOT NULL AND lost_at < clock_timestamp() - make_interval(secs => %s) "
+                               "FROM mq_owners WHERE id = %s", (self.grace, owner)).fetchone()
+            if row is None or row[0]:
+                self._clear_dead_self(conn, owner)
+            conn.execute("UPDATE mq_owners SET lost_at = NULL, backend_pid = pg_backend_pid() WHERE id = %s",
+                         (owner,))
+
+    def _clear_dead_self(self, conn: psycopg.Connection[Any], owner: int) -> None:
+        """Gone longer than the grace period: this engine's tickets and ``run`` locks are dead."""
+        for seq, target, key in conn.execute("DELETE FROM mq_tickets WHERE owner = %s RETURNING seq, target, key",
+                                             (owner,)).fetchall():
+            audit.record(conn, self.user, "ticket-lost", target=target, key=key)
+            self.notify(conn, f"gone {seq}")
+        for board, key, grant, pool, since_ns in conn.execute(
+                "DELETE FROM mq_locks WHERE session_owner = %s RETURNING board, key, grant_no, pool, since_ns",
+                (owner,)).fetchall():
+            audit.record(conn, self.user, "release", board=board, key=key, holder=self.user, holder_key=key,
+                         held=round(time.time() - since_ns / 1e9, 3), grant=grant, pool=pool,
+                         reason="connection lost past the grace period", outcome="released")
+            self.notify(conn, f"free {board}")
+        if conn.execute("SELECT 1 FROM mq_owners WHERE id = %s", (owner,)).fetchone() is None:
+            conn.execute("INSERT INTO mq_owners (id, username, pid, host, backend_pid) "
+                         "VALUES (%s, %s, %s, %s, pg_backend_pid())",
+                         (owner, self.user, os.getpid(), socket.gethostname()))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+__all__ = ["CHANNEL", "Link", "Pause", "where"]

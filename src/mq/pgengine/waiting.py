@@ -1,0 +1,234 @@
+"""One waiter's sleep-and-look loop: asleep in ``select`` on its connection (LISTEN), never polling.
+
+The waiter looks again (``taking.Taker.attempt``, one transaction) only when its
+turn may have come:
+
+* ``free BOARD`` for a board it is at the head for (no ticket ahead wants it);
+* ``gone SEQ`` for the nearest ticket ahead on one of its boards (a waiter further
+  back only moves up a place, counted without a query);
+* ``cancel SEQ`` for its own ticket;
+* a timer: the next ``-T`` expiry of a board it is at the head for, the end of the
+  grace period of a lost owner ahead of it or holding such a board, the budget, the
+  agent's tick;
+* the death of the live ``run`` holder of such a board, or of the one ticket it is
+  directly behind on a board: a second connection waits for that owner's liveness
+  lock (``pg_advisory_lock_shared``), which the server grants when the owner's
+  connection dies (``DeathWatch``; so only the waiters next in line keep one);
+* the caller's ``extra_fds`` and the signal guard's wake-up descriptor.
+
+A dropped connection (or a server restart) is reconnected with back-off, the owner
+lock taken back (``link``), and the ticket is still there: the waiter keeps its place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import psycopg
+from psycopg import pq
+
+from mq.engine.errors import NotAcquiredError
+from mq.engine.results import Grant
+from mq.engine.signals import GUARD
+from mq.engine.waiter import Hooks
+
+from . import audit
+from .link import Link
+from .rows import OWNER_CLASS, QueuedTicket
+from .taking import Outlook, Request, Taker
+
+MAX_WATCHES = 4  # death watches (extra connections) one waiter keeps at most
+
+
+class DeathWatch:
+    """Connections blocked in ``pg_advisory_lock_shared`` on the liveness locks of live ``run`` holders:
+    each becomes readable when its holder's connection dies (or when its own does)."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        self.watching: Dict[int, pq.abc.PGconn] = {}
+
+    def arm(self, owners: Sequence[int]) -> None:
+        for owner in [o for o in self.watching if o not in owners]:
+            self._end(owner)
+        for owner in owners:
+            if owner not in self.watching and len(self.watching) < MAX_WATCHES:
+                pgconn = pq.PGconn.connect(self.conninfo.encode())
+                try:
+                    if pgconn.status != pq.ConnStatus.OK:
+                        raise psycopg.OperationalError("cannot connect")
+                    pgconn.send_query(f"SELECT pg_advisory_lock_shared({OWNER_CLASS}, {int(owner)})".encode())
+                except psycopg.Error:
+                    pgconn.finish()
+                    continue  # the main connection's troubles are found and handled there
+                pgconn.nonblocking = 1
+                self.watching[owner] = pgconn
+
+    def fds(self) -> List[int]:
+        return [pgconn.socket for pgconn in self.watching.values()]
+
+    def fired(self, ready: Sequence[int]) -> bool:
+        """Whether a watched holder died (its watch is then ended)."""
+        fired = False
+        for owner, pgconn in list(self.watching.items()):
+            if pgconn.socket not in ready:
+                continue
+            try:
+                pgconn.consume_input()
+                busy = pgconn.is_busy()
+            except psycopg.OperationalError:
+                busy = False
+            if not busy:
+                self._end(owner)
+                fired = True
+        return fired
+
+    def _end(self, owner: int) -> None:
+        pgconn = self.watching.pop(owner)
+        with contextlib.suppress(Exception):
+            pgconn.finish()  # lets go of the shared lock if it was granted
+
+    def close(self) -> None:
+        for owner in list(self.watching):
+            self._end(owner)
+
+
+def _shortest(*delays: Optional[float]) -> Optional[float]:
+    present = [max(0.0, d) for d in delays if d is not None]
+    return min(present) if present else None
+
+
+class Waiter:
+    def __init__(self, link: Link, taker: Taker, me: QueuedTicket, request: Request, deadline: Optional[float],
+                 hooks: Hooks) -> None:
+        self.link = link
+        self.taker = taker
+        self.me = me
+        self.request = request
+        self.deadline = deadline
+        self.hooks = hooks
+        self.boards = me.ticket.boards
+        self.outlook = Outlook()
+        self.watch = DeathWatch(link.conninfo)
+        self._progress: Optional[tuple[int, int]] = None
+
+    # -- one look, through reconnects --------------------------------------------------
+    def _look(self) -> Optional[Grant]:
+        while True:
+            try:
+                grant, self.outlook = self.taker.attempt(self.link.conn, self.me, self.request)
+            except psycopg.OperationalError as exc:
+                self._reconnect(exc)
+                continue
+            if grant is None:
+                self._tell_progress(self.outlook.position, self.outlook.total)
+            return grant
+
+    def _reconnect(self, why: BaseException) -> None:
+        if self.link.broken():
+            self.link.reconnect(why, self._pause, self.deadline)
+        else:
+            raise why
+
+    def _pause(self, delay: float) -> None:
+        """Sleep ``delay`` seconds between reconnects, still answering the caller's descriptors."""
+        fds = [*self.hooks.extra_fds, *GUARD.wake_fds]
+        ready = select.select(fds, [], [], delay)[0] if fds else []
+        if not fds:
+            time.sleep(delay)
+        GUARD.check()
+        self._extra(ready)
+
+    def _extra(self, ready: Sequence[int]) -> None:
+        for fd in ready:
+            if self.hooks.on_extra is not None and fd in self.hooks.extra_fds:
+                self.hooks.on_extra(fd)
+
+    def _tell_progress(self, position: int, total: int) -> None:
+        if self.hooks.on_progress is not None and (position, total) != self._progress:
+            self._progress = (position, total)
+            self.hooks.on_progress(position, total)
+
+    # -- what a notification means to this waiter -----------------------------------------
+    def _relevant(self, payloads: List[str]) -> bool:
+        look = False
+        for payload in payloads:
+            what, _, arg = payload.partition(" ")
+            if what == "free":
+                look = look or arg in self.outlook.head
+            elif what == "cancel":
+                look = look or arg == str(self.me.seq)
+            elif what == "gone" and arg.isdigit() and int(arg) in self.outlook.ahead:
+                look = self._departed(int(arg)) or look
+        return look
+
+    def _departed(self, seq: int) -> bool:
+        """A ticket ahead left: look only if that makes this waiter the head for another board."""
+        before = set(self.outlook.nearest(self.boards))
+        del self.outlook.ahead[seq]
+        after = set(self.outlook.nearest(self.boards))
+        self.outlook.head = [b for b in self.boards if b not in after]
+        self.outlook.position = max(1, self.outlook.position - 1)
+        self.outlook.total = max(self.outlook.position, self.outlook.total - 1)
+        self._tell_progress(self.outlook.position, self.outlook.total)
+        return after != before
+
+    def _received(self) -> Optional[List[str]]:
+        """The notifications that came (None: the connection dropped and was made again)."""
+        try:
+            return self.link.received()
+        except psycopg.OperationalError as exc:
+            self._reconnect(exc)
+            return None
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> Grant:
+        GUARD.check()
+        self.link.listen()
+        try:
+            return self._loop()
+        finally:
+            self.watch.close()
+
+    def _loop(self) -> Grant:
+        grant = self._look()
+        while grant is None:
+            GUARD.check()
+            now = time.monotonic()
+            if self.deadline is not None and now >= self.deadline:
+                self._time_out(now)
+            payloads = self._received()  # (those that came during the look)
+            if payloads is None or self._relevant(payloads):
+                grant = self._look()
+                continue
+            self.watch.arm(sorted(self.outlook.watch | self.outlook.predecessors(self.boards)))
+            sleep = _shortest(self.outlook.wake_in, None if self.deadline is None else self.deadline - now,
+                              self.hooks.on_tick() if self.hooks.on_tick else None)
+            conn_fd = self.link.conn.fileno()
+            fds = [conn_fd, *self.watch.fds(), *self.hooks.extra_fds, *GUARD.wake_fds]
+            ready = select.select(fds, [], [], sleep)[0]
+            GUARD.check()  # safe point: nothing is half done here
+            look = not ready  # a timer: an expiry, a grace period, the budget, a tick
+            if conn_fd in ready:
+                payloads = self._received()
+                look = look or payloads is None or self._relevant(payloads)
+            look = self.watch.fired(ready) or look
+            self._extra(ready)
+            if look:
+                grant = self._look()
+        return grant
+
+    def _time_out(self, now: float) -> None:
+        """The budget ran out: the ticket leaves the queue, logged."""
+        conn: Any = self.link.conn
+        with contextlib.suppress(psycopg.OperationalError), conn.transaction():
+            if self.taker.leave(conn, self.me):
+                audit.record(conn, self.link.user, "timeout", target=self.me.ticket.target, key=self.me.ticket.key,
+                             waited=round(now - self.request.started, 3))
+        raise NotAcquiredError(self.me.ticket.target)
+
+
+__all__ = ["DeathWatch", "Waiter"]

@@ -1,0 +1,170 @@
+"""The queue in PostgreSQL (``backend = "postgresql://..."``): locks from the database, boards
+booted on their own lab hosts.
+
+``sem``, ``status``, ``history`` and the rest run the PostgreSQL engine in this
+process (``mq.pgengine.PgEngine``, behind the same in-process agent as the
+local lab), so the wait sleeps on the database connection (``LISTEN``), with
+no SSH at all. ``run`` takes the board's lock from the database first (a
+``run`` lock, bound to this process's connection: if this process dies the
+lock counts as dead), then opens its one SSH connection to the lab host of the
+board it got (the system's ``host`` in the inventory, else the configured
+``host``), uploads the images there and runs the job with the system's
+definition and no lock of the host's own (``system`` in the job: a *bare*
+job). The board's health verdict comes back with the result and is counted
+in the database; then the lock is released.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..config import Config
+from ..engine.agent import Agent
+from ..engine.health import Failure, note_line
+from ..engine.interface import LockEngine
+from ..errors import ConfigError
+from .base import EventHandler, HostError, Progress
+
+if TYPE_CHECKING:
+    from ..keyboard import Keyboard
+
+
+def open_engine(conninfo: str, on_reconnect: Callable[[str], None] | None = None) -> LockEngine:
+    """A ``PgEngine`` on the database's stored inventory."""
+    try:
+        import psycopg
+
+        from ..pgengine import PgEngine
+        from ..pgengine.inventory_store import load
+    except ImportError as exc:
+        raise ConfigError("backend", "", f"the PostgreSQL backend needs psycopg 3 ({exc}): "
+                                         "pip install 'mq[pg]'") from None
+    try:
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+            inventory = load(conn)
+    except psycopg.errors.UndefinedTable:
+        raise ConfigError("backend", "", "the database has no mq schema: run mq admin init") from None
+    except psycopg.Error as exc:
+        raise HostError(f"cannot reach the queue database: {_first_line(exc)}") from None
+    if inventory is None:
+        raise ConfigError("backend", "", "the database holds no inventory: run mq admin load-inventory LAB.toml")
+    return PgEngine(conninfo, inventory, on_reconnect=on_reconnect)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class _PgAgent(Agent):
+    """The in-process agent, with the PostgreSQL engine instead of a lock directory's."""
+
+    def __init__(self, opener: Callable[[], LockEngine]) -> None:
+        super().__init__("", None, out_fd=-1, in_fd=-1)
+        self._opener = opener
+
+    def engine(self) -> LockEngine:
+        if self._engine is None:
+            self._engine = self._opener()
+        return self._engine
+
+
+class PostgresTransport:
+    host = "postgresql"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._agent = _PgAgent(lambda: open_engine(config.backend, self._reconnecting))
+
+    @staticmethod
+    def _reconnecting(message: str) -> None:
+        """The database went away (a restart, the network) and comes back: the user is told, on
+        stderr, as the wait goes on (stdout stays the command's own)."""
+        sys.stderr.write(f"mq: {message}\n")
+        sys.stderr.flush()
+
+    @property
+    def engine(self) -> LockEngine:
+        return self._agent.engine()
+
+    def call(self, op: str, on_event: EventHandler | None = None, **args: Any) -> Any:
+        self._agent.on_event = on_event
+        try:
+            return self._agent.dispatch(op, args)
+        finally:
+            self._agent.on_event = None
+
+    def upload(self, path: str, name: str, progress: Progress | None = None) -> str:
+        """Deferred: the board, and so its host, is known only once the lock is taken."""
+        return os.path.abspath(path)
+
+    def run_job(self, spec: dict[str, Any], on_event: EventHandler, keyboard: Keyboard | None) -> dict[str, Any]:
+        from . import open_transport
+
+        engine = self.engine
+        board, took = self._take(engine, spec, on_event)
+        try:
+            system = engine.inventory.systems[board]
+            host = system.host or self.config.host
+            on_event("board", b"", {"board": board, "grant": took, "host": host})
+            remote = open_transport(dataclasses.replace(self.config, host=host, backend=""))
+            try:
+                files = [remote.upload(p, os.path.basename(p)) for p in spec["files"]]
+                extra = {k: remote.upload(spec[k], os.path.basename(spec[k])) for k in ("dtb", "bitstream")
+                         if spec.get(k)}
+                job = {**spec, "target": board, "boards": [board], "files": files, **extra,
+                       "system": dataclasses.asdict(system), "budget": 0}
+                job.pop("priority", None)
+
+                def relay(event: str, data: bytes, fields: dict[str, Any]) -> None:
+                    if event != "board":  # said above, with the host
+                        on_event(event, data, fields)
+
+                result = remote.run_job(job, relay, keyboard)
+            finally:
+                remote.close()
+            verdict = result.pop("health", None)
+            if isinstance(verdict, dict):
+                self._note_health(engine, board, verdict, result["notes"])
+            result["board"] = board
+            return result
+        finally:
+            if took:
+                engine.end_session_lock(board, spec["key"], reason="run ended")
+
+    def _take(self, engine: LockEngine, spec: dict[str, Any], on_event: EventHandler) -> tuple[str, bool]:
+        if spec["mode"] == "held":
+            return engine.check_held(spec["target"], spec["key"], spec["boards"]), False
+        from ..engine.waitinfo import queue_event
+
+        def progress(position: int, total: int) -> None:
+            event = queue_event(engine, spec["target"], spec["key"], position, total)
+            if event is not None:
+                on_event("queue", b"", event)
+
+        grant = engine.wait(spec["target"], key=spec["key"], budget=spec.get("budget"), boards=spec["boards"],
+                            session=True, on_tick=lambda: 60.0, on_progress=progress,
+                            priority=spec.get("priority"))
+        return grant.board, True
+
+    @staticmethod
+    def _note_health(engine: LockEngine, board: str, verdict: dict[str, Any], notes: list[str]) -> None:
+        failure = Failure(str(verdict["kind"]), str(verdict["detail"])) if verdict.get("kind") else None
+        count, offline = engine.note_health(board, failure)
+        line = note_line(board, failure, count, engine.inventory.systems[board].health_limit, offline)
+        if line:
+            notes.append(line)
+
+    def close(self) -> None:
+        engine = self._agent._engine
+        if engine is not None:
+            close = getattr(engine, "close", None)
+            if close is not None:
+                close()
+
+
+__all__ = ["PostgresTransport", "open_engine"]

@@ -1,0 +1,261 @@
+"""The queue in PostgreSQL through the CLI (issue 13): ``backend`` in the configuration, ``mq admin
+init`` and ``load-inventory``, every command on the database, and ``run`` on a pool whose members
+hang off two lab hosts (this machine, and a real sshd as another user), each job going to its
+board's own host while the lock comes from the database.
+
+A real PostgreSQL server (``pgserver``), a real sshd (``conftest.sshd_server``), real processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import pgserver
+from conftest import SshLab, wait_for
+from mq.engine.errors import ExitCode
+
+pytestmark = pytest.mark.skipif(pgserver.missing(), reason="needs the PostgreSQL server binaries")
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SIM = 'boot = "{python} -m mq.engine.simboard {system} {files}"\n'
+
+
+@dataclass
+class PgLab:
+    conninfo: str
+    root: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({"MQ_BACKEND": self.conninfo, "MQ_CONFIG": str(self.root / "config.toml"),
+                    "HOME": str(self.root / "home")})
+        env.update(extra)
+        return env
+
+    def mq(self, *args: str, timeout: float = 60, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mq", *args], env=self.env(**extra), capture_output=True,
+                              text=True, timeout=timeout, cwd=self.root)
+
+    def ok(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        proc = self.mq(*args, **extra)
+        assert proc.returncode == 0, f"mq {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+    def spawn(self, *args: str, **extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "mq", *args], env=self.env(**extra), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.root)
+
+    def waiting(self) -> list[str]:
+        data = json.loads(self.ok("status", "--json").stdout)["data"]
+        return [w["key"] for board in data for w in board["waiters"]]
+
+    def write_lab(self, text: str) -> Path:
+        path = self.root / "lab.toml"
+        path.write_text(textwrap.dedent(text))
+        return path
+
+
+@pytest.fixture
+def pg(tmp_path: Path) -> Iterator[PgLab]:
+    server = pgserver.shared_server()
+    name = "mqcli_" + uuid.uuid4().hex[:12]
+    conninfo = server.create_database(name)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "config.toml").write_text("")
+    yield PgLab(conninfo, tmp_path)
+    server.drop_database(name)
+
+
+TWO_BOARDS = """
+    [systems.b1]
+    soc = "imx8"
+    [systems.b2]
+    soc = "imx8"
+    [pools.pair]
+    match = { soc = "imx8" }
+    """
+
+
+def test_admin_init_is_versioned_and_idempotent_and_load_inventory_checks_first(pg: PgLab) -> None:
+    first = pg.ok("admin", "init", "--json")
+    assert json.loads(first.stdout)["data"]["before"] == 0
+    again = pg.ok("admin", "init", "--json")
+    data = json.loads(again.stdout)["data"]
+    assert data["before"] == data["version"] >= 1 and "already at version" in again.stderr
+    broken = pg.write_lab('[systems.b1]\nboot = "{sytem}"\n')
+    proc = pg.mq("admin", "load-inventory", str(broken))
+    assert proc.returncode == ExitCode.CONFIG and "unknown placeholder {sytem}" in proc.stderr
+    assert pg.mq("systems").returncode == ExitCode.CONFIG  # still nothing stored
+    pg.ok("admin", "load-inventory", str(pg.write_lab(TWO_BOARDS)))
+    assert pg.ok("systems").stdout.split() == ["b1", "b2", "pair"] or "b1" in pg.ok("systems").stdout
+
+
+def test_unreachable_or_empty_database_is_one_clear_line(pg: PgLab, tmp_path: Path) -> None:
+    proc = pg.mq("sem", "-info", "b1")
+    assert proc.returncode == ExitCode.CONFIG and "mq admin init" in proc.stderr, proc.stderr
+    pg.ok("admin", "init")
+    proc = pg.mq("sem", "-info", "b1")
+    assert proc.returncode == ExitCode.CONFIG and "mq admin load-inventory" in proc.stderr, proc.stderr
+    gone = pg.mq("sem", "-info", "b1", MQ_BACKEND=f"host={tmp_path}/nowhere port=1 dbname=x")
+    assert gone.returncode != 0 and "cannot reach the queue database" in gone.stderr
+    assert len(gone.stderr.strip().splitlines()) == 1
+    bad = pg.mq("sem", "-info", "b1", MQ_BACKEND="mysql://db")
+    assert bad.returncode == ExitCode.CONFIG and "backend" in bad.stderr
+
+
+def test_sem_status_history_and_fair_order_on_the_database(pg: PgLab) -> None:
+    pg.ok("admin", "init")
+    pg.ok("admin", "load-inventory", str(pg.write_lab(TWO_BOARDS)))
+    assert pg.ok("sem", "-wait", "pair", "-k", "one").stdout.strip() == "b1"
+    assert pg.ok("sem", "-wait", "pair", "-k", "two").stdout.strip() == "b2"
+    waiters = []
+    for key in ("w1", "w2"):
+        waiters.append(pg.spawn("sem", "-wait", "pair", "-k", key))
+        wait_for(lambda key=key: key in pg.waiting(), what=f"{key} queued")
+    assert pg.waiting() == ["w1", "w2", "w1", "w2"]  # both boards list both, in queue order
+    info = pg.ok("sem", "-info", "b1").stdout
+    assert "waiting 1: " in info and "key 'w1'" in info
+    pg.ok("sem", "-signal", "b2", "-k", "two")
+    out, _ = waiters[0].communicate(timeout=20)
+    assert out.strip() == "b2"
+    assert waiters[1].poll() is None
+    pg.ok("sem", "-signal", "b1", "-k", "one")
+    out, _ = waiters[1].communicate(timeout=20)
+    assert out.strip() == "b1"
+    history = pg.ok("history", "--json").stdout
+    events = [e["event"] for e in json.loads(history)["data"]]
+    assert events.count("grant") == 4 and events.count("release") == 2
+
+
+def test_ctrl_c_and_kill_leave_no_ticket_in_the_database(pg: PgLab) -> None:
+    pg.ok("admin", "init")
+    pg.ok("admin", "load-inventory", str(pg.write_lab(TWO_BOARDS)))
+    pg.ok("sem", "-wait", "b1", "-k", "hold")
+    interrupted = pg.spawn("sem", "-wait", "b1", "-k", "ctrl-c")
+    killed = pg.spawn("sem", "-wait", "b1", "-k", "killed")
+    wait_for(lambda: {"ctrl-c", "killed"} <= set(pg.waiting()), what="both queued")
+    interrupted.send_signal(signal.SIGINT)
+    assert interrupted.wait(timeout=20) == 130
+    assert pg.waiting() == ["killed"]  # a Ctrl+C'd wait takes its ticket with it at once
+    killed.kill()
+    killed.wait(timeout=10)
+    # a killed one may be a client cut off by a database restart: its place is kept for the
+    # grace period (30 s), then it counts as dead and is cleared
+    started = time.monotonic()
+    wait_for(lambda: pg.waiting() == [], timeout=60, what="the dead waiter cleared")
+    assert time.monotonic() - started > 20
+    pg.ok("sem", "-signal", "b1", "-k", "hold")
+    assert pg.ok("sem", "-wait", "b1", "-k", "next", "-t", "0").stdout.strip() == "b1"
+
+
+@pytest.mark.slow
+def test_a_pool_across_two_lab_hosts_runs_each_job_on_its_boards_host(pg: PgLab, ssh_lab: SshLab) -> None:
+    """b1 hangs off this machine (host = "local"), b2 off the sshd's host (reached as mqalice)."""
+    marks = ssh_lab.lab.base / "marks"  # where both hosts' users can write (the shared lab directory)
+    marks.mkdir()
+    os.chmod(marks, 0o777)
+    script = ssh_lab.lab.base / "power.sh"
+    script.write_text('touch "$1/off-$2-$(id -un)"\n')
+    os.chmod(script, 0o755)
+    power = f'power_off = "sh {script} {marks} {{system}}"\n'
+    systems = "".join(f'[systems.{board}]\nsoc = "imx8"\nhost = "{host}"\n{SIM}{power}'
+                      for board, host in (("b1", "local"), ("b2", "labhost")))
+    lab = pg.write_lab(systems + '[pools.pair]\nmatch = { soc = "imx8" }\n')
+    image = pg.root / "pass.img"
+    shutil.copy(EXAMPLES / "sel4test-pass.img", image)
+    os.chmod(image, 0o644)
+    env = {k: v for k, v in ssh_lab.env("mqalice").items() if k.startswith("MQ_SSH") or k == "HOME"}
+    pg.ok("admin", "init")
+    pg.ok("admin", "load-inventory", str(lab))
+    pg.ok("sem", "-wait", "b1", "-k", "hold", **env)
+    far = pg.mq("run", "-s", "pair", "-f", str(image), "-c", "All is well", "--json", **env)
+    assert far.returncode == 0, far.stderr
+    summary = json.loads(far.stdout)["data"]
+    assert summary["board"] == "b2" and summary["result"] == "completed"
+    assert "running on b2" in far.stderr and "Test suite passed" in far.stderr
+    assert (marks / "off-b2-mqalice").exists(), far.stderr  # powered off on its host, as the user it knows
+    pg.ok("sem", "-signal", "b1", "-k", "hold", **env)
+    pg.ok("sem", "-wait", "b2", "-k", "hold", **env)
+    near = pg.mq("run", "-s", "pair", "-f", str(image), "-c", "All is well", **env)
+    assert near.returncode == 0 and "running on b1" in near.stderr, near.stderr
+    assert (marks / "off-b1-root").exists()  # here, by this machine's user
+    held = json.loads(pg.ok("sem", "-info", "pair", "--json").stdout)["data"]
+    assert {b["board"]: b["state"] for b in held} == {"b1": "free", "b2": "locked"}
+    grants = [e for e in json.loads(pg.ok("history", "--json").stdout)["data"] if e["event"] == "grant"]
+    assert [e["board"] for e in grants] == ["b1", "b2", "b2", "b1"]
+
+
+def test_every_listing_and_the_mq_sh_name_work_on_the_database(pg: PgLab, tmp_path: Path) -> None:
+    pg.ok("admin", "init")
+    pg.ok("admin", "load-inventory", str(pg.write_lab(TWO_BOARDS)))
+    program = tmp_path / "bin" / "mq.sh"  # the mq.sh console script's name: mq.sh's stdout and exit codes
+    program.parent.mkdir()
+    program.write_text(f"#!{sys.executable}\nfrom mq.cli.launch import run\nrun()\n")
+    program.chmod(0o755)
+    legacy = subprocess.run([str(program), "sem", "-wait", "b1", "-k", "ci"], env=pg.env(), capture_output=True,
+                            text=True, timeout=60)
+    assert legacy.returncode == 0 and legacy.stdout == "", legacy
+    mr = subprocess.run([str(program), "sem", "-mr-info", "b1"], env=pg.env(), capture_output=True, text=True,
+                        timeout=60)
+    assert mr.returncode == 0 and mr.stdout.startswith("b1 LOCKED ") and mr.stdout.rstrip().endswith(" ci"), mr
+    holders = json.loads(pg.ok("holders", "--older-than", "0s", "--json").stdout)["data"]
+    assert [(h["board"], h["key"]) for h in holders] == [("b1", "ci")]
+    pg.ok("offline", "b2", "--reason", "new firmware")
+    refused = pg.mq("sem", "-wait", "b2", "-t", "0")
+    assert refused.returncode == ExitCode.BOARD_OFFLINE and "new firmware" in refused.stderr
+    skipped = pg.mq("sem", "-wait", "pair", "-k", "p", "-t", "0")  # b1 held, b2 offline: the pool has none
+    assert skipped.returncode == ExitCode.NOT_ACQUIRED and "b2 offline: new firmware" in skipped.stderr
+    pg.ok("online", "b2")
+    pg.ok("sem", "-signal", "b1", "-k", "ci")
+    stats = json.loads(pg.ok("stats", "--json").stdout)["data"]
+    assert stats is not None
+    kinds = {e["event"] for e in json.loads(pg.ok("history", "--json").stdout)["data"]}
+    assert {"grant", "release", "offline", "online"} <= kinds
+
+
+def test_a_database_restart_while_waiting_is_told_and_loses_nothing(pg: PgLab) -> None:
+    pg.ok("admin", "init")
+    pg.ok("admin", "load-inventory", str(pg.write_lab(TWO_BOARDS)))
+    pg.ok("sem", "-wait", "b1", "-k", "hold")
+    first = pg.spawn("sem", "-wait", "b1", "-k", "first")
+    wait_for(lambda: pg.waiting() == ["first"], what="first queued")
+    second = pg.spawn("sem", "-wait", "b1", "-k", "second")
+    wait_for(lambda: pg.waiting() == ["first", "second"], what="second queued")
+    pgserver.shared_server().restart()
+    assert pg.waiting() == ["first", "second"]  # the tickets and the holder's lock survived
+    assert "b1 LOCKED " in pg.ok("sem", "-mr-info", "b1").stdout
+    wait_for(lambda: first.poll() is None and second.poll() is None, what="waiters still waiting")
+    pg.ok("sem", "-signal", "b1", "-k", "hold")
+    out, err = first.communicate(timeout=60)
+    assert out.strip() == "b1", err
+    assert "mq: lost the database connection" in err and "mq: reconnected after" in err, err
+    assert second.poll() is None
+    pg.ok("sem", "-signal", "b1", "-k", "first")
+    out, _ = second.communicate(timeout=60)
+    assert out.strip() == "b1"
+
+
+def test_mq_check_looks_at_the_database_and_never_prints_a_password(pg: PgLab) -> None:
+    pg.ok("admin", "init")
+    pg.ok("admin", "load-inventory", str(pg.write_lab(TWO_BOARDS)))
+    backend = pg.conninfo + " password=s3cret"  # trust auth: the password is not needed, only shown
+    proc = pg.mq("check", "--host", MQ_BACKEND=backend)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "queue in PostgreSQL" in proc.stdout and "password=***" in proc.stdout
+    assert "s3cret" not in proc.stdout + proc.stderr
+    assert ": ok (2 systems, 1 pool)" in proc.stdout
+    assert "database: reachable: ok (schema up to date, inventory of 2 systems; lab hosts (for run): local)" \
+        in proc.stdout

@@ -259,3 +259,24 @@ def test_mq_check_looks_at_the_database_and_never_prints_a_password(pg: PgLab) -
     assert ": ok (2 systems, 1 pool)" in proc.stdout
     assert "database: reachable: ok (schema up to date, inventory of 2 systems; lab hosts (for run): local)" \
         in proc.stdout
+
+
+def test_run_held_and_reserve_on_the_database(pg: PgLab) -> None:
+    """-n runs on a board the caller holds (the lock stays); -r reserves one until Enter/Ctrl+D
+    (here: end of input at once); both boot on the board's host (this machine)."""
+    lab = pg.write_lab(TWO_BOARDS.replace('soc = "imx8"\n', 'soc = "imx8"\n    ' + SIM, 2))
+    image = pg.root / "pass.img"
+    shutil.copy(EXAMPLES / "sel4test-pass.img", image)
+    pg.ok("admin", "init")
+    pg.ok("admin", "load-inventory", str(lab))
+    refused = pg.mq("run", "-s", "b1", "-n", "-k", "mine", "-f", str(image), "-c", "All is well")
+    assert refused.returncode == ExitCode.NOT_HOLDER, refused.stderr
+    pg.ok("sem", "-wait", "b1", "-k", "mine")
+    held = pg.mq("run", "-s", "b1", "-n", "-k", "mine", "-f", str(image), "-c", "All is well")
+    assert held.returncode == 0 and "Test suite passed" in held.stdout, held.stderr
+    assert "b1 LOCKED " in pg.ok("sem", "-mr-info", "b1").stdout  # -n keeps the lock
+    reserved = subprocess.run([sys.executable, "-m", "mq", "run", "-s", "pair", "-r"], env=pg.env(),
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert reserved.returncode == 0 and "b2 is yours" in reserved.stderr, reserved.stderr
+    states = {b["board"]: b["state"] for b in json.loads(pg.ok("sem", "-info", "pair", "--json").stdout)["data"]}
+    assert states == {"b1": "locked", "b2": "free"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -537,3 +538,45 @@ def test_an_expiry_that_passes_while_the_waiter_is_awake_is_not_missed(lab: LabF
         os.close(write_end)
     assert (grant.board, grant.reclaimed_from) == ("b1", holder.user)
     assert time.time() - expires < 3
+
+
+SESSION_CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    from mq.engine.inventory import load_inventory
+    from mq.engine.semaphore import Engine
+
+    base, key, session = sys.argv[1], sys.argv[2], sys.argv[3] == "session"
+    eng = Engine(base, load_inventory(os.path.join(base, "lab.toml")))
+    grant = eng.wait("b1", key=key, budget=None, session=session)  # no tick: only events wake it
+    print(grant.board, flush=True)
+    if session:
+        time.sleep(60)  # until killed
+    else:
+        eng.signal("b1", key=key)
+    """
+)
+
+
+def test_a_killed_run_holder_is_noticed_at_once_every_time(lab: LabFixture, procs: Procs) -> None:
+    """inotify reports the session file's close before the kernel drops the flock on it; a waiter
+    that looked on that event alone could find it still held and sleep on. It is woken by a
+    doorbell on the flock itself: twenty rounds, each noticed within a few seconds."""
+    for round_ in range(20):
+        holder = procs.add_group(subprocess.Popen([sys.executable, "-c", SESSION_CHILD, str(lab.base), f"h{round_}",
+                                                   "session"], stdout=subprocess.PIPE, text=True, env=lab.env,
+                                                  start_new_session=True))
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "b1"
+        waiter = procs.add_group(subprocess.Popen([sys.executable, "-c", SESSION_CHILD, str(lab.base), f"w{round_}",
+                                                   "plain"], stdout=subprocess.PIPE, text=True, env=lab.env,
+                                                  start_new_session=True))
+        wait_for(lambda waiter=waiter: waiter.pid in ticket_pids(lab), what="the waiter queued")
+        time.sleep(0.05)  # asleep in select
+        os.killpg(holder.pid, 9)
+        assert waiter.stdout is not None
+        ready, _, _ = select.select([waiter.stdout], [], [], 5.0)
+        assert ready, f"round {round_}: the holder's death went unnoticed"
+        assert waiter.stdout.readline().strip() == "b1"
+        assert waiter.wait(timeout=10) == 0  # released b1 for the next round
+        holder.wait()
+        wait_for(lambda: not ticket_pids(lab), what="the queue empty")

@@ -9,7 +9,10 @@ some ticket ahead also wants is that ticket's business, so:
   ticket), and walks the queue when one leaves and a board of its is free;
 * only a waiter at the head for some board (no ticket ahead wants it) uses
   inotify, on just the lock files of those boards (released, moved aside,
-  re-dated) and their ``run`` session files (the holder died); ``-T`` expiries
+  re-dated); a ``run`` holder's death rings a doorbell on its session file (a
+  thread blocked in ``flock`` on it: inotify's close event comes before the
+  kernel drops the flock, so a look on that event could still find it held
+  and miss the death); ``-T`` expiries
   are timers. Others need no inotify instance at all, and nobody wakes for
   boards they do not wait for.
 * ``sem -cancel`` marks the ticket and nudges the owner (SIGUSR1, or a
@@ -35,7 +38,7 @@ from .results import Grant
 from .signals import GUARD
 
 LOCK_EVENTS = notify.IN_ATTRIB | notify.IN_MOVE_SELF | notify.IN_DELETE_SELF
-SESSION_EVENTS = notify.IN_CLOSE_WRITE
+SESSION_BELL = "session:"  # a doorbell name: the ``run`` session flock of this board was let go
 MARK_EVENTS = notify.IN_ATTRIB | notify.IN_MOVE_SELF | notify.IN_DELETE_SELF  # an offline mark dropped or replaced
 OWN_EVENTS = notify.IN_ATTRIB
 
@@ -206,7 +209,7 @@ class Waiter:
             wanted[lock] = LOCK_EVENTS
             session = self.site.lab.sessions.path(board)
             if os.path.lexists(session):
-                wanted[session] = SESSION_EVENTS
+                bell.watch(session, SESSION_BELL + board)
         self._watched = set(wanted) - {self.own.path}
         return not self._watcher.keep(wanted) or newly
 
@@ -223,6 +226,8 @@ class Waiter:
         return walk
 
     def _departed(self, names: List[str]) -> bool:
+        if any(n.startswith(SESSION_BELL) for n in names):
+            return True  # a run holder ended or died: its lock may be free or reclaimable now
         gone = {n for n in names if n in self.ahead}  # a ticket may ring more than once
         for name in gone:
             del self.ahead[name]

@@ -19,7 +19,7 @@ def _backend(ctx: typer.Context, given: Optional[str]) -> str:
 
     if given:
         return given
-    opts: Globals = (ctx.find_root().obj if ctx.find_root().obj else None) or Globals()
+    opts: Globals = ctx.find_root().obj or Globals()
     backend = load_config(host=opts.host, base=opts.base).backend
     if not backend:
         raise ConfigError("backend", "", "no PostgreSQL backend configured: set backend = \"postgresql://"
@@ -28,18 +28,9 @@ def _backend(ctx: typer.Context, given: Optional[str]) -> str:
 
 
 def _connect(backend: str) -> Any:
-    from ..transport.base import HostError
+    from ..transport.postgres import connect
 
-    try:
-        import psycopg
-    except ImportError as exc:
-        raise ConfigError("backend", "", f"the PostgreSQL backend needs psycopg 3 ({exc}): "
-                                         "pip install 'mq[pg]'") from None
-    try:
-        return psycopg.connect(backend, autocommit=True, connect_timeout=10)
-    except psycopg.Error as exc:
-        lines = str(exc).strip().splitlines()
-        raise HostError(f"cannot reach the queue database: {lines[0] if lines else exc}") from None
+    return connect(backend)
 
 
 BACKEND_HELP = "The database (a libpq URI or keywords); default: the configured backend."

@@ -26,7 +26,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple, Union
 
 from .fsutil import os_error, read_small, write_atomic
 
@@ -46,7 +46,7 @@ class Failure:
     detail: str  # what happened, for the offline reason and the audit log
 
 
-def judge(outcome: str, printed: int, boot_status: Optional[int], power_problem: str) -> Optional[Failure] | bool:
+def judge(outcome: str, printed: int, boot_status: Optional[int], power_problem: str) -> Union[Failure, bool]:
     """The board's part in a run's end: a ``Failure``, True (the board proved itself alive) or
     False (nothing to say about the board: an interrupted run, a reservation, a lost lock).
     ``printed``: console bytes seen; ``boot_status``: the boot command's exit status if it ended."""

@@ -69,11 +69,6 @@ class Rule:
             return float(priority)
         return priority + max(0.0, now - created) / self.aging
 
-    def describe(self) -> str:
-        if self.policy != PRIORITY:
-            return FIFO
-        return f"{PRIORITY}, aging {self.aging:g} s per step" if self.aging else f"{PRIORITY}, no aging"
-
 
 @dataclass(frozen=True)
 class QueueConfig:
@@ -118,10 +113,6 @@ def virtual_arrival(inventory: Inventory, ticket: Ticket) -> float:
     return ticket.created - rule_for(inventory, ticket.target).shift(ticket.priority)
 
 
-def effective(inventory: Inventory, ticket: Ticket, now: float) -> float:
-    return rule_for(inventory, ticket.target).effective(ticket.priority, ticket.created, now)
-
-
 def order(tickets: Iterable[Ticket], inventory: Inventory) -> List[Ticket]:
     """``tickets`` in the order they are served. All FIFO (or no priorities): by arrival
     sequence, exactly as without policies; else by virtual arrival time, then sequence."""
@@ -160,4 +151,4 @@ def check_priority(value: object) -> int:
 
 
 __all__ = ["CLASS", "FIFO", "MAX_PRIORITY", "POLICIES", "PRIORITY", "QueueConfig", "Rule", "annotate", "check_priority",
-           "effective", "order", "position_key", "rule_for", "virtual_arrival"]
+           "order", "position_key", "rule_for", "virtual_arrival"]

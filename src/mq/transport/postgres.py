@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config
-from ..engine.agent import Agent
+from ..engine.agent import LOCAL_PROGRESS_TICK, Agent
 from ..engine.health import Failure, note_line
 from ..engine.interface import LockEngine
 from ..errors import ConfigError
@@ -33,23 +33,32 @@ if TYPE_CHECKING:
     from ..keyboard import Keyboard
 
 
-def open_engine(conninfo: str, on_reconnect: Callable[[str], None] | None = None) -> LockEngine:
-    """A ``PgEngine`` on the database's stored inventory."""
+def connect(conninfo: str) -> Any:
+    """An autocommit connection to the queue database (``mq admin``, the stored inventory);
+    a missing psycopg is a configuration error (exit 6), an unreachable database exit 10."""
     try:
         import psycopg
-
-        from ..pgengine import PgEngine
-        from ..pgengine.inventory_store import load
     except ImportError as exc:
         raise ConfigError("backend", "", f"the PostgreSQL backend needs psycopg 3 ({exc}): "
                                          "pip install 'mq[pg]'") from None
     try:
-        with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
-            inventory = load(conn)
-    except psycopg.errors.UndefinedTable:
-        raise ConfigError("backend", "", "the database has no mq schema: run mq admin init") from None
+        return psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
         raise HostError(f"cannot reach the queue database: {_first_line(exc)}") from None
+
+
+def open_engine(conninfo: str, on_reconnect: Callable[[str], None] | None = None) -> LockEngine:
+    """A ``PgEngine`` on the database's stored inventory."""
+    with connect(conninfo) as conn:
+        import psycopg
+
+        from ..pgengine import PgEngine
+        from ..pgengine.inventory_store import load
+
+        try:
+            inventory = load(conn)
+        except psycopg.errors.UndefinedTable:
+            raise ConfigError("backend", "", "the database has no mq schema: run mq admin init") from None
     if inventory is None:
         raise ConfigError("backend", "", "the database holds no inventory: run mq admin load-inventory LAB.toml")
     return PgEngine(conninfo, inventory, on_reconnect=on_reconnect)
@@ -71,6 +80,12 @@ class _PgAgent(Agent):
         if self._engine is None:
             self._engine = self._opener()
         return self._engine
+
+    def close(self) -> None:
+        """Close the engine's connection, if one was opened (its waits and run locks end with it)."""
+        close = getattr(self._engine, "close", None)
+        if close is not None:
+            close()
 
 
 class PostgresTransport:
@@ -147,7 +162,7 @@ class PostgresTransport:
                 on_event("queue", b"", event)
 
         grant = engine.wait(spec["target"], key=spec["key"], budget=spec.get("budget"), boards=spec["boards"],
-                            session=True, on_tick=lambda: 60.0, on_progress=progress,
+                            session=True, on_tick=lambda: LOCAL_PROGRESS_TICK, on_progress=progress,
                             priority=spec.get("priority"))
         return grant.board, True
 
@@ -160,11 +175,7 @@ class PostgresTransport:
             notes.append(line)
 
     def close(self) -> None:
-        engine = self._agent._engine
-        if engine is not None:
-            close = getattr(engine, "close", None)
-            if close is not None:
-                close()
+        self._agent.close()
 
 
 __all__ = ["PostgresTransport", "open_engine"]

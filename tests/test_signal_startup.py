@@ -125,3 +125,34 @@ def test_signal_ignored_at_start_stays_ignored(lab: LabFixture, signum: int) -> 
     assert (proc.returncode, out) == (0, "b1\n"), (proc.returncode, out, err)
     assert key_of(lab, "b1") == "nohup"
 
+
+
+HELD_BY_AN_IMPORT = """
+import sys, threading, time
+from pathlib import Path
+from mq.engine.errors import Interrupted
+from mq.engine.signals import GUARD
+
+GUARD.install()
+Path(sys.argv[1], "slow_module.py").write_text(
+    "import os, signal, time\\nos.kill(os.getpid(), signal.SIGINT)\\ntime.sleep(0.2)\\n")
+sys.path.insert(0, sys.argv[1])
+started = time.monotonic()
+try:
+    import slow_module  # the signal lands inside this import: held back until it is over
+    threading.Event().wait(10)  # then a block where nothing calls GUARD.check()
+except Interrupted as exc:
+    print(f"{exc.signum} {time.monotonic() - started:.2f}")
+"""
+
+
+def test_signal_held_by_an_import_is_raised_when_it_is_over(tmp_path: Path) -> None:
+    """A signal landing in one of the command's lazy imports (the CLI loading while the
+    SSH connection is made in the background) ends mq once the import is over, even
+    when the main thread then blocks with nothing to look at pending signals."""
+    proc = subprocess.run([sys.executable, "-c", HELD_BY_AN_IMPORT, str(tmp_path)], capture_output=True,
+                          text=True, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    signum, seconds = proc.stdout.split()
+    assert int(signum) == signal.SIGINT
+    assert 0.2 <= float(seconds) < 2, proc.stdout  # not before the import ended, not after the 10 s wait

@@ -10,7 +10,10 @@ to the user or given back, never kept silently.
 A signal that lands while a module is being imported is recorded too, as in a
 deferred section: raised there it would leave a half-made module or come out
 as another error (``RuntimeError: Error calling __set_name__`` from inside a
-dataclass). A signal ignored when the process started (``nohup``) stays ignored.
+dataclass). Outside a deferred section nothing may call ``check()`` soon (the
+main thread may next block in a join), so an alarm looks again every
+``RETRY_SECONDS`` and raises it once the import is over. A signal ignored when
+the process started (``nohup``) stays ignored.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from .errors import Interrupted
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 IMPORT_FROZEN = "<frozen importlib._bootstrap"  # the import system's frames (``_external`` too)
 IMPORT_FILES = ("importlib/_bootstrap.py", "importlib/_bootstrap_external.py")  # -X frozen_modules=off
+RETRY_SECONDS = 0.02  # a signal held back by an import is looked at again this often
 
 
 def importing(frame: Optional[FrameType]) -> bool:
@@ -63,6 +67,7 @@ class SignalGuard:
                 continue  # ignored at start (nohup's SIGHUP, a background job's SIGINT): stays ignored
             self._saved[signum] = signal.signal(signum, self._handle)
         self._saved[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._nudge)
+        self._saved[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._retry)
         return self
 
     @property
@@ -74,6 +79,7 @@ class SignalGuard:
         self.nudged = True
 
     def restore(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for signum, handler in self._saved.items():
             signal.signal(signum, handler)
         self._saved.clear()
@@ -111,7 +117,21 @@ class SignalGuard:
         if self._depth or importing(frame):  # taken at the next safe point (``check``)
             if self.pending is None:
                 self.pending = signum
+            if not self._depth:  # held back by an import only: raised when it is over
+                signal.setitimer(signal.ITIMER_REAL, RETRY_SECONDS)
             return
+        self.pending = None
+        raise Interrupted(signum)
+
+    def _retry(self, _signum: int, frame: Optional[FrameType]) -> None:
+        """The alarm after a signal an import held back: raise it now, unless another
+        import is running (look again) or a deferred section took it over (its ``check``)."""
+        if self.pending is None or self._depth:
+            return
+        if importing(frame):
+            signal.setitimer(signal.ITIMER_REAL, RETRY_SECONDS)
+            return
+        signum, self.pending = self.pending, None
         raise Interrupted(signum)
 
     @contextlib.contextmanager

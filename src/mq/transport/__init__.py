@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 
 from ..config import Config
+from ..engine.signals import GUARD
 from .base import Transport
 
 _early: dict[Config, _Early] = {}
@@ -35,6 +36,7 @@ class _Early:
     def take(self) -> Transport:
         while self.thread.is_alive():
             self.thread.join(0.05)  # short joins: Ctrl+C is handled at once
+        GUARD.raise_pending()  # Ctrl+C also ends a ProxyCommand: say interrupted, not "unable to ssh"
         if self.error is not None:
             raise self.error
         assert self.result is not None

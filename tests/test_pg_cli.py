@@ -144,7 +144,7 @@ def test_sem_status_history_and_fair_order_on_the_database(pg: PgLab) -> None:
 
 def test_ctrl_c_and_kill_leave_no_ticket_in_the_database(pg: PgLab) -> None:
     pg.ok("admin", "init")
-    pg.ok("admin", "load-inventory", str(pg.write_lab(TWO_BOARDS)))
+    pg.ok("admin", "load-inventory", str(pg.write_lab(textwrap.dedent(TWO_BOARDS) + "[queue]\ngrace = 4\n")))
     pg.ok("sem", "-wait", "b1", "-k", "hold")
     interrupted = pg.spawn("sem", "-wait", "b1", "-k", "ctrl-c")
     killed = pg.spawn("sem", "-wait", "b1", "-k", "killed")
@@ -155,10 +155,10 @@ def test_ctrl_c_and_kill_leave_no_ticket_in_the_database(pg: PgLab) -> None:
     killed.kill()
     killed.wait(timeout=10)
     # a killed one may be a client cut off by a database restart: its place is kept for the
-    # grace period (30 s), then it counts as dead and is cleared
+    # grace period (the stored inventory's, 4 s, for every client), then it counts as dead
     started = time.monotonic()
-    wait_for(lambda: pg.waiting() == [], timeout=60, what="the dead waiter cleared")
-    assert time.monotonic() - started > 20
+    wait_for(lambda: pg.waiting() == [], timeout=30, what="the dead waiter cleared")
+    assert 3 < time.monotonic() - started < 4 + 10
     pg.ok("sem", "-signal", "b1", "-k", "hold")
     assert pg.ok("sem", "-wait", "b1", "-k", "next", "-t", "0").stdout.strip() == "b1"
 

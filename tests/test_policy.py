@@ -114,7 +114,9 @@ def test_priorities_from_the_inventory() -> None:
     ("[queue]\naging = -1\n", "queue.aging: expected seconds per priority step"),
     ("[queue]\nusers = { alice = 1.5 }\n", "queue.users.alice: priority must be an integer, got 1.5"),
     ('[queue]\nkeys = { "ci-*" = 5000 }\n', 'queue.keys."ci-*": priority must be between -1000 and 1000'),
-    ("[queue]\nweights = 1\n", "queue.weights: unknown key (expected one of: policy, aging, users, keys)"),
+    ("[queue]\nweights = 1\n", "queue.weights: unknown key (expected one of: policy, aging, users, keys, grace)"),
+    ('[queue]\ngrace = "30s"\n', "queue.grace: expected seconds from 0 to 86400, got '30s'"),
+    ("[queue]\ngrace = 100000\n", "queue.grace: expected seconds from 0 to 86400, got 100000"),
     ('[pools.p]\nsystems = ["b1"]\npolicy = "random"\n', 'pools.p.policy: expected "fifo" or "priority"'),
 ])
 def test_queue_mistakes_are_named_and_nothing_is_locked(lab: LabFixture, text: str, message: str) -> None:

@@ -104,7 +104,8 @@ FILES = [
     ("~/.ssh/config", "The OpenSSH client configuration (HostName, User, Port, IdentityFile, ProxyJump, "
                       "ProxyCommand, UserKnownHostsFile ...)."),
     ("BASE/lab.toml", "The lab inventory: [systems.NAME] and [pools.NAME] tables, and [queue] (the queue "
-                      "policy: fifo or priority, aging, priorities by user and key)."),
+                      "policy: fifo or priority, aging, priorities by user and key; grace: how long a "
+                      "client of a PostgreSQL queue that lost its connection keeps its place)."),
     ("BASE/NAME.lock", "The lock of system NAME, as lockfile(1) makes it: mode 0444, owned by the holder, "
                        "its content the -T timeout (0: none)."),
     ("BASE/NAME.key", "The key stored with that lock (0: none)."),

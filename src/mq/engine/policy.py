@@ -77,14 +77,16 @@ class QueueConfig:
     rule: Rule = Rule()
     users: Tuple[Tuple[str, int], ...] = ()  # user -> priority
     keys: Tuple[Tuple[str, int], ...] = ()  # key pattern (fnmatch) -> priority, first match wins
+    grace: Optional[float] = None  # PostgreSQL queue: seconds a lost client keeps its place (None: 30)
 
     @classmethod
     def from_wire(cls, data: Optional[Dict[str, Any]]) -> QueueConfig:
         """As ``protocol.to_wire`` sent it (None: an older host, FIFO)."""
         if not data:
             return cls()
+        grace = data.get("grace")
         return cls(Rule(**data["rule"]), tuple((str(n), int(p)) for n, p in data["users"]),
-                   tuple((str(n), int(p)) for n, p in data["keys"]))
+                   tuple((str(n), int(p)) for n, p in data["keys"]), None if grace is None else float(grace))
 
     def priority_for(self, user: str, key: str, requested: Optional[int] = None) -> int:
         """The priority of a wait: as requested, else the first key pattern that matches, else the

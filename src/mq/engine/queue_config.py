@@ -5,6 +5,8 @@
     aging = 600                  # seconds per priority step (absent or 0: no aging)
     users = { alice = 5 }        # a user's waits get this priority ...
     keys = { "ci-*" = -5 }       # ... unless a key pattern matches first (fnmatch, file order)
+    grace = 30                   # PostgreSQL queue: seconds a client that lost its connection
+                                 # keeps its tickets and run locks (the file engine needs none)
 
 Mistakes are added to ``found`` as ``InventoryError``s naming the dotted key,
 like every other inventory mistake.
@@ -20,8 +22,9 @@ from .policy import FIFO, POLICIES, QueueConfig, Rule, check_priority
 from .tomlparse import dotted_key as _key
 from .tomlparse import quoted as _quote
 
-_QUEUE_KEYS = ("policy", "aging", "users", "keys")
+_QUEUE_KEYS = ("policy", "aging", "users", "keys", "grace")
 MAX_AGING = 10 * 365 * 86400.0  # ten years per step: more is no aging at all
+MAX_GRACE = 86400.0  # a day: longer, a dead client would hold a board over a whole day
 
 
 def parse_queue(found: List[InventoryError], path: str, body: object) -> QueueConfig:
@@ -35,7 +38,18 @@ def parse_queue(found: List[InventoryError], path: str, body: object) -> QueueCo
     policy, aging = parse_pool_rule(found, path, "queue", body)
     users = _priorities(found, path, "users", body.get("users", {}))
     keys = _priorities(found, path, "keys", body.get("keys", {}))
-    return QueueConfig(Rule(policy or FIFO, aging or 0.0), users, keys)
+    return QueueConfig(Rule(policy or FIFO, aging or 0.0), users, keys, _grace(found, path, body))
+
+
+def _grace(found: List[InventoryError], path: str, body: Dict[str, Any]) -> Optional[float]:
+    if "grace" not in body:
+        return None
+    value = body["grace"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 <= value <= MAX_GRACE:
+        found.append(InventoryError(path, "queue.grace", f"expected seconds from 0 to {MAX_GRACE:.0f}, got {value!r}"))
+        return None
+    return float(value)
 
 
 def parse_pool_rule(found: List[InventoryError], path: str, where: str, table: Dict[str, Any]
@@ -77,4 +91,4 @@ def _priorities(found: List[InventoryError], path: str, key: str, body: object) 
     return tuple(result)
 
 
-__all__ = ["MAX_AGING", "parse_pool_rule", "parse_queue"]
+__all__ = ["MAX_AGING", "MAX_GRACE", "parse_pool_rule", "parse_queue"]

@@ -31,18 +31,21 @@ from .rows import Snapshot, read_snapshot
 from .taking import Request, Taker, clear_dead, ordered
 from .waiting import Waiter
 
-GRACE = 30.0  # seconds a lost owner (dropped connection, server restart) keeps its tickets and run locks
+GRACE = 30.0  # seconds a lost owner (dropped connection, server restart) keeps its tickets and run locks,
+# unless the inventory's ``[queue] grace`` says otherwise
 
 
 class PgEngine:
     """Lock operations on the queue in one PostgreSQL database, with one inventory."""
 
-    def __init__(self, conninfo: str, inventory: Inventory, user: Optional[str] = None, grace: float = GRACE,
-                 on_reconnect: Optional[Callable[[str], None]] = None) -> None:
+    def __init__(self, conninfo: str, inventory: Inventory, user: Optional[str] = None,
+                 grace: Optional[float] = None, on_reconnect: Optional[Callable[[str], None]] = None) -> None:
         import os
 
         self.inventory = inventory
         self.user = user or user_name(os.getuid())
+        if grace is None:
+            grace = GRACE if inventory.queue.grace is None else inventory.queue.grace
         self.link = Link(conninfo, self.user, grace, on_reconnect)
         self.taker = Taker(self.link, self.user, inventory)
         self.releases = Releaser(self.link, self.user, inventory)

@@ -22,6 +22,10 @@ Every figure is measured in the same run for both engines (one board, b1):
    time from the kill to the waiter's grant. The PostgreSQL engine reclaims a dead
    holder's lock only after its grace period (30 s by default, for restarts): the
    figure is taken with ``--grace`` (default 0: the detection itself) and says so.
+5. a running job's lock taken away: a child holds b1 as a ``run`` lock and watches it
+   as a job does (the file engine's ``lockwatch``, the PostgreSQL engine's
+   ``runwatch``); this process force-releases it; time until the child knows. Also
+   the CPU of the watching child over 10 s of nothing happening.
 """
 
 from __future__ import annotations
@@ -79,6 +83,27 @@ for line in sys.stdin:
     elif op == "r":
         engine.signal("b1", key=key)
         os.write(1, b"R\\n")
+    elif op == "l":  # a run lock, watched as a job watches it until it is lost
+        grant = engine.wait("b1", key=key, session=True)
+        if kind == "file":
+            import select
+            from mq.engine.lockwatch import LockLost, watch_lock
+            watch = watch_lock(engine, "b1", grant.grant)
+            os.write(1, b"W\\n")
+            try:
+                while True:
+                    ready, _, _ = select.select(watch.fds, [], [], watch.sleep())
+                    watch.look(ready)
+            except LockLost:
+                os.write(1, b"L %d\\n" % time.monotonic_ns())
+        else:
+            import threading
+            lost = threading.Event()
+            watch = engine.watch_run_lock("b1", key, grant.grant, lambda loss: (
+                os.write(1, b"L %d\\n" % time.monotonic_ns()), lost.set()))
+            os.write(1, b"W\\n")
+            lost.wait()
+            watch.stop()
 """
 
 
@@ -243,6 +268,30 @@ def death_notice(lab: Lab, grace: float, rounds: int) -> List[float]:
     return samples
 
 
+def lock_loss(lab: Lab, rounds: int, idle: float) -> Tuple[List[float], float]:
+    """Milliseconds from a forced release of a watched ``run`` lock to the watcher's knowing;
+    and the watching child's CPU (% of one core) over ``idle`` seconds before the first."""
+    samples: List[float] = []
+    idle_cpu = 0.0
+    for index in range(rounds):
+        child = lab.child()
+        try:
+            child.send("l job")
+            assert child.line(timeout=30) == "W"
+            if index == 0:
+                before = child.cpu_ticks()
+                time.sleep(idle)
+                idle_cpu = 100.0 * (child.cpu_ticks() - before) / os.sysconf("SC_CLK_TCK") / idle
+            time.sleep(0.05)
+            released = time.monotonic_ns()
+            lab.engine.signal("b1", force=True)  # type: ignore[attr-defined]
+            reply = child.line(timeout=NOTICE_LIMIT)
+            samples.append((int(reply.split()[1]) - released) / 1e6 if reply else float("inf"))
+        finally:
+            child.close()
+    return samples, idle_cpu
+
+
 def show(label: str, samples: List[float], unit: str = "ms") -> str:
     if not samples:
         return f"{label}: no samples"
@@ -299,6 +348,10 @@ def main() -> int:
             grace = args.grace if lab.kind == "postgresql" else 0.0
             note = f" (grace period {grace:g} s included)" if lab.kind == "postgresql" else ""
             print("   " + show(f"{lab.kind:10s}", death_notice(lab, grace, max(3, rounds // 3))) + note)
+        print("\n5. a running job's lock force-released: time until its watch knows")
+        for lab in labs:
+            samples, idle_cpu = lock_loss(lab, max(3, rounds // 3), 10.0)
+            print("   " + show(f"{lab.kind:10s}", samples) + f"; watching idle: {idle_cpu:.2f} % of one core")
     finally:
         server.destroy()
         import shutil

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,70 @@ def test_every_argument_of_every_request_has_a_check() -> None:
     for name, op in OPERATIONS.items():
         assert set(op.accepted) <= set(arguments.ARGUMENTS), name
     assert {f.name for f in dataclasses.fields(JobSpec)} == set(arguments.JOB_ARGUMENTS)
+
+
+def test_a_bare_jobs_lock_lost_message_stops_it_and_hostile_ones_do_no_harm(lab: LabFixture, tmp_path: Path,
+                                                                           agent: RawClient) -> None:
+    """The PostgreSQL queue's client tells a bare job its lock is gone (``lock_lost``): the job
+    stops, powers the board off and says so. A ``lock_lost`` outside a job, or with a
+    ``taken_by`` that is not a name, is no request: nothing breaks, nothing is echoed raw."""
+    from mq.engine.inventory import System
+
+    assert agent.send("info", name="b1")["ok"]
+    stdin, stdout = agent.proc.stdin, agent.proc.stdout
+    assert stdin is not None and stdout is not None
+    watchdog = threading.Timer(30, agent.proc.kill)  # a job that never stops fails the test, not hangs it
+    watchdog.start()
+
+    def say(message: dict[str, Any]) -> None:
+        stdin.write((json.dumps(message) + "\n").encode())
+        stdin.flush()
+
+    say({"op": "lock_lost", "taken_by": "nobody"})  # no job runs: ignored
+    assert agent.send("info", name="b1")["ok"]
+    mark = tmp_path / "powered-off"
+    system = dataclasses.asdict(System("b1", power_off=f"touch {mark}"))
+    agent.next_id += 1
+    say({"id": agent.next_id, "op": "job_run", "args": {"target": "b1", "boards": ["b1"], "mode": "reserve",
+                                                          "system": system, "budget": 0}})
+    while json.loads(stdout.readline()).get("event") != "board":
+        pass
+    say({"op": "lock_lost", "taken_by": 5, "extra": [1, 2]})
+    reply = json.loads(stdout.readline())
+    assert reply["id"] == agent.next_id and reply["ok"], reply
+    assert reply["result"]["outcome"] == "lock-lost" and reply["result"]["taken_by"] is None
+    assert reply["result"]["powered_off"] and mark.exists()
+    agent.next_id += 1
+    say({"id": agent.next_id, "op": "job_run", "args": {"target": "b1", "boards": ["b1"], "mode": "reserve",
+                                                          "system": system, "budget": 0}})
+    while json.loads(stdout.readline()).get("event") != "board":
+        pass
+    say({"op": "lock_lost", "taken_by": "bob\x1b[31m" + "x" * 500})
+    reply = json.loads(stdout.readline())
+    taken_by = reply["result"]["taken_by"]
+    assert "\x1b" not in taken_by and len(taken_by) < 80 and taken_by.startswith("bob\\x1b[31mxxx"), taken_by
+    assert lock_dir_contents(lab) == ["lab.toml"]  # a bare job takes and releases nothing here
+    # a job whose lock is this host's own: only this host can tell it is lost, the client cannot
+    agent.next_id += 1
+    say({"id": agent.next_id, "op": "job_run", "args": {"target": "b1", "boards": ["b1"], "mode": "reserve",
+                                                          "budget": 0}})
+    while json.loads(stdout.readline()).get("event") != "board":
+        pass
+    say({"op": "lock_lost", "taken_by": "mallory"})
+    assert lab.held() == {"b1"}
+    say({"op": "release"})
+    reply = json.loads(stdout.readline())
+    assert reply["ok"] and reply["result"]["outcome"] == "detached", reply
+    assert lab.held() == set()
+    assert agent.send("info", name="b1")["ok"]
+    watchdog.cancel()
+
+
+def test_the_client_and_the_host_name_a_lost_lock_alike() -> None:
+    """The client side keeps its own copies (it does not load the host's run side)."""
+    from mq.cli import run as cli_run
+    from mq.engine import boot, run_host
+    from mq.transport import base
+
+    assert base.LOCK_LOST == cli_run.LOCK_LOST == boot.LOCK_LOST
+    assert base.LOCK_LOST_OP == run_host.LOCK_LOST

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -282,3 +283,74 @@ def test_run_held_and_reserve_on_the_database(pg: PgLab) -> None:
     assert reserved.returncode == 0 and "b2 is yours" in reserved.stderr, reserved.stderr
     states = {b["board"]: b["state"] for b in json.loads(pg.ok("sem", "-info", "pair", "--json").stdout)["data"]}
     assert states == {"b1": "locked", "b2": "free"}
+
+
+# -- a run's lock while its job runs (pgengine.runwatch) ----------------------------------------
+RUN_LAB = """
+[systems.b1]
+soc = "imx8"
+{sim}power_off = "touch {marks}/off-{{system}}"
+[queue]
+grace = 4
+"""
+
+
+def long_run(pg: PgLab, seconds: float) -> tuple[Path, Path]:
+    """A lab whose b1 boots a job lasting ``seconds`` (grace 4 s, power_off leaves a mark); the
+    image, and the directory of the marks."""
+    marks = pg.root / "marks"
+    marks.mkdir()
+    pg.ok("admin", "init")
+    pg.ok("admin", "load-inventory", str(pg.write_lab(RUN_LAB.format(sim=SIM, marks=marks))))
+    image = pg.root / "slow.img"
+    image.write_text(f"print Starting test suite\nsleep {seconds}\npass\n")
+    return image, marks
+
+
+def running(pg: PgLab, run: subprocess.Popen[str]) -> None:
+    def booted() -> bool:
+        assert run.poll() is None, run.communicate()
+        return "b1 LOCKED " in pg.ok("sem", "-mr-info", "b1").stdout
+    wait_for(booted, what="the run's lock on b1")
+
+
+def test_a_run_keeps_its_board_through_a_database_restart(pg: PgLab) -> None:
+    """The job makes no database calls while it runs, but its lock's watch reconnects at once
+    and takes the lock's owner back: the waiter (grace 4 s) gets b1 only after the job ends."""
+    image, _ = long_run(pg, 10)
+    run = pg.spawn("run", "-s", "b1", "-k", "job", "-f", str(image), "-c", "All is well")
+    running(pg, run)
+    waiter = pg.spawn("sem", "-wait", "b1", "-k", "next")
+    wait_for(lambda: pg.waiting() == ["next"], what="the waiter queued")
+    pgserver.shared_server().restart()
+    time.sleep(4 + 2)  # past the grace period: the waiter's client has looked at the run's owner by now
+    assert run.poll() is None and waiter.poll() is None
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0 and "All is well in the universe" in out, err  # the job ran to its end
+    assert "mq: lost the database connection" in err and "mq: reconnected after" in err, err
+    assert waiter.communicate(timeout=30)[0].strip() == "b1"
+    events = [e for e in json.loads(pg.ok("history", "--json").stdout)["data"] if e.get("board") == "b1"]
+    kinds = [(e["event"], e.get("key")) for e in events if e["event"] in ("grant", "release", "reclaim")]
+    assert kinds == [("grant", "job"), ("release", "job"), ("grant", "next")], kinds
+
+
+def test_a_run_whose_lock_is_taken_away_stops_and_says_how(pg: PgLab) -> None:
+    """sem -signal -f on a running job's lock: the job stops within seconds, the board is
+    powered off, the next waiter has it, and the run says who and how (exit 15)."""
+    image, marks = long_run(pg, 60)
+    run = pg.spawn("run", "-s", "b1", "-k", "job", "-f", str(image), "-c", "All is well")
+    running(pg, run)
+    waiter = pg.spawn("sem", "-wait", "b1", "-k", "next")
+    wait_for(lambda: pg.waiting() == ["next"], what="the waiter queued")
+    started = time.monotonic()
+    pg.ok("sem", "-signal", "b1", "-f")
+    assert waiter.communicate(timeout=30)[0].strip() == "b1"
+    _, err = run.communicate(timeout=30)
+    assert time.monotonic() - started < 10, err
+    assert run.returncode == ExitCode.RUN_LOCK_LOST, err
+    user = pg.ok("sem", "-mr-info", "b1").stdout.split()[2]
+    # "lost" when the job's watch looked between the release and the waiter's grant
+    assert re.search(rf"mq: the lock for b1 was (lost|taken by {user}) \(released by {user} with sem -signal -f\); "
+                     "job stopped, board powered off\n", err), err
+    assert (marks / "off-b1").exists()
+    assert pg.ok("sem", "-mr-info", "b1").stdout.rstrip().endswith(" next")  # the waiter's lock was left alone

@@ -748,9 +748,10 @@ def test_json_summary_on_stdout_console_on_stderr(rl: RunLab, image: str, outcom
     assert (doc["mq"], doc["kind"]) == (1, "run")
     data = doc["data"]
     assert set(data) == {"board", "target", "result", "exit_code", "duration", "log", "powered_off", "taken_by",
-                         "notes"}
+                         "lost_why", "notes"}
     assert (data["target"], data["result"], data["exit_code"], data["log"]) == ("trio", outcome, code, str(log))
     assert data["board"] in ("b1", "b2", "b3") and data["powered_off"] is True and data["taken_by"] is None
+    assert data["lost_why"] is None
     assert 0 < data["duration"] < 60
     assert log.read_text() in proc.stderr  # the console went to stderr (and to the log)
     rl.assert_clean(data["board"])

@@ -62,6 +62,7 @@ class RunResult:
     notes: list[str]
     powered_off: bool = False  # the system's power_off ran and succeeded
     taken_by: str | None = None  # outcome lock-lost: who holds the board now (None: nobody)
+    lost_why: str | None = None  # outcome lock-lost on the PostgreSQL queue: how the lock went
     duration: float = 0.0  # seconds, from the start of the command's run to its result
 
 
@@ -193,6 +194,7 @@ def _run(lab: Lab, opts: RunOptions, boards: list[str], sink: ConsoleSink, notif
     if outcome == TIMED_OUT:  # after all the console (its events came before the result), on a line of its own
         sink.line(TIMEOUT_MARKER)
     code = ExitCode.OK if outcome == DETACHED else OUTCOME_EXIT.get(outcome, 1)
-    taken_by = result.get("taken_by")
+    taken_by, why = result.get("taken_by"), result.get("lost_why")
     return RunResult(outcome=outcome, board=str(result["board"]), exit_code=code, notes=list(result["notes"]),
-                     powered_off=bool(result.get("powered_off")), taken_by=None if taken_by is None else str(taken_by))
+                     powered_off=bool(result.get("powered_off")), taken_by=None if taken_by is None else str(taken_by),
+                     lost_why=None if why is None else str(why))

@@ -50,7 +50,8 @@ EXIT_MEANINGS: dict[ExitCode, str] = {
     ExitCode.RUN_CONSOLE_ENDED: "run: the console command ended before the completion text.",
     ExitCode.BOOT_FAILED: "run: the boot command could not be started.",
     ExitCode.RUN_LOCK_LOST: "run: the job's lock was taken away behind its back (lockfile -l, a -T reclaim, "
-                            "a forced release): the console is stopped, power_off is run, the new holder's "
+                            "a forced release; on the PostgreSQL queue also a client cut off for longer than "
+                            "the grace period): the console is stopped, power_off is run, the new holder's "
                             "lock is left alone and stderr names who holds the board now.",
     ExitCode.BOARD_OFFLINE: "The board is out of service (mq offline): a wait for it alone, run on it, or a "
                             "release of its maintenance lock; the message gives the reason, who and since when.",

@@ -53,19 +53,24 @@ def run_command(
     for note in result.notes:
         render.diag(f"mq: warning: {note}")
     if result.outcome == LOCK_LOST:
-        render.diag(lock_lost_line(result.board, result.taken_by, result.powered_off))
+        render.diag(lock_lost_line(result.board, result.taken_by, result.powered_off, result.lost_why))
     else:
         render.diag(f"mq: {result.board}: {OUTCOME_TEXT.get(result.outcome, result.outcome)}")
     if as_json:
         render.out(render.envelope("run", {
             "board": result.board, "target": system, "result": result.outcome, "exit_code": result.exit_code,
             "duration": result.duration, "log": os.path.abspath(log) if log else None,
-            "powered_off": result.powered_off, "taken_by": result.taken_by, "notes": result.notes}))
+            "powered_off": result.powered_off, "taken_by": result.taken_by, "lost_why": result.lost_why,
+            "notes": result.notes}))
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 
 
-def lock_lost_line(board: str, taken_by: Optional[str], powered_off: bool) -> str:
-    """The one line for a job whose lock was taken away behind its back (exit 15)."""
-    how = f"taken by {safe_text(taken_by)} (lockfile -l or a -T reclaim)" if taken_by else "removed by someone"
+def lock_lost_line(board: str, taken_by: Optional[str], powered_off: bool, why: Optional[str] = None) -> str:
+    """The one line for a job whose lock was taken away behind its back (exit 15); ``why``: how
+    it went, when the queue knows (the PostgreSQL queue's audit log)."""
+    if why is not None:
+        how = (f"taken by {safe_text(taken_by)}" if taken_by else "lost") + f" ({safe_text(why, 200)})"
+    else:
+        how = f"taken by {safe_text(taken_by)} (lockfile -l or a -T reclaim)" if taken_by else "removed by someone"
     return f"mq: the lock for {board} was {how}; job stopped" + (", board powered off" if powered_off else "")

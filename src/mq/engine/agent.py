@@ -147,6 +147,10 @@ class RemoteJobIO:
                 commands.append((run_host.STDIN, channel.read_exact(frame_size(message), self.agent.silence)))
             elif op in (run_host.DETACH, run_host.RELEASE, run_host.EOF):
                 commands.append((str(op), b""))
+            elif op == run_host.LOCK_LOST:
+                taken_by = message.get("taken_by")
+                name = errors.safe_text(taken_by)[:64] if isinstance(taken_by, str) else ""
+                commands.append((run_host.LOCK_LOST, name.encode()))
         if channel.eof:
             raise ClientGone("client closed the connection")
         return commands
@@ -427,7 +431,7 @@ class Agent:
                 continue
             op = str(message.get("op", ""))
             args = message.get("args") or {}
-            if op in ("ping", "abort"):
+            if op in ("ping", "abort", "lock_lost"):  # lock_lost: for a job that has ended already
                 continue
             if op == "ack":  # the client has a wait's grant in hand
                 if message.get("id") == self._unconfirmed_id():

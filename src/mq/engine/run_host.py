@@ -29,8 +29,11 @@ from .names import NO_KEY
 from .signals import GUARD
 
 # What the client side can ask for while a job runs (from the user's keyboard):
-# bytes for the board (-a), detach (Ctrl+] in -a), release (Enter in -r), end of input.
+# bytes for the board (-a), detach (Ctrl+] in -a), release (Enter in -r), end of input;
+# and, for a bare job, that the lock the client holds for it was taken away (its data:
+# the new holder, or empty).
 STDIN, DETACH, RELEASE, EOF = "stdin", "detach", "release", "eof"
+LOCK_LOST = "lock_lost"
 Command = Tuple[str, bytes]
 
 
@@ -82,11 +85,18 @@ class _Keys:
     def __init__(self, io: JobIO) -> None:
         self.io = io
         self.ended = False
+        self.board = ""
+        self.bare = False  # a bare job: its lock is the client's (only then can the client say it is lost)
 
     def read(self, fd: int) -> List[Command]:
         commands = self.io.on_input(fd)
         if any(name == EOF for name, _ in commands):
             self.ended = True
+        for name, data in commands:
+            if name == LOCK_LOST and self.bare:  # the client's lock for the job is gone: stop, as for a lost lock file
+                taken_by = data.decode("utf-8", "replace") or None
+                raise LockLost(LockLoss(board=self.board, grant=None, taken_by=taken_by, noticed=time.time(),
+                                        new_since=None))
         return commands
 
     def ignore(self, fd: int) -> None:
@@ -98,6 +108,7 @@ def run_job(engine: JobEngine, spec: JobSpec, io: JobIO, job_dir: Optional[JobDi
     """Run one job to its end; returns ``{"outcome", "board", "notes", "powered_off"}`` and, when
     the job's lock was taken away (outcome ``lock-lost``), ``taken_by``: the new holder or None."""
     keys = _Keys(io)
+    keys.bare = spec.system is not None
     why = "run ended"  # the audit log's reason for the release
     board = ""
     took = False
@@ -115,7 +126,7 @@ def run_job(engine: JobEngine, spec: JobSpec, io: JobIO, job_dir: Optional[JobDi
         with GUARD.deferred():  # interruptible while waiting; a grant is always recorded here
             board, grant = _take(engine, spec, keys)
             took = grant is not None
-        result["board"] = board
+        result["board"] = keys.board = board
         watch = watch_lock(engine, board, grant)
         io.emit("board", board=board, grant=took)
         if spec.mode == "reserve":
@@ -266,4 +277,4 @@ def _wait_for(keys: _Keys, wanted: Sequence[str], watch: Optional[LockWatch]) ->
                 return
 
 
-__all__ = ["DETACH", "EOF", "RELEASE", "STDIN", "JobIO", "JobSpec", "run_job"]
+__all__ = ["DETACH", "EOF", "LOCK_LOST", "RELEASE", "STDIN", "JobIO", "JobSpec", "run_job"]

@@ -28,6 +28,7 @@ from . import audit, health, offline, schema
 from .link import Link, where
 from .releasing import Releaser
 from .rows import Snapshot, read_snapshot
+from .runwatch import RunLockLoss, RunLockWatch
 from .taking import Request, Taker, clear_dead, ordered
 from .waiting import Waiter
 
@@ -184,6 +185,14 @@ class PgEngine:
     def end_session_lock(self, board: str, key: str, reason: str) -> bool:
         self._conn()
         return self.releases.end_session_lock(board, key, reason)
+
+    def watch_run_lock(self, board: str, key: str, grant: Optional[int],
+                       on_lost: Callable[[RunLockLoss], None]) -> RunLockWatch:
+        """Start watching this engine's lock on ``board`` while a job runs elsewhere (``runwatch``):
+        kept alive through reconnects, ``on_lost`` told (from the watch's thread) if it goes.
+        Nothing else may use this engine until ``stop()``."""
+        self._conn()
+        return RunLockWatch(self.link, board, key, self.user, grant, on_lost).start()
 
     # -- looking --------------------------------------------------------------------------
     def info(self, name: str) -> List[BoardState]:

@@ -27,6 +27,7 @@ from .rows import MUTEX, OWNER_CLASS
 CHANNEL = "mq_queue"
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
+LOST_PAST_GRACE = "connection lost past the grace period"  # the audit reason of a run lock cleared so
 RECLAIM_TRIES = 50  # tries to take the owner lock back (a stale backend may still hold it for a moment)
 
 Pause = Callable[[float], None]
@@ -105,7 +106,7 @@ class Link:
         self.drop()
         started = time.monotonic()
         delay = BACKOFF_FIRST
-        self._tell(f"lost the database connection ({_first_line(why)}); reconnecting")
+        self.tell(f"lost the database connection ({_first_line(why)}); reconnecting")
         while True:
             try:
                 self.conn  # noqa: B018 - connects (and re-claims the owner)
@@ -113,15 +114,16 @@ class Link:
                 now = time.monotonic()
                 limit = started + self.give_up if deadline is None else min(deadline, started + self.give_up)
                 if now + delay > limit:
-                    self._tell(f"could not reconnect: {exc.detail}")
+                    self.tell(f"could not reconnect: {exc.detail}")
                     raise
                 pause(delay)
-                delay = min(BACKOFF_MAX, delay * 2)
+                delay = min(BACKOFF_MAX, max(BACKOFF_FIRST, self.grace / 4), delay * 2)  # tries well within the grace
                 continue
-            self._tell(f"reconnected after {time.monotonic() - started:.1f} s")
+            self.tell(f"reconnected after {time.monotonic() - started:.1f} s")
             return
 
-    def _tell(self, message: str) -> None:
+    def tell(self, message: str) -> None:
+        """Say ``message`` to the user (through ``on_reconnect``), if anyone listens."""
         if self.on_reconnect is not None:
             self.on_reconnect(message)
 
@@ -205,7 +207,7 @@ class Link:
                 (owner,)).fetchall():
             audit.record(conn, self.user, "release", board=board, key=key, holder=self.user, holder_key=key,
                          held=round(time.time() - since_ns / 1e9, 3), grant=grant, pool=pool,
-                         reason="connection lost past the grace period", outcome="released")
+                         reason=LOST_PAST_GRACE, outcome="released")
             self.notify(conn, f"free {board}")
         if conn.execute("SELECT 1 FROM mq_owners WHERE id = %s", (owner,)).fetchone() is None:
             conn.execute("INSERT INTO mq_owners (id, username, pid, host, backend_pid) "
@@ -218,4 +220,4 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-__all__ = ["CHANNEL", "Link", "Pause", "where"]
+__all__ = ["CHANNEL", "LOST_PAST_GRACE", "Link", "Pause", "where"]

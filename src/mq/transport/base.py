@@ -25,6 +25,8 @@ JOB_ABORT_GRACE = 10.0  # ... of a job: console stopped, board powered off, lock
 EventHandler = Callable[[str, bytes, dict[str, Any]], None]
 Progress = Callable[[int], None]  # bytes just sent
 CHUNK = 256 * 1024
+LOCK_LOST = "lock-lost"  # a job's outcome when its lock was taken away (engine.boot.LOCK_LOST)
+LOCK_LOST_OP = "lock_lost"  # the message that tells a bare job so (engine.run_host.LOCK_LOST)
 
 
 class Transport(Protocol):
@@ -45,7 +47,34 @@ class Transport(Protocol):
         """Run a job (``mq run``) on the host, streaming its events; the job's result."""
         ...
 
+    def lock_lost(self, taken_by: str | None) -> None:
+        """From any thread: the lock the client holds for its bare job (``run_job`` running or
+        about to) was taken away; the job stops with outcome ``lock-lost``, or never starts."""
+        ...
+
     def close(self) -> None: ...
+
+
+class LockLostRelay:
+    """Tells a lock loss (from any thread) to a job host that may not be there yet: at once if it
+    is, else as soon as it is given (``attach``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._target: Callable[[str | None], None] | None = None
+        self._lost: tuple[str | None] | None = None
+
+    def attach(self, target: Callable[[str | None], None]) -> None:
+        with self._lock:
+            self._target, lost = target, self._lost
+        if lost is not None:
+            target(lost[0])
+
+    def tell(self, taken_by: str | None) -> None:
+        with self._lock:
+            self._lost, target = (taken_by,), self._target
+        if target is not None:
+            target(taken_by)
 
 
 class SshError(EngineError):
@@ -122,6 +151,7 @@ class AgentClient:
         self._pinger = threading.Thread(target=self._ping_loop, name="mq-keepalive", daemon=True)
         self._job_open = False
         self._running_job = False
+        self._lock_lost: dict[str, Any] | None = None  # lock_lost() before the job began
 
     def start(self) -> dict[str, Any]:
         hello: dict[str, Any] = self.call("hello", protocol_version=protocol.PROTOCOL, keepalive=self.keepalive,
@@ -256,8 +286,12 @@ class AgentClient:
         self._next_id += 1
         request_id = self._next_id
         self._job_open = False
-        self._running_job = True
-        self.send_message({"id": request_id, "op": "job_run", "args": spec})
+        with self._send_lock:
+            if self._lock_lost is not None:  # the lock went before the job began: it never does
+                return {"outcome": LOCK_LOST, "board": spec.get("target", ""), "notes": [], "powered_off": False,
+                        "taken_by": self._lock_lost.get("taken_by")}
+            self._running_job = True
+            self.stream.send(protocol.encode({"id": request_id, "op": "job_run", "args": spec}))
         stop = threading.Event()
         forwarder = None
         if keyboard is not None:
@@ -271,6 +305,14 @@ class AgentClient:
         finally:
             stop.set()
             self._running_job = False
+
+    def lock_lost(self, taken_by: str | None) -> None:
+        """See ``Transport.lock_lost``: told to the host's job if one runs, else remembered."""
+        with self._send_lock:
+            self._lock_lost = {"op": LOCK_LOST_OP, "taken_by": taken_by}
+            if self._running_job:
+                with contextlib.suppress(OSError):  # the connection is gone: the host stops the job anyway
+                    self.stream.send(protocol.encode(self._lock_lost))
 
     def _forward_keys(self, keyboard: Keyboard, stop: threading.Event) -> None:
         while not stop.is_set() and not keyboard.closed:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..engine.agent import Agent
-from .base import AgentClient, EventHandler, HostError, HostGaveUp, Progress, SshError
+from .base import AgentClient, EventHandler, HostError, HostGaveUp, LockLostRelay, Progress, SshError
 from .pipe import PipeStream
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ class LocalTransport:
         self._agent = Agent(base, lab, out_fd=-1, in_fd=-1)
         self._argv = [sys.executable, "-m", "mq.engine.agent", base, *([lab] if lab else [])]
         self._child: AgentClient | None = None
+        self._lost = LockLostRelay()
 
     def call(self, op: str, on_event: EventHandler | None = None, **args: Any) -> Any:
         self._agent.on_event = on_event  # the in-process agent's events go straight to the caller
@@ -54,6 +55,7 @@ class LocalTransport:
                 client.close()
                 raise
             self._child = client
+            self._lost.attach(client.lock_lost)
         return self._child
 
     def upload(self, path: str, name: str, progress: Progress | None = None) -> str:
@@ -61,6 +63,9 @@ class LocalTransport:
 
     def run_job(self, spec: dict[str, Any], on_event: EventHandler, keyboard: Keyboard | None) -> dict[str, Any]:
         return dict(self._guard(lambda: self._job_engine().run_job(spec, on_event, keyboard)))
+
+    def lock_lost(self, taken_by: str | None) -> None:
+        self._lost.tell(taken_by)  # no job engine yet: the one started next is told at once
 
     def _guard(self, action: Callable[[], Any]) -> Any:
         try:

@@ -26,8 +26,9 @@ from ..config import Config
 from ..engine.agent import LOCAL_PROGRESS_TICK, Agent
 from ..engine.health import Failure, note_line
 from ..engine.interface import LockEngine
+from ..engine.inventory import System
 from ..errors import ConfigError
-from .base import EventHandler, HostError, Progress
+from .base import LOCK_LOST, EventHandler, HostError, LockLostRelay, Progress
 
 if TYPE_CHECKING:
     from ..keyboard import Keyboard
@@ -94,6 +95,7 @@ class PostgresTransport:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._agent = _PgAgent(lambda: open_engine(config.backend, self._reconnecting))
+        self._relay = LockLostRelay()  # the running job's
 
     @staticmethod
     def _reconnecting(message: str) -> None:
@@ -118,42 +120,64 @@ class PostgresTransport:
         return os.path.abspath(path)
 
     def run_job(self, spec: dict[str, Any], on_event: EventHandler, keyboard: Keyboard | None) -> dict[str, Any]:
-        from . import open_transport
+        from ..pgengine import PgEngine
 
         engine = self.engine
-        board, took = self._take(engine, spec, on_event)
+        assert isinstance(engine, PgEngine)
+        board, grant = self._take(engine, spec, on_event)
         try:
-            system = engine.inventory.systems[board]
-            host = system.host or self.config.host
-            on_event("board", b"", {"board": board, "grant": took, "host": host})
-            remote = open_transport(dataclasses.replace(self.config, host=host, backend=""))
+            # From here until the job ends, the lock is looked after by its watch (kept alive
+            # through database restarts; the job stopped if it goes): the job makes no calls.
+            self._relay = relay = LockLostRelay()
+            watch = engine.watch_run_lock(board, spec["key"], grant, lambda loss: relay.tell(loss.taken_by))
             try:
-                files = [remote.upload(p, os.path.basename(p)) for p in spec["files"]]
-                extra = {k: remote.upload(spec[k], os.path.basename(spec[k])) for k in ("dtb", "bitstream")
-                         if spec.get(k)}
-                job = {**spec, "target": board, "boards": [board], "files": files, **extra,
-                       "system": dataclasses.asdict(system), "budget": 0}
-                job.pop("priority", None)
-
-                def relay(event: str, data: bytes, fields: dict[str, Any]) -> None:
-                    if event != "board":  # said above, with the host
-                        on_event(event, data, fields)
-
-                result = remote.run_job(job, relay, keyboard)
+                result = self._job(engine.inventory.systems[board], spec, on_event, keyboard, relay, grant)
             finally:
-                remote.close()
+                loss = watch.stop()
+            if loss is not None and result.get("outcome") == LOCK_LOST:
+                result["lost_why"] = loss.why
             verdict = result.pop("health", None)
             if isinstance(verdict, dict):
                 self._note_health(engine, board, verdict, result["notes"])
             result["board"] = board
             return result
         finally:
-            if took:
+            if grant is not None:
                 engine.end_session_lock(board, spec["key"], reason="run ended")
 
-    def _take(self, engine: LockEngine, spec: dict[str, Any], on_event: EventHandler) -> tuple[str, bool]:
+    def _job(self, system: System, spec: dict[str, Any], on_event: EventHandler, keyboard: Keyboard | None,
+             relay: LockLostRelay, grant: int | None) -> dict[str, Any]:
+        """The bare job on ``system``'s own lab host: one connection there, the uploads, the job."""
+        from . import open_transport
+
+        host = system.host or self.config.host
+        on_event("board", b"", {"board": system.name, "grant": grant is not None, "host": host})
+        remote = open_transport(dataclasses.replace(self.config, host=host, backend=""))
+        try:
+            relay.attach(remote.lock_lost)
+            files = [remote.upload(p, os.path.basename(p)) for p in spec["files"]]
+            extra = {k: remote.upload(spec[k], os.path.basename(spec[k])) for k in ("dtb", "bitstream")
+                     if spec.get(k)}
+            job = {**spec, "target": system.name, "boards": [system.name], "files": files, **extra,
+                   "system": dataclasses.asdict(system), "budget": 0}
+            job.pop("priority", None)
+
+            def relay_events(event: str, data: bytes, fields: dict[str, Any]) -> None:
+                if event != "board":  # said above, with the host
+                    on_event(event, data, fields)
+
+            return remote.run_job(job, relay_events, keyboard)
+        finally:
+            remote.close()
+
+    def lock_lost(self, taken_by: str | None) -> None:
+        """The running job's lock is gone (its watch says so itself; this is for anyone else who knows)."""
+        self._relay.tell(taken_by)
+
+    def _take(self, engine: LockEngine, spec: dict[str, Any], on_event: EventHandler) -> tuple[str, int | None]:
+        """The board and the number of the grant that locked it for the job (None: ``-n``, held already)."""
         if spec["mode"] == "held":
-            return engine.check_held(spec["target"], spec["key"], spec["boards"]), False
+            return engine.check_held(spec["target"], spec["key"], spec["boards"]), None
         from ..engine.waitinfo import queue_event
 
         def progress(position: int, total: int) -> None:
@@ -164,7 +188,7 @@ class PostgresTransport:
         grant = engine.wait(spec["target"], key=spec["key"], budget=spec.get("budget"), boards=spec["boards"],
                             session=True, on_tick=lambda: LOCAL_PROGRESS_TICK, on_progress=progress,
                             priority=spec.get("priority"))
-        return grant.board, True
+        return grant.board, grant.grant
 
     @staticmethod
     def _note_health(engine: LockEngine, board: str, verdict: dict[str, Any], notes: list[str]) -> None:

@@ -77,6 +77,9 @@ class RemoteTransport:
     def run_job(self, spec: dict[str, Any], on_event: EventHandler, keyboard: Keyboard | None) -> dict[str, Any]:
         return dict(self._guard(lambda: self.client.run_job(spec, on_event, keyboard)))
 
+    def lock_lost(self, taken_by: str | None) -> None:
+        self.client.lock_lost(taken_by)
+
     def _guard(self, action: Callable[[], Any]) -> Any:
         try:
             return action()

@@ -1,0 +1,172 @@
+"""A ``run`` lock's watch in the database while its job runs on a lab host.
+
+The job (a bare job on the board's host) makes no database calls for as long as
+it runs, so without this nothing would look after its lock in the meantime:
+
+* **Keep it alive.** A database restart or a network cut drops the connection
+  that holds the lock's owner lock. Other clients then count the run as lost and,
+  after the grace period, as dead: they would clear its lock and hand the board on
+  while the job still uses it. The watch sleeps on the connection's socket, sees
+  the drop at once, reconnects with back-off and takes the owner lock back well
+  within the grace period.
+* **Notice a loss.** If the lock is taken away anyway (``sem -signal -f``, or
+  cleared after an outage longer than the grace period), the job must stop, as
+  the file engine's ``lockwatch`` stops a job whose lock file was broken. The
+  watch looks at the lock on every queue notification (a release or a
+  force-release sends one), after every reconnect and every ``CHECK_INTERVAL``
+  seconds, and calls ``on_lost`` once with what it found.
+
+It runs in its own thread and uses the engine's connection alone: the caller
+starts it once the lock is taken and stops it before it uses the engine again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import psycopg
+
+from mq.engine.errors import LockDirError
+
+from .link import LOST_PAST_GRACE, Link
+
+CHECK_INTERVAL = 5.0  # seconds between two looks at the lock with no notification
+
+
+@dataclass(frozen=True)
+class RunLockLoss:
+    """The job's lock is gone: ``taken_by`` holds the board now (None: nobody); ``why`` in words."""
+
+    board: str
+    taken_by: Optional[str]
+    why: str
+
+
+class _Stopped(Exception):
+    """``stop()`` was called while the watch was reconnecting."""
+
+
+class RunLockWatch:
+    """Watches the lock ``user`` holds on ``board`` with ``key`` (grant ``grant``; None: a lock
+    taken before the job, ``run -n``) through ``link``; see the module's text."""
+
+    def __init__(self, link: Link, board: str, key: str, user: str, grant: Optional[int],
+                 on_lost: Callable[[RunLockLoss], None]) -> None:
+        self.link = link
+        self.board = board
+        self.key = key
+        self.user = user
+        self.grant = grant
+        self.on_lost = on_lost
+        self.loss: Optional[RunLockLoss] = None
+        self._stop_read, self._stop_write = os.pipe()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"mq-runwatch-{board}", daemon=True)
+
+    def start(self) -> RunLockWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> Optional[RunLockLoss]:
+        """End the watch (at once, even in the middle of reconnecting); the loss it found, if any."""
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            os.write(self._stop_write, b"x")
+        self._thread.join()
+        os.close(self._stop_read)
+        os.close(self._stop_write)
+        return self.loss
+
+    # -- the thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._reconnecting(self.link.listen)
+            while not self._stopping.is_set() and self._still_ours():
+                ready, _, _ = select.select([self.link.conn.fileno(), self._stop_read], [], [], CHECK_INTERVAL)
+                if self._stop_read in ready:
+                    break
+                self._reconnecting(self.link.received)  # drained: any notification means "look"
+        except _Stopped:
+            pass
+        except LockDirError as exc:  # no database for longer than the link waits: the lock cannot be vouched for
+            self._lost(None, f"the queue database could not be reached ({exc.detail})")
+        except Exception as exc:  # a bug: say so; the job goes on, its lock no longer looked after
+            self.link.tell(f"warning: the watch on the lock for {self.board} ended: {exc!r}")
+        finally:
+            with contextlib.suppress(psycopg.Error, LockDirError, _Stopped):
+                self.link.unlisten()
+
+    def _reconnecting(self, action: Callable[[], object]) -> None:
+        """``action()``; a dropped connection is made again (re-claiming the lock's owner) first."""
+        try:
+            action()
+        except psycopg.OperationalError as exc:
+            if not self.link.broken():
+                raise LockDirError("the queue database", str(exc).strip().splitlines()[0]) from None
+            self.link.reconnect(exc, self._pause)
+
+    def _pause(self, seconds: float) -> None:
+        ready, _, _ = select.select([self._stop_read], [], [], seconds)
+        if ready or self._stopping.is_set():
+            raise _Stopped()
+
+    def _still_ours(self) -> bool:
+        """Look at the lock: False (and ``on_lost`` told) when it is no longer the job's."""
+        row = None
+
+        def look(conn: Any) -> None:
+            nonlocal row
+            row = conn.execute("SELECT username, key, grant_no, session_owner FROM mq_locks WHERE board = %s",
+                               (self.board,)).fetchone()
+
+        for _ in range(2):  # once more after a reconnect: that re-claimed (or lost) the owner
+            try:
+                look(self.link.conn)
+                break
+            except psycopg.OperationalError as exc:
+                if not self.link.broken():
+                    raise LockDirError("the queue database", str(exc).strip().splitlines()[0]) from None
+                self.link.reconnect(exc, self._pause)
+        if row is None:
+            self._lost(None, self._why_gone())
+            return False
+        user, key, grant, owner = row
+        ours = user == self.user and key == self.key and (self.grant is None or grant == self.grant)
+        if ours and self.grant is not None:
+            ours = owner is not None and owner == self.link.owner
+        if not ours:
+            self._lost(str(user), self._why_gone())
+            return False
+        return True
+
+    def _why_gone(self) -> str:
+        """The audit log's last word on the end of the board's lock, in words."""
+        with contextlib.suppress(psycopg.Error):
+            row = self.link.conn.execute(
+                "SELECT event, username, fields->>'reason' FROM mq_audit WHERE board = %s "
+                "AND event IN ('release', 'force', 'reclaim') ORDER BY id DESC LIMIT 1", (self.board,)).fetchone()
+            if row is not None:
+                event, user, reason = row
+                if event == "force":
+                    return f"released by {user} with sem -signal -f"
+                if event == "reclaim" and reason == "expired":
+                    return f"its -T timeout passed and {user} reclaimed it"
+                if event == "reclaim" or reason == LOST_PAST_GRACE:
+                    return (f"this client was cut off from the queue database for longer than the grace period "
+                            f"({self.link.grace:g} s)")
+                if reason:
+                    return str(reason)
+        return "the queue database no longer has it as this job's"
+
+    def _lost(self, taken_by: Optional[str], why: str) -> None:
+        if self.loss is None:
+            self.loss = RunLockLoss(self.board, taken_by, why)
+            self.on_lost(self.loss)
+
+
+__all__ = ["CHECK_INTERVAL", "RunLockLoss", "RunLockWatch"]

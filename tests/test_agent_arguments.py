@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -200,61 +201,98 @@ def test_every_argument_of_every_request_has_a_check() -> None:
     assert {f.name for f in dataclasses.fields(JobSpec)} == set(arguments.JOB_ARGUMENTS)
 
 
+class JobTalk:
+    """A job on ``agent``, spoken to line by line; a watchdog kills the agent after 30 s, so a
+    job that never stops fails the test rather than hangs it."""
+
+    def __init__(self, agent: RawClient) -> None:
+        self.agent = agent
+        assert agent.proc.stdin is not None and agent.proc.stdout is not None
+        self.stdin, self.stdout = agent.proc.stdin, agent.proc.stdout
+        self.watchdog = threading.Timer(30, agent.proc.kill)
+        self.watchdog.start()
+
+    def say(self, *messages: dict[str, Any]) -> None:
+        """``messages``, in one write (so the agent reads them together)."""
+        self.stdin.write("".join(json.dumps(m) + "\n" for m in messages).encode())
+        self.stdin.flush()
+
+    def job(self, *then: dict[str, Any], **args: Any) -> None:
+        """Start a reserve job on b1 with ``args`` (``then``: sent in the same write)."""
+        self.agent.next_id += 1
+        self.say({"id": self.agent.next_id, "op": "job_run", "args": {
+            "target": "b1", "boards": ["b1"], "mode": "reserve", "budget": 0, **args}}, *then)
+
+    def until_board(self) -> None:
+        while json.loads(self.stdout.readline()).get("event") != "board":
+            pass
+
+    def result(self) -> dict[str, Any]:
+        while (reply := json.loads(self.stdout.readline())).get("event"):
+            pass
+        assert reply["id"] == self.agent.next_id and reply["ok"], reply
+        return dict(reply["result"])
+
+    def close(self) -> None:
+        self.watchdog.cancel()
+
+
+@pytest.fixture
+def talk(agent: RawClient) -> Iterator[JobTalk]:
+    job = JobTalk(agent)
+    yield job
+    job.close()
+
+
+def bare_system(mark: Path) -> dict[str, Any]:
+    from mq.engine.inventory import System
+
+    return dataclasses.asdict(System("b1", power_off=f"touch {mark}"))
+
+
 def test_a_bare_jobs_lock_lost_message_stops_it_and_hostile_ones_do_no_harm(lab: LabFixture, tmp_path: Path,
-                                                                           agent: RawClient) -> None:
+                                                                           agent: RawClient, talk: JobTalk) -> None:
     """The PostgreSQL queue's client tells a bare job its lock is gone (``lock_lost``): the job
     stops, powers the board off and says so. A ``lock_lost`` outside a job, or with a
     ``taken_by`` that is not a name, is no request: nothing breaks, nothing is echoed raw."""
-    from mq.engine.inventory import System
-
-    assert agent.send("info", name="b1")["ok"]
-    stdin, stdout = agent.proc.stdin, agent.proc.stdout
-    assert stdin is not None and stdout is not None
-    watchdog = threading.Timer(30, agent.proc.kill)  # a job that never stops fails the test, not hangs it
-    watchdog.start()
-
-    def say(message: dict[str, Any]) -> None:
-        stdin.write((json.dumps(message) + "\n").encode())
-        stdin.flush()
-
-    say({"op": "lock_lost", "taken_by": "nobody"})  # no job runs: ignored
+    talk.say({"op": "lock_lost", "taken_by": "nobody"})  # no job runs: ignored
     assert agent.send("info", name="b1")["ok"]
     mark = tmp_path / "powered-off"
-    system = dataclasses.asdict(System("b1", power_off=f"touch {mark}"))
-    agent.next_id += 1
-    say({"id": agent.next_id, "op": "job_run", "args": {"target": "b1", "boards": ["b1"], "mode": "reserve",
-                                                          "system": system, "budget": 0}})
-    while json.loads(stdout.readline()).get("event") != "board":
-        pass
-    say({"op": "lock_lost", "taken_by": 5, "extra": [1, 2]})
-    reply = json.loads(stdout.readline())
-    assert reply["id"] == agent.next_id and reply["ok"], reply
-    assert reply["result"]["outcome"] == "lock-lost" and reply["result"]["taken_by"] is None
-    assert reply["result"]["powered_off"] and mark.exists()
-    agent.next_id += 1
-    say({"id": agent.next_id, "op": "job_run", "args": {"target": "b1", "boards": ["b1"], "mode": "reserve",
-                                                          "system": system, "budget": 0}})
-    while json.loads(stdout.readline()).get("event") != "board":
-        pass
-    say({"op": "lock_lost", "taken_by": "bob\x1b[31m" + "x" * 500})
-    reply = json.loads(stdout.readline())
-    taken_by = reply["result"]["taken_by"]
+    talk.job(system=bare_system(mark))
+    talk.until_board()
+    talk.say({"op": "lock_lost", "taken_by": 5, "extra": [1, 2]})
+    result = talk.result()
+    assert result["outcome"] == "lock-lost" and result["taken_by"] is None
+    assert result["powered_off"] and mark.exists()
+    talk.job(system=bare_system(mark))
+    talk.until_board()
+    talk.say({"op": "lock_lost", "taken_by": "bob\x1b[31m" + "x" * 500})
+    taken_by = talk.result()["taken_by"]
     assert "\x1b" not in taken_by and len(taken_by) < 80 and taken_by.startswith("bob\\x1b[31mxxx"), taken_by
     assert lock_dir_contents(lab) == ["lab.toml"]  # a bare job takes and releases nothing here
-    # a job whose lock is this host's own: only this host can tell it is lost, the client cannot
-    agent.next_id += 1
-    say({"id": agent.next_id, "op": "job_run", "args": {"target": "b1", "boards": ["b1"], "mode": "reserve",
-                                                          "budget": 0}})
-    while json.loads(stdout.readline()).get("event") != "board":
-        pass
-    say({"op": "lock_lost", "taken_by": "mallory"})
+    assert agent.send("info", name="b1")["ok"]
+
+
+def test_a_lock_lost_read_with_the_job_request_is_seen_at_once(tmp_path: Path, talk: JobTalk) -> None:
+    """Sent right behind ``job_run`` it may come in the same read: the job still sees it at once,
+    not at the client's next ping (15 s)."""
+    started = time.monotonic()
+    talk.job({"op": "lock_lost", "taken_by": "carol"}, system=bare_system(tmp_path / "off"))
+    result = talk.result()
+    assert result["outcome"] == "lock-lost" and result["taken_by"] == "carol", result
+    assert time.monotonic() - started < 5
+
+
+def test_only_a_bare_job_listens_to_lock_lost(lab: LabFixture, agent: RawClient, talk: JobTalk) -> None:
+    """A job whose lock is this host's own: only this host can tell it is lost, the client cannot."""
+    talk.job()
+    talk.until_board()
+    talk.say({"op": "lock_lost", "taken_by": "mallory"})
     assert lab.held() == {"b1"}
-    say({"op": "release"})
-    reply = json.loads(stdout.readline())
-    assert reply["ok"] and reply["result"]["outcome"] == "detached", reply
+    talk.say({"op": "release"})
+    assert talk.result()["outcome"] == "detached"
     assert lab.held() == set()
     assert agent.send("info", name="b1")["ok"]
-    watchdog.cancel()
 
 
 def test_the_client_and_the_host_name_a_lost_lock_alike() -> None:

@@ -354,3 +354,22 @@ def test_a_run_whose_lock_is_taken_away_stops_and_says_how(pg: PgLab) -> None:
                      "job stopped, board powered off\n", err), err
     assert (marks / "off-b1").exists()
     assert pg.ok("sem", "-mr-info", "b1").stdout.rstrip().endswith(" next")  # the waiter's lock was left alone
+
+
+def test_a_big_upload_shows_its_progress_once_the_boards_host_is_known(pg: PgLab) -> None:
+    """The upload waits for the lock (it decides the host); on a terminal its bar is then shown."""
+    import pexpect
+
+    from test_run import big_image
+
+    long_run(pg, 0)
+    child = pexpect.spawn(sys.executable, ["-m", "mq", "run", "-s", "b1", "-f", str(big_image(pg.root / "big.img")),
+                                           "-c", "All is well"], env=pg.env(), cwd=str(pg.root), encoding="utf-8",
+                          timeout=60, dimensions=(24, 200))
+    try:
+        child.expect("mq: running on b1")
+        child.expect("uploading images")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0 and "All is well in the universe" in (child.before or ""), child.before

@@ -583,6 +583,18 @@ def test_reserve_until_enter_or_ctrl_d(rl: RunLab, children: list[pexpect.spawn]
     rl.assert_clean("b1")
 
 
+def big_image(path: Path) -> Path:
+    """An image of 5 MiB (over the progress bar's 4 MiB) that passes (the simulator reads its first MiB)."""
+    return write_image(path, "pass", *(["# padding " + "x" * 1000] * 5 * 1024))
+
+
+def test_a_big_upload_shows_its_progress_on_a_terminal(rl: RunLab, children: list[pexpect.spawn]) -> None:
+    child = pty(rl, children, "run", "-s", "b1", "-f", str(big_image(rl.cwd / "big.img")), "-c", SUCCESS)
+    child.expect("uploading images")
+    output, status = pty_end(child)
+    assert status == 0 and SUCCESS in output, output
+
+
 def test_reserve_on_pool(rl: RunLab, children: list[pexpect.spawn]) -> None:
     first = pty(rl, children, "run", "-s", "trio", "-r", "-k", "A")
     first.expect(r"mq: (b\d) is yours")

@@ -116,15 +116,43 @@ def check(lab: Lab, opts: RunOptions) -> list[str]:
     return suitable
 
 
-def _upload_all(lab: Lab, paths: list[str], notify: Notify) -> list[str]:
-    total = sum(os.path.getsize(p) for p in paths)
-    if total < BIG_UPLOAD or not os.isatty(2):
-        return [lab.transport.upload(p, os.path.basename(p)) for p in paths]
-    from rich.progress import Progress
+class UploadBar:
+    """"uploading images" on a terminal, for uploads of ``BIG_UPLOAD`` or more; shown from the
+    first bytes sent (a transport that uploads later, inside the job, shows it then)."""
 
-    with Progress(transient=True) as bar:
-        task = bar.add_task("uploading images", total=total)
-        return [lab.transport.upload(p, os.path.basename(p), lambda n: bar.advance(task, n)) for p in paths]
+    def __init__(self, total: int) -> None:
+        self._bar: Any = None
+        self.total = total
+        self.done = 0
+        self._wanted = total >= BIG_UPLOAD and os.isatty(2)
+
+    def advance(self, sent: int) -> None:
+        """``sent`` more bytes are on the host; at the total, the bar goes."""
+        self.done += sent
+        if self._wanted and self._bar is None:
+            from rich.progress import Progress
+
+            self._bar = Progress(transient=True)
+            self._task = self._bar.add_task("uploading images", total=self.total)
+            self._bar.start()
+        if self._bar is not None:
+            self._bar.advance(self._task, sent)
+            if self.done >= self.total:
+                self.close()
+
+    def close(self) -> None:
+        self._wanted = False
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def _upload_all(lab: Lab, paths: list[str], notify: Notify) -> list[str]:
+    bar = UploadBar(sum(os.path.getsize(p) for p in paths))
+    try:
+        return [lab.transport.upload(p, os.path.basename(p), bar.advance) for p in paths]
+    finally:
+        bar.close()
 
 
 def run(lab: Lab, opts: RunOptions, notify: Notify) -> RunResult:
@@ -161,11 +189,15 @@ def _run(lab: Lab, opts: RunOptions, boards: list[str], sink: ConsoleSink, notif
     keyboard = Keyboard("reserve") if opts.reserve else Keyboard("interactive") if opts.interactive else None
 
     line: WaitLine | None = None
+    upload: UploadBar | None = None  # the PostgreSQL queue uploads once it knows the board's host
 
     def on_event(event: str, data: bytes, fields: dict[str, Any]) -> None:
-        nonlocal line
+        nonlocal line, upload
         if event == "console":
             sink.write(data)
+        elif event == "upload":
+            upload = upload or UploadBar(int(fields.get("total", 0)))
+            upload.advance(int(fields.get("sent", 0)))
         elif event == "queue":
             line = line or WaitLine()
             line.update(fields)
@@ -190,6 +222,8 @@ def _run(lab: Lab, opts: RunOptions, boards: list[str], sink: ConsoleSink, notif
     finally:
         if line is not None:
             line.close()
+        if upload is not None:
+            upload.close()
     outcome = str(result["outcome"])
     if outcome == TIMED_OUT:  # after all the console (its events came before the result), on a line of its own
         sink.line(TIMEOUT_MARKER)

@@ -100,6 +100,10 @@ class LineChannel:
             self.eof = True
         self._buffer += data
 
+    def has_line(self) -> bool:
+        """A whole message is buffered already (read with an earlier one)."""
+        return b"\n" in self._buffer
+
     def next_line(self) -> Optional[bytes]:
         if b"\n" in self._buffer:
             line, self._buffer = self._buffer.split(b"\n", 1)
@@ -126,15 +130,34 @@ class RemoteJobIO:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self.input_fds: List[int] = [agent.channel.fd]
+        # Messages that came in the same read as the job's request (a keystroke, a lock_lost
+        # sent right after it) are in the buffer already: the channel's fd would not wake the
+        # job's select for them. A pipe with a byte in it does, once.
+        self._early: Optional[Tuple[int, int]] = None
+        if agent.channel.has_line():
+            self._early = os.pipe()
+            os.write(self._early[1], b"x")
+            self.input_fds.append(self._early[0])
 
     def emit(self, event: str, data: bytes = b"", **fields: Any) -> None:
         self.agent.send({"id": self.agent._current_id, "event": event, "n": len(data), **fields}, data)
 
-    def on_input(self, _fd: int) -> List[Tuple[str, bytes]]:
+    def close(self) -> None:
+        if self._early is not None:
+            if self._early[0] in self.input_fds:
+                self.input_fds.remove(self._early[0])
+            for fd in self._early:
+                os.close(fd)
+            self._early = None
+
+    def on_input(self, fd: int) -> List[Tuple[str, bytes]]:
         from . import run_host
 
         channel = self.agent.channel
-        channel.fill()
+        if self._early is not None and fd == self._early[0]:
+            self.close()  # the buffered messages are read below; from now on the channel's fd says
+        else:
+            channel.fill()
         commands: List[Tuple[str, bytes]] = []
         while True:
             message = self.agent._read_message()
@@ -376,14 +399,18 @@ class Agent:
         ], arguments.JOB_ARGUMENTS)
         spec = run_host.JobSpec(**args)
         job_dir, self._job = self._job, None
-        if spec.system is None:
-            return run_host.run_job(self.engine(), spec, RemoteJobIO(self), job_dir)
-        from .bare import BareEngine
+        io = RemoteJobIO(self)
+        try:
+            if spec.system is None:
+                return run_host.run_job(self.engine(), spec, io, job_dir)
+            from .bare import BareEngine
 
-        bare = BareEngine(system_from_wire(spec.system))
-        result = run_host.run_job(bare, spec, RemoteJobIO(self), job_dir)
-        result["health"] = bare.verdict  # the client counts it where the lock is (None: nothing to say)
-        return result
+            bare = BareEngine(system_from_wire(spec.system))
+            result = run_host.run_job(bare, spec, io, job_dir)
+            result["health"] = bare.verdict  # the client counts it where the lock is (None: nothing to say)
+            return result
+        finally:
+            io.close()
 
     def _tick(self) -> float:
         """During a wait: give up on a silent client, tell the client we are alive."""

@@ -116,7 +116,8 @@ class PostgresTransport:
             self._agent.on_event = None
 
     def upload(self, path: str, name: str, progress: Progress | None = None) -> str:
-        """Deferred: the board, and so its host, is known only once the lock is taken."""
+        """Deferred: the board, and so its host, is known only once the lock is taken (``run_job``
+        then uploads, its progress told as ``upload`` events)."""
         return os.path.abspath(path)
 
     def run_job(self, spec: dict[str, Any], on_event: EventHandler, keyboard: Keyboard | None) -> dict[str, Any]:
@@ -155,8 +156,14 @@ class PostgresTransport:
         remote = open_transport(dataclasses.replace(self.config, host=host, backend=""))
         try:
             relay.attach(remote.lock_lost)
-            files = [remote.upload(p, os.path.basename(p)) for p in spec["files"]]
-            extra = {k: remote.upload(spec[k], os.path.basename(spec[k])) for k in ("dtb", "bitstream")
+            total = sum(os.path.getsize(spec[k]) for k in ("dtb", "bitstream") if spec.get(k)) \
+                + sum(os.path.getsize(p) for p in spec["files"])
+
+            def progress(sent: int) -> None:  # the client's progress bar, as for an upload before the job
+                on_event("upload", b"", {"sent": sent, "total": total})
+
+            files = [remote.upload(p, os.path.basename(p), progress) for p in spec["files"]]
+            extra = {k: remote.upload(spec[k], os.path.basename(spec[k]), progress) for k in ("dtb", "bitstream")
                      if spec.get(k)}
             job = {**spec, "target": system.name, "boards": [system.name], "files": files, **extra,
                    "system": dataclasses.asdict(system), "budget": 0}

@@ -27,7 +27,7 @@ import pytest
 
 import pgserver
 from conftest import LAB_TOML, wait_for
-from mq.engine.errors import NotAcquiredError
+from mq.engine.errors import LockDirError, NotAcquiredError
 from mq.engine.inventory import parse_inventory
 
 psycopg = pytest.importorskip("psycopg")
@@ -43,8 +43,8 @@ WAITER = """
 import json, sys
 from mq.engine.inventory import parse_inventory
 from mq.pgengine import PgEngine
-conninfo, toml, name, key, grace, session = sys.argv[1:7]
-engine = PgEngine(conninfo, parse_inventory(toml, "lab.toml"), grace=float(grace),
+conninfo, toml, name, key, grace, session, give_up = sys.argv[1:8]
+engine = PgEngine(conninfo, parse_inventory(toml, "lab.toml"), grace=float(grace), give_up=float(give_up),
                   on_reconnect=lambda message: print("reconnect:", message, file=sys.stderr, flush=True))
 print(json.dumps({"queued": True}), flush=True)
 try:
@@ -80,10 +80,12 @@ def database(pg_server: pgserver.PgServer, request: pytest.FixtureRequest) -> It
 
 
 class WaiterProcess:
-    def __init__(self, conninfo: str, name: str, key: str, grace: float = 30.0, session: bool = False) -> None:
+    def __init__(self, conninfo: str, name: str, key: str, grace: float = 30.0, session: bool = False,
+                 give_up: float = 60.0) -> None:
         self.key = key
         self.proc = subprocess.Popen([sys.executable, "-c", WAITER, conninfo, LAB_TOML, name, key, str(grace),
-                                      "1" if session else "0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      "1" if session else "0", str(give_up)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         assert self.reply() == {"queued": True}
 
@@ -151,8 +153,6 @@ def test_schema_init_is_versioned_and_idempotent(pg_server: pgserver.PgServer) -
 
 
 def test_an_engine_refuses_a_database_without_the_schema(pg_server: pgserver.PgServer) -> None:
-    from mq.engine.errors import LockDirError
-
     conninfo = pg_server.create_database("mq_no_schema")
     try:
         with PgEngine(conninfo, INVENTORY) as engine, pytest.raises(LockDirError, match="mq admin init"):
@@ -323,3 +323,36 @@ def test_a_run_lock_is_rebound_when_its_engine_reconnects(own_server: pgserver.P
         assert holder is not None and (holder.key, holder.session) == ("run", "live")
         with pytest.raises(NotAcquiredError):
             engine.wait("b1", key="next", budget=0.5)
+
+
+def test_waiters_keep_their_places_through_an_outage_longer_than_a_command_tries(
+        own_server: pgserver.PgServer, waiters: list[WaiterProcess]) -> None:
+    """A command gives up reconnecting after ``give_up`` seconds (exit 7); a wait does not: it
+    keeps its place only by coming back, so it tries for as long as it waits."""
+    conninfo = own_server.create_database("mq_outage")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        schema.init(conn)
+    with PgEngine(conninfo, INVENTORY) as engine:
+        engine.wait("b1", key="H", budget=0)
+        for key in ("first", "second"):
+            waiters.append(WaiterProcess(conninfo, "b1", key, give_up=1.0))
+            wait_for(lambda key=key: queued_keys(engine)[-1:] == [key], what=f"{key} queued")
+        own_server.stop()
+        impatient = PgEngine(conninfo, INVENTORY, give_up=1.0)
+        started = time.monotonic()
+        with pytest.raises(LockDirError):
+            impatient.info("b1")
+        assert time.monotonic() - started < 10
+        time.sleep(4)  # four times the waiters' give-up
+        assert all(w.proc.poll() is None for w in waiters)
+        own_server.start()
+        engine.signal("b1", key="H")
+        for waiter in waiters:
+            assert waiter.reply()["board"] == "b1"
+            assert waiter.send("release") == {"released": True}
+        grants = [e["key"] for e in engine.events("b1") if e["event"] == "grant"]
+        assert grants == ["H", "first", "second"]
+    for waiter in waiters:
+        _, err = waiter.proc.communicate(timeout=10)
+        assert "reconnect: lost the database connection" in err and "reconnect: reconnected" in err, err
+        assert "could not reconnect" not in err

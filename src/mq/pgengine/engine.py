@@ -34,20 +34,22 @@ from .waiting import Waiter
 
 GRACE = 30.0  # seconds a lost owner (dropped connection, server restart) keeps its tickets and run locks,
 # unless the inventory's ``[queue] grace`` says otherwise
+GIVE_UP = 60.0  # seconds a command other than a wait (and a running job's lock) tries to reconnect
 
 
 class PgEngine:
     """Lock operations on the queue in one PostgreSQL database, with one inventory."""
 
     def __init__(self, conninfo: str, inventory: Inventory, user: Optional[str] = None,
-                 grace: Optional[float] = None, on_reconnect: Optional[Callable[[str], None]] = None) -> None:
+                 grace: Optional[float] = None, on_reconnect: Optional[Callable[[str], None]] = None,
+                 give_up: float = GIVE_UP) -> None:
         import os
 
         self.inventory = inventory
         self.user = user or user_name(os.getuid())
         if grace is None:
             grace = GRACE if inventory.queue.grace is None else inventory.queue.grace
-        self.link = Link(conninfo, self.user, grace, on_reconnect)
+        self.link = Link(conninfo, self.user, grace, on_reconnect, give_up)
         self.taker = Taker(self.link, self.user, inventory)
         self.releases = Releaser(self.link, self.user, inventory)
         self._checked = False
@@ -258,4 +260,4 @@ class PgEngine:
         return offline.set_online(self.link, self.user, self.inventory, board)
 
 
-__all__ = ["GRACE", "PgEngine"]
+__all__ = ["GIVE_UP", "GRACE", "PgEngine"]

@@ -27,6 +27,7 @@ from .rows import MUTEX, OWNER_CLASS
 CHANNEL = "mq_queue"
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
+STILL_TRYING = 60.0  # seconds between two "still trying" of a patient reconnect
 LOST_PAST_GRACE = "connection lost past the grace period"  # the audit reason of a run lock cleared so
 RECLAIM_TRIES = 50  # tries to take the owner lock back (a stale backend may still hold it for a moment)
 
@@ -100,22 +101,30 @@ class Link:
         """Forget a connection found broken (the next use reconnects)."""
         self.close()
 
-    def reconnect(self, why: BaseException, pause: Pause, deadline: Optional[float] = None) -> None:
+    def reconnect(self, why: BaseException, pause: Pause, deadline: Optional[float] = None,
+                  patient: bool = False) -> None:
         """Connect again with back-off (``pause`` sleeps, watching what the caller watches), telling
-        ``on_reconnect``; ``LockDirError`` once ``give_up`` seconds (or ``deadline``) pass without success."""
+        ``on_reconnect``; ``LockDirError`` once ``give_up`` seconds (or ``deadline``) pass without
+        success. ``patient`` (a wait, a running job's lock: they keep their place only by coming
+        back): until ``deadline`` (None: for as long as it takes), saying so every ``STILL_TRYING`` s."""
         self.drop()
         started = time.monotonic()
         delay = BACKOFF_FIRST
+        said = started
         self.tell(f"lost the database connection ({_first_line(why)}); reconnecting")
         while True:
             try:
                 self.conn  # noqa: B018 - connects (and re-claims the owner)
             except LockDirError as exc:
                 now = time.monotonic()
-                limit = started + self.give_up if deadline is None else min(deadline, started + self.give_up)
-                if now + delay > limit:
+                limit = deadline if patient else started + self.give_up if deadline is None \
+                    else min(deadline, started + self.give_up)
+                if limit is not None and now + delay > limit:
                     self.tell(f"could not reconnect: {exc.detail}")
                     raise
+                if now - said >= STILL_TRYING:
+                    said = now
+                    self.tell(f"no database for {now - started:.0f} s ({exc.detail}); still trying")
                 pause(delay)
                 delay = min(BACKOFF_MAX, max(BACKOFF_FIRST, self.grace / 4), delay * 2)  # tries well within the grace
                 continue

@@ -108,7 +108,7 @@ class RunLockWatch:
         except psycopg.OperationalError as exc:
             if not self.link.broken():
                 raise LockDirError("the queue database", str(exc).strip().splitlines()[0]) from None
-            self.link.reconnect(exc, self._pause)
+            self.link.reconnect(exc, self._pause, patient=True)
 
     def _pause(self, seconds: float) -> None:
         ready, _, _ = select.select([self._stop_read], [], [], seconds)
@@ -131,7 +131,7 @@ class RunLockWatch:
             except psycopg.OperationalError as exc:
                 if not self.link.broken():
                     raise LockDirError("the queue database", str(exc).strip().splitlines()[0]) from None
-                self.link.reconnect(exc, self._pause)
+                self.link.reconnect(exc, self._pause, patient=True)
         if row is None:
             self._lost(None, self._why_gone())
             return False

@@ -129,7 +129,7 @@ class Waiter:
 
     def _reconnect(self, why: BaseException) -> None:
         if self.link.broken():
-            self.link.reconnect(why, self._pause, self.deadline)
+            self.link.reconnect(why, self._pause, self.deadline, patient=True)  # its place is kept for it
         else:
             raise why
 

@@ -91,9 +91,10 @@ class RunLockWatch:
                 if self._stop_read in ready:
                     break
                 self._reconnecting(self.link.received)  # drained: any notification means "look"
+                # (a drop: the reconnect's ``_reclaim`` may have found the lock cleared; the look says)
         except _Stopped:
             pass
-        except LockDirError as exc:  # no database for longer than the link waits: the lock cannot be vouched for
+        except LockDirError as exc:  # the database refuses (not a dropped connection): the lock cannot be vouched for
             self._lost(None, f"the queue database could not be reached ({exc.detail})")
         except Exception as exc:  # a bug: say so; the job goes on, its lock no longer looked after
             self.link.tell(f"warning: the watch on the lock for {self.board} ended: {exc!r}")
@@ -102,13 +103,16 @@ class RunLockWatch:
                 self.link.unlisten()
 
     def _reconnecting(self, action: Callable[[], object]) -> None:
-        """``action()``; a dropped connection is made again (re-claiming the lock's owner) first."""
-        try:
-            action()
-        except psycopg.OperationalError as exc:
-            if not self.link.broken():
-                raise LockDirError("the queue database", str(exc).strip().splitlines()[0]) from None
-            self.link.reconnect(exc, self._pause, patient=True)
+        """``action()``, again and again until it is done: a dropped connection is made again
+        (re-claiming the lock's owner) in between, for as long as it takes."""
+        while True:
+            try:
+                action()
+                return
+            except psycopg.OperationalError as exc:
+                if not self.link.broken():
+                    raise LockDirError("the queue database", str(exc).strip().splitlines()[0]) from None
+                self.link.reconnect(exc, self._pause, patient=True)
 
     def _pause(self, seconds: float) -> None:
         ready, _, _ = select.select([self._stop_read], [], [], seconds)
@@ -124,14 +128,7 @@ class RunLockWatch:
             row = conn.execute("SELECT username, key, grant_no, session_owner FROM mq_locks WHERE board = %s",
                                (self.board,)).fetchone()
 
-        for _ in range(2):  # once more after a reconnect: that re-claimed (or lost) the owner
-            try:
-                look(self.link.conn)
-                break
-            except psycopg.OperationalError as exc:
-                if not self.link.broken():
-                    raise LockDirError("the queue database", str(exc).strip().splitlines()[0]) from None
-                self.link.reconnect(exc, self._pause, patient=True)
+        self._reconnecting(lambda: look(self.link.conn))  # after a reconnect: that re-claimed (or lost) the owner
         if row is None:
             self._lost(None, self._why_gone())
             return False

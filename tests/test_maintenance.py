@@ -196,6 +196,8 @@ def test_a_pool_wait_on_offline_members_restores_a_removed_maintenance_lock(lab:
     lab.lock("solo").unlink()
     wait_for(lambda: lab.lock("solo").exists(), timeout=5, what="the maintenance lock to be put back")
     assert key_of(lab, "solo") == "offline: rack move"
+    # the audit record follows the lock it tells of (under the lab mutex, which this test does not take)
+    wait_for(lambda: events(lab, "maintenance-lock"), timeout=5, what="the maintenance-lock record")
     [restored] = events(lab, "maintenance-lock")
     assert (restored["board"], restored["after"]) == ("solo", "restored")
     ticks = lambda: sum(int(f) for f in proc_stat(waiter.pid)[11:13])  # noqa: E731

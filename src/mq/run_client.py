@@ -147,7 +147,7 @@ class UploadBar:
             self._bar = None
 
 
-def _upload_all(lab: Lab, paths: list[str], notify: Notify) -> list[str]:
+def _upload_all(lab: Lab, paths: list[str]) -> list[str]:
     bar = UploadBar(sum(os.path.getsize(p) for p in paths))
     try:
         return [lab.transport.upload(p, os.path.basename(p), bar.advance) for p in paths]
@@ -171,8 +171,8 @@ def run(lab: Lab, opts: RunOptions, notify: Notify) -> RunResult:
 
 
 def _run(lab: Lab, opts: RunOptions, boards: list[str], sink: ConsoleSink, notify: Notify) -> RunResult:
-    uploaded = _upload_all(lab, opts.files, notify)
-    extra = _upload_all(lab, [p for p in (opts.dtb, opts.bitstream) if p], notify)
+    uploaded = _upload_all(lab, opts.files)
+    extra = _upload_all(lab, [p for p in (opts.dtb, opts.bitstream) if p])
     dtb = extra.pop(0) if opts.dtb else ""
     bitstream = extra.pop(0) if opts.bitstream else ""
     spec: dict[str, Any] = {

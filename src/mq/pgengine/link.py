@@ -136,15 +136,19 @@ class Link:
         if self.on_reconnect is not None:
             self.on_reconnect(message)
 
-    def run(self, operation: Callable[[psycopg.Connection[Any]], Any]) -> Any:
-        """``operation(conn)``; when the connection is found dropped, once more after reconnecting."""
-        try:
-            return operation(self.conn)
-        except psycopg.OperationalError as exc:
-            if not self.broken():
-                raise LockDirError(where(self.conninfo), _first_line(exc)) from None
-            self.reconnect(exc, time.sleep)
-        return operation(self.conn)
+    def run(self, operation: Callable[[psycopg.Connection[Any]], Any], pause: Pause = time.sleep,
+            patient: bool = False) -> Any:
+        """``operation(conn)``; when the connection is found dropped, again after reconnecting (see
+        ``reconnect``): once, or (``patient``) until it is done. Any other failure: ``LockDirError``."""
+        retried = False
+        while True:
+            try:
+                return operation(self.conn)
+            except psycopg.OperationalError as exc:
+                if not self.broken() or (retried and not patient):
+                    raise LockDirError(where(self.conninfo), _first_line(exc)) from None
+                self.reconnect(exc, pause, patient=patient)
+                retried = True
 
     @contextlib.contextmanager
     def mutex(self, conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:

@@ -85,12 +85,12 @@ class RunLockWatch:
     # -- the thread -----------------------------------------------------------------------
     def _run(self) -> None:
         try:
-            self._reconnecting(self.link.listen)
+            self._reconnecting(lambda _conn: self.link.listen())
             while not self._stopping.is_set() and self._still_ours():
                 ready, _, _ = select.select([self.link.conn.fileno(), self._stop_read], [], [], CHECK_INTERVAL)
                 if self._stop_read in ready:
                     break
-                self._reconnecting(self.link.received)  # drained: any notification means "look"
+                self._reconnecting(lambda _conn: self.link.received())  # drained: any notification means "look"
                 # (a drop: the reconnect's ``_reclaim`` may have found the lock cleared; the look says)
         except _Stopped:
             pass
@@ -102,17 +102,10 @@ class RunLockWatch:
             with contextlib.suppress(psycopg.Error, LockDirError, _Stopped):
                 self.link.unlisten()
 
-    def _reconnecting(self, action: Callable[[], object]) -> None:
-        """``action()``, again and again until it is done: a dropped connection is made again
-        (re-claiming the lock's owner) in between, for as long as it takes."""
-        while True:
-            try:
-                action()
-                return
-            except psycopg.OperationalError as exc:
-                if not self.link.broken():
-                    raise LockDirError("the queue database", str(exc).strip().splitlines()[0]) from None
-                self.link.reconnect(exc, self._pause, patient=True)
+    def _reconnecting(self, action: Callable[[Any], Any]) -> Any:
+        """``action(conn)`` until it is done: a dropped connection is made again (re-claiming the
+        lock's owner) in between, for as long as it takes."""
+        return self.link.run(action, self._pause, patient=True)
 
     def _pause(self, seconds: float) -> None:
         ready, _, _ = select.select([self._stop_read], [], [], seconds)
@@ -121,14 +114,8 @@ class RunLockWatch:
 
     def _still_ours(self) -> bool:
         """Look at the lock: False (and ``on_lost`` told) when it is no longer the job's."""
-        row = None
-
-        def look(conn: Any) -> None:
-            nonlocal row
-            row = conn.execute("SELECT username, key, grant_no, session_owner FROM mq_locks WHERE board = %s",
-                               (self.board,)).fetchone()
-
-        self._reconnecting(lambda: look(self.link.conn))  # after a reconnect: that re-claimed (or lost) the owner
+        row = self._reconnecting(lambda conn: conn.execute(  # after a reconnect: that re-claimed (or lost) the owner
+            "SELECT username, key, grant_no, session_owner FROM mq_locks WHERE board = %s", (self.board,)).fetchone())
         if row is None:
             self._lost(None, self._why_gone())
             return False

@@ -62,6 +62,29 @@ LAB_TOML = textwrap.dedent(
 )
 
 
+CHILD_DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _ignore_here(signum: int, frame: object) -> None:
+    """Stands in for SIG_IGN in the test process itself (see ``pytest_configure``)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every child a test starts begins with SIGINT, SIGTERM and SIGHUP at their defaults,
+    however the suite was started. A shell that runs pytest in the background, or
+    ``nohup``, ignores INT and HUP, and an ignored signal is inherited through fork and
+    exec: mq rightly keeps such a signal ignored, so every Ctrl+C, TERM and HUP test would
+    fail. A signal the suite was started ignoring gets a handler that does nothing instead:
+    the test process still shrugs it off, and exec gives the children the default (a
+    caught signal is reset by exec, an ignored one is not). Blocked signals are unblocked
+    for the same reason. Tests about inherited ignored signals set SIG_IGN in the child
+    themselves (``preexec_fn``)."""
+    for signum in CHILD_DEFAULT_SIGNALS:
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            signal.signal(signum, _ignore_here)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_DEFAULT_SIGNALS)
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own HOME; no MQ_* or SSH variables leak in."""

@@ -190,10 +190,18 @@ def test_priority_shows_in_info_status_and_the_waiting_line(lab: LabFixture, pro
     urgent = spawn_mq(lab, "sem", "-wait", "b1", "-k", "urgent", "--priority", "5")
     procs.append(urgent)
     wait_for(lambda: urgent.pid in ticket_pids(lab), what="urgent queued")
-    info = run_mq(lab, "sem", "-info", "b1", check=True).stdout.splitlines()
-    waiting = [line for line in info if "waiting" in line]
-    assert "urgent" in waiting[0] and ", priority 5" in waiting[0], info
-    assert "plain" in waiting[1] and ", priority 1 (effective 1" in waiting[1], info
+
+    def waiting_lines() -> list[str]:
+        return [line for line in run_mq(lab, "sem", "-info", "b1", check=True).stdout.splitlines()
+                if "waiting" in line]
+
+    waiting = waiting_lines()
+    assert "urgent" in waiting[0] and ", priority 5" in waiting[0], waiting
+    assert "plain" in waiting[1] and ", priority 1" in waiting[1], waiting
+    # aging 60 s: plain's effective priority shows (1.01) once it has waited 0.3 s
+    waiting = wait_for(lambda: (lines := waiting_lines()) and "(effective 1." in lines[1] and lines,
+                       what="plain's effective priority to rise above 1")
+    assert "urgent" in waiting[0] and ", priority 5" in waiting[0], waiting  # still first: 5 and more
     data = json.loads(run_mq(lab, "status", "b1", "--json", check=True).stdout)["data"]
     waiters = data[0]["waiters"]
     assert [(w["key"], w["position"], w["priority"]) for w in waiters] == [("urgent", 1, 5), ("plain", 2, 1)]

@@ -42,6 +42,13 @@ def ignore_int_and_hup() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
+def default_int_and_hup() -> None:
+    """``quiet`` and ``busy`` start pytest as an interactive shell would, even when this
+    script itself was started ignoring them (``nohup``, ``&``)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def load_sampler(samples: list[float], stop: threading.Event, every: float = 5.0) -> None:
     while True:
         samples.append(float(Path("/proc/loadavg").read_text().split()[0]))
@@ -75,7 +82,7 @@ def main() -> int:
     started = time.monotonic()
     command = [sys.executable, "-m", "pytest", "-q", *args.pytest_args]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=ignore_int_and_hup if args.condition == "ignored" else None)  # noqa: PLW1509
+                            preexec_fn=ignore_int_and_hup if args.condition == "ignored" else default_int_and_hup)  # noqa: PLW1509
     assert proc.stdout is not None
     output = []
     for line in proc.stdout:

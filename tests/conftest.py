@@ -101,11 +101,19 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
 @dataclass
 class LabFixture:
     base: Path
+    inventory_file: Path | None = None  # a shared lab's inventory, outside its lock directory (MQ_LAB)
+
+    @property
+    def inventory(self) -> Path:
+        """The lab's inventory file: ``BASE/lab.toml`` unless it lives elsewhere."""
+        return self.inventory_file or self.base / "lab.toml"
 
     @property
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update({"MQ_HOST": "local", "MQ_BASE": str(self.base)})
+        if self.inventory_file is not None:
+            env["MQ_LAB"] = str(self.inventory_file)
         return env
 
     def lock(self, board: str) -> Path:
@@ -120,6 +128,19 @@ class LabFixture:
     def tickets(self) -> list[str]:
         queue = self.base / ".mq" / "queue"
         return sorted(p.name for p in queue.iterdir()) if queue.exists() else []
+
+    def audit_tolerant(self) -> list[dict[str, object]]:
+        """The audit records, skipping lines that are not one (a test planted some)."""
+        import json
+
+        path = self.base / "audit.jsonl"
+        found = []
+        for line in path.read_text().splitlines() if path.exists() else []:
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue
+        return found
 
     def audit(self) -> list[dict[str, object]]:
         import json
@@ -142,17 +163,27 @@ def events(lab: LabFixture, kind: str) -> list[dict[str, object]]:
 
 
 def make_lab(path: Path, shared: bool = False) -> LabFixture:
+    """A lock directory with the test inventory. A shared one (group-writable, setgid) has
+    the inventory mq reads where no member can replace it, as docs/security.md asks:
+    root-owned 0644 in a root-owned 0755 directory beside it, named by MQ_LAB (and a copy
+    in the lock directory, which only the engines a test's own scripts make read)."""
     path.mkdir(parents=True, exist_ok=True)
-    (path / "lab.toml").write_text(LAB_TOML)
-    if shared:
-        os.chown(path, 0, grp.getgrnam(TEST_GROUP).gr_gid)
-        os.chmod(path, 0o2775)
-        os.chmod(path / "lab.toml", 0o644)
-        # every parent must be traversable by the test users
-        for parent in path.parents:
-            if str(parent).startswith("/tmp/") or str(parent) == "/tmp":
-                os.chmod(parent, os.stat(parent).st_mode | 0o011)
-    return LabFixture(base=path)
+    (path / "lab.toml").write_text(LAB_TOML)  # what engines made in a test's own scripts read
+    if not shared:
+        return LabFixture(base=path)
+    os.chown(path, 0, grp.getgrnam(TEST_GROUP).gr_gid)
+    os.chmod(path, 0o2775)
+    os.chmod(path / "lab.toml", 0o644)
+    etc = path.parent / f"{path.name}-etc"
+    etc.mkdir(mode=0o755, exist_ok=True)
+    os.chmod(etc, 0o755)
+    (etc / "lab.toml").write_text(LAB_TOML)
+    os.chmod(etc / "lab.toml", 0o644)
+    # every parent must be traversable by the test users
+    for parent in path.parents:
+        if str(parent).startswith("/tmp/") or str(parent) == "/tmp":
+            os.chmod(parent, os.stat(parent).st_mode | 0o011)
+    return LabFixture(base=path, inventory_file=etc / "lab.toml")
 
 
 @pytest.fixture
@@ -301,7 +332,7 @@ def child_named(pid: int, name: str) -> int | None:
 
 def engine(lab: LabFixture) -> Engine:
     """The engine in the test process itself (root): a fast, real holder/releaser."""
-    return Engine(str(lab.base), load_inventory(str(lab.base / "lab.toml")))
+    return Engine(str(lab.base), load_inventory(str(lab.inventory)))
 
 
 def queued(lab: LabFixture) -> list[str]:
@@ -394,7 +425,7 @@ class SshLab:
         cfg = client_config(self.sshd, user, self.client_dir / f"config_{user}", known_hosts=self.known_hosts)
         env = dict(os.environ)
         env.update({"MQ_HOST": "labhost", "MQ_BASE": str(self.lab.base), "MQ_SSH_CONFIG": str(cfg),
-                    "HOME": str(self.client_dir)})
+                    "MQ_LAB": str(self.lab.inventory), "HOME": str(self.client_dir)})
         env.update(extra)
         return env
 
@@ -427,6 +458,7 @@ def ssh_lab(sshd_server: Sshd, tmp_path: Path) -> Iterator[SshLab]:
     yield ssh_lab
     ssh_lab.kill_host_side()
     shutil.rmtree(lab.base, ignore_errors=True)
+    shutil.rmtree(lab.inventory.parent, ignore_errors=True)
 
 
 @pytest.fixture(params=["standard", "tomli"])

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LAB_TOML, as_user
+import conftest
+from conftest import LAB_TOML, as_user, wait_for
 from mq.transport import bootstrap, bundle
 from mq.transport.base import AgentClient, HostError, HostGaveUp
 from mq.transport.pipe import PipeStream
@@ -151,24 +152,45 @@ def test_missing_python_is_told(host: Path) -> None:
         start(host, python=str(host / "no-such-python3"))
 
 
-def test_damaged_engine_exits_with_its_status_and_a_hint(host: Path) -> None:
+def test_an_engine_that_does_not_load_exits_with_its_status_and_a_hint(host: Path) -> None:
     start(host).close()
-    (engine_dir(host) / "mq" / "engine" / "agent.py").write_text("def broken(:\n")
+    shadow = host / "shadow"
+    shadow.mkdir()
+    (shadow / "json.py").write_text("raise ImportError('a json module of its own')\n")
     with pytest.raises(HostError) as caught:
-        start(host)
-    assert f"exit status {bootstrap.ENGINE_BROKEN}; SyntaxError" in caught.value.message
-    assert caught.value.message.endswith("its cached copy there may be damaged: remove ~/.cache/mq/engine-* "
-                                         "on the host")
+        start(host, env={"PYTHONPATH": str(shadow)})
+    assert f"exit status {bootstrap.ENGINE_BROKEN}; ImportError" in caught.value.message
+    assert caught.value.message.endswith("the engine does not load with that python3 (its modules, PYTHONPATH)")
 
 
-def test_unwritable_cache_exits_with_its_status_and_a_hint(host: Path, test_users: tuple[str, ...]) -> None:
+def test_a_damaged_engine_is_replaced(host: Path) -> None:
+    start(host).close()
+    agent = engine_dir(host) / "mq" / "engine" / "agent.py"
+    good = agent.read_bytes()
+    agent.write_text("def broken(:\n")
+    client = start(host)
+    try:
+        assert client.bootstrap_why.startswith("the cached engine is damaged: its files differ from engine ")
+        assert client.call("info", name="b1")[0]["board"] == "b1"
+    finally:
+        client.close()
+    assert agent.read_bytes() == good
+
+
+def test_an_unwritable_cache_runs_a_private_copy(host: Path, test_users: tuple[str, ...]) -> None:
     os.chmod(host, 0o755)
     os.chmod(host / "cache", 0o755)  # root's: the test user cannot write there
-    with pytest.raises(HostError) as caught:
-        start(host, **as_user(test_users[0]))
-    assert f"exit status {bootstrap.CACHE_DENIED}; PermissionError" in caught.value.message
-    assert caught.value.message.endswith("mq needs a writable cache directory there (~/.cache/mq or "
-                                         "$XDG_CACHE_HOME)")
+    os.chmod(host / "lab", 0o777)
+    conftest._make_reachable(str(host / "lab"))  # the test user reaches the lab through pytest's tmp
+    client = start(host, **as_user(test_users[0]))
+    try:
+        assert client.bootstrap_why == "not installed; the cache is not used: no cache directory"
+        assert client.call("info", name="b1")[0]["board"] == "b1"
+    finally:
+        client.close()
+    assert not (host / "cache" / "mq").exists()
+    wait_for(lambda: not [p for p in Path("/tmp").glob("mq-engine-*") if p.owner() == test_users[0]],
+             what="the private copy removed when its session ended")
 
 
 # -- how the end of a stream is read ----------------------------------------------------------

@@ -64,7 +64,7 @@ def test_check_reports_each_mistake_with_file_and_key(lab: LabFixture, path: Pat
 @pytest.mark.parametrize("path", BROKEN_LABS, ids=lambda p: p.stem)
 def test_a_broken_lab_stops_sem_and_run_before_anything_is_locked(lab: LabFixture, path: Path) -> None:
     key, fragment = expected(path)
-    lab_file = lab.base / "lab.toml"
+    lab_file = lab.inventory
     lab_file.write_text(path.read_text())
     for args in (("sem", "-wait", "b1", "-w", "0", "-t", "0"),
                  ("run", "-s", "b1", "-c", "All is well", "-f", str(PASS_IMG)),
@@ -105,7 +105,7 @@ def test_check_collects_every_problem(lab: LabFixture, tmp_path: Path) -> None:
     ]
     assert proc.stderr == f"mq: 8 problems in {path}\n"
     # any other command says the first, and that there are more
-    (lab.base / "lab.toml").write_text(path.read_text())
+    lab.inventory.write_text(path.read_text())
     proc = run_mq(lab, "systems")
     assert proc.returncode == ExitCode.CONFIG
     said = proc.stderr.removeprefix("mq: ")
@@ -127,7 +127,7 @@ def test_check_of_the_configured_lab(lab: LabFixture) -> None:
 
 
 def test_check_json(lab: LabFixture) -> None:
-    (lab.base / "lab.toml").write_text(WITH_BOOT.replace("{system}", "{sytem}"))
+    lab.inventory.write_text(WITH_BOOT.replace("{system}", "{sytem}"))
     proc = run_mq(lab, "check", "--json")
     assert proc.returncode == ExitCode.CONFIG
     document = json.loads(proc.stdout)
@@ -135,7 +135,7 @@ def test_check_json(lab: LabFixture) -> None:
     data = document["data"]
     assert (data["ok"], data["exit_code"], data["problems"]) == (False, ExitCode.CONFIG, 1)
     problem = next(f for f in data["findings"] if f["status"] == "fail")
-    assert problem["source"] == str(lab.base / "lab.toml")
+    assert problem["source"] == str(lab.inventory)
     assert problem["key"] == "systems.b1.boot"
     assert problem["detail"].startswith("unknown placeholder {sytem}")
 
@@ -198,7 +198,7 @@ def test_check_creates_the_demo_lab_like_any_command(lab: LabFixture) -> None:
 
 
 def test_run_on_a_system_without_boot_fails_before_locking(lab: LabFixture) -> None:
-    (lab.base / "lab.toml").write_text(WITH_BOOT)
+    lab.inventory.write_text(WITH_BOOT)
     proc = run_mq(lab, "run", "-s", "b2", "-c", "All is well", "-f", str(PASS_IMG))
     assert proc.returncode == ExitCode.CONFIG, proc
     assert proc.stderr.removeprefix("mq: ") == (f"{lab.base / 'lab.toml'}: systems.b2.boot: no boot command: "
@@ -211,7 +211,7 @@ def test_run_on_a_system_without_boot_fails_before_locking(lab: LabFixture) -> N
 
 
 def test_sem_and_reserve_need_no_boot(lab: LabFixture) -> None:
-    (lab.base / "lab.toml").write_text(WITH_BOOT)
+    lab.inventory.write_text(WITH_BOOT)
     assert run_mq(lab, "sem", "-wait", "b2", "-w", "0", "-t", "0").returncode == 0
     assert run_mq(lab, "sem", "-signal", "b2").returncode == 0
     proc = subprocess.run([sys.executable, "-m", "mq", "run", "-s", "b2", "-r"], env=lab.env, capture_output=True,
@@ -236,7 +236,7 @@ def host_lines(stdout: str, host: str) -> dict[str, str]:
 
 
 def test_check_host_on_a_local_lab(lab: LabFixture) -> None:
-    (lab.base / "lab.toml").write_text(WITH_BOOT)
+    lab.inventory.write_text(WITH_BOOT)
     before = sorted(os.listdir(lab.base))
     proc = run_mq(lab, "check", "--host")
     assert proc.returncode == 0, proc
@@ -249,7 +249,7 @@ def test_check_host_on_a_local_lab(lab: LabFixture) -> None:
 
 
 def test_check_host_with_a_broken_lab_still_checks_the_host(lab: LabFixture) -> None:
-    (lab.base / "lab.toml").write_text((BROKEN / "unbalanced_brace.toml").read_text())
+    lab.inventory.write_text((BROKEN / "unbalanced_brace.toml").read_text())
     proc = run_mq(lab, "check", "--host")
     assert proc.returncode == ExitCode.CONFIG
     assert all(result.startswith("ok") for result in host_lines(proc.stdout, "local").values())
@@ -272,7 +272,7 @@ def test_check_host_finds_a_lock_directory_it_cannot_write(shared_lab: LabFixtur
 
 
 def test_check_host_of_a_missing_lock_directory(lab: LabFixture, tmp_path: Path) -> None:
-    env = {**lab.env, "MQ_BASE": str(tmp_path / "nowhere"), "MQ_LAB": str(lab.base / "lab.toml")}
+    env = {**lab.env, "MQ_BASE": str(tmp_path / "nowhere"), "MQ_LAB": str(lab.inventory)}
     proc = subprocess.run([sys.executable, "-m", "mq", "check", "--host"], env=env, capture_output=True, text=True,
                           timeout=30)
     assert proc.returncode == ExitCode.LOCKDIR
@@ -288,12 +288,12 @@ def test_check_host_over_ssh(ssh_lab: SshLab) -> None:
     assert checks["reachable"].startswith("ok (over SSH: user mqalice on ")
     assert checks["lock directory"] == f"ok ({ssh_lab.lab.base} is writable by mqalice (group-writable: shared))"
     assert checks["lockfile(1)"].startswith("ok (a lock made by ")
-    assert f"labhost:{ssh_lab.lab.base / 'lab.toml'}: ok (6 systems, 3 pools)" in proc.stdout.splitlines()
+    assert f"labhost:{ssh_lab.lab.inventory}: ok (6 systems, 3 pools)" in proc.stdout.splitlines()
     assert sorted(os.listdir(ssh_lab.lab.base)) == before
 
 
 def test_check_over_ssh_reports_the_hosts_lab_file(ssh_lab: SshLab) -> None:
-    lab_file = ssh_lab.lab.base / "lab.toml"
+    lab_file = ssh_lab.lab.inventory
     lab_file.write_text((BROKEN / "misspelt_placeholder.toml").read_text())
     proc = ssh_lab.mq("mqalice", "check", "--host")
     assert proc.returncode == ExitCode.CONFIG, proc

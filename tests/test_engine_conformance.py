@@ -205,12 +205,12 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
         known.write_text(server.known_hosts_line() + "\n")
         config = client_config(server, "mqalice", client / "config", known_hosts=known)
         env.update({"MQ_HOST": "labhost", "MQ_BASE": str(lab.base), "MQ_SSH_CONFIG": str(config),
-                    "HOME": str(client)})
+                    "MQ_LAB": str(lab.inventory), "HOME": str(client)})
     else:
         lab = make_lab(tmp_path / "lab")
     extra = request.node.get_closest_marker("inventory_extra")
     if extra is not None:  # e.g. a [queue] policy, in place before the engine reads the inventory
-        with open(lab.base / "lab.toml", "a") as toml:
+        with open(lab.inventory, "a") as toml:
             toml.write(extra.args[0])
     with kind.open(str(lab.base), env) as opened:
         here = Site(kind, lab, env, opened.engine, tmp_path)

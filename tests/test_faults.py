@@ -341,7 +341,7 @@ def test_14_lock_dir_not_writable_clear_error_no_retry(shared_lab: LabFixture, t
 def test_14_lock_dir_missing_exit_7(tmp_path: Path) -> None:
     lab = make_lab(tmp_path / "inventory")
     missing = tmp_path / "gone"
-    env = {**lab.env, "MQ_BASE": str(missing), "MQ_LAB": str(lab.base / "lab.toml")}
+    env = {**lab.env, "MQ_BASE": str(missing), "MQ_LAB": str(lab.inventory)}
     procs = [subprocess.Popen([sys.executable, "-m", "mq", "sem", *args], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
              for args in (("-wait", "b1"), ("-info", "b1"), ("-signal", "b1"), ("dumpall",))]

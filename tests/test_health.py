@@ -62,7 +62,7 @@ class HealthLab:
                 text += f"health_limit = {limit}\n"
             (self.modes / board).write_text("ok")
         text += '[pools.trio]\nsystems = ["b1", "b2", "b3"]\n'
-        (self.lab.base / "lab.toml").write_text(text)
+        self.lab.inventory.write_text(text)
         self.image = root / "image.img"
         self.image.write_text("image\n")
 

@@ -40,7 +40,7 @@ WORKER = textwrap.dedent(
 
 
 def with_queue(lab: LabFixture, text: str) -> None:
-    with open(lab.base / "lab.toml", "a") as toml:
+    with open(lab.inventory, "a") as toml:
         toml.write("\n" + textwrap.dedent(text))
 
 

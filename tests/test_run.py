@@ -207,7 +207,7 @@ def prepare(base_lab: LabFixture, marks: Path, home: Path, cwd: Path) -> RunLab:
     marks.mkdir(parents=True, exist_ok=True)
     probe = cwd / "probe.py"
     probe.write_text(PROBE)
-    (base_lab.base / "lab.toml").write_text(run_toml(marks, probe))
+    base_lab.inventory.write_text(run_toml(marks, probe))
     images = cwd / "images"
     images.mkdir(exist_ok=True)
     write_image(images / "slow.img", "print Starting slow test", "sleep 3", "print Test suite passed.", "pass")
@@ -277,7 +277,7 @@ def test_timeout_marker_after_a_prompt_without_newline(rl: RunLab) -> None:
     """A console whose last output is an unfinished line (a prompt): the marker still gets a line of its own."""
     prompt = rl.cwd / "prompt.py"  # a console that prints a prompt and hangs
     prompt.write_text("import sys, time\nsys.stdout.write('board login: ')\nsys.stdout.flush()\ntime.sleep(600)\n")
-    toml = rl.lab.base / "lab.toml"
+    toml = rl.lab.inventory
     toml.write_text(toml.read_text() + textwrap.dedent(f"""
         [systems.prompt]
         arch = "none"
@@ -406,7 +406,7 @@ def test_unreadable_file_refused_before_locking(shared_lab: LabFixture, test_use
     marks.mkdir()
     os.chmod(marks, 0o777)
     rl = prepare(shared_lab, marks, Path(f"/tmp/mq-home-{user}"), cwd)
-    os.chmod(rl.lab.base / "lab.toml", 0o644)
+    os.chmod(rl.lab.inventory, 0o644)
     os.chmod(cwd / "probe.py", 0o644)
     secret = root / f"secret-{rl.token}.img"
     secret.write_text("print nobody may read this\npass\n")
@@ -463,10 +463,13 @@ def test_pool_run_names_the_board(rl: RunLab) -> None:
 
 
 def test_concurrent_pool_runs_get_different_boards(rl: RunLab, spawned: list[Spawned]) -> None:
-    slow = str(rl.images / "slow.img")
-    first = spawn(rl.lab.env, rl.cwd, spawned, "first", "run", "-s", "trio", "-k", "A", "-c", SUCCESS, "-f", slow)
+    go = rl.cwd / "go"  # both tests run until the test has seen both boards held
+    held = str(write_image(rl.images / "held.img", "print Starting", f"wait {go}", "print Test suite passed.", "pass"))
+    first = spawn(rl.lab.env, rl.cwd, spawned, "first", "run", "-s", "trio", "-k", "A", "-c", SUCCESS, "-f", held)
     wait_for(lambda: rl.lab.held() or first.proc.poll() is not None, what="the first run's board")
-    second = spawn(rl.lab.env, rl.cwd, spawned, "second", "run", "-s", "trio", "-k", "B", "-c", SUCCESS, "-f", slow)
+    second = spawn(rl.lab.env, rl.cwd, spawned, "second", "run", "-s", "trio", "-k", "B", "-c", SUCCESS, "-f", held)
+    wait_for(lambda: len(rl.lab.held()) == 2 or second.proc.poll() is not None, what="both runs' boards")
+    go.touch()
     assert (first.finish(), second.finish()) == (0, 0), first.stderr() + second.stderr()
     boards = [re.search(r"mq: running on (b\d)", s.stderr()) for s in (first, second)]
     assert all(boards), [s.stderr() for s in (first, second)]
@@ -870,7 +873,7 @@ def ssh_rl(ssh_lab: SshLab, tmp_path: Path, isolated_env: Path) -> Iterator[SshR
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     rl = prepare(ssh_lab.lab, marks, isolated_env, cwd)
-    os.chmod(ssh_lab.lab.base / "lab.toml", 0o644)
+    os.chmod(ssh_lab.lab.inventory, 0o644)
     yield SshRunLab(rl=rl, ssh=ssh_lab)
     ssh_lab.kill_host_side()  # before its uploads are swept
     shutil.rmtree(marks, ignore_errors=True)

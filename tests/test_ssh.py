@@ -187,7 +187,7 @@ def test_unable_to_ssh_first_line(ssh_lab: SshLab, tmp_path: Path) -> None:
 
 
 def test_missing_lock_directory_on_host(ssh_lab: SshLab) -> None:
-    proc = ssh_lab.mq("mqalice", "sem", "-wait", "b1", MQ_BASE="/nonexistent/mq-locks")
+    proc = ssh_lab.mq("mqalice", "sem", "-wait", "b1", MQ_BASE="/nonexistent/mq-locks", MQ_LAB="")
     assert proc.returncode == 7, proc.stderr  # the lock directory is named missing, before the inventory in it
     assert "the lock directory does not exist" in proc.stderr
     assert "/nonexistent/mq-locks" in proc.stderr
@@ -232,14 +232,16 @@ def ctrl_c_waiter(ssh_lab: SshLab, key: str) -> pexpect.spawn:
     return child
 
 
-def ctrl_c(child: pexpect.spawn, within: float) -> None:
-    """Ctrl+C on ``child``'s terminal: it ends within ``within`` seconds, with exit 130."""
+def ctrl_c(child: pexpect.spawn, within: float) -> str:
+    """Ctrl+C on ``child``'s terminal: it ends within ``within`` seconds, with exit 130; what it printed."""
     started = time.monotonic()
     child.sendintr()
     child.expect(pexpect.EOF)
+    output = (child.before or b"").decode("utf-8", "replace")
     child.close()
     assert time.monotonic() - started < within
     assert child.exitstatus == 130
+    return output
 
 
 def test_ctrl_c_while_waiting_over_ssh(ssh_lab: SshLab) -> None:
@@ -372,10 +374,12 @@ def test_ctrl_c_while_the_host_is_stalled(ssh_lab: SshLab) -> None:
     for pid in agents:
         os.kill(pid, signal.SIGSTOP)
     try:
-        ctrl_c(child, within=2.0)
+        said = ctrl_c(child, within=2.0)
     finally:
         for pid in agents:
             os.kill(pid, signal.SIGCONT)
+    # the host never answered the abort: mq does not claim what it could not confirm
+    assert "did not confirm that nothing is left held or queued" in said and "nothing left held" not in said, said
     # resumed, the host side sees the abort (or the closed connection) and cleans up
     wait_for(lambda: not ssh_lab.lab.tickets() and not host_agents(ssh_lab.lab, "mqalice"), timeout=5,
              what="no ticket and no host agent left")

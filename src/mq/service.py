@@ -53,6 +53,8 @@ class Lab:
     config: Config
     transport: Transport
     notices: list[str] = field(default_factory=list)
+    on_notice: Callable[[str], None] | None = None
+    warn_untrusted: bool = True  # say so when the inventory is one mq run will not run commands from
     _inventory: Inventory | None = None
 
     @property
@@ -61,7 +63,18 @@ class Lab:
             data = self.transport.call("inventory")
             self._inventory = inventory_from_wire(data)
             inventory_cache.save(self.config, data)
+            if self._inventory.untrusted and self.warn_untrusted:
+                from .engine.trust import refusal
+
+                self.notice(f"warning: {self._inventory.path}: {refusal(self._inventory)}")
         return self._inventory
+
+    def notice(self, text: str) -> None:
+        """A line for stderr: said at once when the CLI listens (``on_notice``), else kept."""
+        if self.on_notice is not None:
+            self.on_notice(text)
+        else:
+            self.notices.append(text)
 
     def note_name(self, name: str | None = None) -> None:
         """Refresh the completion cache (one request) if it is missing or lacks ``name``."""
@@ -75,8 +88,10 @@ class Lab:
 def inventory_from_wire(data: dict[str, Any]) -> Inventory:
     systems = {s["name"]: System(**s) for s in data["systems"]}
     pools = {p["name"]: Pool(**{**p, "members": tuple(p["members"])}) for p in data["pools"]}
+    untrusted = data.get("untrusted")
     return Inventory(path=str(data["path"]), systems=systems, pools=pools,
-                     queue=QueueConfig.from_wire(data.get("queue")))
+                     queue=QueueConfig.from_wire(data.get("queue")),
+                     untrusted=str(untrusted) if untrusted is not None else None)
 
 
 def _create_demo_lab(config: Config) -> str | None:

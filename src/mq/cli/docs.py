@@ -74,7 +74,8 @@ ENVIRONMENT = [
     ("MQ_HOST", "The lab host: a name your ssh_config(5) knows, [user@]host, or \"local\" (no SSH). "
                 "Wins over the configuration file; --host wins over it."),
     ("MQ_BASE", "The lock directory on the lab host; --base wins over it."),
-    ("MQ_LAB", "The inventory file (default: BASE/lab.toml)."),
+    ("MQ_LAB", "The inventory file (default: BASE/lab.toml; /etc/mq/lab.toml, when it exists, for a shared "
+               "lock directory)."),
     ("MQ_SSH_CONFIG", "The OpenSSH client configuration to use instead of ~/.ssh/config."),
     ("MQ_BACKEND", "A PostgreSQL connection string (postgresql://USER@HOST/DB, or libpq keywords): the queue, "
                    "the locks and the inventory live in that database (see mq admin); libpq's own PGPASSWORD, "
@@ -104,15 +105,20 @@ FILES = [
                                              "refreshes it when it lacks the name given)."),
     ("~/.ssh/config", "The OpenSSH client configuration (HostName, User, Port, IdentityFile, ProxyJump, "
                       "ProxyCommand, UserKnownHostsFile ...)."),
-    ("BASE/lab.toml", "The lab inventory: [systems.NAME] and [pools.NAME] tables, and [queue] (the queue "
+    ("BASE/lab.toml", "The lab inventory: [systems.NAME] and [pools.NAME] tables, [queue] (the queue "
                       "policy: fifo or priority, aging, priorities by user and key; grace: how long a "
-                      "client of a PostgreSQL queue that lost its connection keeps its place)."),
+                      "client of a PostgreSQL queue that lost its connection keeps its place) and [audit] "
+                      "(syslog = true: audit records to syslog too). mq run executes its commands only if no one "
+                      "but root, the lab's admin (the lock directory's owner) or the caller can replace it."),
+    ("/etc/mq/lab.toml", "A shared lab's inventory (root-owned, 0644), used when the lock directory is "
+                         "group- or world-writable and no inventory is named."),
     ("BASE/NAME.lock", "The lock of system NAME, as lockfile(1) makes it: mode 0444, owned by the holder, "
                        "its content the -T timeout (0: none)."),
     ("BASE/NAME.key", "The key stored with that lock (0: none)."),
     ("BASE/.mq/", "mq's own state: queue/ (one ticket per waiter), holders/ (grant records), sessions/ "
                   "(run jobs), offline/ (boards out of service), health/ (each board's row of board failures, for "
-                  "health_limit), the counters grants and seq, and the mutex."),
+                  "health_limit), forged/ (records that claimed another owner, set aside), the counters grants "
+                  "and seq, and the mutex."),
     ("BASE/audit.jsonl", "The audit log: one JSON object per grant, release, force, reclaim, cancel, "
                          "timeout, dead waiter, health, offline and online."),
     ("~/.cache/mq/engine-HASH/", "On the lab host: the engine the client shipped there."),

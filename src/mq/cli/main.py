@@ -76,6 +76,8 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
 def cli_main(args: List[str], mqsh_name: bool = False) -> int:
     """The typer CLI; as ``mq.sh``, SSH failures are left to ``mqsh.main``."""
     debug = "--debug" in args
+    if debug:
+        os.environ["MQ_DEBUG"] = "1"  # read by the transports (transport.remote.DEBUG_ENV)
     import click
     import typer.main
 

@@ -30,6 +30,7 @@ def open_from(ctx: typer.Context) -> Lab:
     ctx.call_on_close(lab.close)
     for notice in lab.notices:
         diag(notice)
+    lab.on_notice = diag
     return lab
 
 

@@ -21,11 +21,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
-from . import arguments, errors, fsutil, protocol
+from . import arguments, errors, fsutil, protocol, trust
 from .interface import EngineFactory, LockEngine
-from .inventory import load_inventory, system_from_wire
-from .labpaths import user_name
+from .inventory import system_from_wire
+from .labpaths import default_inventory, user_name
 from .names import NO_KEY
+from .protocol import NOTICE
 from .results import BoardState, Grant, Offline, Released
 from .semaphore import Engine
 from .signals import GUARD
@@ -189,7 +190,7 @@ class Agent:
                  open_engine: EngineFactory = Engine) -> None:
         self.base = base
         self.open_engine = open_engine
-        self.lab_path = lab or os.path.join(base, "lab.toml")
+        self.lab_path = lab or default_inventory(base)
         self.out_fd = out_fd
         self.channel = LineChannel(in_fd)
         self.keepalive = 15.0
@@ -245,8 +246,16 @@ class Agent:
     def engine(self) -> LockEngine:
         if self._engine is None:
             self._check_base()
-            self._engine = self.open_engine(self.base, load_inventory(self.lab_path))
+            self._engine = self.open_engine(self.base, trust.load_judged_inventory(self.lab_path, self.base))
+            lab = getattr(self._engine, "lab", None)
+            if lab is not None and self.channel.fd >= 0:  # over a connection: the client says it
+                lab.on_notice = self._send_notice
         return self._engine
+
+    def _send_notice(self, text: str) -> None:
+        """A ``notice`` event: the client writes it on stderr at once (``base.AgentClient``)."""
+        with contextlib.suppress(ClientGone, OSError):
+            self.send({"id": self._current_id, "event": NOTICE, "text": text})
 
     def _check_base(self) -> None:
         """A missing or unreachable lock directory is named as such (exit 7), before its
@@ -287,7 +296,8 @@ class Agent:
     @operation("inventory")
     def _inventory_op(self) -> Dict[str, Any]:
         inv = self.engine().inventory
-        return {"path": inv.path, "systems": [protocol.to_wire(s) for s in inv.systems.values()],
+        return {"path": inv.path, "untrusted": inv.untrusted,
+                "systems": [protocol.to_wire(s) for s in inv.systems.values()],
                 "pools": [protocol.to_wire(p) for p in inv.pools.values()], "queue": protocol.to_wire(inv.queue)}
 
     @operation("wait")
@@ -357,10 +367,11 @@ class Agent:
 
     @operation("check_host")
     def _check_host(self) -> Dict[str, Any]:
-        """``mq check --host``: the lock directory and ``lockfile(1)`` here (no inventory needed)."""
+        """``mq check --host``: the lock directory, ``lockfile(1)`` and whether the inventory
+        may be trusted here (nothing else of the inventory is needed)."""
         from . import hostcheck
 
-        return hostcheck.check_host(self.base)
+        return hostcheck.check_host(self.base, self.lab_path)
 
     @operation("job_open")
     def _job_open(self) -> Dict[str, Any]:

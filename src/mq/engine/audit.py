@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 from .errors import DiskError, LockDirError
 from .fsutil import write_all
@@ -15,22 +16,57 @@ from .labpaths import LabPaths
 class AuditLog:
     def __init__(self, paths: LabPaths) -> None:
         self.paths = paths
+        self.syslog = False  # also send each record to syslog (the inventory's ``audit_syslog``)
 
     def record(self, event: str, **fields: Any) -> None:
-        """Append one JSON line; best effort (a full disk must not stop a release)."""
+        """Append one JSON line. Never stops what it records (a full disk must not stop a
+        release), and never silent: a record that cannot be written is said at once on the
+        user's stderr (``LabPaths.notice``), and ``mq check --host`` fails on its cause. A
+        record always starts on a line of its own: a partial line left by someone else
+        cannot swallow it."""
         entry: Dict[str, Any] = {"time": round(time.time(), 3), "event": event, "user": self.paths.user}
         entry.update(fields)
-        line = (json.dumps(entry, sort_keys=True) + "\n").encode()
+        text = json.dumps(entry, sort_keys=True)
+        if self.syslog:
+            _to_syslog(text)
         try:
-            fd = self.paths.open_shared(self.paths.audit_path, os.O_WRONLY | os.O_APPEND)
-        except (LockDirError, DiskError):  # not Interrupted: a signal is never swallowed here
+            fd, readable = self._open()
+        except (LockDirError, DiskError) as exc:  # not Interrupted: a signal is never swallowed here
+            self._failed(event, exc.detail)
             return
         try:
-            write_all(fd, line)
-        except OSError:
-            pass
+            data = (text + "\n").encode()
+            size = os.fstat(fd).st_size
+            if readable and size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data
+            write_all(fd, data)
+        except OSError as exc:
+            self._failed(event, os.strerror(exc.errno) if exc.errno else str(exc))
         finally:
             os.close(fd)
+
+    def _open(self) -> Tuple[int, bool]:
+        """The log open for appending, and whether its last byte can be read."""
+        path = self.paths.audit_path
+        try:
+            return self.paths.open_shared(path, os.O_RDWR | os.O_APPEND), True
+        except LockDirError as exc:
+            if "Permission denied" not in exc.detail:
+                raise
+        return self.paths.open_shared(path, os.O_WRONLY | os.O_APPEND), False
+
+    def _failed(self, event: str, why: str) -> None:
+        self.paths.notice(f"the audit log {self.paths.audit_path} could not record this {event} ({why}); "
+                          "mq check --host fails until it is fixed")
+
+
+def _to_syslog(text: str) -> None:
+    """One record to the system log (facility auth, tag ``mq``), where no lab member can edit it."""
+    import syslog
+
+    with contextlib.suppress(OSError):
+        syslog.openlog("mq", syslog.LOG_PID, syslog.LOG_AUTH)
+        syslog.syslog(syslog.LOG_INFO, text)
 
 
 __all__ = ["AuditLog"]

@@ -8,7 +8,9 @@ import json
 import os
 
 from .audit import AuditLog
-from .fsutil import os_error
+from .errors import LockDirError
+from .fsutil import os_error, read_owned
+from .history import read_events
 from .labpaths import LabPaths
 
 COUNTER_WIDTH = 20
@@ -59,14 +61,13 @@ class Counters:
             return best
         with contextlib.suppress(OSError):
             for entry in os.listdir(self.paths.holders_dir):
-                with contextlib.suppress(OSError, ValueError, TypeError), \
-                        open(os.path.join(self.paths.holders_dir, entry), encoding="utf-8") as handle:
-                    best = max(best, int(json.load(handle).get("grant", 0)))
-        with contextlib.suppress(OSError), open(self.paths.audit_path, "rb") as handle:
-            handle.seek(max(0, os.fstat(handle.fileno()).st_size - AUDIT_TAIL))
-            for line in handle.read().splitlines():
+                got = read_owned(os.path.join(self.paths.holders_dir, entry))
                 with contextlib.suppress(ValueError, TypeError, AttributeError):
-                    best = max(best, int(json.loads(line).get("grant", 0)))
+                    best = max(best, int(json.loads(got[0]).get("grant", 0))) if got else best
+        with contextlib.suppress(LockDirError):  # never blocks, never reads more than the tail
+            for event in read_events(self.paths.audit_path, tail=AUDIT_TAIL)[0]:
+                with contextlib.suppress(ValueError, TypeError):
+                    best = max(best, int(event.get("grant") or 0))
         return best
 
 

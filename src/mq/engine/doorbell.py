@@ -43,7 +43,7 @@ class Doorbell:
 
     def _block(self, path: str, name: str) -> None:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
             fd = -1
         if fd >= 0:

@@ -224,12 +224,16 @@ class Interrupted(EngineError):
 
     wire_fields = ("signum",)
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, unconfirmed: str = "") -> None:
         try:
             name = signal.Signals(signum).name
         except ValueError:
             name = f"signal {signum}"
-        super().__init__(f"mq: interrupted by {name}; nothing left held or queued")
+        if unconfirmed:  # the host did not answer the abort: never claim what it did not confirm
+            super().__init__(f"mq: interrupted by {name}; {unconfirmed} did not confirm that nothing is left held "
+                             f"or queued (its engine lets go when it finds this client gone): check with mq sem -info")
+        else:
+            super().__init__(f"mq: interrupted by {name}; nothing left held or queued")
         self.signame = name
         self.signum = signum
         self.exit_code = ExitCode.for_signal(signum)

@@ -6,7 +6,8 @@ import contextlib
 import errno
 import fcntl
 import os
-from typing import Optional
+import stat
+from typing import Optional, Tuple
 
 from .errors import DiskError, EngineError, LockDirError
 
@@ -31,21 +32,34 @@ def read_small(path: str) -> Optional[str]:
 
     Returns None when the path is missing, not a regular file, or unreadable.
     """
+    got = _read_regular(path, MAX_SMALL_FILE, one_name=False)
+    return None if got is None else got[0]
+
+
+def read_owned(path: str, limit: int = MAX_SMALL_FILE) -> Optional[Tuple[str, os.stat_result]]:
+    """The text of a small shared record (ticket, grant record, offline mark) and the status
+    of the file it was read from, whose ``st_uid`` says who wrote it: the contents are never
+    asked. Never follows a symlink, never blocks on a FIFO, reads at most ``limit`` bytes.
+    None when the path is missing, unreadable, not a regular file, or has another name
+    (a hard link: a record is never shared with a file elsewhere)."""
+    return _read_regular(path, limit, one_name=True)
+
+
+def _read_regular(path: str, limit: int, one_name: bool) -> Optional[Tuple[str, os.stat_result]]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        import stat
-
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (one_name and st.st_nlink != 1):
             return None
-        data = os.read(fd, MAX_SMALL_FILE)
+        data = os.read(fd, limit)
     except OSError:
         return None
     finally:
         os.close(fd)
-    return data.decode("utf-8", "replace")
+    return data.decode("utf-8", "replace"), st
 
 
 def flock_held(path: str) -> Optional[bool]:

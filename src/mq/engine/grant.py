@@ -198,7 +198,9 @@ class Granter:
             self.lab.records.write(board, {"grant": number, "dev": st.st_dev, "ino": st.st_ino,
                                            "mtime_ns": st.st_mtime_ns, "user": self.lab.user,
                                            "key": request.key, "pool": pool, "pid": os.getpid(),
-                                           "session": request.session, "time": time.time()})
+                                           "session": request.session, "time": time.time(),
+                                           "session_file": self.lab.sessions.identity(board) if request.session
+                                           else None})
         except (OSError, EngineError) as exc:
             self._undo_create(board, st, request.key)
             if isinstance(exc, EngineError):

@@ -11,8 +11,10 @@ import json
 import os
 from typing import Any, Dict, Optional
 
-from .fsutil import os_error, read_small, unlink_quiet, write_atomic
-from .labpaths import LabPaths
+from .fsutil import os_error, read_owned, unlink_quiet, write_atomic
+from .labpaths import LabPaths, user_name
+
+OWNER, CLAIMED, STAT = "_owner", "_claimed", "_stat"  # what a read adds to the record (never written)
 
 
 class GrantRecords:
@@ -30,17 +32,25 @@ class GrantRecords:
             raise os_error(exc, path, "record grant") from None
 
     def read(self, board: str) -> Optional[Dict[str, Any]]:
-        text = read_small(self.path(board))
-        if not text:
+        """The record, its ``user`` the file's owner's name whatever it says, with ``OWNER``
+        (the owner's uid) and ``CLAIMED`` (the user it names); ``lockstate.same_lock`` trusts
+        it only for a lock of the same owner."""
+        got = read_owned(self.path(board))
+        if got is None or not got[0]:
             return None
+        text, st = got
         try:
             value = json.loads(text)
         except ValueError:
             return None
-        return value if isinstance(value, dict) else None
+        if not isinstance(value, dict):
+            return None
+        value[CLAIMED] = value.get("user")
+        value.update({"user": user_name(st.st_uid), OWNER: st.st_uid, STAT: st})
+        return value
 
     def drop(self, board: str) -> None:
         unlink_quiet(self.path(board))
 
 
-__all__ = ["GrantRecords"]
+__all__ = ["CLAIMED", "OWNER", "STAT", "GrantRecords"]

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from typing import Any, Collection, Dict, List, Optional, Tuple
 
+from .errors import LockDirError as AuditLogError
+
 MAX_EVENTS = 200_000  # the newest this many, at most, in one answer
+MAX_LINE = 64 << 10  # bytes: a record is a few hundred; a longer line is not one
 
 
 def _wanted(entry: Dict[str, Any], names: Optional[Collection[str]]) -> bool:
@@ -27,17 +31,29 @@ def read_events(path: str, since: Optional[float] = None, names: Optional[Collec
     last that many bytes of the log (a waiter's ETA needs recent hold times, not years)."""
     events: List[Dict[str, Any]] = []
     bad = 0
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    try:  # never a symlink, never blocking on a FIFO
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return [], 0
-    with handle:
+    except OSError as exc:
+        raise AuditLogError(path, f"cannot read the audit log ({os.strerror(exc.errno or 0)})") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise AuditLogError(path, "the audit log is not a regular file (something else was put there)")
         if tail is not None:
             size = os.fstat(handle.fileno()).st_size
             if size > tail:
                 handle.seek(size - tail)
-                handle.readline()  # the rest of a line cut in two
-        for raw in handle:
+                handle.readline(MAX_LINE)  # the rest of a line cut in two
+        while True:
+            raw = handle.readline(MAX_LINE)
+            if not raw:
+                break
+            if not raw.endswith(b"\n") and len(raw) == MAX_LINE:  # a line no record makes: skip all of it
+                while (more := handle.readline(MAX_LINE)) and not more.endswith(b"\n"):
+                    pass
+                bad += 1
+                continue
             try:
                 entry = json.loads(raw)
             except ValueError:
@@ -55,4 +71,4 @@ def read_events(path: str, since: Optional[float] = None, names: Optional[Collec
     return events[-limit:], bad
 
 
-__all__ = ["MAX_EVENTS", "read_events"]
+__all__ = ["MAX_EVENTS", "MAX_LINE", "read_events"]

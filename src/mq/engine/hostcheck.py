@@ -8,6 +8,7 @@ by this process, whatever happens.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import socket
@@ -24,7 +25,7 @@ LOCKFILE_TIMEOUT = 10.0  # seconds a `lockfile -r0` may take (it never waits)
 OK, FAIL, SKIPPED = "ok", "fail", "skipped"
 
 
-def check_host(base: str) -> Dict[str, Any]:
+def check_host(base: str, lab: Optional[str] = None) -> Dict[str, Any]:
     """Who and where this is, and the result of each check: ``{"check", "status", "detail"}``."""
     user = user_name(os.getuid())
     lockdir = check_lockdir(base, user)
@@ -32,8 +33,72 @@ def check_host(base: str) -> Dict[str, Any]:
         interop = check_lockfile(base)
     else:
         interop = _result("lockfile(1)", SKIPPED, "not checked: the lock directory is not usable")
+    checks = [lockdir, interop, check_audit_log(base, user), check_forged(base)]
+    if lab is not None:
+        checks.append(check_inventory_trust(base, lab))
     return {"user": user, "host": socket.gethostname(), "python": ".".join(map(str, sys.version_info[:3])),
-            "checks": [lockdir, interop]}
+            "checks": checks}
+
+
+def check_audit_log(base: str, user: str) -> Dict[str, Any]:
+    """The audit log can take this user's records: a regular file with one name, this user may
+    append to it, no one outside the lab may change it (checked without writing a record)."""
+    name = "audit log"
+    path = os.path.join(base, "audit.jsonl")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return _result(name, OK, f"{path} does not exist yet (the first record makes it)")
+    except OSError as exc:
+        why = {errno.ELOOP: "a symlink: replaced by someone",
+               errno.ENXIO: "a FIFO, not a regular file: replaced by someone"}.get(exc.errno or 0, exc.strerror)
+        return _result(name, FAIL, f"{path}: {user} cannot append a record ({why}): records are being lost")
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode):
+        return _result(name, FAIL, f"{path}: not a regular file (something else was put there): records are lost")
+    if st.st_nlink != 1:
+        return _result(name, FAIL, f"{path}: has {st.st_nlink} names (a hard link to a file elsewhere?)")
+    if st.st_mode & stat.S_IWOTH:
+        return _result(name, FAIL, f"{path}: writable by everyone (mode {st.st_mode & 0o7777:04o})")
+    return _result(name, OK, f"{path}: {user} can append records (owned by {user_name(st.st_uid)}, "
+                             f"mode {st.st_mode & 0o7777:04o})")
+
+
+def check_forged(base: str) -> Dict[str, Any]:
+    """Records set aside because their contents claimed another owner than their file's (``forged``)."""
+    where = os.path.join(base, STATE_DIR, "forged")
+    try:
+        names = sorted(os.listdir(where))
+    except FileNotFoundError:
+        names = []
+    except OSError as exc:
+        return _result("forged records", FAIL, f"{where}: {exc.strerror}")
+    if not names:
+        return _result("forged records", OK, "no ticket, grant record or offline mark claimed another owner")
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return _result("forged records", FAIL, f"{len(names)} record(s) claimed another owner than their file's and were "
+                                           f"set aside in {where} ({shown}); the audit log's forged records say who "
+                                           "wrote them. Remove them once looked into")
+
+
+def check_inventory_trust(base: str, lab: str) -> Dict[str, Any]:
+    """Whether ``mq run`` may run the commands of the inventory at ``lab`` (``trust``)."""
+    from .errors import InventoryError
+    from .inventory import read_inventory_file
+    from .trust import ADVICE, opened_file_problem, trusted_owners
+
+    name = "inventory owner"
+    try:
+        _, st = read_inventory_file(lab)
+    except InventoryError as exc:  # the lab file's own check says what is wrong with it
+        return _result(name, SKIPPED, f"not checked: {exc}")
+    problem = opened_file_problem(lab, st, trusted_owners(base))
+    if problem is not None:
+        return _result(name, FAIL, f"{lab}: mq run will not run its commands: {problem}; {ADVICE}")
+    return _result(name, OK, f"{lab}: no one but root, the lab's admin or {user_name(os.getuid())} can change it")
 
 
 def _result(check: str, status: str, detail: str) -> Dict[str, Any]:
@@ -143,4 +208,5 @@ def _mq_lock_stops_lockfile(program: str, base: str, probe: str) -> str:
     return ""
 
 
-__all__ = ["FAIL", "OK", "SKIPPED", "check_host", "check_lockdir", "check_lockfile"]
+__all__ = ["FAIL", "OK", "SKIPPED", "check_audit_log", "check_forged", "check_host", "check_inventory_trust",
+           "check_lockdir", "check_lockfile"]

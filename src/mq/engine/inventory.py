@@ -20,6 +20,9 @@ It is a TOML file (``lab.toml``)::
     match = { arch = "arm" }    # every system whose attributes all equal these
     policy = "priority"         # the pool's own queue policy and aging (else the lab's)
 
+    [audit]
+    syslog = true               # every audit record to syslog too, where no lab member can edit it
+
     [queue]                     # the queue policy (``policy``, ``queue_config``)
     policy = "fifo"             # or "priority"
     aging = 600                 # seconds of waiting worth one priority step (absent: no aging)
@@ -35,7 +38,9 @@ so a mistake in one is found before anything is locked.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
@@ -57,10 +62,12 @@ __all__ = [
     "load_inventory",
     "parse_inventory",
     "read_inventory",
+    "read_inventory_file",
     "system_from_wire",
 ]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_INVENTORY = 4 << 20  # bytes: a lab of thousands of systems fits many times over
 
 _TEXT_ATTRS = ("arch", "isa", "soc", "cpu", "sel4_plat", "host")
 _SIZE_ATTRS = ("ram", "max_clk")  # text; an integer is accepted and rendered as text
@@ -120,6 +127,9 @@ class Inventory:
     systems: Dict[str, System] = field(default_factory=dict)
     pools: Dict[str, Pool] = field(default_factory=dict)
     queue: QueueConfig = field(default_factory=QueueConfig)
+    # why ``mq run`` may not execute its command templates (``trust``); None: it may
+    untrusted: Optional[str] = field(default=None, compare=False)
+    audit_syslog: bool = False  # [audit] syslog = true: audit records go to syslog too
 
     def is_pool(self, name: str) -> bool:
         return name in self.pools
@@ -173,15 +183,41 @@ def system_from_wire(data: Dict[str, Any]) -> System:
 
 def read_inventory(path: str) -> str:
     """The text of the inventory file at ``path`` (InventoryError if it cannot be read)."""
+    return read_inventory_file(path)[0]
+
+
+def read_inventory_file(path: str) -> Tuple[str, os.stat_result]:
+    """The text of the inventory file at ``path`` and the status of the file it was read from
+    (what ``trust`` judges). Never blocks on a FIFO or a device, never reads more than
+    ``MAX_INVENTORY`` bytes: anything but a regular file of that size is an InventoryError."""
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise InventoryError(path, "", "no such file") from None
     except OSError as exc:
         raise InventoryError(path, "", f"cannot read: {exc.strerror or exc}") from None
     try:
-        return raw.decode("utf-8")
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InventoryError(path, "", "not a regular file")
+        if st.st_size > MAX_INVENTORY:
+            raise InventoryError(path, "", f"larger than {MAX_INVENTORY >> 20} MiB")
+        chunks: List[bytes] = []
+        size = 0
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > MAX_INVENTORY:
+                raise InventoryError(path, "", f"larger than {MAX_INVENTORY >> 20} MiB")
+            chunks.append(chunk)
+    except OSError as exc:
+        raise InventoryError(path, "", f"cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    try:
+        return b"".join(chunks).decode("utf-8"), st
     except UnicodeDecodeError as exc:
         raise InventoryError(path, "", f"not valid UTF-8 (byte {exc.start})") from None
 
@@ -208,9 +244,9 @@ def check_inventory(text: str, path: str) -> Tuple[Inventory, List[InventoryErro
         return Inventory(path), [InventoryError(path, "", f"invalid TOML: {tomlparse.explain(text, exc)}")]
     found: List[InventoryError] = []
     for section in data:
-        if section not in ("systems", "pools", "queue"):
+        if section not in ("systems", "pools", "queue", "audit"):
             found.append(InventoryError(path, _key(section), "unknown section (expected [systems.NAME], "
-                                                             "[pools.NAME] or [queue])"))
+                                                             "[pools.NAME], [queue] or [audit])"))
     systems: Dict[str, System] = {}
     broken: Set[str] = set()  # declared, but unusable: not reported again where a pool names them
     declared = _found_table(found, path, "systems", data.get("systems", {}))
@@ -230,7 +266,22 @@ def check_inventory(text: str, path: str) -> Tuple[Inventory, List[InventoryErro
     queue = QueueConfig()
     if "queue" in data:
         queue = queue_config.parse_queue(found, path, data["queue"])
-    return Inventory(path, systems, pools, queue), found
+    return Inventory(path, systems, pools, queue, audit_syslog=_audit_syslog(found, path, data)), found
+
+
+def _audit_syslog(found: List[InventoryError], path: str, data: Dict[str, Any]) -> bool:
+    """``[audit] syslog = true``: every audit record goes to syslog too (see ``audit``)."""
+    table = _found_table(found, path, "audit", data.get("audit", {}))
+    if not table:
+        return False
+    for key in table:
+        if key != "syslog":
+            found.append(InventoryError(path, _key("audit", key), "unknown key (expected syslog)"))
+    value = table.get("syslog", False)
+    if not isinstance(value, bool):
+        found.append(InventoryError(path, _key("audit", "syslog"), f"expected true or false, not {_show(value)}"))
+        return False
+    return value
 
 
 def _found_table(found: List[InventoryError], path: str, key: str, value: object) -> Optional[Dict[str, Any]]:

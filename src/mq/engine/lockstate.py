@@ -14,9 +14,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import boardlock, offline_marks, policy
+from . import boardlock, forged, offline_marks, policy
 from .errors import BoardOfflineError, DiskError, LockDirError, NotHolderError
 from .fsutil import os_error
+from .grant_records import OWNER, STAT
 from .inventory import Inventory
 from .labdir import LabDir
 from .labpaths import LabPaths
@@ -36,7 +37,7 @@ class LockState:
     def holder(self, board: str) -> Optional[Holder]:
         """The board's holder, with its grant number, pool and ``run`` session from mq's record."""
         holder = boardlock.read_holder(self.lab.base, board)
-        record = self.lab.records.read(board)
+        record = self._record(board, holder)
         if record is not None and not same_lock(record, holder):
             self.notice_taken_over(board, "info", holder, record)
             record = None
@@ -120,13 +121,30 @@ class LockState:
     # -- grant records ---------------------------------------------------------------
     def record_for(self, holder: Holder) -> Optional[Record]:
         """mq's grant record for the lock ``holder`` was read from (None: not one mq made)."""
-        record = self.lab.records.read(holder.board)
+        record = self._record(holder.board, holder)
         return record if record and same_lock(record, holder) else None
 
+    def _record(self, board: str, holder: Optional[Holder]) -> Optional[Record]:
+        """The board's grant record, unless it is forged: a record for the lock at the path
+        (same file) written by another user than the lock's owner, set aside (``forged``)."""
+        record = self.lab.records.read(board)
+        if record is not None and holder is not None and same_file(record, holder) \
+                and record[OWNER] != holder.uid:
+            forged.set_aside(self.lab, self.lab.records.path(board), record[STAT], "grant-record",
+                             f"the grant record of {holder.user}'s lock, written by {record['user']}")
+            return None
+        return record
+
     def dead_session(self, holder: Holder) -> bool:
-        """A ``run`` lock whose holding process has died (its session flock is free)."""
+        """A ``run`` lock whose holding process has died: its session flock is free, on the
+        very session file the grant recorded (one put in its place proves nothing)."""
         record = self.record_for(holder)
-        return bool(record and record.get("session")) and not self.lab.sessions.alive(holder.board)
+        if not (record and record.get("session")):
+            return False
+        recorded = record.get("session_file")
+        if recorded is not None and list(recorded) != self.lab.sessions.identity(holder.board):
+            return False  # replaced or gone: its holder may well be alive
+        return not self.lab.sessions.alive(holder.board)
 
     # -- locks taken over by another tool ------------------------------------------
     def notice_taken_over(self, board: str, noticed: str, holder: Optional[Holder] = None,
@@ -139,10 +157,10 @@ class LockState:
         """
         try:
             if record is None:
-                record = self.lab.records.read(board)
+                holder = boardlock.read_holder(self.lab.base, board)
+                record = self._record(board, holder)
                 if record is None:
                     return
-                holder = boardlock.read_holder(self.lab.base, board)
             if same_lock(record, holder):
                 return
             with self.lab.mutex():
@@ -153,7 +171,7 @@ class LockState:
     def close_taken_over(self, board: str, holder: Optional[Holder], noticed: str) -> None:
         """Mutex held, ``holder`` read under it: record and drop a stale grant record (once:
         the record is dropped first, and nothing is written if it cannot be)."""
-        record = self.lab.records.read(board)
+        record = self._record(board, holder)
         if record is None or same_lock(record, holder):
             return
         try:
@@ -217,10 +235,15 @@ def _why(number: Optional[int]) -> str:
     return text[:1].lower() + text[1:]
 
 
-def same_lock(record: Record, holder: Optional[Holder]) -> bool:
-    """The grant record describes the lock ``holder`` now at the path."""
+def same_file(record: Record, holder: Optional[Holder]) -> bool:
+    """The grant record names the lock file ``holder`` was read from (whoever wrote it)."""
     return holder is not None and (record.get("ino"), record.get("dev"), record.get("mtime_ns")) == \
         (holder.ino, holder.dev, holder.since_ns)
+
+
+def same_lock(record: Record, holder: Optional[Holder]) -> bool:
+    """The grant record describes the lock ``holder`` now at the path, and was written by its owner."""
+    return same_file(record, holder) and holder is not None and record.get(OWNER) == holder.uid
 
 
 __all__ = ["LockState", "Unread", "same_lock"]

@@ -81,7 +81,9 @@ def set_offline(engine: Engine, board: str, reason: str) -> Offline:
         engine.state.close_taken_over(board, holder, "offline")
         since = previous.since if previous is not None else round(time.time(), 3)
         renew = holder is not None and previous is not None and previous.holds(holder)
-        mark = Mark(reason=reason, user=lab.user, since=since, lock=previous.lock if renew and previous else None)
+        # a mark names only a lock of its writer's (``offline_marks.read``): another's is renewed below
+        kept = previous.lock if renew and previous and holder is not None and holder.uid == lab.uid else None
+        mark = Mark(reason=reason, user=lab.user, since=since, lock=kept)
         offline_marks.write(lab, board, mark)  # from here on: new waits refused, pools skip it
         if renew and holder is not None:
             mark = _renew(lab, mark, holder)

@@ -14,8 +14,11 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
-from .fsutil import os_error, read_small, write_atomic
-from .labpaths import LabPaths
+from . import forged
+from .errors import safe_text
+from .fsutil import os_error, read_owned, write_atomic
+from .labdir import LabDir
+from .labpaths import LabPaths, user_name
 from .results import Holder, Offline
 
 Identity = Tuple[int, int, int, int]  # (dev, ino, uid, mtime_ns) of the maintenance lock
@@ -46,21 +49,36 @@ def exists(lab: LabPaths, board: str) -> bool:
     return os.path.lexists(path(lab, board))
 
 
-def read(lab: LabPaths, board: str) -> Optional[Mark]:
-    """The board's mark, or None (not offline; an unreadable mark counts as offline, reason unknown)."""
+def read(lab: LabDir, board: str) -> Optional[Mark]:
+    """The board's mark, or None (not offline; an unreadable mark counts as offline, reason unknown).
+
+    Judged by its file's owner: a mark written by ``mq offline`` names its writer, and one
+    naming a maintenance lock was written by that lock's owner (the process that put the
+    lock in place writes the mark). One that says otherwise is forged: set aside, not believed.
+    """
     where = path(lab, board)
-    text = read_small(where)
-    if text is None:
+    got = read_owned(where)
+    if got is None:
         return Mark(reason="(unreadable offline mark)", user="?", since=0.0) if os.path.lexists(where) else None
+    text, st = got
     try:
         raw = json.loads(text)
         lock = raw.get("lock")
         identity: Optional[Identity] = None
         if isinstance(lock, list) and len(lock) == 4 and all(isinstance(n, int) for n in lock):
             identity = (lock[0], lock[1], lock[2], lock[3])
-        return Mark(reason=str(raw["reason"]), user=str(raw["user"]), since=float(raw["since"]), lock=identity)
-    except (ValueError, KeyError, TypeError, AttributeError):
+        mark = Mark(reason=str(raw["reason"]), user=str(raw["user"]), since=float(raw["since"]), lock=identity)
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
         return Mark(reason="(unreadable offline mark)", user="?", since=0.0)
+    owner = user_name(st.st_uid)
+    if identity is not None and identity[2] != st.st_uid:
+        claim = f"a maintenance lock of {user_name(identity[2])}, in a mark written by {owner}"
+    elif identity is None and mark.user != owner:
+        claim = f"offline by {safe_text(mark.user)}, in a mark written by {owner}"
+    else:
+        return mark
+    forged.set_aside(lab, where, st, "offline-mark", claim)
+    return None
 
 
 def write(lab: LabPaths, board: str, mark: Mark) -> None:

@@ -4,8 +4,10 @@ Shared by both ends. One request per line from the client:
 ``{"id": N, "op": "wait", "args": {...}}``; replies carry the same id:
 ``{"id": N, "ok": true, "result": ...}`` or
 ``{"id": N, "ok": false, "error": {"type", "fields", "message", "exit_code"}}``.
-While a request runs the agent may send ``{"id": N, "event": "alive"}`` and
-the client may send ``{"op": "ping"}`` or ``{"op": "abort", "signum": S}``.
+While a request runs the agent may send ``{"id": N, "event": "alive"}``, or
+``{"id": N, "event": "notice", "text": ...}`` (a line the client writes on stderr
+at once: an audit record that could not be written, a long wait for the lab's
+mutex), and the client may send ``{"op": "ping"}`` or ``{"op": "abort", "signum": S}``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from . import errors
 from .results import Holder, Offline, Ticket
 
 PROTOCOL = 1
+NOTICE = "notice"  # the event that carries a line for the user's stderr
 
 
 def encode(message: Dict[str, Any]) -> bytes:

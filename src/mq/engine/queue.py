@@ -23,8 +23,11 @@ import socket
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .fsutil import create_exclusive, flock_held, os_error, read_small, unlink_quiet
+from . import forged, proccheck
+from .errors import safe_text
+from .fsutil import create_exclusive, flock_held, os_error, read_owned, unlink_quiet
 from .labdir import LabDir
+from .labpaths import user_name
 from .results import Ticket
 from .signals import GUARD
 
@@ -125,17 +128,24 @@ class Queue:
     def _load(self, seq: int, name: str) -> Optional[Ticket]:
         if name in self._cache:
             return self._cache[name]
-        text = read_small(os.path.join(self.lab.queue_dir, name))
+        path = os.path.join(self.lab.queue_dir, name)
+        got = read_owned(path)
         ticket = None
-        if text is not None:
+        if got is not None:
+            text, st = got
             try:
                 raw = json.loads(text)
-                ticket = Ticket(name=name, seq=seq, uid=int(raw["uid"]), user=str(raw["user"]),
+                claimed = int(raw["uid"])
+                # who waits is the file's owner, whatever the ticket says
+                ticket = Ticket(name=name, seq=seq, uid=st.st_uid, user=user_name(st.st_uid),
                                 pid=int(raw["pid"]), host=str(raw["host"]), key=str(raw["key"]),
                                 target=str(raw["target"]), boards=tuple(str(b) for b in raw["boards"]),
                                 created=float(raw["created"]), nudge=bool(raw.get("nudge", False)),
-                                priority=int(raw.get("priority", 0)))
-            except (ValueError, KeyError, TypeError):
+                                priority=int(raw.get("priority", 0)), written=st.st_mtime)
+            except (ValueError, KeyError, TypeError, OverflowError):
+                ticket = None
+            if ticket is not None and claimed != st.st_uid:
+                forged.set_aside(self.lab, path, st, "ticket", f"uid {claimed} ({safe_text(str(raw.get('user')))})")
                 ticket = None
         self._cache[name] = ticket
         return ticket
@@ -164,7 +174,8 @@ class Queue:
             raise os_error(exc, path, "cancel wait") from None
         with contextlib.suppress(OSError):
             os.utime(os.path.join(self.lab.queue_dir, ticket.name))  # wakes a waiter watching its ticket
-        if ticket.nudge and ticket.uid == self.lab.uid and ticket.host == socket.gethostname():
+        if ticket.nudge and ticket.uid == self.lab.uid and ticket.host == socket.gethostname() \
+                and proccheck.is_writer(ticket.pid, ticket.uid, ticket.written):
             with contextlib.suppress(OSError):
                 os.kill(ticket.pid, signal.SIGUSR1)  # wakes one that is not
 

@@ -63,6 +63,7 @@ class Ticket:
     nudge: bool = False  # the owner takes SIGUSR1 as "look at your ticket"
     priority: int = 0  # as asked for (or given by the inventory's [queue]); see ``policy``
     effective: Optional[float] = None  # its effective priority when read, under the priority policy (else None)
+    written: float = 0.0  # the ticket file's mtime: a pid it names must be older (``proccheck``)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ class Engine:
 
     def __init__(self, base: str, inventory: Inventory) -> None:
         self.lab = LabDir(base)
+        self.lab.audit.syslog = inventory.audit_syslog
         self.inventory = inventory
         self.queue = Queue(self.lab)
         self.state = LockState(self.lab, inventory, self.queue)
@@ -85,7 +86,11 @@ class Engine:
             names = {scope, *self.inventory.members(scope)}
             names |= {pool for board in list(names) for pool in self.inventory.pools_of(board)}
         self.lab.check(writable=False)
-        return read_events(self.lab.audit_path, since, names)[0]
+        events, unreadable = read_events(self.lab.audit_path, since, names)
+        if unreadable:
+            self.lab.notice(f"{unreadable} line{'s' if unreadable > 1 else ''} of the audit log "
+                            f"{self.lab.audit_path} could not be read (not a record): skipped")
+        return events
 
     def status(self, names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         """Boards with holders, waiters in queue order and every waiter's projected start (``status``)."""

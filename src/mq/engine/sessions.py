@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from typing import Dict
+from typing import Dict, List, Optional
 
 from .fsutil import flock_held
 from .labpaths import LabPaths
@@ -38,6 +38,15 @@ class Sessions:
         fd = self._held.pop(board, None)
         if fd is not None:
             os.close(fd)
+
+    def identity(self, board: str) -> Optional[List[int]]:
+        """``[dev, ino]`` of the board's session file (None: there is none), kept in the grant
+        record so that a file put in its place is not taken for the job's."""
+        try:
+            st = os.lstat(self.path(board))
+        except OSError:
+            return None
+        return [st.st_dev, st.st_ino]
 
     def has_file(self, board: str) -> bool:
         return os.path.exists(self.path(board))

@@ -6,6 +6,7 @@ on stdout (its "serial console"), then runs the first image's script:
     # comments and blank lines are ignored
     print Booting all finished, dropped to user space
     sleep 0.5              # seconds
+    wait /tmp/go           # until that file exists (a script decides when the test ends)
     repeat 100 Test line   # print a line N times (console throughput)
     repeat 20 Test {n}     # ... with {n} counting 0001, 0002, ...
     echo                   # copy the console's stdin to stdout until EOF (an interactive board)
@@ -60,6 +61,9 @@ def run_script(lines: List[str]) -> int:
             out(rest)
         elif word == "sleep":
             time.sleep(float(rest or 0))
+        elif word == "wait":
+            while not os.path.exists(rest):
+                time.sleep(0.02)
         elif word == "repeat":
             count, _, text = rest.partition(" ")
             if "{n}" in text:

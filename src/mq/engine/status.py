@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
+from .errors import LockDirError
 from .history import read_events
 from .projection import HoldTimes, project
 from .protocol import to_wire
@@ -34,7 +35,10 @@ def status(engine: Engine, names: Optional[Sequence[str]] = None) -> Dict[str, A
     wanted = None if not names else {b for name in names for b in inv.members(name)}
     now = time.time()
     states = lab_states(engine)
-    events, _ = read_events(engine.lab.audit_path, now - HOLD_HISTORY, tail=HOLD_TAIL)
+    try:
+        events, _ = read_events(engine.lab.audit_path, now - HOLD_HISTORY, tail=HOLD_TAIL)
+    except LockDirError:  # a log that cannot be read: no hold history, the status all the same
+        events = []
     estimates = project(states, inv, HoldTimes.from_events(events), now)
     return {"now": now, "boards": [to_wire(s) for s in states if wanted is None or s.board in wanted],
             "estimates": {e.ticket: {"board": e.board, "eta": e.eta, "basis": e.basis} for e in estimates}}

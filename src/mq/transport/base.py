@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..engine import protocol
-from ..engine.errors import AGENT_CLIENT_GONE, EXIT_HOST, EXIT_SSH, EngineError, Interrupted
+from ..engine.errors import AGENT_CLIENT_GONE, EXIT_HOST, EXIT_SSH, EngineError, Interrupted, safe_text
+from ..engine.labpaths import say_on_stderr
 from ..engine.signals import GUARD
 from . import bootstrap
 
@@ -125,7 +126,7 @@ class Stream(Protocol):
 
 AGENT_SAYS = "mq agent: "  # how the host agent's last words on stderr begin
 BOOTSTRAP_HINTS: dict[int | None, str] = {  # by the bootstrap's exit status
-    bootstrap.ENGINE_BROKEN: "; its cached copy there may be damaged: remove ~/.cache/mq/engine-* on the host",
+    bootstrap.ENGINE_BROKEN: "; the engine does not load with that python3 (its modules, PYTHONPATH)",
     bootstrap.CACHE_DENIED: "; mq needs a writable cache directory there (~/.cache/mq or $XDG_CACHE_HOME)",
 }
 
@@ -141,6 +142,7 @@ class AgentClient:
     def __init__(self, stream: Stream, host: str, keepalive: float, count: int = 3) -> None:
         self.stream = stream
         self.host = host
+        self.bootstrap_why = ""  # why the host asked for the engine (``remote.start_agent``)
         self.keepalive = keepalive
         self.count = max(1, count)
         self.silence = keepalive * self.count  # ServerAliveInterval x ServerAliveCountMax
@@ -219,6 +221,8 @@ class AgentClient:
                 with contextlib.suppress(EngineError, OSError):
                     self.call("undo_grant", board=result.get("board"), key=result.get("key"),
                               grant=result.get("grant"))
+            if op == "wait" and reply is None:
+                raise Interrupted(exc.signum, unconfirmed=self.host) from None
             raise
 
     def _confirm(self, request_id: int) -> None:
@@ -244,7 +248,9 @@ class AgentClient:
             message = protocol.decode(self.read_line(silence))
             if message.get("event"):
                 payload = self.read_exact(int(message.get("n", 0)), silence) if message.get("n") else b""
-                if on_event is not None and message.get("id") == request_id and message["event"] != "alive":
+                if message["event"] == protocol.NOTICE:
+                    say_on_stderr(safe_text(str(message.get("text", "")), 500))
+                elif on_event is not None and message.get("id") == request_id and message["event"] != "alive":
                     on_event(str(message["event"]), payload, message)
                 continue
             if message.get("id") != request_id:
@@ -300,7 +306,8 @@ class AgentClient:
         try:
             return dict(self._reply(request_id, self.silence, on_event))
         except Interrupted as exc:
-            self._abort(request_id, exc.signum)
+            if self._abort(request_id, exc.signum) is None:
+                raise Interrupted(exc.signum, unconfirmed=self.host) from None
             raise
         finally:
             stop.set()

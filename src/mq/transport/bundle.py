@@ -48,7 +48,6 @@ def sources() -> list[tuple[str, str]]:
 def engine_zip() -> tuple[str, bytes]:
     """(digest, zip bytes): an empty ``mq/__init__.py``, ``mq/engine/*.py``, ``tomli/*.py``
     (and tomli's license), each dated 1980 so that the same files give the same digest."""
-    import hashlib
     import io
     import zipfile
 
@@ -61,8 +60,19 @@ def engine_zip() -> tuple[str, bytes]:
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
             archive.writestr(info, data)
-    data = buffer.getvalue()
-    return hashlib.sha256(data).hexdigest()[:16], data
+    return tree_digest(entries), buffer.getvalue()
+
+
+def tree_digest(files: list[tuple[str, bytes]]) -> str:
+    """The engine's name: its files' names and contents (``bootstrap.tree_digest``, which the host
+    checks a received zip and a cached copy against)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, data in sorted(files):
+        digest.update(name.encode("utf-8") + b"\0" + str(len(data)).encode() + b"\0")
+        digest.update(data)
+    return digest.hexdigest()[:16]
 
 
 def _read(path: str) -> bytes:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..engine.errors import EngineError, Interrupted
+from ..engine.errors import EngineError, Interrupted, safe_text
+from ..engine.labpaths import say_on_stderr
 from .base import AgentClient, EventHandler, HostError, Progress, Stream
 
 if TYPE_CHECKING:
@@ -20,6 +22,8 @@ def start_agent(stream: Stream, host: str, keepalive: float, count: int = 3) -> 
     try:
         state = _bootstrap_state(client)
         if state == "send":
+            if os.environ.get(DEBUG_ENV) and client.bootstrap_why:  # why the host had no engine to use
+                say_on_stderr(f"{host}: the engine is sent: {safe_text(client.bootstrap_why, 300)}")
             stream.send(bundle_message())
             state = _bootstrap_state(client)
         if state == "old-python":
@@ -33,6 +37,7 @@ def start_agent(stream: Stream, host: str, keepalive: float, count: int = 3) -> 
     return client
 
 
+DEBUG_ENV = "MQ_DEBUG"  # set by --debug (cli.main): the host's bootstrap says why it needs the engine
 COMMAND_NOT_FOUND = 127  # the host's shell: no such program (python3)
 NOISE_LINES = 200  # lines a login (motd, an rc file that prints) may write before the engine speaks
 
@@ -54,6 +59,8 @@ def _bootstrap_state(client: AgentClient) -> str:
             continue
         try:
             value = json.loads(line[start:])
+            if "why" in value:
+                client.bootstrap_why = str(value["why"])
             return str(value.get("bootstrap", "?"))
         except (ValueError, AttributeError):
             noise = noise or line

@@ -113,7 +113,8 @@ class LabPaths:
         self.user = user_name(self.uid)
         self._shared = False
         self._ready = False
-        self._mutex_depth = 0
+        self._mutex_depth = 0  # how deep this LabPaths holds the mutex, in thread ``_mutex_owner``
+        self._mutex_owner = 0
         # something the user must hear at once (an audit record not written, a long wait for the
         # mutex): on stderr here; the host agent sends it to its client instead (``notice`` events)
         self.on_notice: Callable[[str], None] = say_on_stderr
@@ -180,7 +181,7 @@ class LabPaths:
     def mutex(self) -> Iterator[None]:
         """Exclusive flock over queue changes, grants and releases (held briefly). Re-entrant:
         a look that finds something to set right (``forged``) may take it again inside."""
-        if self._mutex_depth:
+        if self._mutex_depth and self._mutex_owner == threading.get_ident():
             self._mutex_depth += 1
             try:
                 yield
@@ -197,7 +198,7 @@ class LabPaths:
                 self._wait_for_mutex(fd, path)
             with contextlib.suppress(OSError):  # who holds it, for whoever waits (``mutex_holder``)
                 os.pwrite(fd, f"{os.getpid()} {time.time():.3f}\n".encode().ljust(MUTEX_NOTE), 0)
-            self._mutex_depth = 1
+            self._mutex_depth, self._mutex_owner = 1, threading.get_ident()
             yield
         finally:
             self._mutex_depth = 0

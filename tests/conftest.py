@@ -277,6 +277,12 @@ def shared_lab(test_users: tuple[str, ...], tmp_path: Path) -> Iterator[LabFixtu
 
 
 # -- shared helpers for tests that watch real processes --------------------------------
+PROMPT = 5.0
+"""Seconds within which "at once" must happen in a test: a hand-off to the next waiter,
+the end of a command after Ctrl+C. Not the figure mq achieves (milliseconds, measured by
+benchmarks/), but a bound that holds on a machine busy with other work and still fails
+anything that waits for time: lockfile's 8 s sleep, mq's own periodic look (60 s), a
+command that sits out its connection timeout."""
 def wait_for(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition",
              step: float = 0.01) -> object:
     """Poll ``cond`` until it is truthy and return its value; fail with ``what`` after

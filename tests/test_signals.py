@@ -19,7 +19,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from conftest import LabFixture, engine, events, key_of, run_mq, spawn_mq, ticket_pids, wait_for
+from conftest import PROMPT, LabFixture, engine, events, key_of, run_mq, spawn_mq, ticket_pids, wait_for
 
 FAILED_B1 = "Failed to acquire lock for system (b1)"
 
@@ -68,8 +68,8 @@ def test_kill9_waiter_is_skipped_and_cleared(lab: LabFixture, procs: list[subpro
 
     eng.signal("b1", key="hold")
     released = time.monotonic()
-    wait_for(lambda: key_of(lab, "b1") == "behind", timeout=5, what="the waiter behind the dead one")
-    assert time.monotonic() - released < 1.0
+    wait_for(lambda: key_of(lab, "b1") == "behind", timeout=2 * PROMPT, what="the waiter behind the dead one")
+    assert time.monotonic() - released < PROMPT
     out, _ = behind.communicate(timeout=10)
     assert (behind.returncode, out) == (0, "b1\n")
     assert lab.tickets() == []  # the dead ticket was cleared by the walk that skipped it
@@ -99,8 +99,8 @@ def test_ctrl_c_while_waiting(lab: LabFixture, children: list[pexpect.spawn]) ->
     child = pty_waiter(lab, children, "b1", "-k", "mine")
     sent = time.monotonic()
     child.sendintr()
-    output, status, signalled = pty_result(child, timeout=1.0)
-    assert time.monotonic() - sent < 1.0
+    output, status, signalled = pty_result(child, timeout=2 * PROMPT)
+    assert time.monotonic() - sent < PROMPT
     assert (status, signalled) == (130, None), output
     assert "Acquired" not in output
     assert lab.tickets() == []
@@ -113,8 +113,8 @@ def test_term_and_hup_while_waiting(lab: LabFixture, children: list[pexpect.spaw
     child = pty_waiter(lab, children, "b1", "-k", "mine")
     sent = time.monotonic()
     os.kill(child.pid, signum)
-    output, status, signalled = pty_result(child, timeout=1.0)
-    assert time.monotonic() - sent < 1.0
+    output, status, signalled = pty_result(child, timeout=2 * PROMPT)
+    assert time.monotonic() - sent < PROMPT
     assert (status, signalled) == (128 + signum, None), output
     assert lab.tickets() == []
     assert lab.held() == {"b1"} and key_of(lab, "b1") == "hold"
@@ -342,10 +342,10 @@ def test_budget_is_not_restarted_by_activity(lab: LabFixture, procs: list[subpro
     started = time.monotonic()
     budgeted = spawn_mq(lab, "sem", "-wait", "b1", "-k", "mine", "-w", "0.5", "-t", "2")
     procs.append(budgeted)
-    while budgeted.poll() is None and time.monotonic() - started < 5:
+    while budgeted.poll() is None and time.monotonic() - started < 1 + 2 * PROMPT:
         run_mq(lab, "sem", "-wait", "b1", "-k", "noise", "-t", "0")  # queue, fail, dequeue
     assert budgeted.poll() == 2
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 1 + PROMPT  # its 1 s budget, not restarted by the noise
 
 
 # -- hand-off latency ------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pexpect
 import pytest
 
 import conftest
-from conftest import LabFixture, SshLab, child_named, said, wait_for
+from conftest import PROMPT, LabFixture, SshLab, child_named, said, wait_for
 from sshd import Sshd, client_config, start_sshd
 
 pytestmark = pytest.mark.skipif(not Path("/usr/sbin/sshd").exists(), reason="needs openssh-server")
@@ -245,7 +245,7 @@ def ctrl_c(child: pexpect.spawn, within: float) -> str:
 
 
 def test_ctrl_c_while_waiting_over_ssh(ssh_lab: SshLab) -> None:
-    ctrl_c(ctrl_c_waiter(ssh_lab, "cc"), within=1.5)
+    ctrl_c(ctrl_c_waiter(ssh_lab, "cc"), within=PROMPT)
     wait_for(lambda: not ssh_lab.lab.tickets(), timeout=3, what="the ticket removed")
     assert ssh_lab.lab.held() == {"b1"}
 
@@ -257,7 +257,7 @@ def test_ctrl_c_while_connecting(ssh_lab: SshLab, tmp_path: Path, children: list
                           env=ssh_lab.env("mqalice", MQ_SSH_CONFIG=str(cfg)), timeout=10)
     children.append(child)
     wait_for(lambda: child_named(child.pid, "sleep"), what="the ProxyCommand (mq is connecting)")
-    ctrl_c(child, within=1.5)
+    ctrl_c(child, within=PROMPT)  # not the connect timeout
 
 
 def test_openssh_transport(ssh_lab: SshLab, tmp_path: Path) -> None:
@@ -374,7 +374,7 @@ def test_ctrl_c_while_the_host_is_stalled(ssh_lab: SshLab) -> None:
     for pid in agents:
         os.kill(pid, signal.SIGSTOP)
     try:
-        said = ctrl_c(child, within=2.0)
+        said = ctrl_c(child, within=1.0 + PROMPT)  # the abort's 1 s grace, then out
     finally:
         for pid in agents:
             os.kill(pid, signal.SIGCONT)

@@ -118,14 +118,14 @@ def test_config_errors_name_file_and_key(tmp_path: Path) -> None:
 
     bad_lab = tmp_path / "badlab"
     bad_lab.mkdir()
-    (bad_lab / "lab.toml").write_text('[systems.b1]\ncores = "many"\n')
+    (bad_lab / "lab.toml").write_text('[systems.b1]\nfiles = "many"\n')
     cases = [
         (config("unknown.toml", 'colour = "red"\n'), "unknown.toml", "colour"),
         (config("type.toml", "base = 3\n"), "type.toml", "base"),
         (config("syntax.toml", "base = \n"), "syntax.toml", ""),
         (config("transport.toml", 'transport = "pigeon"\n'), "transport.toml", "transport"),
         (env_with(MQ_CONFIG=str(tmp_path / "missing.toml")), "missing.toml", ""),
-        (env_with(MQ_HOST="local", MQ_BASE=str(bad_lab)), "badlab/lab.toml", "systems.b1.cores"),
+        (env_with(MQ_HOST="local", MQ_BASE=str(bad_lab)), "badlab/lab.toml", "systems.b1.files"),
         (env_with(MQ_HOST="local", MQ_BASE=str(tmp_path / "nolab")), "nolab", "lock directory does not exist"),
     ]
     results = run_all(*[(env, ("systems", "simple")) for env, _, _ in cases])

@@ -55,7 +55,7 @@ def inventory_error(text: str, path: str = "lab.toml") -> InventoryError:
 def test_parse_good_inventory(parser: str) -> None:
     inv = parse_inventory(GOOD, "lab.toml")
     assert list(inv.systems) == ["b2", "a1", "x1"]
-    assert inv.systems["b2"] == System("b2", arch="arm", cores=2, ram="512", max_clk="1GHz")
+    assert inv.systems["b2"] == System("b2", arch="arm", cores="2", ram="512", max_clk="1GHz")
     a1 = inv.systems["a1"]
     assert (a1.files, a1.pxe_linux, a1.dtb, a1.boot, a1.power_off) == (3, True, True, "echo boot", "echo off")
     assert inv.systems["x1"].files == 1 and inv.systems["x1"].boot is None
@@ -88,7 +88,7 @@ def test_demo_inventory(parser: str) -> None:
     assert inv.pools_of("odroidc4_1") == ("odroidc4_pool", "arm_pool")
     c4 = inv.systems["odroidc4_2"]
     assert (c4.soc, c4.arch, c4.isa, c4.sel4_plat, c4.cores, c4.ram, c4.max_clk) == (
-        "amlogic-s905x3", "arm", "aarch64", "odroidc4", 4, "4GB", "2.0GHz",
+        "amlogic-s905x3", "arm", "aarch64", "odroidc4", "4", "4GB", "2.0GHz",
     )  # fmt: skip
     assert inv.systems["sabre"].soc == "imx6" and inv.systems["sabre"].pxe_linux is False
     assert inv.systems["tx2"].dtb and inv.systems["tx2"].pxe_linux
@@ -99,9 +99,9 @@ def test_demo_inventory(parser: str) -> None:
 
 
 def test_attribute() -> None:
-    system = System("s", arch="arm", cores=4)
+    system = System("s", arch="arm", cores="4")
     assert system.attribute("arch") == "arm"
-    assert system.attribute("cores") == 4
+    assert system.attribute("cores") == "4"
     assert system.attribute("name") == "s"
     assert system.attribute("boot") is None
     with pytest.raises(KeyError):
@@ -143,7 +143,8 @@ def test_error_names_file_and_key() -> None:
         ("[systems.s]\nfiles = 0\n", "systems.s.files", "expected an integer >= 1, got 0"),
         ("[systems.s]\nfiles = true\n", "systems.s.files", "expected an integer >= 1, got true"),
         ("[systems.s]\nfiles = 1.5\n", "systems.s.files", "expected an integer >= 1, got 1.5"),
-        ('[systems.s]\ncores = "4"\n', "systems.s.cores", 'expected an integer >= 1, got "4"'),
+        ('[systems.s]\nfiles = "4"\n', "systems.s.files", 'expected an integer >= 1, got "4"'),
+        ("[systems.s]\ncores = true\n", "systems.s.cores", "expected a string or an integer, got true"),
         ("[systems.s]\narch = 64\n", "systems.s.arch", "expected a string, got 64"),
         ("[systems.s]\nram = true\n", "systems.s.ram", "expected a string or an integer, got true"),
         ("[systems.s]\nram = [1]\n", "systems.s.ram", "expected a string or an integer, got an array"),

@@ -308,6 +308,22 @@ def test_mq_sh_spellings_and_long_forms(lab: LabFixture) -> None:
 
 
 # -- listings ------------------------------------------------------------------------
+def test_mqsh_style_text_values_are_kept_as_given(lab: LabFixture) -> None:
+    """An ``mq.sh`` lab writes cores as ``4(1)`` or ``?``, RAM and clock as it likes: taken as
+    text, printed as given, matched as text; JSON keeps a number a number."""
+    lab.inventory.write_text('[systems.odd]\ncores = "4(1)"\nram = "?"\nmax_clk = ""\n'
+                             '[systems.plain]\ncores = 4\nram = 2048\n'
+                             '[systems.unknown]\ncores = "?"\n'
+                             '[pools.quad]\nmatch = { cores = 4 }\n')
+    tsv = run_mq(lab, "system-tsv", check=True).stdout.splitlines()
+    assert tsv[1:] == ["odd\t\t\t\t\t\t4(1)\t?\t\t1", "plain\t\t\t\t\t\t4\t2048\t\t1",
+                       "unknown\t\t\t\t\t\t?\t\t\t1"]
+    assert run_mq(lab, "pool-tsv", check=True).stdout == "quad\tplain\n"
+    systems = json.loads(run_mq(lab, "system-tsv", "--json", check=True).stdout)["data"]
+    assert [s["cores"] for s in systems] == ["4(1)", 4, "?"]
+    assert run_mq(lab, "check").returncode == 0
+
+
 def test_listing_commands(lab: LabFixture) -> None:
     table, simple, system_tsv, pool_tsv, features, bad = run_all(
         lab, ("systems",), ("systems", "simple"), ("system-tsv",), ("pool-tsv",), ("features",),

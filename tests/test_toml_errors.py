@@ -57,11 +57,11 @@ def test_duplicate_after_a_multiline_string(parser: str) -> None:
 
 def test_semantic_errors_name_file_and_key(parser: str, tmp_path: Path) -> None:
     lab = tmp_path / "lab.toml"
-    lab.write_text('[systems.a]\ncores = "four"\n')
+    lab.write_text('[systems.a]\nfiles = "four"\n')
     with pytest.raises(InventoryError) as caught:
         load_inventory(str(lab))
-    assert (caught.value.path, caught.value.key) == (str(lab), "systems.a.cores")
-    assert str(caught.value) == f'{lab}: systems.a.cores: expected an integer >= 1, got "four"'
+    assert (caught.value.path, caught.value.key) == (str(lab), "systems.a.files")
+    assert str(caught.value) == f'{lab}: systems.a.files: expected an integer >= 1, got "four"'
 
 
 def test_dates_are_values_of_the_wrong_type(parser: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, TextIO, Union
 
 from .engine.errors import safe_text
 from .engine.names import NO_KEY
@@ -187,7 +187,7 @@ SYSTEM_COLUMNS = ("name", "arch", "sel4_plat", "isa", "soc", "cpu", "cores", "ra
 
 def system_row(inv: Inventory, name: str) -> List[str]:
     s = inv.systems[name]
-    return [s.name, s.arch, s.sel4_plat, s.isa, s.soc, s.cpu, str(s.cores or ""), s.ram, s.max_clk, str(s.files)]
+    return [s.name, s.arch, s.sel4_plat, s.isa, s.soc, s.cpu, s.cores, s.ram, s.max_clk, str(s.files)]
 
 
 def systems_lines(inv: Inventory) -> List[str]:
@@ -219,12 +219,18 @@ def features_json(inv: Inventory) -> List[Dict[str, Any]]:
     return [{"name": s.name, "pxe_linux": s.pxe_linux, "dtb": s.dtb} for s in inv.systems.values()]
 
 
+def _count(text: str) -> Union[int, str, None]:
+    """``cores`` in JSON: a number when it is one, else the text as given (``4(1)``), null when not given."""
+    return int(text) if text.isdigit() else (text or None)
+
+
 def inventory_json(inv: Inventory) -> Dict[str, Any]:
-    """Typed, unlike the tables: counts are numbers (``cores`` null when not given), flags booleans."""
+    """Typed, unlike the tables: counts are numbers (``cores`` null when not given; the text when
+    it is not a number, as ``mq.sh`` labs write ``4(1)``), flags booleans."""
     systems = []
     for s in inv.systems.values():
         systems.append({"name": s.name, "arch": s.arch, "sel4_plat": s.sel4_plat, "isa": s.isa, "soc": s.soc,
-                        "cpu": s.cpu, "cores": s.cores or None, "ram": s.ram, "max_clk": s.max_clk,
+                        "cpu": s.cpu, "cores": _count(s.cores), "ram": s.ram, "max_clk": s.max_clk,
                         "num_files": s.files, "pxe_linux": s.pxe_linux, "dtb": s.dtb,
                         "pools": list(inv.pools_of(s.name))})
     return {"systems": systems, "pools": [{"name": p.name, "members": list(p.members)} for p in inv.pools.values()]}

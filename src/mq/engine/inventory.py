@@ -4,8 +4,8 @@ It is a TOML file (``lab.toml``)::
 
     [systems.odroidc4_1]
     arch = "arm"            # arch, isa, soc, cpu, sel4_plat: strings
-    cores = 4               # an integer >= 1
-    ram = "4GB"             # ram, max_clk: strings (an integer is taken as text)
+    cores = 4               # cores, ram, max_clk: text as mq.sh has it ("4(1)", "?"); an integer is taken as text
+    ram = "4GB"
     files = 1               # boot images the system takes, an integer >= 1
     pxe_linux = false       # pxe_linux, dtb: booleans
     boot = "..."            # boot, power_off: command templates (strings, see ``templates``);
@@ -70,8 +70,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_INVENTORY = 4 << 20  # bytes: a lab of thousands of systems fits many times over
 
 _TEXT_ATTRS = ("arch", "isa", "soc", "cpu", "sel4_plat", "host")
-_SIZE_ATTRS = ("ram", "max_clk")  # text; an integer is accepted and rendered as text
-_COUNT_ATTRS = ("cores", "files", "health_limit")
+_SIZE_ATTRS = ("cores", "ram", "max_clk")  # text as mq.sh has it; an integer is accepted and rendered as text
+_COUNT_ATTRS = ("files", "health_limit")
 _BOOL_ATTRS = ("pxe_linux", "dtb")
 _COMMAND_ATTRS = ("boot", "power_off")
 ATTRIBUTES = (
@@ -89,7 +89,7 @@ class System:
     isa: str = ""
     soc: str = ""
     cpu: str = ""
-    cores: int = 0  # 0: not given
+    cores: str = ""  # as mq.sh has it: "4", "4(1)", "?" ("": not given)
     ram: str = ""
     max_clk: str = ""
     sel4_plat: str = ""

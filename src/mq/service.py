@@ -17,7 +17,7 @@ from . import inventory_cache
 from .config import Config
 from .engine.arguments import MAX_SECONDS
 from .engine.errors import BadInputError
-from .engine.inventory import Inventory, Pool, System
+from .engine.inventory import Inventory, Pool, System, system_fields
 from .engine.names import NO_KEY
 from .engine.policy import QueueConfig
 from .engine.protocol import states_from_wire
@@ -86,7 +86,7 @@ class Lab:
 
 
 def inventory_from_wire(data: dict[str, Any]) -> Inventory:
-    systems = {s["name"]: System(**s) for s in data["systems"]}
+    systems = {s["name"]: System(**system_fields(s)) for s in data["systems"]}
     pools = {p["name"]: Pool(**{**p, "members": tuple(p["members"])}) for p in data["pools"]}
     untrusted = data.get("untrusted")
     return Inventory(path=str(data["path"]), systems=systems, pools=pools,

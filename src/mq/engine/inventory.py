@@ -63,6 +63,7 @@ __all__ = [
     "parse_inventory",
     "read_inventory",
     "read_inventory_file",
+    "system_fields",
     "system_from_wire",
 ]
 
@@ -165,6 +166,17 @@ class Inventory:
 def load_inventory(path: str) -> Inventory:
     """Read and check the inventory file at ``path``; raises its first mistake."""
     return parse_inventory(read_inventory(path), path)
+
+
+def system_fields(data: Mapping[str, Any]) -> Dict[str, Any]:
+    """A stored or sent system's fields as ``System`` takes them: ``cores`` kept as a number
+    by earlier versions (0: not given) becomes text."""
+    known = {f.name for f in fields(System)}
+    values = {k: v for k, v in data.items() if k in known}
+    cores = values.get("cores")
+    if isinstance(cores, int) and not isinstance(cores, bool):
+        values["cores"] = str(cores) if cores else ""
+    return values
 
 
 def system_from_wire(data: Dict[str, Any]) -> System:

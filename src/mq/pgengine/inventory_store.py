@@ -7,7 +7,7 @@ import dataclasses
 import json
 from typing import Any, Optional
 
-from mq.engine.inventory import Inventory, Pool, System, parse_inventory
+from mq.engine.inventory import Inventory, Pool, System, parse_inventory, system_fields
 
 
 def store(conn: Any, inventory: Inventory, toml: Optional[str] = None) -> None:
@@ -37,10 +37,9 @@ def load(conn: Any) -> Optional[Inventory]:
     path, toml = row
     if toml is not None:
         return parse_inventory(toml, path)
-    known = {f.name for f in dataclasses.fields(System)}
     systems = {}
     for name, attributes in conn.execute("SELECT name, attributes FROM mq_systems ORDER BY position"):
-        systems[name] = System(**{k: v for k, v in attributes.items() if k in known})
+        systems[name] = System(**system_fields(attributes))
     pools = {name: Pool(name=name, members=tuple(members))
              for name, members in conn.execute("SELECT name, members FROM mq_pools ORDER BY position")}
     return Inventory(path=path, systems=systems, pools=pools)

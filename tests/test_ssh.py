@@ -186,6 +186,27 @@ def test_unable_to_ssh_first_line(ssh_lab: SshLab, tmp_path: Path) -> None:
     assert proc.stderr.splitlines()[0] == "mq: Unable to ssh to labhost"
 
 
+def test_listings_without_the_network_use_the_cached_inventory(ssh_lab: SshLab, tmp_path: Path) -> None:
+    from sshd import free_port
+
+    dead = tmp_path / "dead_config"
+    dead.write_text(f"Host labhost\n  HostName 127.0.0.1\n  Port {free_port()}\n  User mqalice\n")
+    never = ssh_lab.mq("mqalice", "system-tsv", MQ_SSH_CONFIG=str(dead))
+    assert never.returncode == 9 and never.stderr.startswith("mq: Unable to ssh to labhost"), never  # no copy yet
+    online = {verb: ssh_lab.mq("mqalice", verb) for verb in ("systems", "system-tsv", "pool-tsv", "features")}
+    assert all(p.returncode == 0 for p in online.values()), online
+    for verb, seen in online.items():
+        offline = ssh_lab.mq("mqalice", verb, MQ_SSH_CONFIG=str(dead))
+        assert (offline.returncode, offline.stdout) == (0, seen.stdout), offline
+        lines = offline.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("mq: labhost cannot be reached (") \
+            and "listing its inventory as it was " in lines[0], offline.stderr
+    mqsh = [str(Path(sys.executable).parent / "mq.sh"), "system-tsv"]
+    quiet = subprocess.run(mqsh, env=ssh_lab.env("mqalice", MQ_SSH_CONFIG=str(dead)), capture_output=True, text=True,
+                           timeout=30)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, online["system-tsv"].stdout, ""), quiet
+
+
 def test_missing_lock_directory_on_host(ssh_lab: SshLab) -> None:
     proc = ssh_lab.mq("mqalice", "sem", "-wait", "b1", MQ_BASE="/nonexistent/mq-locks", MQ_LAB="")
     assert proc.returncode == 7, proc.stderr  # the lock directory is named missing, before the inventory in it

@@ -40,6 +40,21 @@ def save(config: Config, data: dict[str, Any]) -> None:
         pass
 
 
+def load(config: Config) -> Optional[tuple[dict[str, Any], float]]:
+    """The cached copy of a remote lab's inventory, as the host sent it, and when it was saved
+    (None: there is none, or it cannot be read)."""
+    path = cache_path(config)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        saved = os.stat(path).st_mtime
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("systems"), list):
+        return None
+    return data, saved
+
+
 def cached(config: Config) -> Optional[list[str]]:
     """The system and pool names of the cached copy, or None when there is none (or it is unreadable)."""
     try:

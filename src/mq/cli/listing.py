@@ -8,7 +8,7 @@ import typer
 
 from .. import render
 from ..errors import BadInputError
-from .state import open_from
+from .state import Globals, open_from
 
 if TYPE_CHECKING:
     from ..engine.inventory import Inventory
@@ -25,7 +25,7 @@ def systems(ctx: typer.Context,
     members. MODE 'simple' prints just the names, one a line, systems then pools (as
     `mq.sh systems simple`, for scripts and completion).
     """
-    inv = open_from(ctx).inventory
+    inv = inventory_of(ctx)
     if as_json:
         render.out(render.envelope("systems", render.inventory_json(inv)))
     elif mode == "simple":
@@ -36,9 +36,45 @@ def systems(ctx: typer.Context,
         raise BadInputError(f"Unknown systems mode '{mode}' (did you mean 'simple'?)")
 
 
+def inventory_of(ctx: typer.Context) -> Inventory:
+    """The lab's inventory; when its host cannot be reached, the copy the last command that
+    read it kept (``inventory_cache``), saying on stderr how old it is (as ``mq.sh``, which
+    reads its own scripts, nothing is said)."""
+    from ..config import load_config
+    from ..transport.base import SshError
+
+    try:
+        return open_from(ctx).inventory
+    except SshError as exc:
+        from .. import inventory_cache, service
+
+        opts: Globals = ctx.obj or Globals()
+        config = load_config(host=opts.host, base=opts.base, mqsh=opts.mqsh)
+        cached = inventory_cache.load(config)
+        if cached is None:
+            raise
+        data, saved = cached
+        if not opts.mqsh:
+            import time
+
+            render.diag(f"{exc.host} cannot be reached ({exc.reason}): listing its inventory as it was "
+                        f"{_age(saved)} ago (cached {time.strftime('%Y-%m-%d %H:%M', time.localtime(saved))})")
+        return service.inventory_from_wire(data)
+
+
+def _age(since: float) -> str:
+    import time
+
+    seconds = max(0, int(time.time() - since))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def _listing(ctx: typer.Context, as_json: bool, kind: str, data: Callable[[Inventory], Any],
              lines: Callable[[Inventory], list[str]]) -> None:
-    inv = open_from(ctx).inventory
+    inv = inventory_of(ctx)
     if as_json:
         render.out(render.envelope(kind, data(inv)))
     else:

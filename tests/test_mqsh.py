@@ -8,6 +8,7 @@ as the installed console script is.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
@@ -21,7 +22,19 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LabFixture, as_user, engine, run_mq, user_env
+from conftest import (
+    PROMPT,
+    LabFixture,
+    Procs,
+    as_user,
+    engine,
+    events,
+    run_mq,
+    spawn_mq,
+    ticket_pids,
+    user_env,
+    wait_for,
+)
 
 ME = pwd.getpwuid(os.getuid()).pw_name
 DATE = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{9} \+0000"
@@ -232,3 +245,55 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# -- mq.sh -cancel and mq waiters (issue 19, item 5) ------------------------------------------------
+def mqsh_cancel(lab: LabFixture, name: str, key: str) -> subprocess.CompletedProcess[str]:
+    """Exactly what ``mq.sh sem -cancel NAME -k KEY`` runs on the lab host."""
+    return subprocess.run(["pkill", "-u", ME, "-f", f"lockfile.*'{key}' > '{lab.base}/{name}.key'"],
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("cancelled", ["b1", "trio"])
+def test_mqsh_cancel_ends_an_mq_waiter(mqsh: Path, lab: LabFixture, procs: Procs, cancelled: str) -> None:
+    """An mq waiter (under the name mq.sh, as a script that switched would start it) for a
+    pool: mq.sh's cancel of the pool, or of a member, ends it as it would end mq.sh's own."""
+    eng = engine(lab)
+    for board in ("b1", "b2", "b3"):
+        eng.wait(board, key="hold", budget=0)
+    waiter = subprocess.Popen([str(mqsh), "sem", "-wait", "trio", "-k", "ci-42"], env=lab.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs.append(waiter)
+    wait_for(lambda: waiter.pid in ticket_pids(lab) and mqsh_cancel_targets(lab, cancelled, "ci-42"),
+             what="the waiter and the process mq.sh's cancel looks for")
+    assert mqsh_cancel(lab, cancelled, "ci-42").returncode == 0  # pkill found something to end
+    out, _ = waiter.communicate(timeout=2 * PROMPT)
+    assert (waiter.returncode, out.splitlines()[-1:]) == (2, ["Failed to acquire lock for system (trio)"]), out
+    assert lab.tickets() == [] and lab.held() == {"b1", "b2", "b3"}
+    assert [e.get("by") for e in events(lab, "cancel")] == ["mq.sh -cancel"]
+    assert mqsh_cancel_targets(lab, cancelled, "ci-42") == []  # nothing left behind
+
+
+def test_a_waiter_that_ends_leaves_no_sentinel(lab: LabFixture, procs: Procs) -> None:
+    eng = engine(lab)
+    eng.wait("b1", key="hold", budget=0)
+    waiter = spawn_mq(lab, "sem", "-wait", "b1", "-k", "k")
+    procs.append(waiter)
+    wait_for(lambda: mqsh_cancel_targets(lab, "b1", "k"), what="the waiter's sentinel")
+    eng.signal("b1", key="hold")
+    out, _ = waiter.communicate(timeout=2 * PROMPT)
+    assert (waiter.returncode, out) == (0, "b1\n")
+    wait_for(lambda: mqsh_cancel_targets(lab, "b1", "k") == [], what="the sentinel gone with its wait")
+    # mq's own cancel ends mq waiters through their tickets: the sentinel is not counted as an mq.sh waiter
+    waiter = spawn_mq(lab, "sem", "-wait", "b1", "-k", "k2")
+    procs.append(waiter)
+    wait_for(lambda: mqsh_cancel_targets(lab, "b1", "k2"), what="the second waiter's sentinel")
+    cancel = run_mq(lab, "sem", "-cancel", "b1", "-k", "k2", "--json")
+    assert json.loads(cancel.stdout)["data"]["count"] == 1, cancel.stdout
+    assert waiter.wait(timeout=2 * PROMPT) == 2
+
+
+def mqsh_cancel_targets(lab: LabFixture, name: str, key: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", f"lockfile.*'{key}' > '{lab.base}/{name}.key'"], capture_output=True,
+                           text=True)
+    return found.stdout.split()

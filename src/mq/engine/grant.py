@@ -86,7 +86,11 @@ class Granter:
             def take(alive: Optional[Callable[[Ticket], bool]]) -> Optional[Grant]:
                 return self._try(own, request, alive)
 
-            return Waiter(self, own, take, deadline, hooks).run(started)
+            waiter = Waiter(self, own, take, deadline, hooks)
+            try:
+                return waiter.run(started)
+            finally:
+                waiter.close()
         finally:
             own.close()
 

@@ -31,6 +31,9 @@ class _Proc:
     name: str
 
 
+SENTINEL_MARK = b" mq-waiting lockfile "  # in the command line of an mq waiter's ``cancel_sentinel``
+
+
 def waiter_pattern(base: str, boards: Sequence[str], key: str) -> re.Pattern[bytes]:
     """``lockfile`` followed later by ``'KEY' > 'BASE/NAME.key'`` for any of ``boards``
     (the key and paths are literal text, never a pattern)."""
@@ -128,8 +131,8 @@ def end_waiters(base: str, boards: Sequence[str], key: str) -> int:
         if pid in spared:
             continue
         line = _cmdline(pid)
-        if line is not None and pattern.search(line):
-            shells.append(pid)
+        if line is not None and pattern.search(line) and SENTINEL_MARK not in line:
+            shells.append(pid)  # (an mq waiter's sentinel is not one: its wait is cancelled through its ticket)
     matched = set(shells)
     children: Dict[int, List[int]] = {pid: [] for pid in shells}
     for proc in procs.values():

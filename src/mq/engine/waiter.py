@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 from . import boardlock, notify, offline_marks
+from .cancel_sentinel import CancelSentinel
 from .doorbell import Doorbell
 from .errors import LockDirError, NotAcquiredError
 from .labdir import LabDir
@@ -105,6 +106,7 @@ class Waiter:
         self._watcher: Optional[notify.InotifyWatcher | notify.PollWatcher] = None
         self._watched: Set[str] = set()
         self._progress: Optional[Tuple[int, int]] = None
+        self._sentinel: Optional[CancelSentinel] = None  # started before the first sleep; ``close`` ends it
 
     # -- liveness, cached: a live ticket stays live until its doorbell rings --
     def alive(self, ticket: Ticket) -> bool:
@@ -248,8 +250,29 @@ class Waiter:
                 soonest = delay if soonest is None else min(soonest, delay)
         return soonest
 
+    def _sentinel_fds(self) -> List[int]:
+        """Before the first sleep: the ``mq.sh -cancel`` sentinel (``cancel_sentinel``), watched."""
+        if self._sentinel is None:
+            ticket = self.own.ticket
+            self._sentinel = CancelSentinel.start(self.site.lab.base, [ticket.target, *ticket.boards], ticket.key)
+            if self._sentinel is None:
+                return []
+            os.set_blocking(self._sentinel.fd, False)
+        return [self._sentinel.fd]
+
+    def _check_sentinel(self, ready: List[int]) -> None:
+        if self._sentinel is not None and self._sentinel.fd in ready and self._sentinel.ended():
+            self.site.lab.audit.record("cancel", target=self.own.ticket.target, key=self.own.ticket.key,
+                                       by="mq.sh -cancel")
+            raise NotAcquiredError(self.own.ticket.target, "wait cancelled")
+
+    def close(self) -> None:
+        if self._sentinel is not None:
+            self._sentinel.close()
+            self._sentinel = None
+
     def _sleep(self, head: List[str], sleep: Optional[float]) -> Tuple[List[notify.Event], List[int]]:
-        fds = [self.site.doorbell().fileno(), *self.hooks.extra_fds, *GUARD.wake_fds]
+        fds = [self.site.doorbell().fileno(), *self.hooks.extra_fds, *GUARD.wake_fds, *self._sentinel_fds()]
         watcher = self._watcher
         if watcher is not None and (head or isinstance(watcher, notify.InotifyWatcher)):
             return watcher.wait(sleep, fds)
@@ -286,6 +309,7 @@ class Waiter:
             events, ready = self._sleep(head, sleep)
             GUARD.check()  # safe point: nothing is half done here
             self._take_nudge()
+            self._check_sentinel(ready)
             bell = self.site.doorbell()
             walk = not events and not ready  # a timeout: an expiry or the deadline
             if bell.fileno() in ready:

@@ -47,6 +47,7 @@ from conftest import (
     as_user,
     key_of,
     make_lab,
+    proc_stat,
     processes_naming,
     user_env,
 )
@@ -130,11 +131,12 @@ class Lane:
     def strays(self) -> list[str]:
         """Processes of this lane still running: agents (their command line names the lab),
         consoles and simulated boards (they name the job's images)."""
-        skip = {self.churner.pid} if self.churner else set()
+        churner = str(self.churner.pid) if self.churner else None
         pids = processes_naming(self.lab.base)
         if self.home_needle:
             pids += processes_naming(Path(self.home_needle))
-        pids = [p for p in pids if p not in skip]
+        # not the churner, nor the cancel sentinel of its wait (its child, come and gone with each wait)
+        pids = [p for p in pids if churner not in (str(p), *proc_stat(p)[1:2])]
         out = []
         for pid in sorted(set(pids)):
             with contextlib.suppress(OSError):

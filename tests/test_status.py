@@ -98,11 +98,12 @@ def test_known_expiries_and_hold_times_give_known_etas(lab: LabFixture,
 
 
 def test_an_expired_lock_and_a_free_board_mean_now(lab: LabFixture, waiters: list[subprocess.Popen[str]]) -> None:
-    hold_since(lab, "solo", "old", timeout=5, age=1)
+    hold_since(lab, "solo", "old", timeout=10, age=1)
     enqueue(lab, waiters, "solo", "next")
-    later = status(lab, "solo")[0]["waiters"][0]
-    assert later["eta"] == pytest.approx(lab.lock("solo").stat().st_mtime + 5, abs=0.01)
-    wait_for(lambda: lab.key("solo").read_text() == "next\n", timeout=15, what="the take-over after -T 5")
+    listed = status(lab, "solo")[0]["waiters"]
+    if listed:  # still waiting (on a machine so busy that 9 s went by, it has taken the board already)
+        assert listed[0]["eta"] == pytest.approx(lab.lock("solo").stat().st_mtime + 10, abs=0.01)
+    wait_for(lambda: lab.key("solo").read_text() == "next\n", timeout=30, what="the take-over after -T 10")
 
 
 def test_status_of_named_targets_and_the_table(lab: LabFixture, waiters: list[subprocess.Popen[str]]) -> None:

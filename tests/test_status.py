@@ -183,3 +183,16 @@ def test_hold_times_come_from_the_logs_tail_only(tmp_path: Any) -> None:
     events, bad = read_events(str(log), tail=tail)
     assert [e["held"] for e in events] == [47.0, 48.0, 49.0] and bad == 0
     assert len(read_events(str(log))[0]) == 50
+
+
+def test_a_waiting_line_closed_before_its_thread_started_ends_quietly() -> None:
+    """A signal between making the log thread and starting it: close() must not raise
+    (the chaos trials once saw "cannot join thread before it is started", exit 70)."""
+    import io
+    import threading
+
+    from mq.waitline import WaitLine
+
+    line = WaitLine(stream=io.StringIO(), tty=False)
+    line._thread = threading.Thread(target=lambda: None)  # made, never started
+    line.close()

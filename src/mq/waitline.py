@@ -127,8 +127,11 @@ class WaitLine:
         if self._live is not None:
             live, self._live = self._live, None
             live.stop()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=1)
+        thread = self._thread
+        # not started: a signal landed between making the thread and starting it (the chaos
+        # trials saw HUP there: "cannot join thread before it is started", exit 70)
+        if thread is not None and thread.ident is not None and thread is not threading.current_thread():
+            thread.join(timeout=1)
 
 
 __all__ = ["WaitLine", "describe"]

@@ -248,7 +248,8 @@ def test_cancel_signals_no_process_a_ticket_merely_names(shared_lab: LabFixture,
 
 
 def test_a_forged_offline_mark_neither_blocks_a_release_nor_removes_a_lock(shared_lab: LabFixture,
-                                                                           test_users: tuple[str, ...]) -> None:
+                                                                           test_users: tuple[str, ...],
+                                                                           procs: Procs) -> None:
     import time
 
     assert _run_as(shared_lab.env, ALICE, "sem", "-wait", "b1", "-k", "mine").returncode == 0
@@ -256,7 +257,7 @@ def test_a_forged_offline_mark_neither_blocks_a_release_nor_removes_a_lock(share
     state = prepare_state(shared_lab)
     mark = {"v": 1, "reason": "maintenance", "user": "mqcarol", "since": time.time(),
             "lock": [st.st_dev, st.st_ino, st.st_uid, st.st_mtime_ns]}
-    hold_as(MALLORY, [(state / "offline" / "b1.json", mark)], procs=Procs())
+    hold_as(MALLORY, [(state / "offline" / "b1.json", mark)], procs)
     online = _run_as(shared_lab.env, test_users[2], "online", "b1")
     assert shared_lab.lock("b1").exists() and shared_lab.lock("b1").stat().st_ino == st.st_ino, online
     released = _run_as(shared_lab.env, ALICE, "sem", "-signal", "b1", "-k", "mine")

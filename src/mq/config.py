@@ -65,13 +65,6 @@ class Config:
         return self.host.rsplit("@", 1)[-1]
 
 
-def default_inventory(base: str) -> str:
-    """The host engine's default (``engine.labpaths.default_inventory``), for a lab on this machine."""
-    from .engine.labpaths import default_inventory as on_the_host
-
-    return on_the_host(os.path.expanduser(base))
-
-
 def redacted(backend: str) -> str:
     """A backend connection string fit to print: its password, if it has one, masked."""
     if "://" in backend:
@@ -175,8 +168,12 @@ def load_config(host: Optional[str] = None, base: Optional[str] = None,
     the_host = chosen.get("host", MQSH_HOST if mqsh else LOCAL)
     the_base = chosen.get("base") or (default_base(env) if the_host == LOCAL and not mqsh else MQSH_BASE)
     the_base = os.path.expanduser(the_base) if the_host == LOCAL else the_base
-    lab = chosen.get("lab") or (default_inventory(the_base) if the_host == LOCAL
-                                else os.path.join(the_base, "lab.toml"))
+    lab = chosen.get("lab")
+    if not lab and the_host == LOCAL:  # the host engine's own default: this machine is the host
+        from .engine.labpaths import default_inventory
+
+        lab = default_inventory(the_base)
+    lab = lab or os.path.join(the_base, "lab.toml")
     return Config(host=the_host, base=the_base, lab=os.path.expanduser(lab) if the_host == LOCAL else lab,
                   ssh_config=chosen.get("ssh_config"), transport=transport, default_lab=default_lab,
                   backend=backend, sources=sources)

@@ -21,7 +21,7 @@ from typing import Any
 from .console import ConsoleSink
 from .engine.arguments import MAX_SECONDS
 from .engine.boot import DETACHED, OUTCOME_EXIT, TIMED_OUT, TIMEOUT_MARKER, compile_pattern
-from .engine.errors import BoardOfflineError, ExitCode, InventoryError
+from .engine.errors import BoardOfflineError, ExitCode
 from .engine.inventory import System
 from .engine.names import NO_KEY
 from .errors import BadInputError, UsageError
@@ -97,11 +97,9 @@ def check(lab: Lab, opts: RunOptions) -> list[str]:
     compile_pattern(opts.error, "-e")
     lab.warn_untrusted = False  # run refuses below instead, when it would run a command
     members = lab.inventory.members(opts.target)
-    if lab.inventory.untrusted and any(lab.inventory.systems[b].boot or lab.inventory.systems[b].power_off
-                                       for b in members):
-        from .engine.trust import refusal
+    from .engine.trust import refuse_untrusted
 
-        raise InventoryError(lab.inventory.path, "", refusal(lab.inventory))  # the host refuses it too
+    refuse_untrusted(lab.inventory, members)  # the host refuses it too
     reasons = {b: _unsuitable(lab.inventory.systems[b], opts) for b in members}
     suitable = [b for b, why in reasons.items() if why is None]
     if not suitable:

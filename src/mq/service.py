@@ -66,7 +66,7 @@ class Lab:
             if self._inventory.untrusted and self.warn_untrusted:
                 from .engine.trust import refusal
 
-                self.notice(f"warning: {self._inventory.path}: {refusal(self._inventory)}")
+                self.notice(f"warning: {self._inventory.path}: {refusal(self._inventory.untrusted)}")
         return self._inventory
 
     def notice(self, text: str) -> None:
@@ -83,6 +83,13 @@ class Lab:
 
     def close(self) -> None:
         self.transport.close()
+
+
+def cached_inventory(config: Config) -> tuple[Inventory, float] | None:
+    """A remote lab's inventory as the last command that read it kept it, and when (None: none
+    kept): for the listings while the lab host cannot be reached."""
+    cached = inventory_cache.load(config)
+    return None if cached is None else (inventory_from_wire(cached[0]), cached[1])
 
 
 def inventory_from_wire(data: dict[str, Any]) -> Inventory:

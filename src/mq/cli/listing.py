@@ -46,20 +46,19 @@ def inventory_of(ctx: typer.Context) -> Inventory:
     try:
         return open_from(ctx).inventory
     except SshError as exc:
-        from .. import inventory_cache, service
+        from ..service import cached_inventory
 
         opts: Globals = ctx.obj or Globals()
-        config = load_config(host=opts.host, base=opts.base, mqsh=opts.mqsh)
-        cached = inventory_cache.load(config)
+        cached = cached_inventory(load_config(host=opts.host, base=opts.base, mqsh=opts.mqsh))
         if cached is None:
             raise
-        data, saved = cached
+        inventory, saved = cached
         if not opts.mqsh:
             import time
 
             render.diag(f"{exc.host} cannot be reached ({exc.reason}): listing its inventory as it was "
                         f"{_age(saved)} ago (cached {time.strftime('%Y-%m-%d %H:%M', time.localtime(saved))})")
-        return service.inventory_from_wire(data)
+        return inventory
 
 
 def _age(since: float) -> str:

@@ -48,12 +48,8 @@ class AuditLog:
     def _open(self) -> Tuple[int, bool]:
         """The log open for appending, and whether its last byte can be read."""
         path = self.paths.audit_path
-        try:
-            return self.paths.open_shared(path, os.O_RDWR | os.O_APPEND), True
-        except LockDirError as exc:
-            if "Permission denied" not in exc.detail:
-                raise
-        return self.paths.open_shared(path, os.O_WRONLY | os.O_APPEND), False
+        readable = not os.path.lexists(path) or os.access(path, os.R_OK, follow_symlinks=False)
+        return self.paths.open_shared(path, (os.O_RDWR if readable else os.O_WRONLY) | os.O_APPEND), readable
 
     def _failed(self, event: str, why: str) -> None:
         self.paths.notice(f"the audit log {self.paths.audit_path} could not record this {event} ({why}); "

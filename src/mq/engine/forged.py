@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import List
 
 from .errors import DiskError, LockDirError
 from .labdir import LabDir
@@ -37,12 +36,4 @@ def set_aside(lab: LabDir, path: str, st: os.stat_result, kind: str, claimed: st
                          owner=user_name(st.st_uid), claimed=claimed[:200])
 
 
-def found(lab: LabDir) -> List[str]:
-    """The records set aside so far (``mq check --host``)."""
-    try:
-        return sorted(os.listdir(lab.forged_dir))
-    except OSError:
-        return []
-
-
-__all__ = ["found", "set_aside"]
+__all__ = ["set_aside"]

@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional
 from .fsutil import os_error, read_owned, unlink_quiet, write_atomic
 from .labpaths import LabPaths, user_name
 
-OWNER, CLAIMED, STAT = "_owner", "_claimed", "_stat"  # what a read adds to the record (never written)
+OWNER, STAT = "_owner", "_stat"  # what a read adds to the record (never written)
 
 
 class GrantRecords:
@@ -33,8 +33,8 @@ class GrantRecords:
 
     def read(self, board: str) -> Optional[Dict[str, Any]]:
         """The record, its ``user`` the file's owner's name whatever it says, with ``OWNER``
-        (the owner's uid) and ``CLAIMED`` (the user it names); ``lockstate.same_lock`` trusts
-        it only for a lock of the same owner."""
+        (the owner's uid) and ``STAT`` (the file read); ``lockstate.same_lock`` trusts it only
+        for a lock of the same owner."""
         got = read_owned(self.path(board))
         if got is None or not got[0]:
             return None
@@ -45,7 +45,6 @@ class GrantRecords:
             return None
         if not isinstance(value, dict):
             return None
-        value[CLAIMED] = value.get("user")
         value.update({"user": user_name(st.st_uid), OWNER: st.st_uid, STAT: st})
         return value
 
@@ -53,4 +52,4 @@ class GrantRecords:
         unlink_quiet(self.path(board))
 
 
-__all__ = ["CLAIMED", "OWNER", "STAT", "GrantRecords"]
+__all__ = ["OWNER", "STAT", "GrantRecords"]

@@ -12,7 +12,7 @@ import os
 import stat
 from typing import Any, Collection, Dict, List, Optional, Tuple
 
-from .errors import LockDirError as AuditLogError
+from .errors import LockDirError
 
 MAX_EVENTS = 200_000  # the newest this many, at most, in one answer
 MAX_LINE = 64 << 10  # bytes: a record is a few hundred; a longer line is not one
@@ -36,10 +36,10 @@ def read_events(path: str, since: Optional[float] = None, names: Optional[Collec
     except FileNotFoundError:
         return [], 0
     except OSError as exc:
-        raise AuditLogError(path, f"cannot read the audit log ({os.strerror(exc.errno or 0)})") from None
+        raise LockDirError(path, f"cannot read the audit log ({os.strerror(exc.errno or 0)})") from None
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise AuditLogError(path, "the audit log is not a regular file (something else was put there)")
+            raise LockDirError(path, "the audit log is not a regular file (something else was put there)")
         if tail is not None:
             size = os.fstat(handle.fileno()).st_size
             if size > tail:

@@ -88,7 +88,7 @@ def check_inventory_trust(base: str, lab: str) -> Dict[str, Any]:
     """Whether ``mq run`` may run the commands of the inventory at ``lab`` (``trust``)."""
     from .errors import InventoryError
     from .inventory import read_inventory_file
-    from .trust import ADVICE, opened_file_problem, trusted_owners
+    from .trust import opened_file_problem, refusal, trusted_owners
 
     name = "inventory owner"
     try:
@@ -97,7 +97,7 @@ def check_inventory_trust(base: str, lab: str) -> Dict[str, Any]:
         return _result(name, SKIPPED, f"not checked: {exc}")
     problem = opened_file_problem(lab, st, trusted_owners(base))
     if problem is not None:
-        return _result(name, FAIL, f"{lab}: mq run will not run its commands: {problem}; {ADVICE}")
+        return _result(name, FAIL, f"{lab}: {refusal(problem)}")
     return _result(name, OK, f"{lab}: no one but root, the lab's admin or {user_name(os.getuid())} can change it")
 
 

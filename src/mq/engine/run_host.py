@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from . import boot, health, trust
-from .errors import BadInputError, ClientGone, EngineError, Interrupted, InventoryError
+from .errors import BadInputError, ClientGone, EngineError, Interrupted
 from .interface import JobEngine
-from .inventory import Inventory
 from .jobdir import JobDir
 from .lockwatch import LockLoss, LockLost, LockWatch, watch_lock
 from .names import NO_KEY
@@ -124,7 +123,7 @@ def run_job(engine: JobEngine, spec: JobSpec, io: JobIO, job_dir: Optional[JobDi
         error = boot.compile_pattern(spec.error, "-e")
         if spec.mode == "run" and completion is None and not spec.interactive:
             raise BadInputError("mq run needs -c TEXT (or -r to reserve)")
-        _refuse_untrusted(engine.inventory, spec.boards)  # before anything is locked
+        trust.refuse_untrusted(engine.inventory, spec.boards)  # before anything is locked
         with GUARD.deferred():  # interruptible while waiting; a grant is always recorded here
             board, grant = _take(engine, spec, keys)
             took = grant is not None
@@ -156,14 +155,6 @@ def run_job(engine: JobEngine, spec: JobSpec, io: JobIO, job_dir: Optional[JobDi
                                               notes, why, result["outcome"])
             if watch is not None:
                 watch.close()
-
-
-def _refuse_untrusted(inventory: Inventory, boards: Sequence[str]) -> None:
-    """An inventory someone else could have written (``trust``) names no command this job runs."""
-    if inventory.untrusted is None:
-        return
-    if any(inventory.systems[b].boot or inventory.systems[b].power_off for b in boards if b in inventory.systems):
-        raise InventoryError(inventory.path, "", trust.refusal(inventory))
 
 
 def _take(engine: JobEngine, spec: JobSpec, keys: _Keys) -> Tuple[str, Optional[int]]:

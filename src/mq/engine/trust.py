@@ -18,8 +18,9 @@ import contextlib
 import os
 import stat
 from dataclasses import replace
-from typing import FrozenSet, Optional
+from typing import FrozenSet, Optional, Sequence
 
+from .errors import InventoryError
 from .inventory import Inventory, parse_inventory, read_inventory_file
 from .labpaths import user_name
 
@@ -78,8 +79,6 @@ def opened_file_problem(path: str, st: os.stat_result, owners: FrozenSet[int]) -
     return problem
 
 
-
-
 def load_judged_inventory(path: str, base: str) -> Inventory:
     """The inventory at ``path``, with ``untrusted`` saying why ``mq run`` may not execute its
     commands (judged on the very file that was read, not on a second look at the path)."""
@@ -88,10 +87,19 @@ def load_judged_inventory(path: str, base: str) -> Inventory:
     return replace(inventory, untrusted=opened_file_problem(path, st, trusted_owners(base)))
 
 
-def refusal(inventory: Inventory) -> str:
-    """The one line ``mq run`` says when it will not execute the inventory's commands."""
-    return f"mq run will not run its commands: {inventory.untrusted}; {ADVICE}"
+def refusal(problem: str) -> str:
+    """The one line said about an inventory ``mq run`` will not execute commands from."""
+    return f"mq run will not run its commands: {problem}; {ADVICE}"
 
 
-__all__ = ["ADVICE", "directory_problem", "file_problem",
-           "load_judged_inventory", "opened_file_problem", "refusal", "trusted_owners"]
+def refuse_untrusted(inventory: Inventory, boards: Sequence[str]) -> None:
+    """Raise the refusal if the job on ``boards`` would run a command of an inventory someone
+    else could have written (the client asks before copying images, the host before locking)."""
+    if inventory.untrusted is None:
+        return
+    if any(inventory.systems[b].boot or inventory.systems[b].power_off for b in boards if b in inventory.systems):
+        raise InventoryError(inventory.path, "", refusal(inventory.untrusted))
+
+
+__all__ = ["ADVICE", "directory_problem", "file_problem", "load_judged_inventory", "opened_file_problem",
+           "refusal", "refuse_untrusted", "trusted_owners"]

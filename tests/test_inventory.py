@@ -291,11 +291,14 @@ def test_duplicate_key_is_named() -> None:
 
 
 # -- command templates (boot, power_off): checked when the inventory is read ----------------------
+RUNNER = "{completion}, {error}, {timeout}, {dtb_flag}, {bitstream_flag}, {keep_alive}"  # mq.sh's runner's options
+
+
 @pytest.mark.parametrize(
     ("template", "files", "message"),
     [
         ("boot-it {sytem} {files}", 1, "unknown placeholder {sytem} (known: {system}, {files}, {file1}, {dtb}, "
-                                       "{bitstream}, {linux}, {python}); did you mean {system}?"),
+                                       f"{{bitstream}}, {{linux}}, {{python}}, {RUNNER}); did you mean {{system}}?"),
         ("boot-it {system} {files", 1, 'unbalanced brace: "{" never closed in "{files" (did you mean {files}?)'),
         ("boot-it {system} files}", 1, 'unbalanced brace: "}" with no "{" before it in "files}"'),
         ("boot-it {file1} {file2}", 1, "placeholder {file2} is beyond the system's 1 image file (files = 1): use "
@@ -303,12 +306,12 @@ def test_duplicate_key_is_named() -> None:
         ("boot-it {file5}", 4, "placeholder {file5} is beyond the system's 4 image files (files = 4): use {file1} "
                                "to {file4}"),
         ("boot-it {file0}", 2, "unknown placeholder {file0} (known: {system}, {files}, {file1}, {file2}, {dtb}, "
-                               "{bitstream}, {linux}, {python}); image numbers start at 1: {file1}"),
+                               f"{{bitstream}}, {{linux}}, {{python}}, {RUNNER}); image numbers start at 1: {{file1}}"),
         ("sh -c 'boot-it {system}", 1, "cannot split command: No closing quotation"),
         ("boot-it \\", 1, "cannot split command: No escaped character"),
         ("''", 1, "the program to run (the first word) is empty"),
         ("boot-it {home}", 1, "unknown placeholder {home} (known: {system}, {files}, {file1}, {dtb}, {bitstream}, "
-                              "{linux}, {python})"),
+                              f"{{linux}}, {{python}}, {RUNNER})"),
     ],
 )
 def test_template_mistakes(parser: str, template: str, files: int, message: str) -> None:

@@ -35,11 +35,16 @@ def diag(message: str) -> None:
         err(line if line.startswith(PREFIX) else PREFIX + line)
 
 
-def stat_date(ns: int) -> str:
-    """``stat -c %y`` style: 2024-07-31 13:02:11.000000000 +1000 (local time)."""
+def stat_date(ns: int, zone: Optional[int] = None) -> str:
+    """``stat -c %y`` style: 2024-07-31 13:02:11.000000000 +1000, in local time or, given
+    ``zone`` (seconds east of UTC), in that zone (the lab host's, as ``mq.sh`` shows it)."""
     secs, frac = divmod(ns, 1_000_000_000)
-    local = time.localtime(secs)
-    return time.strftime("%Y-%m-%d %H:%M:%S", local) + f".{frac:09d} " + time.strftime("%z", local)
+    if zone is None:
+        local = time.localtime(secs)
+        return time.strftime("%Y-%m-%d %H:%M:%S", local) + f".{frac:09d} " + time.strftime("%z", local)
+    sign, offset = ("-", -zone) if zone < 0 else ("+", zone)
+    return (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(secs + zone)) + f".{frac:09d} "
+            f"{sign}{offset // 3600:02d}{offset % 3600 // 60:02d}")
 
 
 def duration(seconds: float) -> str:
@@ -61,18 +66,26 @@ def clock(when: float, now: float) -> str:
     return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S", local)
 
 
-def _key(holder: Holder) -> str:
-    return safe_text(holder.shown_key, 256)
+def _key(holder: Holder, as_mqsh: bool = False) -> str:
+    """The key as shown; ``as_mqsh``: a lock with no key file (bare ``lockfile(1)``) has the empty
+    key, as ``mq.sh``'s ``cat`` of the missing file gives it."""
+    return "" if as_mqsh and holder.key is None else safe_text(holder.shown_key, 256)
 
 
-def info_line(state: BoardState) -> str:
-    """mq.sh's line: ``with key 'KEY'`` only for a lock held with a key (not ``0``)."""
+def _since(holder: Holder, as_mqsh: bool) -> str:
+    return stat_date(holder.since_ns, holder.zone if as_mqsh else None)
+
+
+def info_line(state: BoardState, as_mqsh: bool = False) -> str:
+    """mq.sh's line: ``with key 'KEY'`` only for a lock held with a key (not ``0``); ``as_mqsh``:
+    exactly as ``mq.sh`` prints it (the lab host's time zone, a missing key file as ``''``)."""
     holder = state.holder
     if holder is None:
         return f"Lock for {state.board} currently free"
     timeout = "?" if holder.timeout is None else str(holder.timeout)
-    keyed = f" with key '{_key(holder)}'" if holder.shown_key != NO_KEY else ""
-    return f"Lock for {state.board} held by {holder.user} since {stat_date(holder.since_ns)}, timeout {timeout}{keyed}"
+    key = _key(holder, as_mqsh)
+    keyed = f" with key '{key}'" if key != NO_KEY else ""
+    return f"Lock for {state.board} held by {holder.user} since {_since(holder, as_mqsh)}, timeout {timeout}{keyed}"
 
 
 def info_lines(state: BoardState) -> List[str]:
@@ -103,7 +116,8 @@ def info_lines(state: BoardState) -> List[str]:
     for number, ticket in enumerate(state.waiters, 1):
         via = f" via {ticket.target}" if ticket.target != state.board else ""
         since = f"{clock(ticket.created, now)} ({duration(now - ticket.created)})"
-        lines.append(f"  waiting {number}: {ticket.user} key '{safe_text(ticket.key, 256)}'{via} since {since}"
+        tool = " (mq.sh)" if ticket.tool == "mq.sh" else ""
+        lines.append(f"  waiting {number}: {ticket.user}{tool} key '{safe_text(ticket.key, 256)}'{via} since {since}"
                      f"{priority_text(ticket.priority, ticket.effective)}")
     return lines
 
@@ -117,12 +131,15 @@ def priority_text(priority: int, effective: Optional[float]) -> str:
     return f", priority {priority}" + ("" if shown == str(priority) else f" (effective {shown})")
 
 
-def mr_info_line(state: BoardState) -> str:
+def mr_info_line(state: BoardState, as_mqsh: bool = False) -> str:
+    """``NAME LOCKED USER DATE TIME ZONE [KEY]`` (``as_mqsh``: see ``info_line``; a missing key
+    file leaves the line ending in a space, as ``mq.sh``'s)."""
     holder = state.holder
     if holder is None:
         return f"{state.board} FREE"
-    keyed = f" {_key(holder)}" if holder.shown_key != NO_KEY else ""  # six fields when no key, as mq.sh
-    return f"{state.board} LOCKED {holder.user} {stat_date(holder.since_ns)}{keyed}"
+    key = _key(holder, as_mqsh)
+    keyed = f" {key}" if key != NO_KEY else ""  # six fields when no key, as mq.sh
+    return f"{state.board} LOCKED {holder.user} {_since(holder, as_mqsh)}{keyed}"
 
 
 def holder_json(holder: Optional[Holder]) -> Optional[Dict[str, Any]]:
@@ -190,15 +207,48 @@ def system_row(inv: Inventory, name: str) -> List[str]:
     return [s.name, s.arch, s.sel4_plat, s.isa, s.soc, s.cpu, s.cores, s.ram, s.max_clk, str(s.files)]
 
 
-def systems_lines(inv: Inventory) -> List[str]:
+# mq.sh's boxes (its scripts/system and scripts/pool), for ``as_mqsh``: each rule and header as it
+# prints them, then the printf width of each cell (Arch's overflows its column there too).
+_MQSH_SYSTEMS = ("+----------------+------+---------+-----------------+----------------+-------+-------+--------+",
+                 "| Name           | Arch | ISA     | SoC             | CPU            | Cores | RAM   | MaxCLK |")
+_MQSH_SYSTEM_WIDTHS = (14, 5, 7, 15, 14, 5, 5, 6)
+_MQSH_POOLS = ("+------------+-------------------------------------------------------------------------+",
+               "| Name       | Systems                                                                 |")
+_MQSH_POOL_WIDTHS = (10, -71)  # negative: left-justified (%-71s)
+_MQSH_FEATURES = ("+----------------+----------------+------------+",
+                  "| Name           | PXE boot Linux | Custom DTB |")
+_MQSH_FEATURE_WIDTHS = (14, 14, 10)
+
+
+def _mqsh_row(cells: Sequence[str], widths: Sequence[int]) -> str:
+    """``| %14s | %5s ... |`` as printf pads: to a width in bytes, never cut."""
+    padded = []
+    for cell, width in zip(cells, widths, strict=True):
+        pad = " " * max(0, abs(width) - len(cell.encode("utf-8")))
+        padded.append(cell + pad if width < 0 else pad + cell)
+    return "".join(f"| {cell} " for cell in padded) + "|"
+
+
+def _mqsh_box(head: Sequence[str], rows: Iterable[str]) -> List[str]:
+    return [head[0], head[1], head[0], *rows, head[0]]
+
+
+def systems_lines(inv: Inventory, as_mqsh: bool = False) -> List[str]:
+    """Systems, then pools; ``as_mqsh``: mq.sh's two boxes (a pool's members each followed by a space)."""
+    if as_mqsh:
+        return (_mqsh_box(_MQSH_SYSTEMS, (_mqsh_row([s.name, s.arch, s.isa, s.soc, s.cpu, s.cores, s.ram, s.max_clk],
+                                                    _MQSH_SYSTEM_WIDTHS) for s in inv.systems.values()))
+                + _mqsh_box(_MQSH_POOLS, (_mqsh_row([p.name, "".join(f"{m} " for m in p.members)],
+                                                    _MQSH_POOL_WIDTHS) for p in inv.pools.values())))
     lines = _table([list(SYSTEM_COLUMNS)] + [system_row(inv, n) for n in inv.systems])
     lines.append("")
     lines += _table([["pool", "members"]] + [[p.name, " ".join(p.members)] for p in inv.pools.values()])
     return lines
 
 
-def systems_simple(inv: Inventory) -> List[str]:
-    return list(inv.systems) + list(inv.pools)
+def systems_simple(inv: Inventory, as_mqsh: bool = False) -> List[str]:
+    """The names, systems then pools; ``as_mqsh``: the systems only, as mq.sh lists them."""
+    return list(inv.systems) + ([] if as_mqsh else list(inv.pools))
 
 
 def system_tsv(inv: Inventory) -> List[str]:
@@ -209,10 +259,12 @@ def pool_tsv(inv: Inventory) -> List[str]:
     return ["\t".join([p.name, *p.members]) for p in inv.pools.values()]
 
 
-def features_lines(inv: Inventory) -> List[str]:
-    rows = [["name", "pxe_linux", "dtb"]]
-    rows += [[s.name, "yes" if s.pxe_linux else "no", "yes" if s.dtb else "no"] for s in inv.systems.values()]
-    return ["\t".join(r) for r in rows]
+def features_lines(inv: Inventory, as_mqsh: bool = False) -> List[str]:
+    """Which systems PXE-boot Linux and take a DTB; ``as_mqsh``: mq.sh's box."""
+    rows = [[s.name, "yes" if s.pxe_linux else "no", "yes" if s.dtb else "no"] for s in inv.systems.values()]
+    if as_mqsh:
+        return _mqsh_box(_MQSH_FEATURES, (_mqsh_row(row, _MQSH_FEATURE_WIDTHS) for row in rows))
+    return ["\t".join(r) for r in [["name", "pxe_linux", "dtb"], *rows]]
 
 
 def features_json(inv: Inventory) -> List[Dict[str, Any]]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from .console import ConsoleSink
 from .engine.arguments import MAX_SECONDS
-from .engine.boot import DETACHED, OUTCOME_EXIT, TIMED_OUT, TIMEOUT_MARKER, compile_pattern
+from .engine.boot import CONSOLE_ENDED, DETACHED, OUTCOME_EXIT, TIMED_OUT, TIMEOUT_MARKER, compile_pattern
 from .engine.errors import BoardOfflineError, ExitCode
 from .engine.inventory import System
 from .engine.names import NO_KEY
@@ -52,6 +52,7 @@ class RunOptions:
     retries: int = -1
     priority: int | None = None  # None: the inventory's [queue]
     console_to_stderr: bool = False  # --json: stdout carries the summary only
+    owner_only: bool = False  # -n as mq.sh checks it: the caller holds the board, whatever the key
 
 
 @dataclass
@@ -69,6 +70,42 @@ class RunResult:
 Notify = Callable[[str], None]
 
 
+class Voice:
+    """What ``mq run`` says on stderr as its job goes (``cli/mqsh_run`` says it as ``mq.sh``)."""
+
+    def __init__(self, notify: Notify) -> None:
+        self.notify = notify
+        self._line: WaitLine | None = None
+
+    def starting(self, opts: RunOptions, boards: list[str]) -> None:
+        """The request passed every check; nothing is copied or locked yet."""
+        if opts.reserve and (opts.completion or opts.error or opts.files or opts.interactive):
+            self.notify("mq: -r reserves the board without booting it; -c, -e, -f and -a are ignored")
+
+    def queued(self, fields: dict[str, Any]) -> None:
+        """Where the job stands in the queue (the waiting line)."""
+        self._line = self._line or WaitLine()
+        self._line.update(fields)
+
+    def board(self, board: str, took: bool, reserve: bool) -> None:
+        """The job has its board: ``took``, locked for it (else the caller held it, ``-n``)."""
+        self.waited()
+        if reserve:
+            self.notify(f"mq: {board} is yours (locked by this command). Press Enter or Ctrl+D to power it off "
+                        "and release it.")
+        else:
+            self.notify(f"mq: running on {board}" + ("" if took else " (already held by you)"))
+
+    def interactive(self) -> None:
+        self.notify("\r\nmq: console is interactive now; Ctrl+] or Ctrl+D ends the session")
+
+    def waited(self) -> None:
+        """The wait is over, one way or the other."""
+        if self._line is not None:
+            self._line.close()
+            self._line = None
+
+
 def _unsuitable(system: System, opts: RunOptions) -> str | None:
     if not opts.reserve and not system.boot:
         return f"{system.name} has no boot command"
@@ -83,7 +120,7 @@ def _unsuitable(system: System, opts: RunOptions) -> str | None:
 
 def check(lab: Lab, opts: RunOptions) -> list[str]:
     """The boards that suit the job; raises before anything is locked or copied."""
-    if not opts.reserve and not opts.completion:
+    if not opts.reserve and opts.completion is None:  # -c "": no completion text, as mq.sh has it
         raise UsageError("mq run needs -c TEXT (the completion text) or -r (reserve the board)")
     if opts.dtb and not opts.linux:
         raise BadInputError("-b DTB is only accepted together with -L")
@@ -159,14 +196,13 @@ def _upload_all(lab: Lab, paths: list[str]) -> list[str]:
         bar.close()
 
 
-def run(lab: Lab, opts: RunOptions, notify: Notify) -> RunResult:
+def run(lab: Lab, opts: RunOptions, voice: Voice) -> RunResult:
     started = time.monotonic()
     boards = check(lab, opts)
     sink = ConsoleSink(opts.log, opts.console_to_stderr)
-    if opts.reserve and (opts.completion or opts.error or opts.files or opts.interactive):
-        notify("mq: -r reserves the board without booting it; -c, -e, -f and -a are ignored")
+    voice.starting(opts, boards)
     try:
-        result = _run(lab, opts, boards, sink, notify)
+        result = _run(lab, opts, boards, sink, voice)
         sink.finish()
         result.duration = round(time.monotonic() - started, 3)
         return result
@@ -174,7 +210,7 @@ def run(lab: Lab, opts: RunOptions, notify: Notify) -> RunResult:
         sink.close()
 
 
-def _run(lab: Lab, opts: RunOptions, boards: list[str], sink: ConsoleSink, notify: Notify) -> RunResult:
+def _run(lab: Lab, opts: RunOptions, boards: list[str], sink: ConsoleSink, voice: Voice) -> RunResult:
     uploaded = _upload_all(lab, opts.files)
     extra = _upload_all(lab, [p for p in (opts.dtb, opts.bitstream) if p])
     dtb = extra.pop(0) if opts.dtb else ""
@@ -190,32 +226,25 @@ def _run(lab: Lab, opts: RunOptions, boards: list[str], sink: ConsoleSink, notif
     }
     if opts.priority is not None:
         spec["priority"] = opts.priority
+    if opts.owner_only:
+        spec["owner_only"] = True
     keyboard = Keyboard("reserve") if opts.reserve else Keyboard("interactive") if opts.interactive else None
 
-    line: WaitLine | None = None
     upload: UploadBar | None = None  # the PostgreSQL queue uploads once it knows the board's host
 
     def on_event(event: str, data: bytes, fields: dict[str, Any]) -> None:
-        nonlocal line, upload
+        nonlocal upload
         if event == "console":
             sink.write(data)
         elif event == "upload":
             upload = upload or UploadBar(int(fields.get("total", 0)))
             upload.advance(int(fields.get("sent", 0)))
         elif event == "queue":
-            line = line or WaitLine()
-            line.update(fields)
+            voice.queued(fields)
         elif event == "board":
-            if line is not None:
-                line.close()
-            board = fields.get("board", "?")
-            if opts.reserve:
-                notify(f"mq: {board} is yours (locked by this command). Press Enter or Ctrl+D to power it off "
-                       "and release it.")
-            else:
-                notify(f"mq: running on {board}" + ("" if fields.get("grant") else " (already held by you)"))
+            voice.board(str(fields.get("board", "?")), bool(fields.get("grant")), opts.reserve)
         elif event == "interactive":
-            notify("\r\nmq: console is interactive now; Ctrl+] or Ctrl+D ends the session")
+            voice.interactive()
 
     try:
         if keyboard is not None:
@@ -224,14 +253,14 @@ def _run(lab: Lab, opts: RunOptions, boards: list[str], sink: ConsoleSink, notif
         else:
             result = lab.transport.run_job(spec, on_event, None)
     finally:
-        if line is not None:
-            line.close()
+        voice.waited()
         if upload is not None:
             upload.close()
     outcome = str(result["outcome"])
     if outcome == TIMED_OUT:  # after all the console (its events came before the result), on a line of its own
         sink.line(TIMEOUT_MARKER)
-    code = ExitCode.OK if outcome == DETACHED else OUTCOME_EXIT.get(outcome, 1)
+    no_text = outcome == CONSOLE_ENDED and opts.completion == ""  # -c "": the console's end is the job's end
+    code = ExitCode.OK if outcome == DETACHED or no_text else OUTCOME_EXIT.get(outcome, 1)
     taken_by, why = result.get("taken_by"), result.get("lost_why")
     return RunResult(outcome=outcome, board=str(result["board"]), exit_code=code, notes=list(result["notes"]),
                      powered_off=bool(result.get("powered_off")), taken_by=None if taken_by is None else str(taken_by),

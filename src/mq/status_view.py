@@ -35,7 +35,7 @@ def board_json(state: BoardState, status: LabStatus) -> Dict[str, Any]:
             basis = f"expected to get {estimate['board']} instead: {basis}"
         waiters.append({"position": position, "user": ticket.user, "key": ticket.key, "since": ticket.created,
                         "target": ticket.target, "priority": ticket.priority, "effective_priority": ticket.effective,
-                        "eta": estimate.get("eta"), "eta_basis": basis})
+                        "eta": estimate.get("eta"), "eta_basis": basis, "tool": ticket.tool})
     return {"board": state.board, "state": state_word(state),
             "holder": None if holder is None else {"user": holder.user, "key": holder.key,
                                                    "since": holder.since_ns / 1e9, "timeout": holder.timeout or None,
@@ -73,7 +73,8 @@ def status_lines(status: LabStatus) -> List[str]:
                          f"{clock(off.since, now)})")
         for waiter in board_json(state, status)["waiters"]:
             via = f" via {waiter['target']}" if waiter["target"] != state.board else ""
-            lines.append(f"    {waiter['position']}. {safe_text(waiter['user'])} key "
+            tool = " (mq.sh)" if waiter["tool"] == "mq.sh" else ""
+            lines.append(f"    {waiter['position']}. {safe_text(waiter['user'])}{tool} key "
                          f"'{safe_text(waiter['key'], 40)}'{via}, waiting since {clock(waiter['since'], now)} "
                          f"({duration(now - waiter['since'])})"
                          f"{priority_text(waiter['priority'], waiter['effective_priority'])}; "

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from .. import __version__
-from . import check, listing, run, sem, status
+from . import check, import_mqsh, listing, run, sem, status
 from .state import Globals
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -40,6 +40,7 @@ app.command("system-tsv")(listing.system_tsv)
 app.command("pool-tsv")(listing.pool_tsv)
 app.command("features")(listing.features)
 app.command("check")(check.check)
+app.command("import-mqsh")(import_mqsh.import_mqsh)
 
 from . import history, stats  # noqa: E402 - issue 11: the audit log's history and statistics
 

@@ -26,12 +26,13 @@ def systems(ctx: typer.Context,
     `mq.sh systems simple`, for scripts and completion).
     """
     inv = inventory_of(ctx)
+    as_mqsh = _as_mqsh(ctx)  # mq.sh's own boxes, byte for byte
     if as_json:
         render.out(render.envelope("systems", render.inventory_json(inv)))
     elif mode == "simple":
-        render.write_lines(render.systems_simple(inv))
+        render.write_lines(render.systems_simple(inv, as_mqsh=as_mqsh))
     elif mode is None:
-        render.write_lines(render.systems_lines(inv))
+        render.write_lines(render.systems_lines(inv, as_mqsh=as_mqsh))
     else:
         raise BadInputError(f"Unknown systems mode '{mode}' (did you mean 'simple'?)")
 
@@ -92,4 +93,9 @@ def pool_tsv(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
 
 def features(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Which systems PXE-boot Linux and accept a DTB."""
-    _listing(ctx, as_json, "features", render.features_json, render.features_lines)
+    _listing(ctx, as_json, "features", render.features_json,
+             lambda inv: render.features_lines(inv, as_mqsh=_as_mqsh(ctx)))
+
+
+def _as_mqsh(ctx: typer.Context) -> bool:
+    return bool(isinstance(ctx.obj, Globals) and ctx.obj.mqsh)

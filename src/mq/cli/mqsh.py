@@ -33,13 +33,13 @@ from ..engine.errors import (
     UnknownTargetError,
 )
 from ..engine.names import NO_KEY
-from ..engine.results import BoardState, Grant
+from ..engine.results import Grant
 from .acquire import acquire
+from .mqsh_usage import full_usage, sem_usage, usage
 
 # mq.sh's own exit codes: it knows only these.
 OK, FAILED, NOT_ACQUIRED = 0, 1, 2
 MISSING_VALUE = 2  # the shell's status when an option's value is missing
-NO_COMMAND = 255  # mq.sh with no command: its `exit -1`
 COMMANDS = ("run", "systems", "sem", "system-tsv", "pool-tsv", "features")
 ACTIONS = ("-info", "-mr-info", "-signal", "-wait", "-cancel")
 VALUE_OPTIONS = ("-w", "-t", "-k", "-T")
@@ -55,39 +55,6 @@ class Exit(Exception):
         super().__init__(code)
         self.code = code
         self.lines = list(lines)
-
-
-def usage(prog: str) -> List[str]:
-    return ["Machine Queue", "", " Commands:", "", "  run      Run a new job on a machine",
-            "  systems  Query information on available machines", "",
-            "  sem      Directly interact with the machine locks", "",
-            f"Use '{prog} COMMAND help' to get detailed help for each command"]
-
-
-def sem_usage(prog: str) -> List[str]:
-    return [
-        f"{prog} sem -signal|-wait|-cancel|-info SYSTEM [-f] [-w retry-time] [-t retry-count] [-k LOCK_KEY]",
-        "",
-        "   Manually manipulate locks for machines. The lock for each system",
-        "   can be acquired or released.",
-        "",
-        "   You can forcibly release a lock for a system that you do not",
-        "   currently own by the -f flag",
-        "",
-        " Options:",
-        "",
-        " -info SYSTEM     Display lock information for the specified SYSTEM",
-        " -mr-info SYSTEM  Display lock information for the specified SYSTEM in machine-readable format",
-        " -signal SYSTEM   Release the lock for the specified SYSTEM",
-        " -wait SYSTEM     Acquire the lock for the specified SYSTEM",
-        " -cancel SYSTEM   Cancel '-wait' processes on the server that are waiting for specified SYSTEM and key",
-        " -w TIME          Number of seconds to wait between each attempt to acquire the lock (default 8)",
-        " -t RETRIES       Number of retries to preform for acquiring the lock (default -1)",
-        " -f               Forcefully releases a lock even if you are not the owner",
-        " -k LOCK_KEY      Set a key inside the lock",
-        " -T timeout       Allow lock to be reclaimed after timeout seconds",
-        "",
-    ]
 
 
 @dataclass
@@ -130,7 +97,7 @@ def parse_sem(args: Sequence[str], prog: str) -> SemArgs:
             raise Exit(FAILED, sem_usage(prog))
         elif word == "--":
             break
-        elif word.startswith("-"):
+        elif word.startswith("-") or parsed.system:  # a second name: mq.sh's loop knows no such word
             raise Exit(FAILED, [f"Unknown option {word}", *sem_usage(prog)])
         else:
             parsed.system = word
@@ -156,15 +123,15 @@ class Sem:
     def run(self) -> int:
         args = self.args
         if args.dumpall:
-            self.lines += [render.mr_info_line(s) for s in service.sem_dumpall(self.lab, order="directory")]
+            self.lines += [render.mr_info_line(s, as_mqsh=True)
+                           for s in service.sem_dumpall(self.lab, order="directory")]
             return OK
-        members = self._members(args.system)
         handlers: dict[str, Callable[[List[str]], int]] = {
             "-info": self._info, "-mr-info": self._info, "-signal": self._signal, "-wait": self._wait,
             "-cancel": self._cancel}
-        if args.action not in handlers:
+        if args.action not in handlers:  # `sem NAME`, `sem` alone
             raise Exit(FAILED, ["Unknown usage", *sem_usage(self.prog)])
-        return handlers[args.action](members)
+        return handlers[args.action](self._members(args.system))
 
     def _members(self, name: str) -> List[str]:
         inventory = self.lab.inventory
@@ -184,9 +151,8 @@ class Sem:
             chosen = next((s for s in states if s.holder is None), states[0])
             self.lines.append(chosen.board)
             states = [chosen]
-        line: Callable[[BoardState], str] = render.info_line if self.args.action == "-info" \
-            else render.mr_info_line
-        self.lines += [line(s) for s in states]
+        line: Callable[..., str] = render.info_line if self.args.action == "-info" else render.mr_info_line
+        self.lines += [line(s, as_mqsh=True) for s in states]
         return OK
 
     def _signal(self, members: List[str]) -> int:
@@ -225,18 +191,33 @@ class Sem:
         try:
             acquire(self.lab, name, args.key, int(args.timeout), float(args.period), int(args.retries), report)
         except AlreadyHeldError as exc:
-            same = exc.held_key != NO_KEY and exc.held_key == exc.asked_key
-            raise Exit(NOT_ACQUIRED, [
-                "Attempting to grab lock you already own with the same key. Please explicitly release" if same
-                else "Attempting to grab lock you already own. Please explicitly release",
-                f"Failed to acquire lock for system ({name})"]) from None
+            raise already_held(exc) from None
         except NotAcquiredError as exc:
-            gave_up = [] if exc.reason else [f'lockfile: Sorry, giving up on "{self._lock_path(name)}"']
-            raise Exit(NOT_ACQUIRED, [*gave_up, f"Failed to acquire lock for system ({name})"]) from None
+            raise gave_up(self.lab, name, exc) from None
         return OK
 
-    def _lock_path(self, name: str) -> str:
-        return f"{self.lab.config.base.rstrip('/')}/{name}.lock"
+
+def already_held(exc: AlreadyHeldError) -> Exit:
+    same = exc.held_key != NO_KEY and exc.held_key == exc.asked_key
+    return Exit(NOT_ACQUIRED, [
+        "Attempting to grab lock you already own with the same key. Please explicitly release" if same
+        else "Attempting to grab lock you already own. Please explicitly release",
+        f"Failed to acquire lock for system ({exc.name})"])
+
+
+def gave_up(lab: service.Lab, name: str, exc: NotAcquiredError) -> Exit:
+    """A wait that ended without the lock, as mq.sh says it: on a pool, first the member it
+    picked (a free one, else the first) and then the rest about that member; lockfile's own
+    line when the retries ran out (not for a cancelled wait)."""
+    lines: List[str] = []
+    board = name
+    if name in lab.inventory.pools:
+        states = service.sem_info(lab, name)
+        board = next((s.board for s in states if s.holder is None), states[0].board)
+        lines.append(board)
+    if not exc.reason:
+        lines.append(f'lockfile: Sorry, giving up on "{lab.config.base.rstrip("/")}/{board}.lock"')
+    return Exit(NOT_ACQUIRED, [*lines, f"Failed to acquire lock for system ({board})"])
 
 
 def sem(args: Sequence[str], prog: str, host: Optional[str], base: Optional[str]) -> int:
@@ -267,9 +248,13 @@ def main(argv: List[str], prog: str, host: Optional[str], base: Optional[str],
     """``mq.sh ARGS``; commands other than ``sem`` go to ``delegate`` (the typer CLI as mq.sh)."""
     try:
         if not argv:
-            raise Exit(NO_COMMAND, usage(prog))
+            raise Exit(FAILED, full_usage(prog))
         if argv[0] == "sem":
             return sem(argv[1:], prog, host, base)
+        if argv[0] == "run":
+            from . import mqsh_run
+
+            return mqsh_run.main(argv[1:], prog, host, base)
         if argv[0] not in COMMANDS:
             raise Exit(OK, usage(prog))
         return delegate(argv)

@@ -18,6 +18,7 @@ OUTCOME_TEXT = {
     "timeout": "timed out (-d) before the completion text",
     "console-ended": "the console ended before the completion text",
     "detached": "released",
+    "released": "its lock was released (sem -signal with its key); job ended",
 }
 LOCK_LOST = "lock-lost"  # engine.boot.LOCK_LOST (not imported here: only `mq run` loads the engine's run side)
 
@@ -43,13 +44,14 @@ def run_command(
     as_json: bool = typer.Option(False, "--json", help="The console to stderr; on stdout, a summary (JSON)."),
 ) -> None:
     """Lock, boot, stream the console until the completion text, power off, release."""
-    from ..run_client import RunOptions, run  # here, not at import: only `mq run` needs it
+    from ..run_client import RunOptions, Voice, run  # here, not at import: only `mq run` needs it
 
     lab = open_from(ctx)
     result = run(lab, RunOptions(target=system, completion=completion, error=error, timeout=timeout, log=log,
                                  key=key, held=held, reserve=reserve, interactive=interactive, linux=linux, dtb=dtb,
                                  bitstream=bitstream, files=files, period=period, retries=retries,
-                                 priority=check_priority_option(priority), console_to_stderr=as_json), render.diag)
+                                 priority=check_priority_option(priority), console_to_stderr=as_json),
+                 Voice(render.diag))
     for note in result.notes:
         render.diag(f"mq: warning: {note}")
     if result.outcome == LOCK_LOST:

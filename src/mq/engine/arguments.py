@@ -161,6 +161,7 @@ JOB_ARGUMENTS: Dict[str, Check] = {
     "boards": each(board),
     "key": key,
     "mode": choice("run", "held", "reserve"),
+    "owner_only": boolean,  # held: the caller's lock whatever its key (mq.sh's -n)
     "completion": optional(text()),
     "error": optional(text()),
     "timeout": number(high=MAX_SECONDS),  # -d; < 0: none

@@ -39,7 +39,7 @@ class BareEngine:
         """The board, at once: the client took its lock before sending the job."""
         return Grant(board=self._board(name, boards), target=name, key=key, timeout=0, grant=0, waited=0.0)
 
-    def check_held(self, name: str, key: str = NO_KEY, boards: Optional[Sequence[str]] = None) -> str:
+    def check_held(self, name: str, key: Optional[str] = NO_KEY, boards: Optional[Sequence[str]] = None) -> str:
         return self._board(name, boards)
 
     def end_session_lock(self, board: str, key: str, reason: str) -> bool:

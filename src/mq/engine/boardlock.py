@@ -60,7 +60,8 @@ def read_holder(base: str, board: str) -> Optional[Holder]:
     timeout = _parse_timeout(read_small(path)) if kind == "file" else None
     key = _read_key(base, board, st.st_uid)
     return Holder(board=board, uid=st.st_uid, user=user_name(st.st_uid), since_ns=st.st_mtime_ns,
-                  timeout=timeout, key=key, dev=st.st_dev, ino=st.st_ino, kind=kind)
+                  timeout=timeout, key=key, dev=st.st_dev, ino=st.st_ino, kind=kind,
+                  zone=time.localtime(st.st_mtime).tm_gmtoff)
 
 
 def _read_key(base: str, board: str, holder_uid: int) -> Optional[str]:

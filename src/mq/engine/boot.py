@@ -37,9 +37,11 @@ POWER_OFF_TIMEOUT = 60.0
 EXIT_GRACE = 1.0  # seconds a boot command whose output ended may take to exit by itself
 COMPLETED, ERROR_TEXT, TIMED_OUT, CONSOLE_ENDED, DETACHED = "completed", "error", "timeout", "console-ended", "detached"
 LOCK_LOST = "lock-lost"  # the job's lock was broken or reclaimed behind its back (engine.lockwatch)
+RELEASED = "released"  # its holder released the job's lock (sem -signal with the key): the job ended quietly
 NO_DEADLINE = 10 * 365 * 86400.0  # a -d of ten years or more (inf included) is no deadline
 OUTCOME_EXIT = {COMPLETED: ExitCode.OK, ERROR_TEXT: ExitCode.RUN_ERROR_TEXT, TIMED_OUT: ExitCode.RUN_TIMED_OUT,
-                CONSOLE_ENDED: ExitCode.RUN_CONSOLE_ENDED, LOCK_LOST: ExitCode.RUN_LOCK_LOST}
+                CONSOLE_ENDED: ExitCode.RUN_CONSOLE_ENDED, LOCK_LOST: ExitCode.RUN_LOCK_LOST,
+                RELEASED: ExitCode.OK}
 # The client prints this line on stdout (and in -l) after a -d expiry, as the seL4 lab's
 # reboot scripts do: the seL4 CI reads it to classify the run.
 TIMEOUT_MARKER = "[[Timeout]]"
@@ -54,10 +56,24 @@ class BootError(EngineError):
 
 @dataclass
 class Images:
+    """What a job hands its board's commands: the images, and the job's ``-c``, ``-e``, ``-d``
+    and ``-a``, which a lab's own reboot scripts take as mq.sh's runner passes them on."""
+
     files: List[str] = field(default_factory=list)
     dtb: str = ""
     bitstream: str = ""
     linux: bool = False
+    completion: str = ""
+    error: str = ""
+    timeout: float = -1.0  # < 0 or NO_DEADLINE and more: none
+    keep_alive: bool = False
+
+
+def mqsh_seconds(timeout: float) -> str:
+    """``-d`` as mq.sh passes it to a reboot script: ``-1`` for no limit, else the seconds (``30``, ``2.5``)."""
+    if not 0 <= timeout < NO_DEADLINE:
+        return "-1"
+    return str(int(timeout)) if timeout.is_integer() else repr(timeout)
 
 
 def expand(template: str, system: System, images: Images, where: str, path: str = "") -> List[str]:
@@ -72,7 +88,10 @@ def expand(template: str, system: System, images: Images, where: str, path: str 
     values: Dict[str, List[str]] = {
         "system": [system.name], "files": list(images.files), "dtb": [images.dtb] if images.dtb else [],
         "bitstream": [images.bitstream] if images.bitstream else [], "linux": ["-L"] if images.linux else [],
-        "python": [sys.executable],
+        "python": [sys.executable], "completion": [images.completion], "error": [images.error],
+        "timeout": [mqsh_seconds(images.timeout)], "dtb_flag": ["-b", images.dtb] if images.dtb else [],
+        "bitstream_flag": ["--bitstream", images.bitstream] if images.bitstream else [],
+        "keep_alive": ["-a", "-i"] if images.keep_alive else [],
     }
 
     def lookup(name: str) -> List[str]:

@@ -10,7 +10,7 @@ import enum
 import re
 import signal
 import time
-from typing import Any, ClassVar, Dict, Sequence, Tuple, Type
+from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple, Type
 
 
 class ExitCode(enum.IntEnum):
@@ -161,6 +161,13 @@ class NotHolderError(EngineError):
         super().__init__(message)
         self.name = name
         self.why = why
+
+
+def not_held(name: str, key: Optional[str]) -> NotHolderError:
+    """``run -n`` on a board the caller does not hold (with ``key``; None: with any key)."""
+    what = "" if key is None else f" with key '{safe_text(key, 256)}'"
+    return NotHolderError(name, f"You do not hold {name}{what} (run -n needs the lock first: "
+                                f"mq sem -wait {name} -k KEY)")
 
 
 class AlreadyHeldError(EngineError):

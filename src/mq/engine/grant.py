@@ -21,6 +21,7 @@ from .errors import AlreadyHeldError, BadInputError, BoardOfflineError, DiskErro
 from .fsutil import os_error
 from .inventory import Inventory
 from .labdir import LabDir
+from .legacy_waiters import Turns
 from .lockstate import LockState
 from .names import NO_KEY, check_key
 from .queue import OwnTicket, Queue, Ticket, walk_queue
@@ -48,6 +49,7 @@ class Granter:
         self.state = state
         self._watcher: notify.InotifyWatcher | notify.PollWatcher | None = None
         self._doorbell: Optional[Doorbell] = None
+        self.turns = Turns(lab.base)  # mq.sh's waiters, owed their turn on a free board
 
     def wait(self, name: str, key: str = NO_KEY, timeout: int = 0, budget: Optional[float] = None,
              hooks: Hooks = Hooks(), session: bool = False, boards: Optional[Sequence[str]] = None,
@@ -133,7 +135,17 @@ class Granter:
         if boardlock.availability(self.lab.base, board, time.time())[0]:
             return True
         holder = boardlock.read_holder(self.lab.base, board) if self.lab.sessions.has_file(board) else None
-        return holder is not None and self.state.dead_session(holder)
+        if holder is not None and self.state.dead_session(holder):
+            return True
+        self.turns.held(board)
+        return False
+
+    def turn_ends(self, boards: Sequence[str]) -> Optional[float]:
+        """Seconds until an mq.sh waiter's turn on one of ``boards`` ends (``legacy_waiters``)."""
+        return self.turns.ends_in(boards)
+
+    def turn_running(self, board: str) -> bool:
+        return self.turns.running(board)
 
     def settle(self, boards: Sequence[str]) -> None:
         """The offline boards among ``boards`` whose lock is gone, past its ``-T`` or a dead ``run``'s
@@ -162,7 +174,7 @@ class Granter:
     # -- taking the board ------------------------------------------------------------
     def _walk(self, own: OwnTicket, alive: Optional[Callable[[Ticket], bool]] = None) -> Optional[str]:
         choice, dead = walk_queue(self.ordered(), own.ticket.name, self.available,
-                                  alive or self.queue.is_alive, self.lab.base)
+                                  alive or self.queue.is_alive, self.lab.base, owed=self.turns.owed)
         for ticket in dead:
             self.clear_dead(ticket)
         return choice

@@ -70,9 +70,9 @@ class LockEngine(Protocol):
         """Give back grant number ``grant`` the caller could not report; False if it is not held so."""
         ...
 
-    def check_held(self, name: str, key: str = NO_KEY, boards: Optional[Sequence[str]] = None) -> str:
-        """For ``run -n``: the board (of ``boards``, if given) the caller holds with ``key``,
-        else ``NotHolderError``."""
+    def check_held(self, name: str, key: Optional[str] = NO_KEY, boards: Optional[Sequence[str]] = None) -> str:
+        """For ``run -n``: the board (of ``boards``, if given) the caller holds with ``key``
+        (None: with any key, as ``mq.sh``'s ``-n`` checks only the owner), else ``NotHolderError``."""
         ...
 
     # -- releasing ---------------------------------------------------------------
@@ -135,7 +135,7 @@ class JobEngine(Protocol):
              boards: Optional[Sequence[str]] = None,
              on_progress: Optional[Callable[[int, int], None]] = None, priority: Optional[int] = None) -> Grant: ...
 
-    def check_held(self, name: str, key: str = NO_KEY, boards: Optional[Sequence[str]] = None) -> str: ...
+    def check_held(self, name: str, key: Optional[str] = NO_KEY, boards: Optional[Sequence[str]] = None) -> str: ...
 
     def end_session_lock(self, board: str, key: str, reason: str) -> bool: ...
 

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import boardlock, forged, offline_marks, policy
-from .errors import BoardOfflineError, DiskError, LockDirError, NotHolderError
+from . import boardlock, forged, legacy_waiters, offline_marks, policy
+from .errors import BoardOfflineError, DiskError, LockDirError, not_held
 from .fsutil import os_error
 from .grant_records import OWNER, STAT
 from .inventory import Inventory
@@ -26,6 +26,18 @@ from .queue import Queue
 from .results import BoardState, Holder, Offline, Ticket
 
 Record = Dict[str, Any]
+
+
+def with_legacy(tickets: List[Ticket], legacy: List[legacy_waiters.LegacyWaiter]) -> List[Ticket]:
+    """A board's waiters with mq.sh's among them, each before the first that came after it
+    (as the engine serves them: ``legacy_waiters.Turns``)."""
+    merged = list(tickets)
+    for waiter in legacy:
+        at = next((i for i, t in enumerate(merged) if t.tool == "mq" and t.created > waiter.since), len(merged))
+        merged.insert(at, Ticket(name=f"mq.sh-{waiter.pid}", seq=0, uid=waiter.uid, user=waiter.user,
+                                 pid=waiter.pid, host="", key=waiter.key, target=waiter.board, boards=(waiter.board,),
+                                 created=waiter.since, tool="mq.sh"))
+    return merged
 
 
 class LockState:
@@ -62,11 +74,12 @@ class LockState:
                                            if self.queue.is_alive(t)], self.inventory, time.time())
             except LockDirError as exc:  # denied after all (ACLs, a change since the probe)
                 unread = Unread((exc.path, exc.detail), unread.records)
+        legacy = legacy_waiters.Scan(self.lab.base).waiters(boards)
         states = []
         for board in boards:
             holder = self.holder(board)
-            states.append(BoardState(board, holder, tuple(t for t in waiting if board in t.boards), unread.notice(),
-                                     self.offline(board, holder)))
+            queued = with_legacy([t for t in waiting if board in t.boards], [w for w in legacy if w.board == board])
+            states.append(BoardState(board, holder, tuple(queued), unread.notice(), self.offline(board, holder)))
         return states
 
     def dumpall(self, order: str = "inventory") -> List[BoardState]:
@@ -95,14 +108,15 @@ class LockState:
             raise os_error(exc, self.lab.base, "list lock directory") from None
         return [n for n in names if valid_name(n)]
 
-    def check_held(self, name: str, key: str = NO_KEY, boards: Optional[Sequence[str]] = None) -> str:
+    def check_held(self, name: str, key: Optional[str] = NO_KEY, boards: Optional[Sequence[str]] = None) -> str:
         """For ``run -n``: the board (or first pool member) the caller holds with ``key``.
 
         ``boards`` narrows a pool to the members that suit the job.
         """
         members = self.inventory.members(name)
         boards = members if boards is None else [b for b in members if b in set(boards)]
-        check_key(key)
+        if key is not None:
+            check_key(key)
         self.lab.check(writable=False)
         if not self.inventory.is_pool(name):
             mark = offline_marks.read(self.lab, name)
@@ -113,10 +127,9 @@ class LockState:
                 continue  # a pool's offline member: skipped, as a wait skips it
             holder = boardlock.read_holder(self.lab.base, board)
             if holder is not None and holder.kind == "file" and holder.uid == self.lab.uid \
-                    and holder.shown_key == key:
+                    and key in (None, holder.shown_key):
                 return board
-        raise NotHolderError(name, f"You do not hold {name} with key '{key}' (run -n needs the lock first: "
-                                   f"mq sem -wait {name} -k KEY)")
+        raise not_held(name, key)
 
     # -- grant records ---------------------------------------------------------------
     def record_for(self, holder: Holder) -> Optional[Record]:

@@ -42,6 +42,7 @@ class LockLoss:
     taken_by: Optional[str]  # the new holder's user; None: no lock there now
     noticed: float  # time.time() when the job noticed
     new_since: Optional[float]  # when the new lock was made (its mtime), if there is one
+    released: bool = False  # no successor: its own holder released it (``sem -signal`` with the right key)
 
 
 class LockLost(Exception):
@@ -102,7 +103,22 @@ class LockWatch:
         noticed = time.time()
         successor = self._successor()
         return LockLoss(board=self.board, grant=self.grant, taken_by=successor.user if successor else None,
-                        noticed=noticed, new_since=successor.since_ns / 1e9 if successor else None)
+                        noticed=noticed, new_since=successor.since_ns / 1e9 if successor else None,
+                        released=successor is None and self._released_by_holder())
+
+    def _released_by_holder(self) -> bool:
+        """The lock went by its own holder's plain release (``sem -signal`` with its key, audited
+        ``release`` under the lab mutex before the lock went): the job ends quietly, as ``mq.sh``'s
+        would (the sddf CI releases a ``run -n`` job's lock, then hangs up on it)."""
+        own = self.own
+        if own is None:
+            return False
+        with contextlib.suppress(EngineError, OSError):
+            for event in reversed(self.engine.events(self.board, since=own.since_ns / 1e9 - 1)):
+                if event.get("board") == self.board and event.get("event") in ("release", "force", "reclaim"):
+                    return bool(event.get("event") == "release" and event.get("user") == own.user
+                                and event.get("outcome") == "released")
+        return False
 
     def _successor(self) -> Optional[Holder]:
         """Who holds the board now. Read under the lab mutex, so an ``mq`` reclaim (which
@@ -127,11 +143,16 @@ class LockWatch:
         (``taken-over``), and write ``lock-lost`` to the audit log. The lock at the path
         is never touched: it is the new holder's."""
         lab = self.engine.lab
-        lab.sessions.end(loss.board)
+        self.let_go()
         self.engine.state.notice_taken_over(loss.board, "run")
         after = round(loss.noticed - loss.new_since, 3) if loss.new_since is not None else None
         lab.audit.record("lock-lost", board=loss.board, grant=loss.grant, key=key, mode=mode,
                          taken_by=loss.taken_by, noticed_after=after)
+
+    def let_go(self) -> None:
+        """The lock is no longer the job's: let go of the job's session flock (a new holder's
+        ``run`` takes it)."""
+        self.engine.lab.sessions.end(self.board)
 
     def close(self) -> None:
         self._watcher.close()

@@ -181,7 +181,8 @@ class Queue:
 
 
 def walk_queue(tickets: Sequence[Ticket], me: str, available: Callable[[str], bool],
-               alive: Callable[[Ticket], bool], lock_dir: str) -> Tuple[Optional[str], List[Ticket]]:
+               alive: Callable[[Ticket], bool], lock_dir: str,
+               owed: Optional[Callable[[str], Optional[float]]] = None) -> Tuple[Optional[str], List[Ticket]]:
     """Hand available boards to tickets in the order given (``policy.order``: arrival order under
     FIFO); return my board (if any).
 
@@ -191,7 +192,9 @@ def walk_queue(tickets: Sequence[Ticket], me: str, available: Callable[[str], bo
     walk stops as soon as none of my boards is left to hand out, so a waiter
     that cannot be served costs a directory listing and a few ``lstat``s.
     Liveness is checked only for tickets about to receive a board; the dead
-    ones found are returned for clearing.
+    ones found are returned for clearing. ``owed(board)``, for a free board: the
+    arrival of an ``mq.sh`` waiter whose turn it is (``legacy_waiters``); tickets
+    that arrived after it are not handed that board.
     """
     mine = next((t for t in tickets if t.name == me), None)
     if mine is None:
@@ -210,11 +213,22 @@ def walk_queue(tickets: Sequence[Ticket], me: str, available: Callable[[str], bo
             vacancy[board] = not os.path.lexists(os.path.join(lock_dir, board + ".lock"))
         return vacancy[board]
 
+    turns: Dict[str, Optional[float]] = {}
+
+    def yields(board: str, ticket: Ticket) -> bool:
+        """``ticket`` came after the mq.sh waiter whose turn the free ``board`` is."""
+        if owed is None:
+            return False
+        if board not in turns:
+            turns[board] = owed(board)
+        arrived = turns[board]
+        return arrived is not None and ticket.created > arrived
+
     dead: List[Ticket] = []
     for ticket in tickets:
         if not any(free(b) for b in mine.boards):
             return None, dead
-        usable = [b for b in ticket.boards if free(b)]
+        usable = [b for b in ticket.boards if free(b) and not yields(b, ticket)]
         choice = next((b for b in usable if vacant(b)), usable[0]) if usable else None
         if ticket.name == me:
             return choice, dead

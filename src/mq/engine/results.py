@@ -30,6 +30,7 @@ class Holder:
     grant: Optional[int] = None
     pool: str = ""
     session: str = ""  # a lock taken by ``mq run``: "live" while its process lives, then "dead"
+    zone: Optional[int] = None  # the lab host's UTC offset (s) at ``since``, as its ``stat`` prints the date
 
     def same_file(self, st: os.stat_result) -> bool:
         """The lock file this holder was read from (not a successor reusing its inode)."""
@@ -64,6 +65,7 @@ class Ticket:
     priority: int = 0  # as asked for (or given by the inventory's [queue]); see ``policy``
     effective: Optional[float] = None  # its effective priority when read, under the priority policy (else None)
     written: float = 0.0  # the ticket file's mtime: a pid it names must be older (``proccheck``)
+    tool: str = "mq"  # "mq.sh": a waiting ``lockfile`` of mq.sh's on the host (``legacy_waiters``), shown only
 
 
 @dataclass(frozen=True)

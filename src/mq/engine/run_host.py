@@ -43,6 +43,7 @@ class JobSpec:
     boards: List[str]
     key: str = NO_KEY
     mode: str = "run"  # run | held (-n) | reserve (-r)
+    owner_only: bool = False  # -n as mq.sh checks it: the caller's lock, whatever its key
     completion: Optional[str] = None
     error: Optional[str] = None
     timeout: float = -1.0  # -d; < 0: none
@@ -121,7 +122,7 @@ def run_job(engine: JobEngine, spec: JobSpec, io: JobIO, job_dir: Optional[JobDi
     try:  # from the top: an early error still removes the job's uploads
         completion = boot.compile_pattern(spec.completion, "-c")
         error = boot.compile_pattern(spec.error, "-e")
-        if spec.mode == "run" and completion is None and not spec.interactive:
+        if spec.mode == "run" and spec.completion is None and not spec.interactive:  # -c "": no completion text
             raise BadInputError("mq run needs -c TEXT (or -r to reserve)")
         trust.refuse_untrusted(engine.inventory, spec.boards)  # before anything is locked
         with GUARD.deferred():  # interruptible while waiting; a grant is always recorded here
@@ -138,8 +139,8 @@ def run_job(engine: JobEngine, spec: JobSpec, io: JobIO, job_dir: Optional[JobDi
             result["outcome"] = _watch(console, spec, keys, completion, error, watch)
         return result
     except LockLost as exc:  # not an error: the job ends, and its result says who took the board
-        lost = exc.loss
-        result.update(outcome=boot.LOCK_LOST, taken_by=lost.taken_by)
+        took = False  # never release what is there now: it is not the job's lock
+        lost = _lost(exc.loss, result)
         return result
     except ClientGone as exc:
         why = f"client gone ({exc.message})"
@@ -151,17 +152,29 @@ def run_job(engine: JobEngine, spec: JobSpec, io: JobIO, job_dir: Optional[JobDi
         with GUARD.deferred():  # a second Ctrl+C must not cut the clean-up short
             if watch is not None and lost is not None:
                 watch.settle(lost, spec.key, spec.mode)  # first: the new holder's own run may need the board
+            elif watch is not None and result["outcome"] == boot.RELEASED:
+                watch.let_go()
             result["powered_off"] = _clean_up(engine, spec, board, took and lost is None, console, job_dir, env,
                                               notes, why, result["outcome"])
             if watch is not None:
                 watch.close()
 
 
+def _lost(loss: LockLoss, result: Dict[str, Any]) -> Optional[LockLoss]:
+    """The job's outcome when its lock went: ``released`` (its holder let it go with the key:
+    a quiet end) or ``lock-lost`` (taken away: the loss to settle)."""
+    if loss.released:
+        result["outcome"] = boot.RELEASED
+        return None
+    result.update(outcome=boot.LOCK_LOST, taken_by=loss.taken_by)
+    return loss
+
+
 def _take(engine: JobEngine, spec: JobSpec, keys: _Keys) -> Tuple[str, Optional[int]]:
     """The board the job runs on, and the number of the grant that locked it for the job
     (None: ``-n``, the caller holds it already)."""
     if spec.mode == "held":
-        return engine.check_held(spec.target, spec.key, spec.boards), None
+        return engine.check_held(spec.target, None if spec.owner_only else spec.key, spec.boards), None
     io = keys.io
 
     def progress(position: int, total: int) -> None:  # the client's waiting line
@@ -178,7 +191,9 @@ def _take(engine: JobEngine, spec: JobSpec, keys: _Keys) -> Tuple[str, Optional[
 
 
 def _images(spec: JobSpec) -> boot.Images:
-    return boot.Images(files=list(spec.files), dtb=spec.dtb, bitstream=spec.bitstream, linux=spec.linux)
+    return boot.Images(files=list(spec.files), dtb=spec.dtb, bitstream=spec.bitstream, linux=spec.linux,
+                       completion=spec.completion or "", error=spec.error or "", timeout=spec.timeout,
+                       keep_alive=spec.interactive)
 
 
 def _boot(engine: JobEngine, spec: JobSpec, board: str, env: Dict[str, str]) -> boot.Console:
@@ -243,7 +258,11 @@ def _watch(console: boot.Console, spec: JobSpec, keys: _Keys, completion: Any, e
     def emit(data: bytes) -> None:
         io.emit("console", data)
 
-    outcome = boot.watch_console(console, emit, patterns, deadline, io.input_fds, keys.ignore, io.tick, watch=watch)
+    if spec.completion == "" and spec.interactive:  # -c "" -a: an empty text is found at once (mq.sh)
+        outcome = boot.COMPLETED
+    else:
+        outcome = boot.watch_console(console, emit, patterns, deadline, io.input_fds, keys.ignore, io.tick,
+                                     watch=watch)
     if not spec.interactive or outcome == boot.CONSOLE_ENDED:
         return outcome
     io.emit("interactive", outcome=outcome)

@@ -58,7 +58,7 @@ class Engine:
     def undo_grant(self, board: str, key: str, grant: int, reason: str = "interrupted") -> bool:
         return self.releases.undo_grant(board, key, grant, reason)
 
-    def check_held(self, name: str, key: str = NO_KEY, boards: Optional[Sequence[str]] = None) -> str:
+    def check_held(self, name: str, key: Optional[str] = NO_KEY, boards: Optional[Sequence[str]] = None) -> str:
         return self.state.check_held(name, key, boards)
 
     def signal(self, name: str, key: str = NO_KEY, force: bool = False) -> List[Released]:

@@ -20,8 +20,10 @@ from typing import List, Optional, Sequence, Set, Tuple
 
 from .tomlparse import quoted
 
-PLACEHOLDERS = ("system", "files", "dtb", "bitstream", "linux", "python")
-"""Every placeholder but ``{fileN}`` (N from 1 to the system's ``files``)."""
+PLACEHOLDERS = ("system", "files", "dtb", "bitstream", "linux", "python",
+                "completion", "error", "timeout", "dtb_flag", "bitstream_flag", "keep_alive")
+"""Every placeholder but ``{fileN}`` (N from 1 to the system's ``files``). The last six pass
+``mq run``'s options on as mq.sh's runner gives them to a lab's reboot script (``boot.expand``)."""
 PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
 _FILE_N = re.compile(r"file([1-9][0-9]*)")
 _NAME_START = re.compile(r"[a-z0-9_]+")

@@ -80,6 +80,12 @@ class WaitSite(Protocol):
 
     def doorbell(self) -> Doorbell: ...
 
+    def turn_ends(self, boards: Sequence[str]) -> Optional[float]:
+        """Seconds until an ``mq.sh`` waiter's turn on one of ``boards`` ends (None: none runs)."""
+        ...
+
+    def turn_running(self, board: str) -> bool: ...
+
     def watcher(self) -> notify.InotifyWatcher | notify.PollWatcher: ...
 
 
@@ -205,8 +211,8 @@ class Waiter:
             offline = os.path.lexists(mark)
             if offline:
                 wanted[mark] = MARK_EVENTS  # `mq online`: the board may be free at once
-            if not os.path.lexists(lock):
-                newly = newly or not offline  # freed since the walk: nothing to watch, look again
+            if not os.path.lexists(lock):  # freed since the walk: nothing to watch, look again (unless the
+                newly = newly or not (offline or self.site.turn_running(board))  # free board is mq.sh's turn)
                 continue
             wanted[lock] = LOCK_EVENTS
             session = self.site.lab.sessions.path(board)
@@ -302,7 +308,7 @@ class Waiter:
                                       waited=round(now - started, 3))
                 raise NotAcquiredError(self.own.ticket.target)
             sleep = _shortest(self._until_expiry(head), None if self.deadline is None else self.deadline - now,
-                              self.hooks.on_tick() if self.hooks.on_tick else None)
+                              self.hooks.on_tick() if self.hooks.on_tick else None, self.site.turn_ends(self.boards))
             # A cancel's nudge that came before this sleep (its wake-up byte already drained
             # by a safe point) must not be left for after it: the sleep may be endless.
             self._take_nudge()

@@ -15,7 +15,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from mq.engine import policy
-from mq.engine.errors import AlreadyHeldError, BadInputError, BoardOfflineError, LockDirError, NotHolderError
+from mq.engine.errors import AlreadyHeldError, BadInputError, BoardOfflineError, LockDirError, not_held
 from mq.engine.health import Failure
 from mq.engine.inventory import Inventory
 from mq.engine.labpaths import user_name
@@ -162,10 +162,11 @@ class PgEngine:
         self._conn()
         return self.releases.undo_grant(board, key, grant, reason)
 
-    def check_held(self, name: str, key: str = NO_KEY, boards: Optional[Sequence[str]] = None) -> str:
+    def check_held(self, name: str, key: Optional[str] = NO_KEY, boards: Optional[Sequence[str]] = None) -> str:
         members = self.inventory.members(name)
         wanted = members if boards is None else [b for b in members if b in set(boards)]
-        check_key(key)
+        if key is not None:
+            check_key(key)
         snap = self._snapshot()
         if not self.inventory.is_pool(name) and name in snap.offline:
             mark = snap.offline[name]
@@ -174,10 +175,9 @@ class PgEngine:
             lock = snap.locks.get(board)
             if board in snap.offline or lock is None or lock.maintenance:
                 continue
-            if lock.user == self.user and lock.key == key:
+            if lock.user == self.user and key in (None, lock.key):
                 return board
-        raise NotHolderError(name, f"You do not hold {name} with key '{key}' (run -n needs the lock first: "
-                                   f"mq sem -wait {name} -k KEY)")
+        raise not_held(name, key)
 
     # -- releasing ------------------------------------------------------------------------
     def signal(self, name: str, key: str = NO_KEY, force: bool = False) -> List[Released]:

@@ -49,7 +49,7 @@ class Granter:
         self.state = state
         self._watcher: notify.InotifyWatcher | notify.PollWatcher | None = None
         self._doorbell: Optional[Doorbell] = None
-        self.turns = Turns(lab.base)  # mq.sh's waiters, owed their turn on a free board
+        self.turns = Turns(state.legacy)  # mq.sh's waiters, owed their turn on a free board
 
     def wait(self, name: str, key: str = NO_KEY, timeout: int = 0, budget: Optional[float] = None,
              hooks: Hooks = Hooks(), session: bool = False, boards: Optional[Sequence[str]] = None,

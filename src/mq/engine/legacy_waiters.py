@@ -145,8 +145,8 @@ class Scan:
 class Turns:
     """Which free boards are an ``mq.sh`` waiter's turn (see the module's text)."""
 
-    def __init__(self, base: str) -> None:
-        self.scan = Scan(base)
+    def __init__(self, scan: Scan) -> None:
+        self.scan = scan
         self._start: Dict[str, Tuple[int, float]] = {}  # board -> (the waiter's pid, when its turn began)
 
     def owed(self, board: str) -> Optional[float]:

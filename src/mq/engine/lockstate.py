@@ -45,6 +45,7 @@ class LockState:
         self.lab = lab
         self.inventory = inventory
         self.queue = queue
+        self.legacy = legacy_waiters.Scan(lab.base)  # mq.sh's waiters; kept: a process is read once
 
     def holder(self, board: str) -> Optional[Holder]:
         """The board's holder, with its grant number, pool and ``run`` session from mq's record."""
@@ -74,7 +75,7 @@ class LockState:
                                            if self.queue.is_alive(t)], self.inventory, time.time())
             except LockDirError as exc:  # denied after all (ACLs, a change since the probe)
                 unread = Unread((exc.path, exc.detail), unread.records)
-        legacy = legacy_waiters.Scan(self.lab.base).waiters(boards)
+        legacy = self.legacy.waiters(boards)
         states = []
         for board in boards:
             holder = self.holder(board)

@@ -48,9 +48,15 @@ class LegacyWaiter:
     pid: int
     uid: int
     user: str
-    since: float  # Unix time its process started: its arrival
+    since: float  # Unix time its process started: its arrival (read in clock ticks: see ``arrived``)
     period: float  # seconds between its tries (-W)
     key: str  # the key its mq.sh shell will store ("0": none known)
+
+    @property
+    def arrived(self) -> float:
+        """The latest its process may have started: /proc gives the start in clock ticks, rounded
+        down, so a ticket made within two ticks after ``since`` may well be the earlier."""
+        return self.since + 2.0 / os.sysconf("SC_CLK_TCK")
 
 
 def _lock_target(argv: List[bytes], base: str) -> Optional[Tuple[str, float]]:
@@ -161,7 +167,7 @@ class Turns:
         if pid != first.pid:
             began = time.time()
             self._start[board] = (first.pid, began)
-        return first.since if time.time() < began + first.period + MARGIN else None
+        return first.arrived if time.time() < began + first.period + MARGIN else None
 
     def held(self, board: str) -> None:
         """The board is held (again): its next free spell is a new turn."""

@@ -33,7 +33,7 @@ def with_legacy(tickets: List[Ticket], legacy: List[legacy_waiters.LegacyWaiter]
     (as the engine serves them: ``legacy_waiters.Turns``)."""
     merged = list(tickets)
     for waiter in legacy:
-        at = next((i for i, t in enumerate(merged) if t.tool == "mq" and t.created > waiter.since), len(merged))
+        at = next((i for i, t in enumerate(merged) if t.tool == "mq" and t.created > waiter.arrived), len(merged))
         merged.insert(at, Ticket(name=f"mq.sh-{waiter.pid}", seq=0, uid=waiter.uid, user=waiter.user,
                                  pid=waiter.pid, host="", key=waiter.key, target=waiter.board, boards=(waiter.board,),
                                  created=waiter.since, tool="mq.sh"))

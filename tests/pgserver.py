@@ -162,11 +162,10 @@ port = {port}
 unix_socket_directories = '{sockets}'
 max_connections = 1000
 shared_buffers = 32MB
-fsync = off
-synchronous_commit = off
-full_page_writes = off
 log_min_messages = warning
 """
+# Durable defaults (fsync, synchronous_commit, full_page_writes on): a grant a client was told
+# about must survive ``pg_ctl restart -m immediate`` here as on a real server.
 
 
 def start_server(tcp: bool = False) -> PgServer:

@@ -94,7 +94,8 @@ def test_known_expiries_and_hold_times_give_known_etas(lab: LabFixture,
     assert [(w["position"], w["key"]) for w in boards["b1"]["waiters"]] == [(1, "w1"), (2, "w2")]
     assert [(w["position"], w["key"]) for w in boards["b2"]["waiters"]] == [(1, "w2"), (2, "w3")]
     assert set(boards["b1"]["waiters"][0]) == {"position", "user", "key", "since", "target", "eta", "eta_basis",
-                                               "priority", "effective_priority", "tool"}
+                                               "priority", "effective_priority", "tool", "liveness",
+                                               "lost_since"}
 
 
 def test_an_expired_lock_and_a_free_board_mean_now(lab: LabFixture, waiters: list[subprocess.Popen[str]]) -> None:

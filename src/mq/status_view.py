@@ -35,7 +35,9 @@ def board_json(state: BoardState, status: LabStatus) -> Dict[str, Any]:
             basis = f"expected to get {estimate['board']} instead: {basis}"
         waiters.append({"position": position, "user": ticket.user, "key": ticket.key, "since": ticket.created,
                         "target": ticket.target, "priority": ticket.priority, "effective_priority": ticket.effective,
-                        "eta": estimate.get("eta"), "eta_basis": basis, "tool": ticket.tool})
+                        "eta": estimate.get("eta"), "eta_basis": basis, "tool": ticket.tool,
+                        "liveness": "alive" if ticket.lost_since is None else "reconnecting",
+                        "lost_since": ticket.lost_since})
     return {"board": state.board, "state": state_word(state),
             "holder": None if holder is None else {"user": holder.user, "key": holder.key,
                                                    "since": holder.since_ns / 1e9, "timeout": holder.timeout or None,
@@ -77,10 +79,16 @@ def status_lines(status: LabStatus) -> List[str]:
             lines.append(f"    {waiter['position']}. {safe_text(waiter['user'])}{tool} key "
                          f"'{safe_text(waiter['key'], 40)}'{via}, waiting since {clock(waiter['since'], now)} "
                          f"({duration(now - waiter['since'])})"
-                         f"{priority_text(waiter['priority'], waiter['effective_priority'])}; "
+                         f"{priority_text(waiter['priority'], waiter['effective_priority'])}"
+                         f"{_reconnecting(waiter, now)}; "
                          f"ETA {eta_text(waiter['eta'], now)}: "
                          f"{waiter['eta_basis']}")
     return lines
+
+
+def _reconnecting(waiter: Dict[str, Any], now: float) -> str:
+    since = waiter.get("lost_since")
+    return "" if since is None else f"; reconnecting since {clock(since, now)} (the database restarted)"
 
 
 __all__ = ["board_json", "eta_text", "state_word", "status_json", "status_lines"]

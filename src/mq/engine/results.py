@@ -66,6 +66,7 @@ class Ticket:
     effective: Optional[float] = None  # its effective priority when read, under the priority policy (else None)
     written: float = 0.0  # the ticket file's mtime: a pid it names must be older (``proccheck``)
     tool: str = "mq"  # "mq.sh": a waiting ``lockfile`` of mq.sh's on the host (``legacy_waiters``), shown only
+    lost_since: Optional[float] = None  # the PostgreSQL queue: its client reconnecting (after a restart) since then
 
 
 @dataclass(frozen=True)

@@ -65,14 +65,13 @@ class PgEngine:
         self.close()
 
     def _conn(self) -> Any:
-        conn = self.link.conn
         if not self._checked:
-            found = schema.version(conn)
+            found = self.link.run(schema.version)  # through a restart, as every statement
             if found != schema.VERSION:
                 raise LockDirError(where(self.link.conninfo), f"schema version {found}, this mq needs "
                                    f"{schema.VERSION}: run mq admin init")
             self._checked = True
-        return conn
+        return self.link.conn
 
     def _snapshot(self) -> Snapshot:
         def look(conn: Any) -> Snapshot:
@@ -205,7 +204,7 @@ class PgEngine:
 
     def _waiting(self, snap: Snapshot) -> List[Ticket]:
         """The live waiters in the order they are served, with their effective priorities."""
-        return policy.annotate([t.ticket for t in ordered(snap.tickets, self.inventory) if t.counted],
+        return policy.annotate([t.shown for t in ordered(snap.tickets, self.inventory) if t.counted],
                                self.inventory, snap.now)
 
     def _state(self, snap: Snapshot, board: str, waiters: tuple[Any, ...] = ()) -> BoardState:

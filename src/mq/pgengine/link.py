@@ -19,9 +19,9 @@ from typing import Any, Callable, Iterator, List, Optional
 
 import psycopg
 
-from mq.engine.errors import LockDirError
+from mq.engine.errors import EngineError, ExitCode, LockDirError
 
-from . import audit
+from . import audit, session
 from .rows import MUTEX, OWNER_CLASS
 
 CHANNEL = "mq_queue"
@@ -30,6 +30,15 @@ BACKOFF_MAX = 2.0
 STILL_TRYING = 60.0  # seconds between two "still trying" of a patient reconnect
 LOST_PAST_GRACE = "connection lost past the grace period"  # the audit reason of a run lock cleared so
 RECLAIM_TRIES = 50  # tries to take the owner lock back (a stale backend may still hold it for a moment)
+REGISTER = ("INSERT INTO mq_owners (id, username, pid, host, backend_pid, server_start) "
+            "VALUES (%s, %s, %s, %s, pg_backend_pid(), pg_postmaster_start_time())")
+STUCK_MUTEX = 15.0  # seconds one backend may keep the queue lock (mq's transactions take milliseconds)
+MUTEX_HOLDER = f"""
+    SELECT a.pid, coalesce(a.usename, '?') || '@' || coalesce(host(a.client_addr), 'local'),
+           extract(epoch FROM coalesce(a.xact_start, a.backend_start))::float8
+    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {MUTEX[0]} AND l.objid = {MUTEX[1]}
+      AND l.objsubid = 2 LIMIT 1"""  # noqa: S608
 
 Pause = Callable[[float], None]
 
@@ -40,6 +49,36 @@ TERMINATE_STALE = f"""
     WHERE o.id = %s AND o.backend_pid <> pg_backend_pid() AND EXISTS (
         SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.classid = {OWNER_CLASS}
         AND l.objsubid = 2 AND l.objid::bigint = o.id AND l.pid = o.backend_pid)"""  # noqa: S608
+
+
+class PlaceLost(EngineError):
+    """This client's connection dropped while the server stayed up: to the others it died, so its
+    place in the queue and its ``run`` locks are gone (as with a dropped SSH session)."""
+
+    exit_code = ExitCode.SSH
+    wire_fields = ("message",)
+
+    def __init__(self, database: str) -> None:
+        super().__init__(f"the connection to the {database} dropped while the server stayed up: this client "
+                         "counts as gone, and its place in the queue and its run locks were let go")
+
+
+class CannotConnect(LockDirError):
+    """No connection for now (the server is starting, stopping or away): worth trying again.
+    A refusal that will not change (a password, a database that does not exist) is a plain
+    ``LockDirError``, said at once."""
+
+
+_FINAL = ("password authentication failed", "does not exist", "no pg_hba.conf entry", "permission denied",
+          "invalid", "SSL", "certificate")
+FULL = ("the server has no connection left (max_connections, or the role's CONNECTION LIMIT, is used up; each "
+        "waiting mq client uses at most 2): raise max_connections in postgresql.conf")
+
+
+def transient(exc: BaseException) -> bool:
+    """A connection failure that a restart or failover explains (try again), not a refusal."""
+    text = str(exc)
+    return not any(word in text for word in _FINAL)
 
 
 def where(conninfo: str) -> str:
@@ -63,6 +102,7 @@ class Link:
         self.on_reconnect = on_reconnect
         self.give_up = give_up  # seconds of failed reconnects after which an operation fails
         self.owner: Optional[int] = None
+        self.server_start: Any = None  # the server's start time when the owner registered or was re-claimed
         self.listening = False
         self._conn: Optional[psycopg.Connection[Any]] = None
 
@@ -75,9 +115,11 @@ class Link:
 
     def _open(self) -> psycopg.Connection[Any]:
         try:
-            conn = psycopg.connect(self.conninfo, autocommit=True)
+            conn = psycopg.connect(session.conninfo(self.conninfo), autocommit=True)
         except psycopg.OperationalError as exc:
-            raise LockDirError(where(self.conninfo), f"cannot connect ({_first_line(exc)})") from None
+            error = CannotConnect if transient(exc) else LockDirError
+            why = FULL if "too many connections" in str(exc) else _first_line(exc)
+            raise error(where(self.conninfo), f"cannot connect ({why})") from None
         try:
             if self.owner is not None:
                 self._reclaim(conn, self.owner)
@@ -115,7 +157,7 @@ class Link:
         while True:
             try:
                 self.conn  # noqa: B018 - connects (and re-claims the owner)
-            except LockDirError as exc:
+            except CannotConnect as exc:
                 now = time.monotonic()
                 limit = deadline if patient else started + self.give_up if deadline is None \
                     else min(deadline, started + self.give_up)
@@ -144,6 +186,11 @@ class Link:
         while True:
             try:
                 return operation(self.conn)
+            except CannotConnect as exc:  # no server yet (restarting, failing over): tried up to give_up
+                if retried and not patient:
+                    raise
+                self.reconnect(exc, pause, patient=patient)
+                retried = True
             except psycopg.OperationalError as exc:
                 if not self.broken() or (retried and not patient):
                     raise LockDirError(where(self.conninfo), _first_line(exc)) from None
@@ -152,9 +199,30 @@ class Link:
 
     @contextlib.contextmanager
     def mutex(self, conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
-        """A transaction holding the queue mutex (walks, grants and releases one at a time)."""
+        """A transaction holding the queue mutex (walks, grants and releases one at a time).
+
+        The mutex is waited for in rounds of the session's ``lock_timeout``: after the first,
+        the user is told who holds it (a holder stopped inside its transaction loses it to
+        ``idle_in_transaction_session_timeout`` within seconds; one stuck longer than
+        ``STUCK_MUTEX`` is ended, audited)."""
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", MUTEX)
+            started = time.monotonic()
+            said = False
+            while True:
+                try:
+                    with conn.transaction():  # a savepoint: a round that times out is rolled back alone
+                        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", MUTEX)
+                    break
+                except psycopg.errors.LockNotAvailable:
+                    holder = conn.execute(MUTEX_HOLDER).fetchone()
+                    if not said and holder is not None:
+                        said = True
+                        self.tell(f"the queue is locked by pid {holder[0]} ({holder[1]}, since "
+                                  f"{time.strftime('%H:%M:%S', time.localtime(holder[2]))}); waiting")
+                    if holder is not None and time.monotonic() - started > STUCK_MUTEX:
+                        conn.execute("SELECT pg_terminate_backend(%s)", (holder[0],))
+                        audit.record(conn, self.user, "force", reason="queue lock stuck", pid=holder[0],
+                                     holder=holder[1], held=round(time.time() - holder[2], 3))
             yield conn
 
     def notify(self, conn: psycopg.Connection[Any], payload: str) -> None:
@@ -185,29 +253,35 @@ class Link:
             conn = self.conn
             owner = int(conn.execute("SELECT nextval('mq_owner_ids')").fetchone()[0])  # type: ignore[index]
             conn.execute("SELECT pg_advisory_lock(%s, %s)", (OWNER_CLASS, owner))
-            conn.execute("INSERT INTO mq_owners (id, username, pid, host, backend_pid) "
-                         "VALUES (%s, %s, %s, %s, pg_backend_pid())",
-                         (owner, self.user, os.getpid(), socket.gethostname()))
+            conn.execute(REGISTER, (owner, self.user, os.getpid(), socket.gethostname()))
+            self.server_start = conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]  # type: ignore[index]
             self.owner = owner
         return self.owner
 
     def _reclaim(self, conn: psycopg.Connection[Any], owner: int) -> None:
         """Take the owner lock back on a new connection (ending this engine's own stale backend
         if it still holds it); past the grace period, clear what is left of the owner's."""
+        stale = False  # this engine's own earlier backend still held it: nobody could find it dead
         for _ in range(RECLAIM_TRIES):
             if conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (OWNER_CLASS, owner)).fetchone()[0]:  # type: ignore[index]
                 break
+            stale = True
             conn.execute(TERMINATE_STALE, (owner,))
             time.sleep(0.05)
         else:
             raise LockDirError(where(self.conninfo), "cannot take this engine's liveness lock back")
+        started = conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]  # type: ignore[index]
+        died = not stale and started == self.server_start  # dropped while the server stayed up: a death
+        self.server_start = started
         with self.mutex(conn):
-            row = conn.execute("SELECT lost_at IS NOT NULL AND lost_at < clock_timestamp() - make_interval(secs => %s) "
-                               "FROM mq_owners WHERE id = %s", (self.grace, owner)).fetchone()
-            if row is None or row[0]:
+            row = conn.execute("SELECT lost_at IS NOT NULL AND lost_at < clock_timestamp() - "
+                               "make_interval(secs => %s) FROM mq_owners WHERE id = %s", (self.grace, owner)).fetchone()
+            if row is None or row[0] or died:
                 self._clear_dead_self(conn, owner)
-            conn.execute("UPDATE mq_owners SET lost_at = NULL, backend_pid = pg_backend_pid() WHERE id = %s",
-                         (owner,))
+            conn.execute("UPDATE mq_owners SET lost_at = NULL, backend_pid = pg_backend_pid(), "
+                         "server_start = pg_postmaster_start_time() WHERE id = %s", (owner,))
+        if died:
+            raise PlaceLost(where(self.conninfo))
 
     def _clear_dead_self(self, conn: psycopg.Connection[Any], owner: int) -> None:
         """Gone longer than the grace period: this engine's tickets and ``run`` locks are dead."""
@@ -223,9 +297,7 @@ class Link:
                          reason=LOST_PAST_GRACE, outcome="released")
             self.notify(conn, f"free {board}")
         if conn.execute("SELECT 1 FROM mq_owners WHERE id = %s", (owner,)).fetchone() is None:
-            conn.execute("INSERT INTO mq_owners (id, username, pid, host, backend_pid) "
-                         "VALUES (%s, %s, %s, %s, pg_backend_pid())",
-                         (owner, self.user, os.getpid(), socket.gethostname()))
+            conn.execute(REGISTER, (owner, self.user, os.getpid(), socket.gethostname()))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,16 +1,18 @@
 """One consistent look at the queue and the locks: the rows read in one transaction, as objects.
 
 Liveness: a ticket's or a ``run`` lock's owner is a connection holding the session
-advisory lock (``OWNER_CLASS``, owner id). An owner whose lock is free is *lost*
-from the first look that finds it so (``lost_at``); within the grace period it is
-still counted (it may be reconnecting after a restart or a dropped connection) and
-after it, it is dead: its tickets are skipped and cleared, its ``run`` locks may be
-reclaimed.
+advisory lock (``OWNER_CLASS``, owner id). An owner whose lock is free while the
+server it connected to is still the one running (``server_start``) is dead at once:
+its connection ended (the client was killed, or cut off and found so by keepalives).
+After a server restart or failover every owner's lock is free: such an owner is
+*lost* from the first look that finds it so (``lost_at``), still counted within
+the grace period (it is reconnecting) and dead after it. A dead owner's tickets are
+skipped and cleared, its ``run`` locks may be reclaimed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional
 
 from mq.engine.results import Holder, Offline, Ticket
@@ -30,7 +32,8 @@ MARK_LOST = f"""
     WHERE lost_at IS NULL AND id NOT IN ({HELD_OWNERS})"""  # noqa: S608
 
 OWNER_STATES = f"""
-    SELECT o.id, o.id IN ({HELD_OWNERS}) AS live, extract(epoch FROM o.lost_at)::float8
+    SELECT o.id, o.id IN ({HELD_OWNERS}) AS live, extract(epoch FROM o.lost_at)::float8,
+           o.server_start IS NOT DISTINCT FROM pg_postmaster_start_time() AS same_server
     FROM mq_owners o"""  # noqa: S608
 
 TICKETS = """
@@ -78,6 +81,13 @@ class QueuedTicket:
     @property
     def boards(self) -> tuple[str, ...]:
         return self.ticket.boards
+
+    @property
+    def shown(self) -> Ticket:
+        """The ticket, with since when its client is reconnecting (a restart) if it is."""
+        if self.owner_state.state != SUSPECT:
+            return self.ticket
+        return replace(self.ticket, lost_since=self.owner_state.lost_at)
 
     @property
     def counted(self) -> bool:
@@ -156,9 +166,11 @@ class Snapshot:
 
 def _owner_states(conn: Any, now: float, grace: float) -> Dict[int, OwnerState]:
     states = {}
-    for owner, live, lost_at in conn.execute(OWNER_STATES):
+    for owner, live, lost_at, same_server in conn.execute(OWNER_STATES):
         if live:
             states[owner] = OwnerState(LIVE)
+        elif same_server:  # its connection died while the server stayed up: it is dead, at once
+            states[owner] = OwnerState(DEAD, lost_at if lost_at is not None else now)
         elif lost_at is None or now - lost_at <= grace:
             states[owner] = OwnerState(SUSPECT, lost_at if lost_at is not None else now)
         else:

@@ -105,6 +105,9 @@ MIGRATIONS: Sequence[Sequence[str]] = (
                count int NOT NULL,
                failures jsonb NOT NULL DEFAULT '[]')""",
     ),
+    (  # 3: the server an owner connected to: its liveness lock gone while that server stayed up is its death
+        "ALTER TABLE mq_owners ADD COLUMN server_start timestamptz",
+    ),
 )
 VERSION = len(MIGRATIONS)
 

@@ -35,12 +35,12 @@ from mq.engine.results import Grant
 from mq.engine.signals import GUARD
 from mq.engine.waiter import Hooks
 
-from . import audit
+from . import audit, session
 from .link import Link
 from .rows import OWNER_CLASS, QueuedTicket
 from .taking import Outlook, Request, Taker
 
-MAX_WATCHES = 4  # death watches (extra connections) one waiter keeps at most
+MAX_WATCHES = 1  # death watches (extra connections) one waiter keeps at most: 2 connections per waiter
 
 
 class DeathWatch:
@@ -56,7 +56,7 @@ class DeathWatch:
             self._end(owner)
         for owner in owners:
             if owner not in self.watching and len(self.watching) < MAX_WATCHES:
-                pgconn = pq.PGconn.connect(self.conninfo.encode())
+                pgconn = pq.PGconn.connect(session.conninfo(self.conninfo, watch=True).encode())
                 try:
                     if pgconn.status != pq.ConnStatus.OK:
                         raise psycopg.OperationalError("cannot connect")
@@ -113,6 +113,7 @@ class Waiter:
         self.boards = me.ticket.boards
         self.outlook = Outlook()
         self.watch = DeathWatch(link.conninfo)
+        self.wake_at: Optional[float] = None  # monotonic time of the next look by a timer (-T, a grace period)
         self._progress: Optional[tuple[int, int]] = None
 
     # -- one look, through reconnects --------------------------------------------------
@@ -123,6 +124,8 @@ class Waiter:
             except psycopg.OperationalError as exc:
                 self._reconnect(exc)
                 continue
+            wake_in = self.outlook.wake_in  # an expiry or a grace period: a deadline, computed once
+            self.wake_at = None if wake_in is None else time.monotonic() + wake_in
             if grant is None:
                 self._tell_progress(self.outlook.position, self.outlook.total)
             return grant
@@ -159,9 +162,10 @@ class Waiter:
             what, _, arg = payload.partition(" ")
             if what == "free":
                 look = look or arg in self.outlook.head
-            elif what == "cancel":
-                look = look or arg == str(self.me.seq)
-            elif what == "gone" and arg.isdigit() and int(arg) in self.outlook.ahead:
+            elif what == "cancel" and arg == str(self.me.seq):
+                look = True
+            elif what in ("gone", "cancel") and arg.isdigit() and int(arg) in self.outlook.ahead:
+                # a ticket ahead left, or was cancelled (it no longer counts, even while its owner is stopped)
                 look = self._departed(int(arg)) or look
         return look
 
@@ -205,13 +209,15 @@ class Waiter:
                 grant = self._look()
                 continue
             self.watch.arm(sorted(self.outlook.watch | self.outlook.predecessors(self.boards)))
-            sleep = _shortest(self.outlook.wake_in, None if self.deadline is None else self.deadline - now,
+            sleep = _shortest(None if self.wake_at is None else self.wake_at - now,
+                              None if self.deadline is None else self.deadline - now,
                               self.hooks.on_tick() if self.hooks.on_tick else None)
             conn_fd = self.link.conn.fileno()
             fds = [conn_fd, *self.watch.fds(), *self.hooks.extra_fds, *GUARD.wake_fds]
             ready = select.select(fds, [], [], sleep)[0]
             GUARD.check()  # safe point: nothing is half done here
-            look = not ready  # a timer: an expiry, a grace period, the budget, a tick
+            woken = time.monotonic()
+            look = not ready or (self.wake_at is not None and woken >= self.wake_at)  # a timer: whatever woke it
             if conn_fd in ready:
                 payloads = self._received()
                 look = look or payloads is None or self._relevant(payloads)

@@ -1,0 +1,59 @@
+"""What every connection mq opens to the queue's database is told, so no client can freeze the lab.
+
+* TCP keepalives on both ends and ``tcp_user_timeout``: a client cut off without
+  a reset (a stalled link, a black-hole proxy) is found dead by the server, and
+  finds the server gone itself, within about ``HALF_OPEN_LIMIT`` seconds (ignored
+  on a Unix socket, where nothing can stall half-open);
+* ``idle_in_transaction_session_timeout``: a client stopped (SIGSTOP, a debugger,
+  a hung machine) inside a transaction loses it, and with it the queue-wide lock,
+  within seconds; ``lock_timeout`` and ``statement_timeout``: no statement of mq's
+  waits on a lock, or runs, for long (the queue lock is waited for in rounds,
+  ``link.Link.mutex``, saying who holds it);
+* ``synchronous_commit = on``: a grant or release a client was told about
+  survives a crash of the server, whatever the server's default.
+
+Each value can be overridden in the backend string (``keepalives_idle=30``, or
+``options=-c lock_timeout=5s``): what the string says wins.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import psycopg
+
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 2, 3  # seconds, seconds, probes
+USER_TIMEOUT_MS = 15000  # unacknowledged data for this long: the connection is dead
+HALF_OPEN_LIMIT = 20  # about KEEPALIVE_IDLE + INTERVAL * COUNT, or USER_TIMEOUT: the documented bound (s)
+LOCK_WAIT = "2s"  # one round of waiting for a lock (the queue lock is waited for in rounds)
+STATEMENT_LIMIT = "30s"
+IDLE_IN_TRANSACTION = "5s"
+
+CLIENT: Dict[str, str] = {
+    "keepalives": "1", "keepalives_idle": str(KEEPALIVE_IDLE), "keepalives_interval": str(KEEPALIVE_INTERVAL),
+    "keepalives_count": str(KEEPALIVE_COUNT), "tcp_user_timeout": str(USER_TIMEOUT_MS),
+}
+SERVER: Dict[str, str] = {  # the server's side of the same (session settings)
+    "tcp_keepalives_idle": str(KEEPALIVE_IDLE), "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL),
+    "tcp_keepalives_count": str(KEEPALIVE_COUNT), "tcp_user_timeout": str(USER_TIMEOUT_MS),
+    "idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION, "lock_timeout": LOCK_WAIT,
+    "statement_timeout": STATEMENT_LIMIT, "synchronous_commit": "on",
+}
+WATCH: Dict[str, str] = {  # a death watch blocks on a liveness lock for as long as its owner lives
+    "lock_timeout": "0", "statement_timeout": "0",
+}
+
+
+def conninfo(base: str, watch: bool = False) -> str:
+    """``base`` (the backend string) with mq's settings; the string's own win. ``watch``: for a
+    connection that waits on a lock by design (``waiting.DeathWatch``)."""
+    params = psycopg.conninfo.conninfo_to_dict(base)
+    merged: Dict[str, object] = {**CLIENT, **params}
+    server = {**SERVER, **(WATCH if watch else {})}
+    options = " ".join(f"-c {name}={value}" for name, value in server.items())
+    given = str(params.get("options") or "").strip()
+    merged["options"] = f"{options} {given}".strip()  # later -c settings win: the string's own
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in merged.items()})
+
+
+__all__ = ["HALF_OPEN_LIMIT", "conninfo"]

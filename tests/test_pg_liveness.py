@@ -1,0 +1,162 @@
+"""The PostgreSQL queue cannot be stalled by a killed, stopped or cut-off client (issue 20).
+
+* Death is not a restart: a client whose connection ends while the server stays up
+  (SIGKILL) is dead at once, whatever the grace period: its place and its ``run``
+  lock go, and the next waiter gets the board; a client whose own connection was cut
+  while the server stayed up finds its place gone when it reconnects (exit 9).
+* Nobody can freeze the lab: a client stopped inside the queue transaction loses the
+  queue lock within seconds (``idle_in_transaction_session_timeout``); a foreign
+  session that keeps it is ended after ``STUCK_MUTEX``, audited.
+* Timers are deadlines: a ``-T`` take-over is not postponed by unrelated traffic.
+* Every mq session is durable (``synchronous_commit = on``) and bounded (timeouts).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import pgserver
+import test_pg_engine
+from conftest import PROMPT, wait_for
+from mq.pgengine import PgEngine, session
+from mq.pgengine.link import STUCK_MUTEX
+from mq.pgengine.rows import MUTEX
+from test_pg_engine import INVENTORY, WaiterProcess, queued_keys
+
+psycopg = pytest.importorskip("psycopg")
+pytestmark = pytest.mark.skipif(pgserver.missing(), reason="needs the PostgreSQL server binaries")
+
+pg_server = test_pg_engine.pg_server  # fixtures: the test run's server, a fresh database, waiter processes
+database = test_pg_engine.database
+waiters = test_pg_engine.waiters
+GRACE = 30.0  # the default: none of these may wait it out
+
+
+def test_a_killed_head_waiter_does_not_cost_the_grace_period(database: str, waiters: list[WaiterProcess]) -> None:
+    with PgEngine(database, INVENTORY, grace=GRACE) as engine:
+        engine.wait("b1", key="H", budget=0)
+        doomed = WaiterProcess(database, "b1", "doomed", grace=GRACE)
+        waiters.append(doomed)
+        wait_for(lambda: queued_keys(engine) == ["doomed"], what="doomed queued")
+        survivor = WaiterProcess(database, "b1", "survivor", grace=GRACE)
+        waiters.append(survivor)
+        wait_for(lambda: queued_keys(engine) == ["doomed", "survivor"], what="survivor queued")
+        os.kill(doomed.proc.pid, signal.SIGKILL)
+        doomed.proc.wait(timeout=10)
+        wait_for(lambda: queued_keys(engine) == ["survivor"], timeout=PROMPT, what="the dead waiter cleared at once")
+        started = time.monotonic()
+        engine.signal("b1", key="H")
+        assert survivor.reply()["board"] == "b1"
+        assert time.monotonic() - started < GRACE / 2  # not the grace period (PROMPT in practice)
+
+
+def test_a_killed_run_holder_frees_the_board_at_once(database: str, waiters: list[WaiterProcess]) -> None:
+    with PgEngine(database, INVENTORY, grace=GRACE) as engine:
+        runner = WaiterProcess(database, "b1", "run", grace=GRACE, session=True)
+        waiters.append(runner)
+        assert runner.reply()["board"] == "b1"
+        waiter = WaiterProcess(database, "b1", "next", grace=GRACE)
+        waiters.append(waiter)
+        wait_for(lambda: queued_keys(engine) == ["next"], what="the waiter queued")
+        killed = time.monotonic()
+        os.kill(runner.proc.pid, signal.SIGKILL)
+        grant = waiter.reply()  # woken by its death watch, reclaimed at once
+        assert (grant["board"], grant["reclaimed_from"]) == ("b1", engine.user)
+        assert time.monotonic() - killed < GRACE / 2
+
+
+def test_a_client_cut_off_while_the_server_stays_up_loses_its_place(database: str,
+                                                                    waiters: list[WaiterProcess]) -> None:
+    with PgEngine(database, INVENTORY, grace=GRACE) as engine:
+        engine.wait("b1", key="H", budget=0)
+        cut = WaiterProcess(database, "b1", "cut", grace=GRACE)
+        waiters.append(cut)
+        wait_for(lambda: queued_keys(engine) == ["cut"], what="queued")
+        with psycopg.connect(database, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(backend_pid) FROM mq_owners WHERE pid = %s", (cut.proc.pid,))
+        reply = cut.reply()
+        assert reply["error"] == "PlaceLost", reply
+        assert "dropped while the server stayed up" in reply["message"]
+        assert cut.proc.wait(timeout=10) == 2
+        assert queued_keys(engine) == []
+
+
+def test_a_client_stopped_inside_the_queue_transaction_loses_the_queue_lock(database: str) -> None:
+    """As an mq client stopped (SIGSTOP) between two statements of its transaction."""
+    stopped = psycopg.connect(session.conninfo(database), autocommit=True)
+    try:
+        stopped.execute("BEGIN")
+        stopped.execute("SELECT pg_advisory_xact_lock(%s, %s)", MUTEX)
+        told: list[str] = []
+        with PgEngine(database, INVENTORY, on_reconnect=told.append) as engine:
+            started = time.monotonic()
+            grant = engine.wait("b1", key="K", budget=0)
+            took = time.monotonic() - started
+        assert grant.board == "b1"
+        assert took < STUCK_MUTEX  # idle_in_transaction_session_timeout ended it, not the stuck-lock rule
+        assert any(m.startswith("the queue is locked by pid ") for m in told), told
+    finally:
+        stopped.close()
+
+
+@pytest.mark.slow
+def test_a_foreign_session_keeping_the_queue_lock_is_ended(database: str) -> None:
+    """``BEGIN; SELECT pg_advisory_xact_lock(...)`` from a session without mq's settings (psql)."""
+    foreign = psycopg.connect(database, autocommit=True)
+    try:
+        foreign.execute("BEGIN")
+        foreign.execute("SELECT pg_advisory_xact_lock(%s, %s)", MUTEX)
+        with PgEngine(database, INVENTORY) as engine:
+            assert engine.wait("b1", key="K", budget=0).board == "b1"
+            forced = [e for e in engine.events() if e["event"] == "force" and e.get("reason") == "queue lock stuck"]
+        assert len(forced) == 1
+    finally:
+        foreign.close()
+
+
+def test_a_take_over_is_not_postponed_by_unrelated_traffic(database: str, waiters: list[WaiterProcess]) -> None:
+    with PgEngine(database, INVENTORY) as engine:
+        engine.wait("b1", key="H", timeout=2, budget=0)
+        taker = WaiterProcess(database, "b1", "taker")
+        waiters.append(taker)
+        wait_for(lambda: queued_keys(engine) == ["taker"], what="the taker queued")
+        stop = threading.Event()
+        gave_up: list[bool] = []
+
+        def cycle() -> None:  # another board, every 0.2 s: a notification each time, for up to a minute
+            ends = time.monotonic() + 60
+            with PgEngine(database, INVENTORY) as other:
+                while not stop.is_set():
+                    if time.monotonic() > ends:
+                        gave_up.append(True)  # a postponed timer would wait for the traffic to stop
+                        return
+                    other.wait("solo", key="cycle", budget=0)
+                    other.signal("solo", key="cycle")
+                    stop.wait(0.2)
+
+        thread = threading.Thread(target=cycle, daemon=True)
+        thread.start()
+        try:
+            assert taker.reply()["reclaimed_from"] == engine.user
+            assert not gave_up  # it came while the cycling went on
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+
+
+def test_every_mq_session_is_durable_and_bounded(database: str) -> None:
+    with psycopg.connect(session.conninfo(database), autocommit=True) as conn:
+        settings = dict(conn.execute(
+            "SELECT name, setting FROM pg_settings WHERE name IN ('synchronous_commit', 'lock_timeout', "
+            "'statement_timeout', 'idle_in_transaction_session_timeout')").fetchall())
+    assert settings == {"synchronous_commit": "on", "lock_timeout": "2000", "statement_timeout": "30000",
+                        "idle_in_transaction_session_timeout": "5000"}
+    overridden = session.conninfo(database + " options='-c lock_timeout=7s' keepalives_idle=30")
+    with psycopg.connect(overridden, autocommit=True) as conn:
+        assert conn.execute("SHOW lock_timeout").fetchone()[0] == "7s"
+    assert "keepalives_idle=30" in overridden

@@ -260,6 +260,11 @@ def test_mq_check_looks_at_the_database_and_never_prints_a_password(pg: PgLab) -
     assert ": ok (2 systems, 1 pool)" in proc.stdout
     assert "database: reachable: ok (schema up to date, inventory of 2 systems; lab hosts (for run): local)" \
         in proc.stdout
+    budget = re.search(r"database: connections: ok \(max_connections (\d+) \((\d+) reserved\), (\d+) in use "
+                       r"\((\d+) by mq\): room for (\d+) more waiting clients \(2 connections each\)\)", proc.stdout)
+    assert budget is not None, proc.stdout
+    most, reserved, in_use, by_mq, room = (int(g) for g in budget.groups())
+    assert by_mq >= 1 and room == (most - reserved - in_use) // 2
 
 
 def test_run_held_and_reserve_on_the_database(pg: PgLab) -> None:

@@ -160,3 +160,27 @@ def test_every_mq_session_is_durable_and_bounded(database: str) -> None:
     with psycopg.connect(overridden, autocommit=True) as conn:
         assert conn.execute("SHOW lock_timeout").fetchone()[0] == "7s"
     assert "keepalives_idle=30" in overridden
+
+
+def test_an_operator_cancels_a_stopped_waiter_and_the_next_one_gets_the_board(database: str,
+                                                                              waiters: list[WaiterProcess]) -> None:
+    with PgEngine(database, INVENTORY) as engine:
+        engine.wait("b1", key="H", budget=0)
+        stuck = WaiterProcess(database, "b1", "stuck")
+        waiters.append(stuck)
+        wait_for(lambda: queued_keys(engine) == ["stuck"], what="queued")
+        behind = WaiterProcess(database, "b1", "behind")
+        waiters.append(behind)
+        wait_for(lambda: queued_keys(engine) == ["stuck", "behind"], what="both queued")
+        os.kill(stuck.proc.pid, signal.SIGSTOP)
+        try:
+            with PgEngine(database, INVENTORY, user="operator") as operator:
+                assert operator.cancel("b1", key="stuck") == 0  # not the operator's own
+                assert operator.cancel("b1", key="stuck", force=True) == 1
+                forced = [e for e in operator.events() if e["event"] == "force" and e.get("what") == "cancel"]
+            assert [(e["user"], e["waiter"]) for e in forced] == [("operator", engine.user)]
+            engine.signal("b1", key="H")
+            assert behind.reply()["board"] == "b1"  # the stopped waiter no longer holds it up
+        finally:
+            os.kill(stuck.proc.pid, signal.SIGCONT)
+        assert stuck.reply()["error"] == "NotAcquiredError"

@@ -33,7 +33,21 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LAB_TOML, TEST_GROUP, LabFixture, Procs, SshLab, as_user, engine, user_env, wait_for
+from conftest import (
+    LAB_TOML,
+    PROMPT,
+    TEST_GROUP,
+    LabFixture,
+    Procs,
+    SshLab,
+    as_user,
+    engine,
+    events,
+    spawn_mq,
+    ticket_pids,
+    user_env,
+    wait_for,
+)
 from mq.engine.errors import ExitCode
 
 ALICE, MALLORY = "mqalice", "mqbob"
@@ -473,3 +487,26 @@ def test_a_group_writable_inventory_file_is_refused(tmp_path: Path) -> None:
     path.write_text(LAB_TOML)
     os.chmod(path, 0o664)
     assert "writable by its group" in (trust.file_problem(os.stat(path), frozenset({0})) or "")
+
+
+def test_an_operator_cancels_another_users_wait_with_force(shared_lab: LabFixture, test_users: tuple[str, ...],
+                                                          procs: Procs) -> None:
+    """``-cancel -k KEY`` ends only your own waits; with ``-f``, anyone's with that key, audited as force.
+    The other user's waiter cannot be signalled: it ends (exit 2) when it next looks, at the latest
+    when the board frees, and the waiter behind it gets the board."""
+    engine(shared_lab).wait("b1", key="hold")
+    cancelled = spawn_mq(shared_lab, "sem", "-wait", "b1", "-k", "ci-7", user=ALICE)
+    procs.append(cancelled)
+    wait_for(lambda: cancelled.pid in ticket_pids(shared_lab), what="alice's wait queued")
+    behind = spawn_mq(shared_lab, "sem", "-wait", "b1", "-k", "next", user=MALLORY)
+    procs.append(behind)
+    wait_for(lambda: behind.pid in ticket_pids(shared_lab), what="mallory's wait queued")
+    mine_only = _run_as(shared_lab.env, MALLORY, "sem", "-cancel", "b1", "-k", "ci-7")
+    assert mine_only.returncode == 0 and "Cancelled 0 wait(s)" in mine_only.stderr
+    forced = _run_as(shared_lab.env, MALLORY, "sem", "-cancel", "b1", "-k", "ci-7", "-f")
+    assert forced.returncode == 0 and "Cancelled 1 wait(s)" in forced.stderr, forced.stderr
+    engine(shared_lab).signal("b1", key="hold")
+    assert cancelled.wait(timeout=PROMPT * 4) == 2
+    assert behind.wait(timeout=PROMPT * 4) == 0
+    force = [e for e in events(shared_lab, "force") if e.get("what") == "cancel"]
+    assert [(e["user"], e["waiter"], e["key"]) for e in force] == [(MALLORY, ALICE, "ci-7")]

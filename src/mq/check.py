@@ -209,7 +209,7 @@ def check_host(lab: Lab) -> list[Finding]:
         hosts = sorted({s.host or host for s in inventory.systems.values()})
         return [Finding("database", "reachable", OK, f"schema up to date, inventory of {len(inventory.systems)} "
                                                      f"systems; lab hosts (for run): {', '.join(hosts)}",
-                        host_check=True)]
+                        host_check=True), _connections(lab)]
     result = lab.transport.call("check_host")
     how = "no SSH, this machine" if lab.transport.host == "local" else "over SSH"
     found = [Finding(host, "reachable", OK, f"{how}: user {result['user']} on {result['host']}, "
@@ -220,6 +220,18 @@ def check_host(lab: Lab) -> list[Finding]:
         code = codes.get(item["check"], ExitCode.LOCKDIR) if status == FAIL else 0
         found.append(Finding(host, str(item["check"]), status, str(item["detail"]), code, host_check=True))
     return found
+
+
+def _connections(lab: Lab) -> Finding:
+    """The database's connection budget: each waiting client uses at most 2 connections."""
+    engine: Any = getattr(lab.transport, "engine", None)
+    budget = engine.connections()
+    limit = f", role limit {budget['role_limit']}" if budget["role_limit"] >= 0 else ""
+    detail = (f"max_connections {budget['max_connections']} ({budget['reserved']} reserved{limit}), "
+              f"{budget['in_use']} in use ({budget['by_mq']} by mq): room for {budget['room']} more waiting "
+              "clients (2 connections each)")
+    return Finding("database", "connections", OK if budget["room"] > 0 else FAIL, detail,
+                   0 if budget["room"] > 0 else ExitCode.LOCKDIR, host_check=True)
 
 
 __all__ = ["Finding", "Report", "check", "check_host", "check_lab_file", "inventory_warnings"]

@@ -171,8 +171,11 @@ def sem_info(lab: Lab, name: str) -> list[BoardState]:
     return _states(lab.transport.call("info", name=name))
 
 
-def sem_cancel(lab: Lab, name: str, key: str = NO_KEY) -> int:
+def sem_cancel(lab: Lab, name: str, key: str = NO_KEY, force: bool = False) -> int:
+    """``force``: other users' waits with ``key`` too (audited)."""
     lab.note_name(name)
+    if force:
+        return int(lab.transport.call("cancel", name=name, key=key, force=True))
     return int(lab.transport.call("cancel", name=name, key=key))
 
 

@@ -29,7 +29,8 @@ def sem(
     mr_info: bool = typer.Option(False, "--mr-info", "-mr-info", help="One machine-readable line per board."),
     cancel: bool = typer.Option(False, "--cancel", "-cancel", help="End your waits for NAME with KEY."),
     key: str = typer.Option(NO_KEY, "-k", "--key", help="Key stored with the lock ('0' = none)."),
-    force: bool = typer.Option(False, "-f", "--force", help="Release even another user's lock."),
+    force: bool = typer.Option(False, "-f", "--force",
+                               help="Release even another user's lock; with -cancel, end other users' waits too."),
     period: float = typer.Option(8.0, "-w", help="Seconds per retry period (budget = -w x -t)."),
     retries: int = typer.Option(-1, "-t", help="Retry periods: -1 forever, 0 one try."),
     lock_timeout: int = typer.Option(0, "-T", help="Others may reclaim the lock after this many seconds."),
@@ -68,7 +69,7 @@ def sem(
             for line in render.released_lines(released):
                 render.diag(line)
     elif action == "cancel":
-        count = service.sem_cancel(lab, name, key=key)
+        count = service.sem_cancel(lab, name, key=key, force=force)
         if as_json:
             render.out(render.envelope("cancelled", {"name": name, "key": key, "count": count}))
         render.diag(f"Cancelled {count} wait(s) for {name} with key '{key}'")

@@ -330,8 +330,8 @@ class Agent:
         return report
 
     @operation("cancel")
-    def _cancel(self, name: str, key: str = NO_KEY) -> int:
-        return self.engine().cancel(name, key)
+    def _cancel(self, name: str, key: str = NO_KEY, force: bool = False) -> int:
+        return self.engine().cancel(name, key, force)
 
     @operation("undo_grant")
     def _undo_grant(self, board: str, key: str, grant: int, reason: str = "interrupted") -> bool:

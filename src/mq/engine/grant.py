@@ -96,20 +96,24 @@ class Granter:
         finally:
             own.close()
 
-    def cancel(self, name: str, key: str = NO_KEY) -> int:
+    def cancel(self, name: str, key: str = NO_KEY, force: bool = False) -> int:
         """Ask the caller's waits for ``name`` with ``key`` to end (each exits 2), and end the
-        caller's ``mq.sh`` waiters for it on this host (see ``legacy``)."""
+        caller's ``mq.sh`` waiters for it on this host (see ``legacy``); ``force``: any user's
+        waits with ``key`` too (an operator's), each audited as ``force``."""
         boards = self.inventory.members(name)
         check_key(key)
         self.lab.ensure()
         count = 0
         for ticket in self.queue.tickets():
-            if ticket.uid != self.lab.uid or ticket.key != key:
+            if (ticket.uid != self.lab.uid and not force) or ticket.key != key:
                 continue
             if name != ticket.target and name not in ticket.boards:
                 continue
             if self.queue.is_alive(ticket):
                 self.queue.request_cancel(ticket)
+                if ticket.uid != self.lab.uid:
+                    self.lab.audit.record("force", target=ticket.target, key=key, waiter=ticket.user,
+                                          what="cancel")
                 count += 1
         return count + legacy.end_waiters(self.lab.base, boards, key)
 
@@ -164,7 +168,10 @@ class Granter:
         return holder is None or holder.expired(time.time()) or self.state.dead_session(holder)
 
     def ordered(self) -> List[Ticket]:
-        return policy.order(self.queue.tickets(), self.inventory)
+        """The queue in serving order, without the tickets marked cancelled (by ``-cancel -f``: the
+        waiter may be stopped and not see it yet, but it no longer holds anyone up)."""
+        tickets = self.queue.tickets()
+        return policy.order([t for t in tickets if t.name not in self.queue.cancelled], self.inventory)
 
     def clear_dead(self, ticket: Ticket) -> None:
         if self.queue.clear_dead(ticket):

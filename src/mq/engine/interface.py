@@ -62,8 +62,9 @@ class LockEngine(Protocol):
         """
         ...
 
-    def cancel(self, name: str, key: str = NO_KEY) -> int:
-        """End the caller's waits for ``name`` (a board or pool) with ``key``; how many were asked to."""
+    def cancel(self, name: str, key: str = NO_KEY, force: bool = False) -> int:
+        """End the caller's waits for ``name`` (a board or pool) with ``key`` (``force``: anyone's,
+        each audited as ``force``); how many were asked to."""
         ...
 
     def undo_grant(self, board: str, key: str, grant: int, reason: str = "interrupted") -> bool:

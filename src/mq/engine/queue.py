@@ -21,7 +21,7 @@ import os
 import signal
 import socket
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from . import forged, proccheck
 from .errors import safe_text
@@ -72,6 +72,7 @@ class Queue:
     def __init__(self, lab: LabDir) -> None:
         self.lab = lab
         self._cache: Dict[str, Optional[Ticket]] = {}
+        self.cancelled: Set[str] = set()  # tickets marked cancelled, as the last ``tickets()`` found them
 
     def enqueue(self, target: str, boards: Sequence[str], key: str, priority: int = 0) -> OwnTicket:
         """Append a ticket (call with the lab mutex held, so arrival order is total)."""
@@ -113,6 +114,7 @@ class Queue:
         except OSError as exc:  # a queue this user may not read (made private by another)
             raise os_error(exc, self.lab.queue_dir, "read the queue") from None
         found: List[Tuple[int, str]] = []
+        self.cancelled = {name[:-len(CANCEL_SUFFIX)] for name in names if name.endswith(CANCEL_SUFFIX)}
         for name in names:
             seq = parse_seq(name)
             if seq is not None:

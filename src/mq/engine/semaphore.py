@@ -52,8 +52,8 @@ class Engine:
         return self.grants.wait(name, key, timeout, budget, Hooks(extra_fds, on_extra, on_tick, on_progress),
                                 session, boards, priority)
 
-    def cancel(self, name: str, key: str = NO_KEY) -> int:
-        return self.grants.cancel(name, key)
+    def cancel(self, name: str, key: str = NO_KEY, force: bool = False) -> int:
+        return self.grants.cancel(name, key, force)
 
     def undo_grant(self, board: str, key: str, grant: int, reason: str = "interrupted") -> bool:
         return self.releases.undo_grant(board, key, grant, reason)

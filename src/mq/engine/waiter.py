@@ -129,6 +129,7 @@ class Waiter:
         tickets = self.site.ordered()
         place = next((i for i, t in enumerate(tickets) if t.name == self.own.ticket.name), None)
         if place is None:
+            self._check_cancel()  # cancelled by someone else (-cancel -f): left out of the order
             self._lost_place()
         mine = set(self.boards)
         ahead: Dict[str, Tuple[str, ...]] = {}

@@ -32,6 +32,12 @@ from .runwatch import RunLockLoss, RunLockWatch
 from .taking import Request, Taker, clear_dead, ordered
 from .waiting import Waiter
 
+CONNECTIONS = """
+    SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int,
+           (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+           (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mq'),
+           (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user),
+           (SELECT count(*) FROM pg_stat_activity WHERE usename = current_user)"""
 GRACE = 30.0  # seconds a lost owner (dropped connection, server restart) keeps its tickets and run locks,
 # unless the inventory's ``[queue] grace`` says otherwise
 GIVE_UP = 60.0  # seconds a command other than a wait (and a running job's lock) tries to reconnect
@@ -135,7 +141,20 @@ class PgEngine:
                 pass
         self.link.unlisten()
 
-    def cancel(self, name: str, key: str = NO_KEY) -> int:
+    def connections(self) -> Dict[str, int]:
+        """The server's connection budget: ``max_connections``, ``reserved`` (superusers'), ``in_use``
+        (client backends), ``by_mq`` (application_name mq), ``role_limit`` (-1: none), ``role_in_use``,
+        and ``room``: how many more waiting clients (2 connections each) fit."""
+        row = self.link.run(lambda conn: conn.execute(CONNECTIONS).fetchone())
+        budget = dict(zip(("max_connections", "reserved", "in_use", "by_mq", "role_limit", "role_in_use"),
+                          (int(v) for v in row), strict=True))
+        free = budget["max_connections"] - budget["reserved"] - budget["in_use"]
+        if budget["role_limit"] >= 0:
+            free = min(free, budget["role_limit"] - budget["role_in_use"])
+        budget["room"] = max(0, free) // 2
+        return budget
+
+    def cancel(self, name: str, key: str = NO_KEY, force: bool = False) -> int:
         self.inventory.members(name)
         check_key(key)
 
@@ -145,11 +164,15 @@ class PgEngine:
                 count = 0
                 for queued in snap.tickets:
                     ticket = queued.ticket
-                    if ticket.user != self.user or ticket.key != key or queued.owner_state.state == "dead":
+                    if (ticket.user != self.user and not force) or ticket.key != key \
+                            or queued.owner_state.state == "dead":
                         continue
                     if name != ticket.target and name not in ticket.boards:
                         continue
                     conn.execute("UPDATE mq_tickets SET cancelled = true WHERE seq = %s", (queued.seq,))
+                    if ticket.user != self.user:
+                        audit.record(conn, self.user, "force", target=ticket.target, key=key, waiter=ticket.user,
+                                     what="cancel")
                     self.link.notify(conn, f"cancel {queued.seq}")
                     count += 1
                 return count
@@ -180,8 +203,14 @@ class PgEngine:
 
     # -- releasing ------------------------------------------------------------------------
     def signal(self, name: str, key: str = NO_KEY, force: bool = False) -> List[Released]:
-        self._conn()
-        return self.releases.signal(name, key, force)
+        """A release rides out a restart (``Link.run``, up to ``give_up``); one that still cannot
+        get through says that the lock may still be held."""
+        try:
+            self._conn()
+            return self.releases.signal(name, key, force)
+        except LockDirError as exc:
+            raise LockDirError(exc.path, f"{exc.detail}; the lock for {name} may still be held: release it "
+                                         "again once the database is back") from None
 
     def end_session_lock(self, board: str, key: str, reason: str) -> bool:
         self._conn()

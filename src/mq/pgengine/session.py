@@ -30,6 +30,7 @@ STATEMENT_LIMIT = "30s"
 IDLE_IN_TRANSACTION = "5s"
 
 CLIENT: Dict[str, str] = {
+    "application_name": "mq",  # how mq check --host counts mq's connections
     "keepalives": "1", "keepalives_idle": str(KEEPALIVE_IDLE), "keepalives_interval": str(KEEPALIVE_INTERVAL),
     "keepalives_count": str(KEEPALIVE_COUNT), "tcp_user_timeout": str(USER_TIMEOUT_MS),
 }

@@ -112,9 +112,12 @@ def test_unreachable_or_empty_database_is_one_clear_line(pg: PgLab, tmp_path: Pa
     pg.ok("admin", "init")
     proc = pg.mq("sem", "-info", "b1")
     assert proc.returncode == ExitCode.CONFIG and "mq admin load-inventory" in proc.stderr, proc.stderr
-    gone = pg.mq("sem", "-info", "b1", MQ_BACKEND=f"host={tmp_path}/nowhere port=1 dbname=x")
+    gone = pg.mq("sem", "-info", "b1", MQ_BACKEND=f"host={tmp_path}/nowhere port=1 dbname=x", MQ_DB_RETRY="0")
     assert gone.returncode != 0 and "cannot reach the queue database" in gone.stderr
     assert len(gone.stderr.strip().splitlines()) == 1
+    patient = pg.mq("sem", "-info", "b1", MQ_BACKEND=f"host={tmp_path}/nowhere port=1 dbname=x", MQ_DB_RETRY="1")
+    lines = patient.stderr.strip().splitlines()  # it said it would try again, then gave up
+    assert patient.returncode != 0 and len(lines) == 2 and "trying again for up to 1 s" in lines[0], lines
     bad = pg.mq("sem", "-info", "b1", MQ_BACKEND="mysql://db")
     assert bad.returncode == ExitCode.CONFIG and "backend" in bad.stderr
 

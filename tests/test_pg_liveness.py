@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 import pgserver
 import test_pg_engine
-from conftest import PROMPT, wait_for
-from mq.pgengine import PgEngine, session
+from conftest import LAB_TOML, PROMPT, wait_for
+from mq.pgengine import PgEngine, inventory_store, schema, session
 from mq.pgengine.link import STUCK_MUTEX
 from mq.pgengine.rows import MUTEX
 from test_pg_engine import INVENTORY, WaiterProcess, queued_keys
@@ -184,3 +187,44 @@ def test_an_operator_cancels_a_stopped_waiter_and_the_next_one_gets_the_board(da
         finally:
             os.kill(stuck.proc.pid, signal.SIGCONT)
         assert stuck.reply()["error"] == "NotAcquiredError"
+
+
+def test_a_grant_its_client_never_confirmed_goes_with_the_client(database: str) -> None:
+    """Killed between the grant's commit and reporting it: the lock is not left held by nobody."""
+    with PgEngine(database, INVENTORY) as lost:
+        lost.wait("b1", key="lost", budget=0)  # never confirmed: the client died before it said so
+    with PgEngine(database, INVENTORY) as engine:
+        grant = engine.wait("b1", key="next", budget=0)
+        assert grant.reclaimed_from == engine.user
+        reclaims = [e for e in engine.events("b1") if e["event"] == "reclaim"]
+        assert [(e["reason"], e["previous_key"]) for e in reclaims] == [("unconfirmed", "lost")]
+        assert engine.confirm("b1", grant.grant)
+    with PgEngine(database, INVENTORY) as later:  # confirmed: it outlived its client, as a lock file does
+        holder = later.info("b1")[0].holder
+        assert holder is not None and holder.key == "next"
+
+
+own_server = test_pg_engine.own_server
+
+
+def test_a_command_started_while_the_server_is_down_rides_it_out(own_server: pgserver.PgServer,
+                                                                   tmp_path: Path) -> None:
+    conninfo = own_server.create_database("mq_ride_out")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        schema.init(conn)
+        inventory_store.store(conn, INVENTORY, LAB_TOML)
+    env = {**{k: v for k, v in os.environ.items() if k != "MQ_CONFIG"}, "MQ_BACKEND": conninfo, "HOME": str(tmp_path)}
+    own_server.stop()
+    try:
+        command = subprocess.Popen([sys.executable, "-m", "mq", "sem", "-wait", "b1", "-k", "K"], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert command.stderr is not None
+        said = command.stderr.readline()  # it says so once, and keeps trying
+        assert "the queue database does not answer" in said and "trying again for up to 60 s" in said, said
+    finally:
+        own_server.start()
+    _out, err = command.communicate(timeout=60)
+    assert command.returncode == 0, err
+    with PgEngine(conninfo, INVENTORY) as engine:
+        holder = engine.info("b1")[0].holder
+        assert holder is not None and holder.key == "K"  # confirmed: it outlived the command

@@ -156,6 +156,13 @@ def sem_wait(lab: Lab, name: str, key: str = NO_KEY, lock_timeout: int = 0, peri
                                       budget=budget, progress=True, **extra))
 
 
+def confirm_grant(lab: Lab, grant: Grant) -> None:
+    """The grant is reported: on the PostgreSQL queue it stops going with this client's connection
+    (a lock file needs nothing: no round trip is spent on it)."""
+    if lab.config.backend:
+        lab.transport.call("confirm", board=grant.board, grant=grant.grant)
+
+
 def undo_grant(lab: Lab, grant: Grant) -> None:
     lab.transport.call("undo_grant", board=grant.board, key=grant.key, grant=grant.grant)
 

@@ -35,5 +35,6 @@ def acquire(lab: service.Lab, name: str, key: str, lock_timeout: int, period: fl
             GUARD.check()
         report(grant)
         sys.stdout.flush()
+        service.confirm_grant(lab, grant)  # reported: the lock outlives this process now
     GUARD.settle()
     return grant

@@ -333,6 +333,10 @@ class Agent:
     def _cancel(self, name: str, key: str = NO_KEY, force: bool = False) -> int:
         return self.engine().cancel(name, key, force)
 
+    @operation("confirm")
+    def _confirm(self, board: str, grant: int) -> bool:
+        return self.engine().confirm(board, grant)
+
     @operation("undo_grant")
     def _undo_grant(self, board: str, key: str, grant: int, reason: str = "interrupted") -> bool:
         return self.engine().undo_grant(board, key, grant, reason)

@@ -67,6 +67,11 @@ class LockEngine(Protocol):
         each audited as ``force``); how many were asked to."""
         ...
 
+    def confirm(self, board: str, grant: int) -> bool:
+        """The caller has reported grant ``grant``: from now on the lock outlives its process (the
+        PostgreSQL queue binds a grant to its client until then; the file engine's locks are files)."""
+        ...
+
     def undo_grant(self, board: str, key: str, grant: int, reason: str = "interrupted") -> bool:
         """Give back grant number ``grant`` the caller could not report; False if it is not held so."""
         ...

@@ -180,6 +180,17 @@ class PgEngine:
         self._conn()
         return int(self.link.run(cancel))
 
+    def confirm(self, board: str, grant: int) -> bool:
+        """The client has reported grant ``grant``: the lock no longer goes with its connection
+        (a ``run`` lock stays bound). Until then a client killed right after the grant commits
+        leaves no lock held by nobody: it goes with the client's session."""
+        def confirm(conn: Any) -> bool:
+            return conn.execute("UPDATE mq_locks SET session_owner = NULL WHERE board = %s AND grant_no = %s "
+                                "AND NOT session RETURNING board", (board, grant)).fetchone() is not None
+
+        self._conn()
+        return bool(self.link.run(confirm))
+
     def undo_grant(self, board: str, key: str, grant: int, reason: str = "interrupted") -> bool:
         self._conn()
         return self.releases.undo_grant(board, key, grant, reason)

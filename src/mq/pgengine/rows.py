@@ -120,7 +120,9 @@ class LockRow:
 
     @property
     def dead_session(self) -> bool:
-        return self.session and (self.owner_state is None or self.owner_state.state == DEAD)
+        """A ``run`` lock, or a grant its client has not confirmed yet (``confirm``), whose client is dead."""
+        bound = self.session or self.session_owner is not None
+        return bound and (self.owner_state is None or self.owner_state.state == DEAD)
 
     def reclaimable(self, now: float) -> bool:
         return not self.maintenance and (self.dead_session or self.expired(now))

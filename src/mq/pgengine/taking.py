@@ -92,7 +92,7 @@ def clear_dead(conn: Any, link: Link, user: str, snap: Snapshot) -> None:
 
 def reclaim(conn: Any, user: str, lock: LockRow, now: float, maintenance: bool = False) -> str:
     """Mutex held: remove a lock past its ``-T`` or a dead ``run``'s, logged; why it could be."""
-    why = "dead-session" if lock.dead_session else "expired"
+    why = ("dead-session" if lock.session else "unconfirmed") if lock.dead_session else "expired"
     conn.execute("DELETE FROM mq_locks WHERE board = %s", (lock.board,))
     fields: Dict[str, Any] = {"maintenance": True} if maintenance else {}
     audit.record(conn, user, "reclaim", reason=why, board=lock.board, previous_user=lock.user,
@@ -185,9 +185,9 @@ class Taker:
         reclaimed, reclaimed_timeout = "", 0
         if lock is not None:
             why = reclaim(conn, self.user, lock, snap.now)
-            reclaimed, reclaimed_timeout = lock.user, 0 if why == "dead-session" else lock.timeout
+            reclaimed, reclaimed_timeout = lock.user, lock.timeout if why == "expired" else 0
         pool = request.name if request.name != board else ""
-        owner = self.link.ensure_owner() if request.session else None
+        owner = self.link.ensure_owner()  # every grant is bound to its client until confirmed (``confirm``)
         number = int(conn.execute(
             f"INSERT INTO mq_locks (board, username, uid, key, timeout, since_ns, grant_no, pool, session, "  # noqa: S608
             f"session_owner) VALUES (%s, %s, %s, %s, %s, {NOW_NS}, nextval('mq_grants'), %s, %s, %s) "
@@ -221,7 +221,7 @@ class Taker:
             expires = lock.expires_in(snap.now)
             if expires is not None and not (expires < 0 and board in snap.offline):
                 waits.append(max(0.0, expires) + EXPIRY_MARGIN)
-            if lock.session and lock.owner_state is not None:
+            if lock.session_owner is not None and lock.owner_state is not None:
                 if lock.owner_state.state == LIVE:
                     outlook.watch.add(lock.session_owner or 0)
                 elif lock.owner_state.state == SUSPECT:

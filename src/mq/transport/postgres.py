@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,17 @@ if TYPE_CHECKING:
     from ..keyboard import Keyboard
 
 
+RIDE_OUT = 60.0  # seconds the first connection keeps trying through a restart or failover
+RIDE_OUT_ENV = "MQ_DB_RETRY"  # ... unless this says otherwise (seconds; 0: fail at once)
+
+
+def ride_out() -> float:
+    try:
+        return max(0.0, float(os.environ.get(RIDE_OUT_ENV, RIDE_OUT)))
+    except ValueError:
+        return RIDE_OUT
+
+
 def connect(conninfo: str) -> Any:
     """An autocommit connection to the queue database (``mq admin``, the stored inventory);
     a missing psycopg is a configuration error (exit 6), an unreachable database exit 10."""
@@ -42,14 +54,40 @@ def connect(conninfo: str) -> Any:
     except ImportError as exc:
         raise ConfigError("backend", "", f"the PostgreSQL backend needs psycopg 3 ({exc}): "
                                          "pip install 'mq[pg]'") from None
-    try:
-        return psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
-    except psycopg.Error as exc:
-        raise HostError(f"cannot reach the queue database: {_first_line(exc)}") from None
+    from ..pgengine import session
+    from ..pgengine.link import transient
+
+    patience = ride_out()
+    deadline = time.monotonic() + patience
+    delay = 0.05
+    while True:
+        try:
+            return psycopg.connect(session.conninfo(conninfo), autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            if not transient(exc) or time.monotonic() + delay > deadline:
+                raise HostError(f"cannot reach the queue database: {_first_line(exc)}") from None
+            if delay == 0.05:  # said once: a restart or failover is ridden out
+                sys.stderr.write(f"mq: the queue database does not answer ({_first_line(exc)}); "
+                                 f"trying again for up to {patience:.0f} s\n")
+                sys.stderr.flush()
+            time.sleep(delay)
+            delay = min(2.0, delay * 2)
 
 
 def open_engine(conninfo: str, on_reconnect: Callable[[str], None] | None = None) -> LockEngine:
-    """A ``PgEngine`` on the database's stored inventory."""
+    """A ``PgEngine`` on the database's stored inventory (a connection dropped while it is read:
+    read again, as a restart is ridden out)."""
+    import psycopg
+
+    for _ in range(3):
+        try:
+            return _open_engine(conninfo, on_reconnect)
+        except psycopg.OperationalError:
+            continue
+    return _open_engine(conninfo, on_reconnect)
+
+
+def _open_engine(conninfo: str, on_reconnect: Callable[[str], None] | None) -> LockEngine:
     with connect(conninfo) as conn:
         import psycopg
 

@@ -295,6 +295,44 @@ def head_death(lab: Lab, grace: float, rounds: int) -> List[float]:
     return samples
 
 
+def connection_budget(limit: int) -> Tuple[int, str]:
+    """How many waiting clients fit a server of ``max_connections = limit``: waiters are added on a
+    held board until one cannot connect; (how many queued, the server's count of connections then)."""
+    import psycopg
+
+    from mq.pgengine import PgEngine, schema
+
+    server = pgserver.start_server(extra=f"max_connections = {limit}\n")
+    children: List[Child] = []
+    try:
+        conninfo = server.create_database("mq_budget")
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            schema.init(conn)
+        lab = Lab("postgresql", conninfo, PgEngine(conninfo, parse_inventory(LAB_TOML, "lab.toml")))
+        lab.engine.wait("b1", key="holder", budget=0)  # type: ignore[attr-defined]
+        while True:
+            try:
+                child = lab.child()
+            except AssertionError:
+                break  # it could not even start (no connection for its engine)
+            children.append(child)
+            child.send(f"w w{len(children)}")
+            deadline = time.monotonic() + 30
+            while lab.queued() < len(children) and child.proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if child.proc.poll() is not None or lab.queued() < len(children):
+                break
+        queued = lab.queued()
+        used = lab.engine.link.run(lambda conn: conn.execute(  # type: ignore[attr-defined]
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'").fetchone()[0])
+        lab.engine.close()  # type: ignore[attr-defined]
+        return queued, f"{used} client connections in use then"
+    finally:
+        for child in children:
+            child.close()
+        server.destroy()
+
+
 def lock_loss(lab: Lab, rounds: int, idle: float) -> Tuple[List[float], float]:
     """Milliseconds from a forced release of a watched ``run`` lock to the watcher's knowing;
     and the watching child's CPU (% of one core) over ``idle`` seconds before the first."""
@@ -336,12 +374,18 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--waiters", type=int, default=None)
     parser.add_argument("--grace", type=float, default=30.0, help="the PostgreSQL queue's grace period (restarts)")
+    parser.add_argument("--connections", action="store_true", help="only: how many waiters fit max_connections 100")
     args = parser.parse_args()
     rounds = 10 if args.quick else 30
     waiters = args.waiters or (100 if args.quick else 300)
     if not pgserver.available():
         print(f"needs the PostgreSQL server binaries ({pgserver.pg_bin()})", file=sys.stderr)
         return 1
+    if args.connections:
+        queued, used = connection_budget(100)
+        print(f"max_connections = 100 (3 reserved): {queued} waiting clients fit ({used}); mq check --host "
+              "shows the room left")
+        return 0
     import psycopg
 
     from mq.pgengine import PgEngine, schema

@@ -168,9 +168,9 @@ log_min_messages = warning
 # about must survive ``pg_ctl restart -m immediate`` here as on a real server.
 
 
-def start_server(tcp: bool = False) -> PgServer:
+def start_server(tcp: bool = False, extra: str = "") -> PgServer:
     """initdb a new cluster in a temporary directory and start it (socket only; ``tcp``: also
-    127.0.0.1 on a free port)."""
+    127.0.0.1 on a free port); ``extra``: more postgresql.conf lines (they win)."""
     if not available():
         raise RuntimeError(f"PostgreSQL server binaries not found in {pg_bin()}")
     role = getpass.getuser()
@@ -187,7 +187,7 @@ def start_server(tcp: bool = False) -> PgServer:
         server._run("initdb", "-D", str(server.data), "-U", superuser, "--auth=trust", "-E", "UTF8",
                     "--no-locale", "--no-sync")
         with open(server.data / "postgresql.conf", "a") as conf:
-            conf.write(SETTINGS.format(listen="127.0.0.1" if tcp else "", port=server.port, sockets=root))
+            conf.write(SETTINGS.format(listen="127.0.0.1" if tcp else "", port=server.port, sockets=root) + extra)
         if as_root:
             subprocess.run(["chown", f"{SERVER_USER}:", str(server.data / "postgresql.conf")], check=True)
         server.start()

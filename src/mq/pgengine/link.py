@@ -118,7 +118,8 @@ class Link:
             conn = psycopg.connect(session.conninfo(self.conninfo), autocommit=True)
         except psycopg.OperationalError as exc:
             error = CannotConnect if transient(exc) else LockDirError
-            why = FULL if "too many connections" in str(exc) else _first_line(exc)
+            full = any(words in str(exc) for words in ("too many connections", "connection slots are reserved"))
+            why = FULL if full else _first_line(exc)
             raise error(where(self.conninfo), f"cannot connect ({why})") from None
         try:
             if self.owner is not None:

@@ -70,14 +70,16 @@ class PgEngine:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def _conn(self) -> Any:
+    def _conn(self) -> None:
+        """The schema checked once (through ``Link.run``, so it rides out a restart); every
+        statement after it goes through ``Link.run`` as well, never straight to a connection
+        that may be down."""
         if not self._checked:
             found = self.link.run(schema.version)  # through a restart, as every statement
             if found != schema.VERSION:
                 raise LockDirError(where(self.link.conninfo), f"schema version {found}, this mq needs "
                                    f"{schema.VERSION}: run mq admin init")
             self._checked = True
-        return self.link.conn
 
     def _snapshot(self) -> Snapshot:
         def look(conn: Any) -> Snapshot:

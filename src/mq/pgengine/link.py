@@ -22,7 +22,7 @@ import psycopg
 from mq.engine.errors import EngineError, ExitCode, LockDirError
 
 from . import audit, session
-from .rows import MUTEX, OWNER_CLASS
+from .rows import MUTEX, OWNER_CLASS, incarnation
 
 CHANNEL = "mq_queue"
 BACKOFF_FIRST = 0.05
@@ -30,8 +30,8 @@ BACKOFF_MAX = 2.0
 STILL_TRYING = 60.0  # seconds between two "still trying" of a patient reconnect
 LOST_PAST_GRACE = "connection lost past the grace period"  # the audit reason of a run lock cleared so
 RECLAIM_TRIES = 50  # tries to take the owner lock back (a stale backend may still hold it for a moment)
-REGISTER = ("INSERT INTO mq_owners (id, username, pid, host, backend_pid, server_start) "
-            "VALUES (%s, %s, %s, %s, pg_backend_pid(), pg_postmaster_start_time())")
+REGISTER = ("INSERT INTO mq_owners (id, username, pid, host, backend_pid, server_start, incarnation) "
+            "VALUES (%s, %s, %s, %s, pg_backend_pid(), %s, %s)")
 STUCK_MUTEX = 15.0  # seconds one backend may keep the queue lock (mq's transactions take milliseconds)
 MUTEX_HOLDER = f"""
     SELECT a.pid, coalesce(a.usename, '?') || '@' || coalesce(host(a.client_addr), 'local'),
@@ -61,6 +61,19 @@ class PlaceLost(EngineError):
     def __init__(self, database: str) -> None:
         super().__init__(f"the connection to the {database} dropped while the server stayed up: this client "
                          "counts as gone, and its place in the queue and its run locks were let go")
+
+
+DROPPED = (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout)
+
+
+def dropped(exc: BaseException, link: Link) -> bool:
+    """The connection is gone: dropped, or ended by the server (a session kept idle inside its
+    transaction, e.g. a client stopped there, is ended by ``idle_in_transaction_session_timeout``:
+    an InternalError, not an OperationalError)."""
+    if isinstance(exc, psycopg.errors.IdleInTransactionSessionTimeout):
+        link.drop()
+        return True
+    return link.broken()
 
 
 class CannotConnect(LockDirError):
@@ -102,7 +115,7 @@ class Link:
         self.on_reconnect = on_reconnect
         self.give_up = give_up  # seconds of failed reconnects after which an operation fails
         self.owner: Optional[int] = None
-        self.server_start: Any = None  # the server's start time when the owner registered or was re-claimed
+        self.server_start: Any = None  # (start time, incarnation) of the server the owner registered with
         self.listening = False
         self._conn: Optional[psycopg.Connection[Any]] = None
 
@@ -126,6 +139,9 @@ class Link:
                 self._reclaim(conn, self.owner)
             if self.listening:
                 conn.execute(f"LISTEN {CHANNEL}")
+        except DROPPED as exc:  # dropped again at once (a server still recovering): try again, as for a connect
+            conn.close()
+            raise CannotConnect(where(self.conninfo), f"cannot connect ({_first_line(exc)})") from None
         except BaseException:
             conn.close()
             raise
@@ -192,8 +208,8 @@ class Link:
                     raise
                 self.reconnect(exc, pause, patient=patient)
                 retried = True
-            except psycopg.OperationalError as exc:
-                if not self.broken() or (retried and not patient):
+            except DROPPED as exc:
+                if not dropped(exc, self) or (retried and not patient):
                     raise LockDirError(where(self.conninfo), _first_line(exc)) from None
                 self.reconnect(exc, pause, patient=patient)
                 retried = True
@@ -254,8 +270,8 @@ class Link:
             conn = self.conn
             owner = int(conn.execute("SELECT nextval('mq_owner_ids')").fetchone()[0])  # type: ignore[index]
             conn.execute("SELECT pg_advisory_lock(%s, %s)", (OWNER_CLASS, owner))
-            conn.execute(REGISTER, (owner, self.user, os.getpid(), socket.gethostname()))
-            self.server_start = conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]  # type: ignore[index]
+            self.server_start = incarnation(conn)
+            conn.execute(REGISTER, (owner, self.user, os.getpid(), socket.gethostname(), *self.server_start))
             self.owner = owner
         return self.owner
 
@@ -271,7 +287,7 @@ class Link:
             time.sleep(0.05)
         else:
             raise LockDirError(where(self.conninfo), "cannot take this engine's liveness lock back")
-        started = conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]  # type: ignore[index]
+        started = incarnation(conn)
         died = not stale and started == self.server_start  # dropped while the server stayed up: a death
         self.server_start = started
         with self.mutex(conn):
@@ -279,8 +295,8 @@ class Link:
                                "make_interval(secs => %s) FROM mq_owners WHERE id = %s", (self.grace, owner)).fetchone()
             if row is None or row[0] or died:
                 self._clear_dead_self(conn, owner)
-            conn.execute("UPDATE mq_owners SET lost_at = NULL, backend_pid = pg_backend_pid(), "
-                         "server_start = pg_postmaster_start_time() WHERE id = %s", (owner,))
+            conn.execute("UPDATE mq_owners SET lost_at = NULL, backend_pid = pg_backend_pid(), server_start = %s, "
+                         "incarnation = %s WHERE id = %s", (*started, owner))
         if died:
             raise PlaceLost(where(self.conninfo))
 
@@ -298,7 +314,7 @@ class Link:
                          reason=LOST_PAST_GRACE, outcome="released")
             self.notify(conn, f"free {board}")
         if conn.execute("SELECT 1 FROM mq_owners WHERE id = %s", (owner,)).fetchone() is None:
-            conn.execute(REGISTER, (owner, self.user, os.getpid(), socket.gethostname()))
+            conn.execute(REGISTER, (owner, self.user, os.getpid(), socket.gethostname(), *self.server_start))
 
 
 def _first_line(exc: BaseException) -> str:

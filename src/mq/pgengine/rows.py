@@ -13,7 +13,7 @@ skipped and cleared, its ``run`` locks may be reclaimed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from mq.engine.results import Holder, Offline, Ticket
 
@@ -33,7 +33,8 @@ MARK_LOST = f"""
 
 OWNER_STATES = f"""
     SELECT o.id, o.id IN ({HELD_OWNERS}) AS live, extract(epoch FROM o.lost_at)::float8,
-           o.server_start IS NOT DISTINCT FROM pg_postmaster_start_time() AS same_server
+           o.server_start IS NOT DISTINCT FROM pg_postmaster_start_time()
+           AND o.incarnation IS NOT DISTINCT FROM (SELECT token FROM mq_incarnation) AS same_server
     FROM mq_owners o"""  # noqa: S608
 
 TICKETS = """
@@ -47,6 +48,24 @@ LOCKS = """
 OFFLINE = "SELECT board, reason, username, since FROM mq_offline"
 
 NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
+
+# The server as an owner knows it: its start time and incarnation (a token in an unlogged table,
+# made by the first client after the server started or recovered from a crash).
+INCARNATION = """
+    WITH made AS (INSERT INTO mq_incarnation (id, token) VALUES (1, md5(random()::text || clock_timestamp()::text))
+                  ON CONFLICT (id) DO NOTHING RETURNING token)
+    SELECT pg_postmaster_start_time(), token FROM (SELECT token FROM made UNION ALL
+                                                   SELECT token FROM mq_incarnation) t LIMIT 1"""
+
+
+def incarnation(conn: Any) -> Tuple[Any, str]:
+    """(start time, incarnation token) of the server; the token is made if there is none yet. Two
+    clients making it at once: the one whose insert lost sees the other's in its next statement."""
+    for _ in range(5):
+        row = conn.execute(INCARNATION).fetchone()
+        if row is not None:
+            return row[0], str(row[1])
+    raise RuntimeError("no server incarnation could be read")
 
 
 def ticket_name(seq: int, pid: int) -> str:

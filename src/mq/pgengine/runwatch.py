@@ -33,7 +33,7 @@ import psycopg
 
 from mq.engine.errors import LockDirError
 
-from .link import LOST_PAST_GRACE, Link
+from .link import LOST_PAST_GRACE, Link, PlaceLost
 
 CHECK_INTERVAL = 5.0  # seconds between two looks at the lock with no notification
 
@@ -94,6 +94,8 @@ class RunLockWatch:
                 # (a drop: the reconnect's ``_reclaim`` may have found the lock cleared; the look says)
         except _Stopped:
             pass
+        except PlaceLost:  # cut off while the server stayed up: to the others this client died, and its lock went
+            self._lost(None, "this client's connection to the queue database dropped while the server stayed up")
         except LockDirError as exc:  # the database refuses (not a dropped connection): the lock cannot be vouched for
             self._lost(None, f"the queue database could not be reached ({exc.detail})")
         except Exception as exc:  # a bug: say so; the job goes on, its lock no longer looked after

@@ -108,6 +108,10 @@ MIGRATIONS: Sequence[Sequence[str]] = (
     (  # 3: the server an owner connected to: its liveness lock gone while that server stayed up is its death
         "ALTER TABLE mq_owners ADD COLUMN server_start timestamptz",
     ),
+    (  # 4: ... and its incarnation: an unlogged table is emptied by crash recovery (the start time is not)
+        "CREATE UNLOGGED TABLE mq_incarnation (id int PRIMARY KEY CHECK (id = 1), token text NOT NULL)",
+        "ALTER TABLE mq_owners ADD COLUMN incarnation text",
+    ),
 )
 VERSION = len(MIGRATIONS)
 

@@ -36,7 +36,7 @@ from mq.engine.signals import GUARD
 from mq.engine.waiter import Hooks
 
 from . import audit, session
-from .link import Link
+from .link import DROPPED, Link, dropped
 from .rows import OWNER_CLASS, QueuedTicket
 from .taking import Outlook, Request, Taker
 
@@ -121,7 +121,7 @@ class Waiter:
         while True:
             try:
                 grant, self.outlook = self.taker.attempt(self.link.conn, self.me, self.request)
-            except psycopg.OperationalError as exc:
+            except DROPPED as exc:
                 self._reconnect(exc)
                 continue
             wake_in = self.outlook.wake_in  # an expiry or a grace period: a deadline, computed once
@@ -131,7 +131,7 @@ class Waiter:
             return grant
 
     def _reconnect(self, why: BaseException) -> None:
-        if self.link.broken():
+        if dropped(why, self.link):
             self.link.reconnect(why, self._pause, self.deadline, patient=True)  # its place is kept for it
         else:
             raise why
@@ -184,7 +184,7 @@ class Waiter:
         """The notifications that came (None: the connection dropped and was made again)."""
         try:
             return self.link.received()
-        except psycopg.OperationalError as exc:
+        except DROPPED as exc:
             self._reconnect(exc)
             return None
 
@@ -230,7 +230,7 @@ class Waiter:
     def _time_out(self, now: float) -> None:
         """The budget ran out: the ticket leaves the queue, logged."""
         conn: Any = self.link.conn
-        with contextlib.suppress(psycopg.OperationalError), conn.transaction():
+        with contextlib.suppress(*DROPPED), conn.transaction():
             if self.taker.leave(conn, self.me):
                 audit.record(conn, self.link.user, "timeout", target=self.me.ticket.target, key=self.me.ticket.key,
                              waited=round(now - self.request.started, 3))

@@ -142,7 +142,11 @@ class Taker:
     def enqueue(self, conn: Any, request: Request, boards: Sequence[str], priority: int) -> QueuedTicket:
         owner = self.link.ensure_owner()
         with self.link.mutex(conn):
-            seq, created = conn.execute(
+            # Done again after a restart swallowed the reply to its COMMIT: the ticket is there already
+            # (an engine waits once at a time, so its owner has no other ticket with this key and target).
+            done = conn.execute("SELECT seq, created FROM mq_tickets WHERE owner = %s AND key = %s AND target = %s "
+                                "ORDER BY seq LIMIT 1", (owner, request.key, request.name)).fetchone()
+            seq, created = done if done is not None else conn.execute(
                 "INSERT INTO mq_tickets (username, uid, pid, host, key, target, boards, created, priority, owner) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, extract(epoch FROM clock_timestamp()), %s, %s) "
                 "RETURNING seq, created",
@@ -159,6 +163,9 @@ class Taker:
             snap = read_snapshot(conn, self.link.grace)
             mine = next((t for t in snap.tickets if t.seq == me.seq), None)
             if mine is None:
+                taken = self._taken(snap, me, request)
+                if taken is not None:  # this very look's grant committed, its reply swallowed by a restart
+                    return taken, Outlook()
                 audit.record(conn, self.user, "ticket-lost", target=me.ticket.target, key=me.ticket.key)
                 raise NotAcquiredError(me.ticket.target, "its place in the queue was removed")
             if mine.cancelled:
@@ -172,6 +179,16 @@ class Taker:
             if choice is not None:
                 return self._take(conn, snap, mine, choice, request), Outlook()
             return None, self._outlook(snap, queue, mine)
+
+    def _taken(self, snap: Snapshot, me: QueuedTicket, request: Request) -> Optional[Grant]:
+        """The grant an earlier try of this look made, if it committed: a lock of this engine's owner
+        (every grant is bound to it until confirmed) with this wait's key on one of its boards."""
+        for lock in snap.locks.values():
+            if lock.session_owner == self.link.owner and lock.key == request.key and lock.board in me.boards \
+                    and lock.grant is not None and lock.session == request.session:
+                return Grant(board=lock.board, target=request.name, key=request.key, timeout=request.timeout,
+                             grant=lock.grant, waited=round(time.monotonic() - request.started, 3))
+        return None
 
     def leave(self, conn: Any, me: QueuedTicket) -> bool:
         """Drop this ticket (inside a transaction); False if it was gone already."""

@@ -85,7 +85,7 @@ CLIENTS = 8
 RUN_SLOTS = frozenset({0, 1, 2})  # these hold ``run`` locks (session=True); the others are ``sem`` users
 PROGRESS_BOUND = 60.0  # s: after a fault, every live client has a new grant within this (a loaded 2-core
 # machine runs eight clients and a server, and clients replacing killed ones take a second or more to start)
-STOP_FOR = 8.0  # s a client stays SIGSTOPped (the fault itself: past idle_in_transaction_session_timeout, 5 s)
+STOP_FOR = 12.0  # s a client stays SIGSTOPped (the fault itself: past idle_in_transaction_session_timeout, 10 s)
 POSTMASTER_STOP_FOR = 5.0  # s the postmaster stays SIGSTOPped
 PLACE_LOST = 9  # ExitCode.SSH: the documented exit of a client whose own connection was cut
 HELD_OWNER_LOCKS = ("SELECT objid, pid, mode, granted FROM pg_locks WHERE locktype = 'advisory' "  # noqa: S608
@@ -677,7 +677,7 @@ def test_sigkill_of_holders(harness: Harness) -> None:
 
 @pytest.mark.slow
 def test_sigstop_of_clients(harness: Harness) -> None:
-    """A client stopped for 8 s; some of them inside the queue transaction (stopped again and again
+    """A client stopped for 12 s; some of them inside the queue transaction (stopped again and again
     at random moments until one lands there), which idle_in_transaction_session_timeout ends."""
     count = cycles(4)
     for cycle in range(count):
@@ -708,7 +708,7 @@ def test_sigstop_of_clients(harness: Harness) -> None:
         os.kill(victim.pid, signal.SIGCONT)
         assert frozen_grants > 0, "no grant at all while one client was stopped"
         harness.await_progress(time.monotonic(), "after a stopped client was continued")
-    finish(harness, "SIGSTOP of a client (8 s)", count,
+    finish(harness, "SIGSTOP of a client (12 s)", count,
            f"{harness.stopped_inside} of {count} stopped inside the queue transaction")
 
 
@@ -948,9 +948,7 @@ def tcp_server() -> Iterator[pgserver.PgServer]:
 @pytest.mark.parametrize(("step", "marker"), [
     ("enqueue", b"INSERT INTO mq_tickets"),
     ("grant", b"INSERT INTO mq_locks"),
-    pytest.param("release", b"DELETE FROM mq_locks", marks=pytest.mark.xfail(
-        strict=True, reason="issue 20, open: a release whose COMMIT's reply a restart swallowed is tried again "
-                            "and says 'not held' (exit 3); see docs/reliability.md")),
+    ("release", b"DELETE FROM mq_locks"),
 ])
 def test_a_restart_that_swallows_a_commits_acknowledgement(tcp_server: pgserver.PgServer, step: str,
                                                            marker: bytes) -> None:

@@ -158,7 +158,7 @@ def test_every_mq_session_is_durable_and_bounded(database: str) -> None:
             "SELECT name, setting FROM pg_settings WHERE name IN ('synchronous_commit', 'lock_timeout', "
             "'statement_timeout', 'idle_in_transaction_session_timeout')").fetchall())
     assert settings == {"synchronous_commit": "on", "lock_timeout": "2000", "statement_timeout": "30000",
-                        "idle_in_transaction_session_timeout": "5000"}
+                        "idle_in_transaction_session_timeout": "10000"}
     overridden = session.conninfo(database + " options='-c lock_timeout=7s' keepalives_idle=30")
     with psycopg.connect(overridden, autocommit=True) as conn:
         assert conn.execute("SHOW lock_timeout").fetchone()[0] == "7s"

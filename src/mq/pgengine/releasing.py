@@ -8,7 +8,7 @@ On a board taken offline meanwhile the maintenance lock takes its place at once.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from mq.engine.errors import BoardOfflineError, NotHolderError
 from mq.engine.inventory import Inventory
@@ -32,18 +32,23 @@ class Releaser:
         boards = self.inventory.members(name)
         check_key(key)
 
+        tried: Dict[str, Released] = {}  # what an earlier try was about to release (its COMMIT's reply lost?)
+
         def release(conn: Any) -> List[Released]:
             with self.link.mutex(conn):
                 snap = read_snapshot(conn, self.link.grace)
+                done = self._done_before(conn, snap, tried)
+                if done:
+                    return done  # an earlier try committed; a restart swallowed its reply
                 if not self.inventory.is_pool(name):
-                    return [self._release_one(conn, snap, name, key, force)]
+                    return [self._release_one(conn, snap, name, key, force, tried)]
                 released = []
                 for board in boards:
                     lock = snap.locks.get(board)
                     if lock is None or lock.maintenance:
                         continue
                     if force or (lock.user == self.user and lock.key == key):
-                        released.append(self._release_one(conn, snap, board, key, force))
+                        released.append(self._release_one(conn, snap, board, key, force, tried))
                 if not released:
                     raise NotHolderError(name, f"You hold no lock in pool {name} with key '{key}'")
                 return released
@@ -51,7 +56,25 @@ class Releaser:
         result: List[Released] = self.link.run(release)
         return result
 
-    def _release_one(self, conn: Any, snap: Snapshot, board: str, key: str, force: bool) -> Released:
+    def _done_before(self, conn: Any, snap: Snapshot, tried: Dict[str, Released]) -> List[Released]:
+        """What an earlier try of this release removed, if it committed (its grants are gone from
+        the locks and their release is in the audit log, by this user)."""
+        done = []
+        for board, released in tried.items():
+            grant = released.holder.grant
+            lock = snap.locks.get(board)
+            if grant is None or (lock is not None and lock.grant == grant):
+                return []
+            row = conn.execute("SELECT 1 FROM mq_audit WHERE board = %s AND username = %s AND event IN "
+                               "('release', 'force') AND fields->>'grant' = %s LIMIT 1",
+                               (board, self.user, str(grant))).fetchone()
+            if row is None:
+                return []
+            done.append(released)
+        return done
+
+    def _release_one(self, conn: Any, snap: Snapshot, board: str, key: str, force: bool,
+                     tried: Optional[Dict[str, Released]] = None) -> Released:
         lock = snap.locks.get(board)
         if lock is None:
             raise NotHolderError(board, f"Lock for {board} is not held; nothing released")
@@ -65,8 +88,11 @@ class Releaser:
             if lock.key != key:
                 raise NotHolderError(board, f"Lock for {board} is held with a different key; nothing released",
                                      NotHolderError.WRONG_KEY)
+        released = Released(board=board, holder=lock.holder(), forced=force)
+        if tried is not None:
+            tried[board] = released
         self.remove(conn, snap, lock, key, forced=force, reason="")
-        return Released(board=board, holder=lock.holder(), forced=force)
+        return released
 
     def remove(self, conn: Any, snap: Snapshot, lock: LockRow, key: str, forced: bool, reason: str) -> None:
         """Mutex held: remove the lock, logged; the maintenance lock in its place on an offline board."""

@@ -287,6 +287,17 @@ class Waiter:
         return [], ready
 
     def run(self, started: float) -> Grant:
+        """Wait for the grant; a lock directory removed meanwhile is said as such, whichever
+        step (a look, a dead waiter's clearing, the mutex) found its files gone first."""
+        try:
+            return self._run(started)
+        except LockDirError:
+            base = self.site.lab.base
+            if not os.path.isdir(base):
+                raise LockDirError(base, "the lock directory disappeared while waiting") from None
+            raise
+
+    def _run(self, started: float) -> Grant:
         GUARD.check()
         grant = self.evaluate()
         if grant is not None:

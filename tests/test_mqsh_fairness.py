@@ -16,8 +16,6 @@ import signal
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from conftest import (
     LabFixture,
     Procs,
@@ -31,8 +29,7 @@ from conftest import (
     wait_for,
 )
 from mq.engine.legacy_waiters import Scan
-
-needs_lockfile = pytest.mark.skipif(not Path("/usr/bin/lockfile").exists(), reason="procmail's lockfile(1)")
+from test_run import needs_lockfile
 
 
 def mqsh_shell(base: Path, board: str, key: str, period: int) -> str:

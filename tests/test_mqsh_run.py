@@ -260,8 +260,7 @@ def test_usages(mqsh: Path, lab: LabFixture) -> None:
     assert sem.returncode == 1
     lines = sem.stdout.splitlines()
     assert lines[0] == "Unknown usage" and lines[2] == f"{mqsh} sem dumpall"
-    assert lines[-2:] == [" dumpall          Prints all currently locked systems", ""] or \
-        lines[-1] == " dumpall          Prints all currently locked systems"
+    assert lines[-2:] == [" dumpall          Prints all currently locked systems", ""]
     no_name = run_sh(mqsh, lab, "sem", "-signal", "-k", "k1")
     assert no_name.returncode == 1 and no_name.stdout.splitlines()[0] == "Unknown option k1"
 
@@ -270,8 +269,7 @@ def test_usages(mqsh: Path, lab: LabFixture) -> None:
 def test_bare_lockfile_lock_shows_the_empty_key(mqsh: Path, lab: LabFixture) -> None:
     subprocess.run(["lockfile", "-r0", str(lab.base / "b1.lock")], check=True)
     info = run_sh(mqsh, lab, "sem", "-info", "b1").stdout
-    assert re.fullmatch(f"Lock for b1 held by {ME} since {DATE}, timeout \\?? with key ''\n", info) or \
-        info.endswith(" with key ''\n"), info
+    assert re.fullmatch(rf"Lock for b1 held by {ME} since {DATE}, timeout \S* with key ''\n", info), info
     mr = run_sh(mqsh, lab, "sem", "-mr-info", "b1").stdout
     assert mr.endswith(" \n") and len(mr.split(" ")) == 7, repr(mr)
 

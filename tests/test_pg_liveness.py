@@ -27,7 +27,7 @@ import pgserver
 import test_pg_engine
 from conftest import LAB_TOML, PROMPT, wait_for
 from mq.pgengine import PgEngine, inventory_store, schema, session
-from mq.pgengine.link import STUCK_MUTEX
+from mq.pgengine.link import STUCK_MUTEX, PlaceLost
 from mq.pgengine.rows import MUTEX
 from test_pg_engine import INVENTORY, WaiterProcess, queued_keys
 
@@ -228,3 +228,34 @@ def test_a_command_started_while_the_server_is_down_rides_it_out(own_server: pgs
     with PgEngine(conninfo, INVENTORY) as engine:
         holder = engine.info("b1")[0].holder
         assert holder is not None and holder.key == "K"  # confirmed: it outlived the command
+
+
+@pytest.mark.parametrize("fault", ["restart", "cut"])
+def test_a_connection_lost_between_queueing_and_listening(own_server: pgserver.PgServer, fault: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The drop lands after the ticket is queued and before the waiter's LISTEN (CI once met it in
+    ``pg_ctl restart -m immediate``): after a restart the waiter keeps its place and gets the board;
+    cut off while the server stayed up, it is told its place is gone (exit 9), never a traceback."""
+    conninfo = own_server.create_database(f"mq_listen_{fault}")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        schema.init(conn)
+        inventory_store.store(conn, INVENTORY, LAB_TOML)
+    with PgEngine(conninfo, INVENTORY, grace=GRACE) as engine:
+        enqueue = engine.taker.enqueue
+
+        def enqueue_then_drop(*args: object) -> object:
+            queued = enqueue(*args)  # type: ignore[arg-type]
+            if fault == "restart":
+                own_server.restart()
+            else:
+                with psycopg.connect(conninfo, autocommit=True) as admin:
+                    admin.execute("SELECT pg_terminate_backend(%s)", (engine.link.conn.info.backend_pid,))
+            return queued
+
+        monkeypatch.setattr(engine.taker, "enqueue", enqueue_then_drop)
+        if fault == "restart":
+            grant = engine.wait("b1", key="K", budget=60)
+            assert grant.board == "b1"
+        else:
+            with pytest.raises(PlaceLost):
+                engine.wait("b1", key="K", budget=60)

@@ -246,9 +246,11 @@ class Link:
         conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
 
     def listen(self) -> None:
+        """LISTEN on the queue's channel, now and on every connection made from here on (so a
+        connection that drops before its LISTEN is answered listens again once remade)."""
         if not self.listening:
-            self.conn.execute(f"LISTEN {CHANNEL}")
             self.listening = True
+            self.conn.execute(f"LISTEN {CHANNEL}")
 
     def unlisten(self) -> None:
         if self.listening:

@@ -191,7 +191,10 @@ class Waiter:
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> Grant:
         GUARD.check()
-        self.link.listen()
+        try:
+            self.link.listen()
+        except DROPPED as exc:  # dropped between the enqueue and the LISTEN: the reconnect listens
+            self._reconnect(exc)
         try:
             return self._loop()
         finally:

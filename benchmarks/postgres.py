@@ -27,6 +27,9 @@ Every figure is measured in the same run for both engines (one board, b1):
    as a job does (the file engine's ``lockwatch``, the PostgreSQL engine's
    ``runwatch``); this process force-releases it; time until the child knows. Also
    the CPU of the watching child over 10 s of nothing happening.
+6. a ``-T 8`` take-over while another client takes and releases b2 every 0.2 s: how
+   long past the ``-T`` the sleeping waiter has b1 (timers are deadlines: unrelated
+   wake-ups never postpone them).
 """
 
 from __future__ import annotations
@@ -56,7 +59,9 @@ from mq.engine.inventory import parse_inventory  # noqa: E402
 from mq.engine.semaphore import Engine  # noqa: E402
 
 PYTHON = sys.executable
-LAB_TOML = '[systems.b1]\narch = "arm"\nsoc = "bench"\n'
+LAB_TOML = '[systems.b1]\narch = "arm"\nsoc = "bench"\n[systems.b2]\narch = "arm"\nsoc = "bench"\n'
+TAKE_OVER_T = 8  # the holder's -T in the take-over figure
+TRAFFIC_EVERY = 0.2  # s: the other board's cycle meanwhile (CHILD's "t": held 0.1 s, free 0.1 s)
 TARGET_HANDOFF_MS = 20.0
 TARGET_IDLE_CPU_PCT = 2.0
 NOTICE_LIMIT = 20.0  # seconds a waiter is given to notice a dead run holder
@@ -67,7 +72,7 @@ NOTICE_LIMIT = 20.0  # seconds a waiter is given to notice a dead run holder
 CHILD = """
 import os, sys, time
 kind, where, grace = sys.argv[1:4]
-toml = '[systems.b1]\\narch = "arm"\\nsoc = "bench"\\n'
+toml = '[systems.b1]\\narch = "arm"\\nsoc = "bench"\\n[systems.b2]\\narch = "arm"\\nsoc = "bench"\\n'
 from mq.engine.inventory import parse_inventory
 if kind == "file":
     from mq.engine.semaphore import Engine
@@ -84,6 +89,12 @@ for line in sys.stdin:
     elif op == "r":
         engine.signal("b1", key=key)
         os.write(1, b"R\\n")
+    elif op == "t":  # unrelated traffic: b2 taken and released every 0.2 s, until killed
+        while True:
+            engine.wait("b2", key=key)
+            time.sleep(0.1)
+            engine.signal("b2", key=key)
+            time.sleep(0.1)
     elif op == "l":  # a run lock, watched as a job watches it until it is lost
         grant = engine.wait("b1", key=key, session=True)
         if kind == "file":
@@ -295,6 +306,31 @@ def head_death(lab: Lab, grace: float, rounds: int) -> List[float]:
     return samples
 
 
+def take_over(lab: Lab, rounds: int) -> List[float]:
+    """Seconds past the holder's ``-T`` until a sleeping waiter has b1, while b2 is taken and released
+    every ``TRAFFIC_EVERY`` s by another client (every one of which wakes the PostgreSQL waiter)."""
+    samples = []
+    traffic = lab.child()
+    traffic.send("t traffic")
+    try:
+        for _ in range(rounds):
+            lab.engine.wait("b1", key="holder", timeout=TAKE_OVER_T, budget=0)  # type: ignore[attr-defined]
+            granted = time.monotonic_ns()
+            waiter = lab.child()
+            try:
+                waiter.send("w next")
+                reply = waiter.line(timeout=TAKE_OVER_T * 6)
+                samples.append((int(reply.split()[1]) - granted) / 1e9 - TAKE_OVER_T if reply else float("inf"))
+                if reply:
+                    waiter.send("r next")
+                    waiter.line()
+            finally:
+                waiter.close()
+    finally:
+        traffic.close()
+    return samples
+
+
 def connection_budget(limit: int) -> Tuple[int, str]:
     """How many waiting clients fit a server of ``max_connections = limit``: waiters are added on a
     held board until one cannot connect; (how many queued, the server's count of connections then)."""
@@ -420,6 +456,9 @@ def main() -> int:
         print("   a head waiter SIGKILLed, then the board released: time until the next waiter has it")
         for lab in labs:
             print("   " + show(f"{lab.kind:10s}", head_death(lab, args.grace, max(3, rounds // 3))))
+        print(f"\n6. a -T {TAKE_OVER_T} take-over while b2 cycles every {TRAFFIC_EVERY:g} s: seconds past the -T")
+        for lab in labs:
+            print("   " + show(f"{lab.kind:10s}", take_over(lab, 3), unit="s"))
         print("\n5. a running job's lock force-released: time until its watch knows")
         for lab in labs:
             samples, idle_cpu = lock_loss(lab, max(3, rounds // 3), 10.0)

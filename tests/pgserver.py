@@ -92,8 +92,9 @@ class PgServer:
     def conninfo(self, dbname: str = "postgres", user: str | None = None) -> str:
         return f"host={self.socket_dir} port={self.port} user={user or self.role} dbname={dbname}"
 
-    def tcp_conninfo(self, dbname: str = "postgres") -> str:
-        return f"host=127.0.0.1 port={self.port} user={self.role} dbname={dbname}"
+    def tcp_conninfo(self, dbname: str = "postgres", port: int | None = None) -> str:
+        """Over TCP; ``port``: through a proxy listening there (``tests/blackhole.py``)."""
+        return f"host=127.0.0.1 port={port or self.port} user={self.role} dbname={dbname} sslmode=disable"
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         command = [str(pg_bin() / args[0]), *args[1:]]

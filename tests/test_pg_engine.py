@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +80,9 @@ def database(pg_server: pgserver.PgServer, request: pytest.FixtureRequest) -> It
     pg_server.drop_database(name)
 
 
+REPLY_LIMIT = 120.0  # s: far beyond any wait these tests expect (a reply that never comes fails the test)
+
+
 class WaiterProcess:
     def __init__(self, conninfo: str, name: str, key: str, grace: float = 30.0, session: bool = False,
                  give_up: float = 60.0) -> None:
@@ -89,9 +93,16 @@ class WaiterProcess:
                                      stderr=subprocess.PIPE, text=True)
         assert self.reply() == {"queued": True}
 
-    def reply(self) -> dict[str, Any]:
+    def reply(self, timeout: float = REPLY_LIMIT) -> dict[str, Any]:
+        """Its next JSON line (a test fails, rather than hangs, on one that never comes)."""
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.append(self.proc.stdout.readline()),  # type: ignore[union-attr]
+                                  daemon=True)
+        reader.start()
+        reader.join(timeout)
+        assert lines, f"no reply from the waiter {self.key} in {timeout:g} s"
+        line = lines[0]
         assert line, f"waiter ended: {self.proc.stderr.read() if self.proc.stderr else ''}"
         value: dict[str, Any] = json.loads(line)
         return value

@@ -59,13 +59,14 @@ from typing import Any
 import pytest
 
 import pgserver
+from blackhole import BlackHole
 from conftest import PROMPT, proc_state, wait_for
 
 psycopg = pytest.importorskip("psycopg")
 
 from mq.engine.errors import NotAcquiredError, NotHolderError  # noqa: E402
 from mq.engine.inventory import parse_inventory  # noqa: E402
-from mq.pgengine import PgEngine, schema  # noqa: E402
+from mq.pgengine import PgEngine, schema, session  # noqa: E402
 from mq.pgengine.rows import OWNER_CLASS  # noqa: E402
 
 pytestmark = pytest.mark.skipif(pgserver.missing(), reason="needs the PostgreSQL server binaries")
@@ -87,6 +88,9 @@ PROGRESS_BOUND = 60.0  # s: after a fault, every live client has a new grant wit
 # machine runs eight clients and a server, and clients replacing killed ones take a second or more to start)
 STOP_FOR = 12.0  # s a client stays SIGSTOPped (the fault itself: past idle_in_transaction_session_timeout, 10 s)
 POSTMASTER_STOP_FOR = 5.0  # s the postmaster stays SIGSTOPped
+STALL_ONE_FOR = 30.0  # s one client's link stays stalled (past SILENT_LIMIT: it is found silent)
+STALL_ALL_FOR = 15.0  # s every client's link stays stalled
+DATABASE = "mq_faults"
 PLACE_LOST = 9  # ExitCode.SSH: the documented exit of a client whose own connection was cut
 HELD_OWNER_LOCKS = ("SELECT objid, pid, mode, granted FROM pg_locks WHERE locktype = 'advisory' "  # noqa: S608
                     f"AND classid = {OWNER_CLASS} ORDER BY objid")  # the owners' liveness locks, for a diagnosis
@@ -288,9 +292,11 @@ class Hold:
 class Harness:
     """The supervisor: eight clients, their faults, their figures."""
 
-    def __init__(self, server: pgserver.PgServer, conninfo: str, root: Path, grace: float = GRACE) -> None:
+    def __init__(self, server: pgserver.PgServer, conninfo: str, root: Path, grace: float = GRACE,
+                 proxies: dict[int, BlackHole] | None = None) -> None:
         self.server = server
         self.conninfo = conninfo
+        self.proxies = proxies or {}  # slot -> the proxy its clients connect through (the black-hole faults)
         self.root = root
         self.grace = grace
         self.witness = root / "witness"
@@ -327,7 +333,9 @@ class Harness:
         mode = "run" if slot in RUN_SLOTS else "sem"
         log, err = self.logs / f"{key}.jsonl", self.logs / f"{key}.err"
         with open(err, "wb") as stderr:
-            proc = subprocess.Popen([sys.executable, "-c", CLIENT, self.conninfo, LAB, str(slot), key, mode,
+            proxy = self.proxies.get(slot)
+            conninfo = self.conninfo if proxy is None else self.server.tcp_conninfo(DATABASE, port=proxy.port)
+            proc = subprocess.Popen([sys.executable, "-c", CLIENT, conninfo, LAB, str(slot), key, mode,
                                      str(self.witness), str(log), str(self.doubles), str(self.stop_file),
                                      str(self.grace), str(self.rng.randrange(1 << 30))],
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -622,7 +630,7 @@ def fault_server() -> Iterator[pgserver.PgServer]:
 
 @pytest.fixture
 def harness(fault_server: pgserver.PgServer, tmp_path: Path) -> Iterator[Harness]:
-    conninfo = fault_server.create_database("mq_faults")
+    conninfo = fault_server.create_database(DATABASE)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         schema.init(conn)
     lab = Harness(fault_server, conninfo, tmp_path)
@@ -631,6 +639,27 @@ def harness(fault_server: pgserver.PgServer, tmp_path: Path) -> Iterator[Harness
         yield lab
     finally:
         lab.close()
+
+
+@pytest.fixture
+def proxied_harness(tmp_path: Path) -> Iterator[Harness]:
+    """The harness on a server over TCP, each slot's clients through a ``BlackHole`` of its own."""
+    server = pgserver.start_server(tcp=True)
+    proxies = {slot: BlackHole(server.port) for slot in range(CLIENTS)}
+    try:
+        conninfo = server.create_database(DATABASE)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            schema.init(conn)
+        lab = Harness(server, conninfo, tmp_path, proxies=proxies)
+        try:
+            lab.start()
+            yield lab
+        finally:
+            lab.close()
+    finally:
+        for proxy in proxies.values():
+            proxy.close()
+        server.destroy()
 
 
 def cycles(default: int) -> int:
@@ -751,6 +780,40 @@ def test_sigkill_of_a_server_backend(harness: Harness) -> None:
         os.kill(int(row[0]), signal.SIGKILL)
         harness.await_progress(time.monotonic(), "after a server backend was killed")
     finish(harness, "SIGKILL of a server backend", count, "crash recovery by the same postmaster")
+
+
+@pytest.mark.slow
+def test_a_black_hole_stalls_one_client_then_all(proxied_harness: Harness) -> None:
+    """A link stalled above TCP (``BlackHole``: no reset, both kernels still acknowledging, so no
+    keepalive fires): first one client's for ``STALL_ONE_FOR`` (past ``SILENT_LIMIT``; a waiting
+    client when there is one, so a silent head of a queue is met), while the others go on, then every
+    client's for ``STALL_ALL_FOR``. A stalled client finds its beats unanswered and gives the
+    connection up; one found silent is ended by the others and told its place is gone when it can
+    reconnect (exit 9, by design), and a new client takes its slot."""
+    lab = proxied_harness
+    count = cycles(2)
+    for _ in range(count):
+        victim = lab.waiting() or lab.rng.choice(lab.live())
+        victim.stopped = True  # (cut off: a PlaceLost is by design for it)
+        lab.proxies[victim.slot].stall()
+        stalled_at = time.monotonic()
+        wait_for(lambda since=stalled_at: sum(1 for c in lab.history for e in c.grants() if e["t"] > since) >= 3,
+                 timeout=STALL_ONE_FOR, what="the others granted boards while one client was cut off", step=0.05)
+        time.sleep(max(0.0, stalled_at + STALL_ONE_FOR - time.monotonic()))  # the fault lasts this long
+        lab.proxies[victim.slot].resume()
+        lab.await_progress(time.monotonic(), "after one client's link stalled")
+    for client in lab.live():
+        client.stopped = True
+    for proxy in lab.proxies.values():
+        proxy.stall()
+    time.sleep(STALL_ALL_FOR)
+    for proxy in lab.proxies.values():
+        proxy.resume()
+    lab.await_progress(time.monotonic(), "after every client's link stalled")
+    figures = finish(lab, "black hole: one client, then all", count,
+                     f"one client's link stalled {STALL_ONE_FOR:g} s per cycle, then every client's "
+                     f"{STALL_ALL_FOR:g} s")
+    assert figures["idle"] < session.SILENT_LIMIT + session.HEARTBEAT + PROMPT + STALL_ALL_FOR
 
 
 def _stopped(pid: int) -> bool:

@@ -19,12 +19,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import pgserver
 import test_pg_engine
+from blackhole import BlackHole
 from conftest import LAB_TOML, PROMPT, wait_for
 from mq.pgengine import PgEngine, inventory_store, schema, session
 from mq.pgengine.link import STUCK_MUTEX, PlaceLost
@@ -259,3 +261,80 @@ def test_a_connection_lost_between_queueing_and_listening(own_server: pgserver.P
         else:
             with pytest.raises(PlaceLost):
                 engine.wait("b1", key="K", budget=60)
+
+
+def _silenced(conninfo: str) -> list[tuple[str, bool]]:
+    """The audit log's ``force`` records of clients ended as silent: (reason, ended)."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        rows = conn.execute("SELECT fields->>'reason', (fields->>'ended')::bool FROM mq_audit "
+                            "WHERE event = 'force' AND fields->>'reason' = 'client silent'").fetchall()
+    return [(str(reason), bool(ended)) for reason, ended in rows]
+
+
+def test_a_stopped_head_waiter_goes_once_it_has_been_silent(database: str, waiters: list[WaiterProcess]) -> None:
+    """SIGSTOP of the head waiter (Ctrl+Z, a debugger, a hung VM): its connection stays open and its
+    liveness lock held, but it beats no more; after ``SILENT_LIMIT`` the waiter behind ends its
+    session and gets the board. Continued, the stopped one is told its place is gone."""
+    with PgEngine(database, INVENTORY, grace=GRACE) as engine:
+        engine.wait("b1", key="H", budget=0)
+        stopped = WaiterProcess(database, "b1", "stopped", grace=GRACE)
+        waiters.append(stopped)
+        wait_for(lambda: queued_keys(engine) == ["stopped"], what="the first waiter queued")
+        survivor = WaiterProcess(database, "b1", "survivor", grace=GRACE)
+        waiters.append(survivor)
+        wait_for(lambda: queued_keys(engine) == ["stopped", "survivor"], what="the second waiter queued")
+        os.kill(stopped.proc.pid, signal.SIGSTOP)
+        since = time.monotonic()
+        engine.signal("b1", key="H")
+        assert survivor.reply()["board"] == "b1"
+        took = time.monotonic() - since
+        assert took < session.SILENT_LIMIT + session.HEARTBEAT + PROMPT, took
+        assert _silenced(database) == [("client silent", True)]
+        os.kill(stopped.proc.pid, signal.SIGCONT)
+        told = stopped.reply()
+        assert told["error"] == "PlaceLost", told
+        assert survivor.send("release") == {"released": True}
+
+
+@pytest.fixture
+def tcp_server() -> Iterator[pgserver.PgServer]:
+    server = pgserver.start_server(tcp=True)
+    yield server
+    server.destroy()
+
+
+def test_a_waiter_cut_off_above_tcp_notices_and_its_place_goes(tcp_server: pgserver.PgServer,
+                                                               waiters: list[WaiterProcess]) -> None:
+    """The head waiter's link stalls without a reset (``BlackHole``: both kernels still acknowledge
+    everything, so no keepalive fires): the waiter behind gets the board once the head has been
+    silent for ``SILENT_LIMIT``; the cut-off waiter finds its beat unanswered, says so, and once it
+    can reconnect learns its place is gone (PlaceLost: exit 9 from the CLI)."""
+    conninfo = tcp_server.create_database("mq_stall")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        schema.init(conn)
+        inventory_store.store(conn, INVENTORY, LAB_TOML)
+    proxy = BlackHole(tcp_server.port)
+    try:
+        with PgEngine(conninfo, INVENTORY, grace=GRACE) as engine:
+            engine.wait("b1", key="H", budget=0)
+            cut = WaiterProcess(tcp_server.tcp_conninfo("mq_stall", port=proxy.port), "b1", "cut", grace=GRACE)
+            waiters.append(cut)
+            wait_for(lambda: queued_keys(engine) == ["cut"], what="the first waiter queued")
+            survivor = WaiterProcess(conninfo, "b1", "survivor", grace=GRACE)
+            waiters.append(survivor)
+            wait_for(lambda: queued_keys(engine) == ["cut", "survivor"], what="the second waiter queued")
+            proxy.stall()
+            since = time.monotonic()
+            engine.signal("b1", key="H")
+            assert survivor.reply()["board"] == "b1"
+            took = time.monotonic() - since
+            assert took < session.SILENT_LIMIT + session.HEARTBEAT + PROMPT, took
+            assert queued_keys(engine) == []
+            proxy.resume()
+            told = cut.reply()
+            assert told["error"] == "PlaceLost", told
+            _out, err = cut.proc.communicate(timeout=PROMPT)
+            assert f"no reply from the server in {session.BEAT_TIMEOUT:g} s" in err, err
+            assert survivor.send("release") == {"released": True}
+    finally:
+        proxy.close()

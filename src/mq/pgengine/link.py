@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 import time
 from typing import Any, Callable, Iterator, List, Optional
 
@@ -40,6 +41,9 @@ MUTEX_HOLDER = f"""
     WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {MUTEX[0]} AND l.objid = {MUTEX[1]}
       AND l.objsubid = 2 LIMIT 1"""  # noqa: S608
 
+BEAT = ("INSERT INTO mq_beats (owner, seen_at) VALUES (%s, clock_timestamp()) "
+        "ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at")
+
 Pause = Callable[[float], None]
 
 # This engine's own earlier backend, if it still holds the owner lock (a connection dropped on
@@ -58,9 +62,10 @@ class PlaceLost(EngineError):
     exit_code = ExitCode.SSH
     wire_fields = ("message",)
 
-    def __init__(self, database: str) -> None:
+    def __init__(self, database: str, why: str = "") -> None:
         super().__init__(f"the connection to the {database} dropped while the server stayed up: this client "
-                         "counts as gone, and its place in the queue and its run locks were let go")
+                         "counts as gone, and its place in the queue and its run locks were let go" if not why
+                         else f"the {database}: {why}")
 
 
 DROPPED = (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout)
@@ -265,6 +270,27 @@ class Link:
         conn = self.conn
         return [n.payload for n in conn.notifies(timeout=0) if n.channel == CHANNEL]
 
+    def seen(self, conn: psycopg.Connection[Any]) -> None:
+        """Inside the caller's transaction: this owner's beat, as it takes a place (an engine idle
+        since its last wait did not beat meanwhile)."""
+        if self.owner is not None:
+            conn.execute(BEAT, (self.owner,))
+
+    def beat(self) -> None:
+        """Tell the server this client lives (its row of ``mq_beats``), and so find out that the
+        connection does: with no reply in ``BEAT_TIMEOUT`` the connection is shut, and the
+        OperationalError raised says so (the caller reconnects)."""
+        if self.owner is None:
+            return
+        conn = self.conn
+        with _Deadline(conn, session.BEAT_TIMEOUT) as deadline:
+            try:
+                conn.execute(BEAT, (self.owner,))
+            except psycopg.OperationalError:
+                if deadline.passed:
+                    raise psycopg.OperationalError(f"no reply from the server in {session.BEAT_TIMEOUT:g} s") from None
+                raise
+
     # -- the owner ---------------------------------------------------------------------------
     def ensure_owner(self) -> int:
         """This engine's owner id, registered (and its liveness lock taken) on first use."""
@@ -274,6 +300,7 @@ class Link:
             conn.execute("SELECT pg_advisory_lock(%s, %s)", (OWNER_CLASS, owner))
             self.server_start = incarnation(conn)
             conn.execute(REGISTER, (owner, self.user, os.getpid(), socket.gethostname(), *self.server_start))
+            conn.execute(BEAT, (owner,))
             self.owner = owner
         return self.owner
 
@@ -299,6 +326,7 @@ class Link:
                 self._clear_dead_self(conn, owner)
             conn.execute("UPDATE mq_owners SET lost_at = NULL, backend_pid = pg_backend_pid(), server_start = %s, "
                          "incarnation = %s WHERE id = %s", (*started, owner))
+            conn.execute(BEAT, (owner,))
         if died:
             raise PlaceLost(where(self.conninfo))
 
@@ -317,6 +345,36 @@ class Link:
             self.notify(conn, f"free {board}")
         if conn.execute("SELECT 1 FROM mq_owners WHERE id = %s", (owner,)).fetchone() is None:
             conn.execute(REGISTER, (owner, self.user, os.getpid(), socket.gethostname(), *self.server_start))
+
+
+class _Deadline:
+    """Shuts ``conn``'s socket if the statement run inside is not done in ``seconds`` (a reply
+    that never comes: a link stalled above TCP, where no keepalive can see it)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], seconds: float) -> None:
+        self.fd = conn.fileno()
+        self.passed = False
+        self._done = False
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._shut)
+        self._timer.daemon = True
+
+    def _shut(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.passed = True
+            with contextlib.suppress(OSError), socket.socket(fileno=os.dup(self.fd)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns: "connection closed"
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
 
 
 def _first_line(exc: BaseException) -> str:

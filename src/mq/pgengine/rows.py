@@ -6,16 +6,20 @@ server it connected to is still the one running (``server_start``) is dead at on
 its connection ended (the client was killed, or cut off and found so by keepalives).
 After a server restart or failover every owner's lock is free: such an owner is
 *lost* from the first look that finds it so (``lost_at``), still counted within
-the grace period (it is reconnecting) and dead after it. A dead owner's tickets are
-skipped and cleared, its ``run`` locks may be reclaimed.
+the grace period (it is reconnecting) and dead after it. An owner whose lock is held
+but who has not beaten for ``session.SILENT_LIMIT`` seconds is *silent*, and dead too
+(its link stalled above TCP, or the client is stopped): its backend is ended. A dead
+owner's tickets are skipped and cleared, its ``run`` locks may be reclaimed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from mq.engine.results import Holder, Offline, Ticket
+
+from .session import SILENT_LIMIT
 
 OWNER_CLASS = 0x6D72  # advisory lock class of the owners' liveness locks: (OWNER_CLASS, owner id)
 MUTEX = (0x6D71, 0)  # transaction advisory lock: queue walks, grants and releases, one at a time
@@ -34,8 +38,9 @@ MARK_LOST = f"""
 OWNER_STATES = f"""
     SELECT o.id, o.id IN ({HELD_OWNERS}) AS live, extract(epoch FROM o.lost_at)::float8,
            o.server_start IS NOT DISTINCT FROM pg_postmaster_start_time()
-           AND o.incarnation IS NOT DISTINCT FROM (SELECT token FROM mq_incarnation) AS same_server
-    FROM mq_owners o"""  # noqa: S608
+           AND o.incarnation IS NOT DISTINCT FROM (SELECT token FROM mq_incarnation) AS same_server,
+           extract(epoch FROM coalesce(b.seen_at, o.connected))::float8, o.backend_pid
+    FROM mq_owners o LEFT JOIN mq_beats b ON b.owner = o.id"""  # noqa: S608
 
 TICKETS = """
     SELECT seq, username, uid, pid, host, key, target, boards, created, priority, owner, cancelled
@@ -77,6 +82,14 @@ def ticket_name(seq: int, pid: int) -> str:
 class OwnerState:
     state: str  # LIVE, SUSPECT or DEAD
     lost_at: Optional[float] = None
+    seen: Optional[float] = None  # a live owner's last beat
+    silent_pid: Optional[int] = None  # a silent owner's backend (to be ended)
+
+    def silent_in(self, now: float) -> Optional[float]:
+        """Seconds until a live owner that beats no more counts as silent (None: it is not live)."""
+        if self.state != LIVE or self.seen is None:
+            return None
+        return max(0.0, self.seen + SILENT_LIMIT - now)
 
     def grace_left(self, now: float, grace: float) -> Optional[float]:
         """Seconds until a lost owner counts as dead (None: it is not lost)."""
@@ -185,11 +198,14 @@ class Snapshot:
         return [t.ticket for t in self.tickets if t.counted]
 
 
-def _owner_states(conn: Any, now: float, grace: float) -> Dict[int, OwnerState]:
+def _owner_states(conn: Any, now: float, grace: float, placed: Set[int]) -> Dict[int, OwnerState]:
+    """Each owner's state; ``placed``: the owners with a ticket or a lock (only they beat)."""
     states = {}
-    for owner, live, lost_at, same_server in conn.execute(OWNER_STATES):
-        if live:
-            states[owner] = OwnerState(LIVE)
+    for owner, live, lost_at, same_server, seen, backend_pid in conn.execute(OWNER_STATES):
+        if live and now - seen > SILENT_LIMIT and owner in placed:  # its connection is open, but nothing comes
+            states[owner] = OwnerState(DEAD, seen, silent_pid=backend_pid)
+        elif live:
+            states[owner] = OwnerState(LIVE, seen=seen)
         elif same_server:  # its connection died while the server stayed up: it is dead, at once
             states[owner] = OwnerState(DEAD, lost_at if lost_at is not None else now)
         elif lost_at is None or now - lost_at <= grace:
@@ -203,15 +219,18 @@ def read_snapshot(conn: Any, grace: float) -> Snapshot:
     """Everything a walk or a listing needs (call inside the mutex transaction)."""
     conn.execute(MARK_LOST)
     now = float(conn.execute(NOW).fetchone()[0])
-    owners = _owner_states(conn, now, grace)
+    ticket_rows = conn.execute(TICKETS).fetchall()
+    lock_rows = conn.execute(LOCKS).fetchall()
+    placed = {row[10] for row in ticket_rows} | {row[9] for row in lock_rows if row[9] is not None}
+    owners = _owner_states(conn, now, grace, placed)
     gone = OwnerState(DEAD)
     tickets = []
-    for seq, user, uid, pid, host, key, target, boards, created, priority, owner, cancelled in conn.execute(TICKETS):
+    for seq, user, uid, pid, host, key, target, boards, created, priority, owner, cancelled in ticket_rows:
         ticket = Ticket(name=ticket_name(seq, pid), seq=seq, uid=uid, user=user, pid=pid, host=host, key=key,
                         target=target, boards=tuple(boards), created=created, priority=priority)
         tickets.append(QueuedTicket(ticket, priority, owner, cancelled, owners.get(owner, gone)))
     locks = {}
-    for row in conn.execute(LOCKS):
+    for row in lock_rows:
         board, user, uid, key, timeout, since_ns, grant, pool, session, session_owner, maintenance = row
         state = owners.get(session_owner, gone) if session_owner is not None else None
         locks[board] = LockRow(board, user, uid, key, timeout, since_ns, grant, pool, session, session_owner,

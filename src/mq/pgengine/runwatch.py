@@ -26,6 +26,7 @@ import contextlib
 import os
 import select
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -33,6 +34,7 @@ import psycopg
 
 from mq.engine.errors import LockDirError
 
+from . import session
 from .link import LOST_PAST_GRACE, Link, PlaceLost
 
 CHECK_INTERVAL = 5.0  # seconds between two looks at the lock with no notification
@@ -86,10 +88,15 @@ class RunLockWatch:
     def _run(self) -> None:
         try:
             self._reconnecting(lambda _conn: self.link.listen())
+            beat_at = time.monotonic() + session.HEARTBEAT
             while not self._stopping.is_set() and self._still_ours():
-                ready, _, _ = select.select([self.link.conn.fileno(), self._stop_read], [], [], CHECK_INTERVAL)
+                timeout = max(0.0, min(CHECK_INTERVAL, beat_at - time.monotonic()))
+                ready, _, _ = select.select([self.link.conn.fileno(), self._stop_read], [], [], timeout)
                 if self._stop_read in ready:
                     break
+                if time.monotonic() >= beat_at:  # the others know this job lives; it knows its connection does
+                    beat_at = time.monotonic() + session.HEARTBEAT
+                    self._reconnecting(lambda _conn: self.link.beat())
                 self._reconnecting(lambda _conn: self.link.received())  # drained: any notification means "look"
                 # (a drop: the reconnect's ``_reclaim`` may have found the lock cleared; the look says)
         except _Stopped:

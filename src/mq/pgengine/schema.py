@@ -20,7 +20,8 @@ The tables:
 * ``mq_audit``: the audit log (the file engine's event names and fields; the
   fields other than time, event, user, board and target are in ``fields``);
 * ``mq_health`` (version 2): each board's row of ``run`` failures that were the
-  board's fault (``health_limit``).
+  board's fault (``health_limit``);
+* ``mq_beats`` (version 5, unlogged): each owner's last beat (``session``).
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ MIGRATIONS: Sequence[Sequence[str]] = (
     (  # 4: ... and its incarnation: an unlogged table is emptied by crash recovery (the start time is not)
         "CREATE UNLOGGED TABLE mq_incarnation (id int PRIMARY KEY CHECK (id = 1), token text NOT NULL)",
         "ALTER TABLE mq_owners ADD COLUMN incarnation text",
+    ),
+    (  # 5: each owner's last beat (``session.HEARTBEAT``): unlogged, as nothing in it outlives a crash
+        "CREATE UNLOGGED TABLE mq_beats (owner integer PRIMARY KEY, seen_at timestamptz NOT NULL)",
     ),
 )
 VERSION = len(MIGRATIONS)

@@ -12,6 +12,17 @@
 * ``synchronous_commit = on``: a grant or release a client was told about
   survives a crash of the server, whatever the server's default.
 
+* ``connect_timeout``: a connection attempt that gets no answer (a stalled link, a
+  stopped postmaster) fails after ``CONNECT_TIMEOUT`` seconds and is tried again.
+
+Keepalives are the kernel's, so they cannot see a link stalled above TCP (a proxy that
+stops forwarding but keeps both sockets open). So every client with a place (a ticket,
+a ``run`` lock) also *beats*: every ``HEARTBEAT`` seconds it writes the time to its row
+of ``mq_beats``, and gives its connection up as cut when no reply comes within
+``BEAT_TIMEOUT`` (it reconnects, and finds out whether it kept its place). A client whose
+liveness lock is held but whose last beat is more than ``SILENT_LIMIT`` seconds old is
+dead to the others: its backend is ended and its place goes (``rows``).
+
 Each value can be overridden in the backend string (``keepalives_idle=30``, or
 ``options=-c lock_timeout=5s``): what the string says wins.
 """
@@ -25,6 +36,11 @@ import psycopg
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 2, 3  # seconds, seconds, probes
 USER_TIMEOUT_MS = 15000  # unacknowledged data for this long: the connection is dead
 HALF_OPEN_LIMIT = 20  # about KEEPALIVE_IDLE + INTERVAL * COUNT, or USER_TIMEOUT: the documented bound (s)
+CONNECT_TIMEOUT = 10  # seconds (libpq's connect_timeout; a death watch's connection: WATCH_CONNECT_TIMEOUT)
+WATCH_CONNECT_TIMEOUT = 2  # libpq's smallest
+HEARTBEAT = 5.0  # seconds between two beats of a client with a place
+BEAT_TIMEOUT = 10.0  # a beat without a reply for this long: the connection is cut
+SILENT_LIMIT = float(HALF_OPEN_LIMIT)  # no beat for this long while its liveness lock is held: dead
 LOCK_WAIT = "2s"  # one round of waiting for a lock (the queue lock is waited for in rounds)
 STATEMENT_LIMIT = "30s"
 IDLE_IN_TRANSACTION = "10s"  # long enough for a client descheduled on a very busy machine
@@ -33,6 +49,7 @@ CLIENT: Dict[str, str] = {
     "application_name": "mq",  # how mq check --host counts mq's connections
     "keepalives": "1", "keepalives_idle": str(KEEPALIVE_IDLE), "keepalives_interval": str(KEEPALIVE_INTERVAL),
     "keepalives_count": str(KEEPALIVE_COUNT), "tcp_user_timeout": str(USER_TIMEOUT_MS),
+    "connect_timeout": str(CONNECT_TIMEOUT),
 }
 SERVER: Dict[str, str] = {  # the server's side of the same (session settings)
     "tcp_keepalives_idle": str(KEEPALIVE_IDLE), "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL),
@@ -49,7 +66,8 @@ def conninfo(base: str, watch: bool = False) -> str:
     """``base`` (the backend string) with mq's settings; the string's own win. ``watch``: for a
     connection that waits on a lock by design (``waiting.DeathWatch``)."""
     params = psycopg.conninfo.conninfo_to_dict(base)
-    merged: Dict[str, object] = {**CLIENT, **params}
+    merged: Dict[str, object] = {**CLIENT, **({"connect_timeout": str(WATCH_CONNECT_TIMEOUT)} if watch else {}),
+                                 **params}
     server = {**SERVER, **(WATCH if watch else {})}
     options = " ".join(f"-c {name}={value}" for name, value in server.items())
     given = str(params.get("options") or "").strip()
@@ -57,4 +75,4 @@ def conninfo(base: str, watch: bool = False) -> str:
     return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in merged.items()})
 
 
-__all__ = ["HALF_OPEN_LIMIT", "conninfo"]
+__all__ = ["BEAT_TIMEOUT", "HALF_OPEN_LIMIT", "HEARTBEAT", "SILENT_LIMIT", "conninfo"]

@@ -13,11 +13,14 @@ and whose death to watch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+
+import psycopg
 
 from mq.engine import policy
 from mq.engine.errors import NotAcquiredError
@@ -27,7 +30,7 @@ from mq.engine.maintenance import lock_key
 from mq.engine.results import Grant, Ticket
 
 from . import audit
-from .link import Link
+from .link import Link, PlaceLost, where
 from .rows import DEAD, LIVE, SUSPECT, LockRow, OwnerState, QueuedTicket, Snapshot, read_snapshot, ticket_name
 from .walk import hand_out
 
@@ -84,10 +87,23 @@ def clear_dead(conn: Any, link: Link, user: str, snap: Snapshot) -> None:
             link.notify(conn, f"gone {queued.seq}")
     snap.tickets = [t for t in snap.tickets if t.owner_state.state != DEAD]
     dead_owners = [owner for owner, state in snap.owners.items() if state.state == DEAD and owner != link.owner]
+    for owner in dead_owners:
+        silence_owner(conn, user, owner, snap.owners[owner], snap.now)
     if dead_owners:
         conn.execute("DELETE FROM mq_owners o WHERE o.id = ANY(%s) AND NOT EXISTS (SELECT 1 FROM mq_tickets t "
                      "WHERE t.owner = o.id) AND NOT EXISTS (SELECT 1 FROM mq_locks l WHERE l.session_owner = o.id)",
                      (dead_owners,))
+
+
+def silence_owner(conn: Any, user: str, owner: int, state: OwnerState, now: float) -> None:
+    """Mutex held: end the backend of an owner found silent (its connection open, no beat for
+    ``SILENT_LIMIT``), audited; so its liveness lock goes, and nothing comes late through it."""
+    if state.silent_pid is None:
+        return
+    with contextlib.suppress(psycopg.Error), conn.transaction():  # a savepoint: a refusal is not fatal
+        ended = conn.execute("SELECT pg_terminate_backend(%s)", (state.silent_pid,)).fetchone()[0]
+        audit.record(conn, user, "force", reason="client silent", owner=owner, pid=state.silent_pid,
+                     silent=round(now - (state.lost_at or now), 3), ended=bool(ended))
 
 
 def reclaim(conn: Any, user: str, lock: LockRow, now: float, maintenance: bool = False) -> str:
@@ -142,6 +158,7 @@ class Taker:
     def enqueue(self, conn: Any, request: Request, boards: Sequence[str], priority: int) -> QueuedTicket:
         owner = self.link.ensure_owner()
         with self.link.mutex(conn):
+            self.link.seen(conn)
             # Done again after a restart swallowed the reply to its COMMIT: the ticket is there already
             # (an engine waits once at a time, so its owner has no other ticket with this key and target).
             done = conn.execute("SELECT seq, created FROM mq_tickets WHERE owner = %s AND key = %s AND target = %s "
@@ -167,7 +184,8 @@ class Taker:
                 if taken is not None:  # this very look's grant committed, its reply swallowed by a restart
                     return taken, Outlook()
                 audit.record(conn, self.user, "ticket-lost", target=me.ticket.target, key=me.ticket.key)
-                raise NotAcquiredError(me.ticket.target, "its place in the queue was removed")
+                raise PlaceLost(where(self.link.conninfo), "its place in the queue was cleared while it could not "
+                                "be heard (cut off, or silent, for too long)")
             if mine.cancelled:
                 self.leave(conn, mine)
                 audit.record(conn, self.user, "cancel", target=mine.ticket.target, key=mine.ticket.key)
@@ -205,6 +223,7 @@ class Taker:
             reclaimed, reclaimed_timeout = lock.user, lock.timeout if why == "expired" else 0
         pool = request.name if request.name != board else ""
         owner = self.link.ensure_owner()  # every grant is bound to its client until confirmed (``confirm``)
+        self.link.seen(conn)
         number = int(conn.execute(
             f"INSERT INTO mq_locks (board, username, uid, key, timeout, since_ns, grant_no, pool, session, "  # noqa: S608
             f"session_owner) VALUES (%s, %s, %s, %s, %s, {NOW_NS}, nextval('mq_grants'), %s, %s, %s) "
@@ -229,6 +248,10 @@ class Taker:
                 left = ticket.owner_state.grace_left(snap.now, self.link.grace)
                 if left is not None:  # reconnecting, or dead once its grace is over
                     waits.append(left + EXPIRY_MARGIN)
+        for owner in outlook.predecessors(mine.boards):  # the one right ahead on a board: silent from when on
+            silent_in = snap.owners[owner].silent_in(snap.now) if owner in snap.owners else None
+            if silent_in is not None:
+                waits.append(silent_in + EXPIRY_MARGIN)
         covered = {b for wanted, _owner in outlook.ahead.values() for b in wanted}
         outlook.head = [b for b in mine.boards if b not in covered]
         for board in outlook.head:
@@ -241,6 +264,7 @@ class Taker:
             if lock.session_owner is not None and lock.owner_state is not None:
                 if lock.owner_state.state == LIVE:
                     outlook.watch.add(lock.session_owner or 0)
+                    waits.append((lock.owner_state.silent_in(snap.now) or 0.0) + EXPIRY_MARGIN)
                 elif lock.owner_state.state == SUSPECT:
                     waits.append((lock.owner_state.grace_left(snap.now, self.link.grace) or 0.0) + EXPIRY_MARGIN)
         outlook.wake_in = min(waits) if waits else None

@@ -18,6 +18,8 @@ turn may have come:
 
 A dropped connection (or a server restart) is reconnected with back-off, the owner
 lock taken back (``link``), and the ticket is still there: the waiter keeps its place.
+Every ``HEARTBEAT`` seconds it beats (``Link.beat``): so the others know it lives, and it
+knows its connection does (a reply that does not come is a cut connection).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from mq.engine.signals import GUARD
 from mq.engine.waiter import Hooks
 
 from . import audit, session
-from .link import DROPPED, Link, dropped
+from .link import DROPPED, CannotConnect, Link, dropped
 from .rows import OWNER_CLASS, QueuedTicket
 from .taking import Outlook, Request, Taker
 
@@ -114,6 +116,7 @@ class Waiter:
         self.outlook = Outlook()
         self.watch = DeathWatch(link.conninfo)
         self.wake_at: Optional[float] = None  # monotonic time of the next look by a timer (-T, a grace period)
+        self.beat_at = time.monotonic() + session.HEARTBEAT  # of the next beat
         self._progress: Optional[tuple[int, int]] = None
 
     # -- one look, through reconnects --------------------------------------------------
@@ -131,10 +134,27 @@ class Waiter:
             return grant
 
     def _reconnect(self, why: BaseException) -> None:
-        if dropped(why, self.link):
-            self.link.reconnect(why, self._pause, self.deadline, patient=True)  # its place is kept for it
-        else:
+        """Connect again, for as long as the wait lasts: a waiter keeps its place only by coming back
+        (it is kept for it through a restart; ``PlaceLost`` when the server stayed up, or when it was
+        cleared as silent meanwhile)."""
+        if not dropped(why, self.link):
             raise why
+        try:
+            self.link.reconnect(why, self._pause, self.deadline, patient=True)
+        except CannotConnect:
+            raise NotAcquiredError(self.me.ticket.target, "no connection to the queue database") from None
+
+    def _beat(self) -> bool:
+        """A beat (``Link.beat``) when one is due; False: the connection was cut and made again."""
+        if time.monotonic() < self.beat_at:
+            return True
+        self.beat_at = time.monotonic() + session.HEARTBEAT
+        try:
+            self.link.beat()
+        except DROPPED as exc:
+            self._reconnect(exc)
+            return False
+        return True
 
     def _pause(self, delay: float) -> None:
         """Sleep ``delay`` seconds between reconnects, still answering the caller's descriptors."""
@@ -214,7 +234,7 @@ class Waiter:
             self.watch.arm(sorted(self.outlook.watch | self.outlook.predecessors(self.boards)))
             sleep = _shortest(None if self.wake_at is None else self.wake_at - now,
                               None if self.deadline is None else self.deadline - now,
-                              self.hooks.on_tick() if self.hooks.on_tick else None)
+                              self.hooks.on_tick() if self.hooks.on_tick else None, self.beat_at - now)
             conn_fd = self.link.conn.fileno()
             fds = [conn_fd, *self.watch.fds(), *self.hooks.extra_fds, *GUARD.wake_fds]
             ready = select.select(fds, [], [], sleep)[0]
@@ -225,6 +245,7 @@ class Waiter:
                 payloads = self._received()
                 look = look or payloads is None or self._relevant(payloads)
             look = self.watch.fired(ready) or look
+            look = not self._beat() or look
             self._extra(ready)
             if look:
                 grant = self._look()

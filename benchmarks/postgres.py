@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
@@ -59,7 +59,9 @@ from mq.engine.inventory import parse_inventory  # noqa: E402
 from mq.engine.semaphore import Engine  # noqa: E402
 
 PYTHON = sys.executable
-LAB_TOML = '[systems.b1]\narch = "arm"\nsoc = "bench"\n[systems.b2]\narch = "arm"\nsoc = "bench"\n'
+LAB_TOML = ('[systems.b1]\narch = "arm"\nsoc = "bench"\n[systems.b2]\narch = "arm"\nsoc = "bench"\n'
+            '[systems.b3]\narch = "arm"\nsoc = "bench"\n[pools.trio]\nmatch = { soc = "bench" }\n')
+POOL_CLIENTS = 20  # clients cycling on the pool trio (b1, b2, b3) at once
 TAKE_OVER_T = 8  # the holder's -T in the take-over figure
 TRAFFIC_EVERY = 0.2  # s: the other board's cycle meanwhile (CHILD's "t": held 0.1 s, free 0.1 s)
 TARGET_HANDOFF_MS = 20.0
@@ -72,7 +74,8 @@ NOTICE_LIMIT = 20.0  # seconds a waiter is given to notice a dead run holder
 CHILD = """
 import os, sys, time
 kind, where, grace = sys.argv[1:4]
-toml = '[systems.b1]\\narch = "arm"\\nsoc = "bench"\\n[systems.b2]\\narch = "arm"\\nsoc = "bench"\\n'
+toml = ('[systems.b1]\\narch = "arm"\\nsoc = "bench"\\n[systems.b2]\\narch = "arm"\\nsoc = "bench"\\n'
+        '[systems.b3]\\narch = "arm"\\nsoc = "bench"\\n[pools.trio]\\nmatch = { soc = "bench" }\\n')
 from mq.engine.inventory import parse_inventory
 if kind == "file":
     from mq.engine.semaphore import Engine
@@ -82,8 +85,15 @@ else:
     engine = PgEngine(where, parse_inventory(toml, "lab.toml"), grace=float(grace))
 os.write(1, b"ready\\n")
 for line in sys.stdin:
-    op, key = line.split()
-    if op in ("w", "s"):
+    op, key, *rest = line.split()
+    if op == "p":  # the pool trio, taken and released for a number of seconds: how many grants
+        count, until = 0, time.monotonic() + float(rest[0])
+        while time.monotonic() < until:
+            grant = engine.wait("trio", key=key)
+            engine.signal(grant.board, key=key)
+            count += 1
+        os.write(1, b"P %d\\n" % count)
+    elif op in ("w", "s"):
         engine.wait("b1", key=key, session=op == "s")
         os.write(1, b"G %d\\n" % time.monotonic_ns())
     elif op == "r":
@@ -206,6 +216,47 @@ def grants_per_second(lab: Lab, seconds: float) -> float:
         engine.signal("b1", key="cycle")  # type: ignore[attr-defined]
         count += 1
     return count / (time.monotonic() - started)
+
+
+def pool_cycling(lab: Lab, clients: int, seconds: float) -> float:
+    """Grants per second of ``clients`` processes each taking and releasing the pool trio in a loop."""
+    children = [lab.child() for _ in range(clients)]
+    try:
+        for number, child in enumerate(children):
+            child.send(f"p c{number} {seconds}")
+        total = sum(int(child.line(timeout=seconds + 120).split()[1]) for child in children)
+    finally:
+        for child in children:
+            child.close()
+    return total / seconds
+
+
+def round_trips(lab: Lab) -> Dict[str, int]:
+    """Statements (each one round trip) a PostgreSQL client sends for: an uncontended wait as
+    ``sem -wait`` makes it (the wait and the confirm), a release, a look at one board."""
+    import psycopg
+
+    real = psycopg.Connection.execute
+    sent = [0]
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sent[0] += 1
+        return real(self, *args, **kwargs)
+
+    engine: Any = lab.engine
+    counts: Dict[str, int] = {}
+    psycopg.Connection.execute = counting  # type: ignore[method-assign]
+    try:
+        for name, step in (("sem -wait (wait + confirm)",
+                            lambda: engine.confirm("b1", engine.wait("b1", key="rt", budget=0).grant)),
+                           ("sem -signal", lambda: engine.signal("b1", key="rt")),
+                           ("sem -info", lambda: engine.info("b1"))):
+            sent[0] = 0
+            step()
+            counts[name] = sent[0]
+    finally:
+        psycopg.Connection.execute = real  # type: ignore[method-assign]
+    return counts
 
 
 def idle_waiters(lab: Lab, count: int, window: float, server: pgserver.PgServer | None) -> Tuple[float, str]:
@@ -405,6 +456,30 @@ def show(label: str, samples: List[float], unit: str = "ms") -> str:
            f"({len(samples)} rounds)"
 
 
+def speed(labs: List[Lab], quick: bool, rounds: int) -> None:
+    """Sections 1 and 2: hand-off, uncontended and pooled grants, round trips."""
+    handoffs = {lab.kind: handoff(lab, rounds) for lab in labs}
+    print("\n1. hand-off latency (release -> next waiter's grant)")
+    for kind, samples in handoffs.items():
+        print("   " + show(f"{kind:10s}", samples))
+    ratio = statistics.median(handoffs["postgresql"]) / statistics.median(handoffs["file"])
+    print(f"   ratio of medians postgresql / file: {ratio:.2f} (target <= 1.5)")
+    print(f"   target: median <= {TARGET_HANDOFF_MS:.0f} ms")
+    print("\n2. uncontended grants (wait + release) per second")
+    rates = {lab.kind: grants_per_second(lab, 2.0 if quick else 5.0) for lab in labs}
+    for kind, rate in rates.items():
+        print(f"   {kind:10s}: {rate:.0f}/s")
+    print(f"   ratio postgresql / file: {rates['postgresql'] / rates['file']:.2f} (target >= 0.40)")
+    print(f"   {POOL_CLIENTS} clients cycling on the pool trio (3 boards), grants per second:")
+    pooled = {lab.kind: pool_cycling(lab, POOL_CLIENTS, 3.0 if quick else 8.0) for lab in labs}
+    for kind, rate in pooled.items():
+        print(f"   {kind:10s}: {rate:.0f}/s")
+    print(f"   ratio postgresql / file: {pooled['postgresql'] / pooled['file']:.2f} (target >= 0.50)")
+    print("   round trips (statements) per operation, PostgreSQL, after connecting:")
+    for name, count in round_trips(labs[1]).items():
+        print(f"   {name}: {count}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -438,13 +513,7 @@ def main() -> int:
         labs = [Lab("file", tmp, Engine(tmp, parse_inventory(LAB_TOML, os.path.join(tmp, "lab.toml")))),
                 Lab("postgresql", conninfo, PgEngine(conninfo, inventory))]
         print(f"PostgreSQL engine vs file engine, one machine ({os.cpu_count()} cores), {server.conninfo()}")
-        print("\n1. hand-off latency (release -> next waiter's grant)")
-        for lab in labs:
-            print("   " + show(f"{lab.kind:10s}", handoff(lab, rounds)))
-        print(f"   target: median <= {TARGET_HANDOFF_MS:.0f} ms")
-        print("\n2. uncontended grants (wait + release) per second")
-        for lab in labs:
-            print(f"   {lab.kind:10s}: {grants_per_second(lab, 2.0 if args.quick else 5.0):.0f}/s")
+        speed(labs, args.quick, rounds)
         print(f"\n3. {waiters} concurrent idle waiters (CPU of all waiter processes over 10 s)")
         for lab in labs:
             percent, memory = idle_waiters(lab, waiters, 10.0, server if lab.kind == "postgresql" else None)

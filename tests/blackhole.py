@@ -89,7 +89,7 @@ class BlackHole:
     def _accept_loop(self) -> None:
         while not self._closed.is_set():
             try:
-                ready, _, _ = select.select([self.listener], [], [], 0.05)
+                ready = _readable(self.listener, 0.05)
                 if not ready:
                     continue
                 client, _ = self.listener.accept()
@@ -114,17 +114,32 @@ class BlackHole:
                 self._sockets += [client, upstream]
                 locks = threading.Lock(), threading.Lock()
                 self._pump_locks += locks
-            self._start(self._pump, "blackhole-up", client, upstream, locks[0])
-            self._start(self._pump, "blackhole-down", upstream, client, locks[1])
+            pair = _Pair(self, client, upstream)
+            self._start(self._pump, "blackhole-up", client, upstream, locks[0], pair)
+            self._start(self._pump, "blackhole-down", upstream, client, locks[1], pair)
 
-    def _pump(self, source: socket.socket, sink: socket.socket, lock: threading.Lock) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, lock: threading.Lock, pair: _Pair) -> None:
         """Copy ``source`` to ``sink`` while not stalled; pass an EOF on as a half-close."""
+        try:
+            self._copy(source, sink, lock)
+        finally:
+            pair.done()
+
+    def _forget(self, pair: _Pair) -> None:
+        """Both directions of a connection ended: its sockets are closed (no descriptor kept)."""
+        with self._guard:
+            self._sockets = [s for s in self._sockets if s not in (pair.client, pair.upstream)]
+        for sock in (pair.client, pair.upstream):
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _copy(self, source: socket.socket, sink: socket.socket, lock: threading.Lock) -> None:
         while not self._closed.is_set():
             if self._stalled:
                 time.sleep(0.02)
                 continue
             try:
-                ready, _, _ = select.select([source], [], [], 0.05)
+                ready = _readable(source, 0.05)
             except (OSError, ValueError):
                 return
             if not ready:
@@ -141,3 +156,29 @@ class BlackHole:
                     sink.sendall(data)
                 except OSError:
                     return
+
+
+class _Pair:
+    """One proxied connection: its two sockets are closed once both directions have ended."""
+
+    def __init__(self, hole: BlackHole, client: socket.socket, upstream: socket.socket) -> None:
+        self.hole = hole
+        self.client = client
+        self.upstream = upstream
+        self._left = 2
+        self._lock = threading.Lock()
+
+    def done(self) -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self.hole._forget(self)
+
+
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    """``sock`` has something to read (poll: no FD_SETSIZE limit, unlike select, for a proxy that
+    outlives a thousand connections)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(timeout * 1000))

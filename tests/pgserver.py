@@ -197,7 +197,7 @@ def start_server(tcp: bool = False, extra: str = "") -> PgServer:
 
             with psycopg.connect(server.conninfo(user=SERVER_USER), autocommit=True) as conn:
                 if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
-                    conn.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB')
+                    conn.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB CREATEROLE')  # (mq's mq_user, mq_admin)
                 conn.execute(f'CREATE DATABASE "{role}" OWNER "{role}"')
     except BaseException:
         server.destroy()

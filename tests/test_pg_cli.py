@@ -379,3 +379,61 @@ def test_a_big_upload_shows_its_progress_once_the_boards_host_is_known(pg: PgLab
     finally:
         child.close()
     assert child.exitstatus == 0 and "All is well in the universe" in (child.before or ""), child.before
+
+
+# -- secrets, malformed strings, versions (issue 21) ------------------------------------------
+@pytest.mark.parametrize(("backend", "wrong"), [
+    ("postgresql://u@h:notaport/db", "invalid integer value \"notaport\" for connection option \"port\""),
+    ("postgresql://u@h/db?nosuchoption=1", "invalid URI query parameter: \"nosuchoption\""),
+    ("host=h dbname", "missing \"=\" after \"dbname\""),
+    ("host=h wrongkey=1", "invalid connection option \"wrongkey\""),
+])
+def test_a_malformed_backend_string_is_a_configuration_error_naming_the_part(pg: PgLab, backend: str,
+                                                                             wrong: str) -> None:
+    proc = pg.mq("sem", "-info", "b1", MQ_BACKEND=backend)
+    assert proc.returncode == ExitCode.CONFIG, proc
+    assert wrong in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    admin = pg.mq("admin", "init", "--backend", backend)
+    assert admin.returncode == ExitCode.CONFIG and wrong in admin.stderr, admin.stderr
+
+
+def test_a_password_is_refused_where_others_can_read_it(pg: PgLab) -> None:
+    secret = "s3cr3t-pw"  # noqa: S105 - what must never be shown
+    with_password = f"postgresql://someone:{secret}@127.0.0.1:1/db"
+    proc = pg.mq("admin", "init", "--backend", with_password)
+    assert proc.returncode == ExitCode.CONFIG and "~/.pgpass" in proc.stderr and "(ps)" in proc.stderr, proc.stderr
+    assert secret not in proc.stderr + proc.stdout
+    config = pg.root / "config.toml"
+    config.write_text(f'backend = "{with_password}"\n')
+    config.chmod(0o644)
+    readable = pg.mq("sem", "-info", "b1", MQ_BACKEND="")
+    assert readable.returncode == ExitCode.CONFIG, readable
+    assert "readable by others (mode 0644)" in readable.stderr and f"chmod 600 {config}" in readable.stderr
+    assert secret not in readable.stderr + readable.stdout
+    config.chmod(0o600)  # private now: taken (and the password still never shown)
+    private = pg.mq("sem", "-info", "b1", MQ_BACKEND="", MQ_DB_RETRY="0")
+    assert "readable by others" not in private.stderr and secret not in private.stderr + private.stdout
+    keywords = pg.mq("sem", "-info", "b1", MQ_BACKEND=f"host=127.0.0.1 port=1 password={secret}", MQ_DB_RETRY="0")
+    assert secret not in keywords.stderr + keywords.stdout  # the environment is this user's alone: allowed
+
+
+def test_versions_that_work_together(pg: PgLab) -> None:
+    pg.ok("admin", "init")
+    pg.ok("admin", "load-inventory", str(pg.write_lab(TWO_BOARDS)))
+    import psycopg
+
+    from mq.pgengine import schema
+
+    with psycopg.connect(pg.conninfo, autocommit=True) as conn:  # a newer mq's init: schema + 1, still serving us
+        conn.execute("INSERT INTO mq_schema (version) VALUES (%s)", (schema.VERSION + 1,))
+        conn.execute("UPDATE mq_compat SET installed_by = '9.9.9'")
+    pg.ok("sem", "-info", "b1")  # one version older than the schema: served
+    refused = pg.mq("admin", "init")
+    assert refused.returncode == ExitCode.CONFIG, refused
+    assert f"at schema version {schema.VERSION + 1} (installed by mq 9.9.9)" in refused.stderr
+    assert "refusing to downgrade (install mq 9.9.9 or newer)" in refused.stderr
+    with psycopg.connect(pg.conninfo, autocommit=True) as conn:  # ... and one that no longer serves us
+        conn.execute("UPDATE mq_compat SET min_client = %s", (schema.VERSION + 1,))
+    old = pg.mq("sem", "-info", "b1")
+    assert old.returncode == ExitCode.LOCKDIR, old
+    assert "is too old for the database" in old.stderr and "install mq 9.9.9 or newer" in old.stderr, old.stderr

@@ -706,39 +706,27 @@ def test_sigkill_of_holders(harness: Harness) -> None:
 
 @pytest.mark.slow
 def test_sigstop_of_clients(harness: Harness) -> None:
-    """A client stopped for 12 s; some of them inside the queue transaction (stopped again and again
-    at random moments until one lands there), which idle_in_transaction_session_timeout ends."""
+    """A client stopped for 12 s at a random moment. Every step of a client is one call of the
+    server's (one transaction there), so a stopped client never has a transaction open: the queue
+    lock is never waited on a client; a stopped waiter keeps its place (it beats again when
+    continued, within ``SILENT_LIMIT``)."""
     count = cycles(4)
-    for cycle in range(count):
+    for _ in range(count):
         victim = harness.rng.choice(harness.live())
         victim.stopped = True
-        inside = False
-        for _ in range(300 if cycle % 2 == 0 else 1):  # even cycles: aim inside a transaction
-            if victim.proc.poll() is not None:
-                break
-            time.sleep(harness.rng.uniform(0, 0.05))  # a random moment
-            os.kill(victim.pid, signal.SIGSTOP)
-            wait_for(functools.partial(_stopped, victim.pid), what="the client stopped")
-            states = wait_for(functools.partial(_settled, harness, victim), what="its backends idle")
-            assert isinstance(states, list)
-            inside = _in_transaction(states)
-            if inside:
-                break
-            os.kill(victim.pid, signal.SIGCONT)
-        if not inside:
-            os.kill(victim.pid, signal.SIGSTOP)
+        time.sleep(harness.rng.uniform(0, 0.05))  # a random moment
+        os.kill(victim.pid, signal.SIGSTOP)
         stopped_at = time.monotonic()
-        harness.stopped_inside += inside
-        if inside:  # the queue is not frozen: its session ends, and the others go on while it is stopped
-            wait_for(functools.partial(_out_of_transaction, harness, victim), timeout=STOP_FOR,
-                     what="its session ended by idle_in_transaction_session_timeout")
+        wait_for(functools.partial(_stopped, victim.pid), what="the client stopped")
+        states = wait_for(functools.partial(_settled, harness, victim), what="its backends idle")
+        assert isinstance(states, list)
+        assert not _in_transaction(states), states  # nothing of mq's waits on a stopped client
         time.sleep(max(0.0, stopped_at + STOP_FOR - time.monotonic()))  # the fault lasts this long
         frozen_grants = sum(1 for c in harness.history for e in c.grants() if e["t"] > stopped_at)
         os.kill(victim.pid, signal.SIGCONT)
         assert frozen_grants > 0, "no grant at all while one client was stopped"
         harness.await_progress(time.monotonic(), "after a stopped client was continued")
-    finish(harness, "SIGSTOP of a client (12 s)", count,
-           f"{harness.stopped_inside} of {count} stopped inside the queue transaction")
+    finish(harness, "SIGSTOP of a client (12 s)", count, "none had a transaction open")
 
 
 @pytest.mark.slow
@@ -830,11 +818,6 @@ def _in_transaction(states: list[str]) -> bool:
     return any(state.startswith("idle in transaction") for state in states)
 
 
-def _out_of_transaction(harness: Harness, client: Client) -> bool:
-    return not _in_transaction(harness.backends(client))
-
-
-
 # -- the same faults, each at one chosen moment -------------------------------------------------
 @pytest.fixture
 def fault_database(fault_server: pgserver.PgServer) -> str:
@@ -913,8 +896,9 @@ def _connects(conninfo: str) -> bool:
 
 class CommitCutter:
     """A TCP proxy to the server that restarts it at one chosen moment: once the client has sent
-    a statement containing ``marker``, the server's acknowledgement of the next COMMIT is held
-    back, the server is restarted (``pg_ctl restart -m fast``: the commit is durable) and the
+    a statement containing ``marker`` (a call of mq's, one transaction), the server's reply to it
+    is held back until it says it is ready for the next query (so the call has committed), then
+    dropped; the server is restarted (``pg_ctl restart -m fast``: the commit is durable) and the
     client's connection closed. The client never hears of a commit that happened."""
 
     def __init__(self, server: pgserver.PgServer, marker: bytes) -> None:
@@ -972,15 +956,15 @@ class CommitCutter:
                     if len(pending) < end:
                         break
                     message, pending = pending[:end], pending[end:]
-                    if armed.is_set() and message[:1] == b"C" and message[5:].rstrip(b"\0") == b"COMMIT":
-                        sink.sendall(out)
-                        self.fired.set()
+                    if armed.is_set() and message[:1] == b"Z":  # ready for the next query: committed
+                        self.fired.set()  # (the reply to the call, held back since the marker, is dropped)
                         self.server.restart()
                         for sock in (source, sink):
                             sock.shutdown(socket.SHUT_RDWR)
                             sock.close()
                         return
-                    out += message
+                    if not armed.is_set():
+                        out += message
                 sink.sendall(out)
 
 
@@ -1009,9 +993,8 @@ def tcp_server() -> Iterator[pgserver.PgServer]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("step", "marker"), [
-    ("enqueue", b"INSERT INTO mq_tickets"),
-    ("grant", b"INSERT INTO mq_locks"),
-    ("release", b"DELETE FROM mq_locks"),
+    ("wait", b"mq_take"),  # the ticket queued and granted at once, in one call
+    ("release", b"mq_release"),
 ])
 def test_a_restart_that_swallows_a_commits_acknowledgement(tcp_server: pgserver.PgServer, step: str,
                                                            marker: bytes) -> None:
@@ -1036,26 +1019,26 @@ def test_a_restart_that_swallows_a_commits_acknowledgement(tcp_server: pgserver.
         assert conn.execute("SELECT count(*) FROM mq_locks").fetchone() == (0,)
 
 
-# A client that stops itself (SIGSTOP) once, inside the queue transaction of ``step`` (its first look,
-# or a sem -signal of its own), then waits for b1 and releases it, each said as a JSON line.
-STOPS_INSIDE = r'''
+# A client that stops itself (SIGSTOP) once, right before the call of ``step`` (``mq_take``: its wait;
+# ``mq_release``: a sem -signal of its own), then waits for b1 and releases it, each said as a JSON line.
+STOPS_BEFORE = r'''
 import json, os, signal, sys
 from mq.engine.inventory import parse_inventory
 from mq.pgengine import PgEngine
-from mq.pgengine import engine as engine_module, releasing as releasing_module
+from mq.pgengine.link import Link
 conninfo, step = sys.argv[1:3]
 inventory = parse_inventory("[systems.b1]\narch = \"arm\"\n", "lab.toml")
+real = Link.call
 
 
-def stop_inside(module):
-    real = module.read_snapshot
-
-    def stopping(conn, grace):  # the queue lock is held here, in an open transaction
-        module.read_snapshot = real
+def stopping(self, function, *args, **kwargs):  # every step is one call: nothing of mq's is open here
+    if function == step:
+        Link.call = real
         os.kill(os.getpid(), signal.SIGSTOP)
-        return real(conn, grace)
+    return real(self, function, *args, **kwargs)
 
-    module.read_snapshot = stopping
+
+Link.call = stopping
 
 
 def engine():
@@ -1064,13 +1047,9 @@ def engine():
 
 
 try:
-    if step == "look":
-        stop_inside(engine_module)  # the wait's first look, before it has a place in the queue
     with engine() as waiter:
         grant = waiter.wait("b1", key="K", budget=30)
     print(json.dumps({"board": grant.board}), flush=True)
-    if step == "release":
-        stop_inside(releasing_module)  # sem -signal: a command of its own
     with engine() as releaser:
         print(json.dumps({"released": [r.board for r in releaser.signal("b1", key="K")]}), flush=True)
 except Exception as exc:
@@ -1079,22 +1058,21 @@ except Exception as exc:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("step", ["look", "release"])
-def test_a_client_stopped_inside_its_transaction_goes_on_when_continued(fault_database: str, step: str) -> None:
-    """Stopped (SIGSTOP) inside the queue transaction until idle_in_transaction_session_timeout ends its
-    session: the others go on meanwhile; continued, a client that had no place in the queue yet (a
-    wait's first look, a ``sem -signal``) reconnects and does what it was doing."""
-    client = subprocess.Popen([sys.executable, "-c", STOPS_INSIDE, fault_database, step], stdout=subprocess.PIPE,
+@pytest.mark.parametrize("step", ["mq_take", "mq_release"])
+def test_a_client_stopped_mid_step_holds_nothing_and_goes_on_when_continued(fault_database: str,
+                                                                           step: str) -> None:
+    """Every step is one call of the server's, one transaction there: a client stopped (SIGSTOP) at
+    any moment has no transaction open (its session is idle), so the others go on meanwhile (no
+    timeout has to end anything); continued, it does what it was doing."""
+    client = subprocess.Popen([sys.executable, "-c", STOPS_BEFORE, fault_database, step], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(functools.partial(_stopped, client.pid), what="the client stopped inside its transaction")
+        wait_for(functools.partial(_stopped, client.pid), what="the client stopped before its call")
+        assert _states(fault_database) and all(state == "idle" for state in _states(fault_database))
         with PgEngine(fault_database, INVENTORY, grace=GRACE) as other:  # the queue is not frozen meanwhile
-            if step == "release":
+            if step == "mq_release":
                 assert other.info("b1")[0].holder is not None
-            else:
-                assert other.wait("b2", key="other", budget=20).board == "b2"
-        wait_for(functools.partial(_session_ended, fault_database), timeout=20,
-                 what="the stopped client's session ended (idle_in_transaction_session_timeout)")
+            assert other.wait("b2", key="other", budget=20).board == "b2"
     finally:
         os.kill(client.pid, signal.SIGCONT)
     out, err = client.communicate(timeout=60)
@@ -1102,8 +1080,8 @@ def test_a_client_stopped_inside_its_transaction_goes_on_when_continued(fault_da
     assert replies == [{"board": "b1"}, {"released": ["b1"]}], f"{replies}\n{err}"
 
 
-def _session_ended(conninfo: str) -> bool:
+def _states(conninfo: str) -> list[str]:
+    """The states of the stopped client's sessions."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mqstops' "
-                           "AND state LIKE 'idle in transaction%'").fetchone()
-    return bool(row == (0,))
+        rows = conn.execute("SELECT state FROM pg_stat_activity WHERE application_name = 'mqstops'").fetchall()
+    return [str(state) for (state,) in rows]

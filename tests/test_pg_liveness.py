@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -243,24 +243,30 @@ def test_a_connection_lost_between_queueing_and_listening(own_server: pgserver.P
         schema.init(conn)
         inventory_store.store(conn, INVENTORY, LAB_TOML)
     with PgEngine(conninfo, INVENTORY, grace=GRACE) as engine:
-        enqueue = engine.taker.enqueue
+        take = engine.taker.take
+        dropped: list[Callable[[], object]] = []
 
-        def enqueue_then_drop(*args: object) -> object:
-            queued = enqueue(*args)  # type: ignore[arg-type]
+        def enqueue_then_drop(*args: object, **kwargs: object) -> object:
+            queued = take(*args, **kwargs)  # type: ignore[arg-type]
             if fault == "restart":
                 own_server.restart()
             else:
                 with psycopg.connect(conninfo, autocommit=True) as admin:
                     admin.execute("SELECT pg_terminate_backend(%s)", (engine.link.conn.info.backend_pid,))
+            for then in dropped:
+                then()
             return queued
 
-        monkeypatch.setattr(engine.taker, "enqueue", enqueue_then_drop)
-        if fault == "restart":
-            grant = engine.wait("b1", key="K", budget=60)
-            assert grant.board == "b1"
-        else:
-            with pytest.raises(PlaceLost):
-                engine.wait("b1", key="K", budget=60)
+        monkeypatch.setattr(engine.taker, "take", enqueue_then_drop)
+        with PgEngine(conninfo, INVENTORY, grace=GRACE) as holder:
+            holder.wait("b1", key="H", budget=0)  # so the wait queues; released once the drop is done
+            dropped.append(lambda: holder.signal("b1", key="H"))
+            if fault == "restart":
+                grant = engine.wait("b1", key="K", budget=60)
+                assert grant.board == "b1"
+            else:
+                with pytest.raises(PlaceLost):
+                    engine.wait("b1", key="K", budget=60)
 
 
 def _silenced(conninfo: str) -> list[tuple[str, bool]]:

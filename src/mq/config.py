@@ -160,6 +160,10 @@ def load_config(host: Optional[str] = None, base: Optional[str] = None,
     if backend and not _BACKEND.fullmatch(backend):
         raise ConfigError(sources["backend"], "backend", "expected postgresql://USER@HOST/DB (a libpq URI) "
                                                          "or libpq keywords such as service=mq")
+    if backend:
+        from .backend_string import check
+
+        check(backend, sources["backend"])
     default_lab = not mqsh and not backend and not chosen.get("host") and not chosen.get("base") \
         and not chosen.get("lab")
     transport = chosen.get("transport", "paramiko")

@@ -18,6 +18,9 @@ def _backend(ctx: typer.Context, given: Optional[str]) -> str:
     from ..config import load_config
 
     if given:
+        from ..backend_string import check
+
+        check(given, "--backend", on_command_line=True)
         return given
     opts: Globals = ctx.find_root().obj or Globals()
     backend = load_config(host=opts.host, base=opts.base).backend
@@ -44,12 +47,55 @@ def init(ctx: typer.Context, backend: Optional[str] = typer.Option(None, "--back
 
     with _connect(_backend(ctx, backend)) as conn:
         before = schema.version(conn)
-        schema.init(conn)
+        try:
+            schema.init(conn)
+        except schema.Downgrade as exc:
+            raise ConfigError("backend", "", str(exc)) from None
         after = schema.version(conn)
+        missing = schema.missing_roles(conn)
     if as_json:
-        render.out(render.envelope("schema", {"before": before, "version": after}))
+        render.out(render.envelope("schema", {"before": before, "version": after, "roles": not missing}))
     render.diag(f"mq: schema already at version {after}" if before == after
                 else f"mq: schema version {before or 'none'} -> {after}")
+    if missing:
+        render.diag(f"mq: note: the roles {' and '.join(missing)} do not exist and this role may not create them "
+                    "(CREATEROLE): every client shares the role that owns the tables, and the queue trusts the "
+                    "user name each client gives")
+
+
+def _grant(ctx: typer.Context, backend: Optional[str], role: str, name: str, revoke: bool) -> None:
+    from ..pgengine import schema
+
+    with _connect(_backend(ctx, backend)) as conn:
+        try:
+            schema.grant(conn, role, name, revoke)
+        except schema.GrantError as exc:
+            raise ConfigError("backend", "", str(exc)) from None
+    render.diag(f"mq: {name} {'is no longer' if revoke else 'is now'} a member of {role}")
+
+
+NAME_HELP = "A database role (a lab member's own: LOGIN, any authentication)."
+
+
+@admin.command("grant-user")
+def grant_user(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
+               revoke: bool = typer.Option(False, "--revoke", help="Take the right away again."),
+               backend: Optional[str] = typer.Option(None, "--backend", help=BACKEND_HELP)) -> None:
+    """Let database role NAME use the queue (mq_user): wait, release and cancel its own, as itself."""
+    from ..pgengine import schema
+
+    _grant(ctx, backend, schema.USER_ROLE, name, revoke)
+
+
+@admin.command("grant-admin")
+def grant_admin(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HELP),
+                revoke: bool = typer.Option(False, "--revoke", help="Take the right away again."),
+                backend: Optional[str] = typer.Option(None, "--backend", help=BACKEND_HELP)) -> None:
+    """Make database role NAME an admin of the queue (mq_admin): -f, offline/online, admin commands,
+    any priority."""
+    from ..pgengine import schema
+
+    _grant(ctx, backend, schema.ADMIN_ROLE, name, revoke)
 
 
 @admin.command("load-inventory")
@@ -65,7 +111,7 @@ def load_inventory(ctx: typer.Context,
     text = read_inventory(path)
     inventory = parse_inventory(text, path)  # a broken file is refused before anything changes
     with _connect(_backend(ctx, backend)) as conn:
-        if schema.version(conn) != schema.VERSION:
+        if schema.version(conn) < schema.VERSION:
             raise ConfigError("backend", "", "the database's mq schema is missing or old: run mq admin init")
         inventory_store.store(conn, inventory, text)
     hosts = sorted({s.host for s in inventory.systems.values() if s.host})

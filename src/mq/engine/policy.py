@@ -78,6 +78,7 @@ class QueueConfig:
     users: Tuple[Tuple[str, int], ...] = ()  # user -> priority
     keys: Tuple[Tuple[str, int], ...] = ()  # key pattern (fnmatch) -> priority, first match wins
     grace: Optional[float] = None  # PostgreSQL queue: seconds a lost client keeps its place (None: 30)
+    max_priority: int = 10  # PostgreSQL queue, a role per member: asked priorities beyond need mq_admin
 
     @classmethod
     def from_wire(cls, data: Optional[Dict[str, Any]]) -> QueueConfig:

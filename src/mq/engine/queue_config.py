@@ -7,6 +7,8 @@
     keys = { "ci-*" = -5 }       # ... unless a key pattern matches first (fnmatch, file order)
     grace = 30                   # PostgreSQL queue: seconds a client that lost its connection
                                  # keeps its tickets and run locks (the file engine needs none)
+    max_priority = 10            # PostgreSQL queue with a role per member: the largest priority
+                                 # (either sign) a wait may ask for without mq_admin
 
 Mistakes are added to ``found`` as ``InventoryError``s naming the dotted key,
 like every other inventory mistake.
@@ -22,8 +24,9 @@ from .policy import FIFO, POLICIES, QueueConfig, Rule, check_priority
 from .tomlparse import dotted_key as _key
 from .tomlparse import quoted as _quote
 
-_QUEUE_KEYS = ("policy", "aging", "users", "keys", "grace")
+_QUEUE_KEYS = ("policy", "aging", "users", "keys", "grace", "max_priority")
 MAX_AGING = 10 * 365 * 86400.0  # ten years per step: more is no aging at all
+DEFAULT_MAX_PRIORITY = 10  # [queue] max_priority: what a member without mq_admin may ask for
 MAX_GRACE = 86400.0  # a day: longer, a dead client would hold a board over a whole day
 
 
@@ -38,7 +41,19 @@ def parse_queue(found: List[InventoryError], path: str, body: object) -> QueueCo
     policy, aging = parse_pool_rule(found, path, "queue", body)
     users = _priorities(found, path, "users", body.get("users", {}))
     keys = _priorities(found, path, "keys", body.get("keys", {}))
-    return QueueConfig(Rule(policy or FIFO, aging or 0.0), users, keys, _grace(found, path, body))
+    return QueueConfig(Rule(policy or FIFO, aging or 0.0), users, keys, _grace(found, path, body),
+                       _max_priority(found, path, body))
+
+
+def _max_priority(found: List[InventoryError], path: str, body: Dict[str, Any]) -> int:
+    if "max_priority" not in body:
+        return DEFAULT_MAX_PRIORITY
+    value = body["max_priority"]
+    try:
+        return check_priority(value)
+    except ValueError as exc:
+        found.append(InventoryError(path, "queue.max_priority", str(exc)))
+        return DEFAULT_MAX_PRIORITY
 
 
 def _grace(found: List[InventoryError], path: str, body: Dict[str, Any]) -> Optional[float]:

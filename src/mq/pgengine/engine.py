@@ -11,11 +11,19 @@ consistent snapshot for listings). It never prints: a reconnect is told through
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from mq.engine import policy
-from mq.engine.errors import AlreadyHeldError, BadInputError, BoardOfflineError, LockDirError, not_held
+from mq.engine.errors import (
+    AlreadyHeldError,
+    BadInputError,
+    BoardOfflineError,
+    LockDirError,
+    NotAcquiredError,
+    not_held,
+)
 from mq.engine.health import Failure
 from mq.engine.inventory import Inventory
 from mq.engine.labpaths import user_name
@@ -27,9 +35,9 @@ from mq.engine.waiter import Hooks
 from . import audit, health, offline, schema
 from .link import Link, where
 from .releasing import Releaser
-from .rows import Snapshot, read_snapshot
+from .rows import Snapshot, snapshot_from_json
 from .runwatch import RunLockLoss, RunLockWatch
-from .taking import Request, Taker, clear_dead, ordered
+from .taking import Request, Taker, ordered
 from .waiting import Waiter
 
 CONNECTIONS = """
@@ -48,14 +56,15 @@ class PgEngine:
 
     def __init__(self, conninfo: str, inventory: Inventory, user: Optional[str] = None,
                  grace: Optional[float] = None, on_reconnect: Optional[Callable[[str], None]] = None,
-                 give_up: float = GIVE_UP) -> None:
+                 give_up: float = GIVE_UP, conn: Any = None, hello: Optional[Dict[str, Any]] = None) -> None:
         import os
 
         self.inventory = inventory
         self.user = user or user_name(os.getuid())
         if grace is None:
             grace = GRACE if inventory.queue.grace is None else inventory.queue.grace
-        self.link = Link(conninfo, self.user, grace, on_reconnect, give_up)
+        self.link = Link(conninfo, self.user, grace, on_reconnect, give_up, conn)
+        self.hello = hello  # what the server said to the connection ``conn`` (the CLI's first)
         self.taker = Taker(self.link, self.user, inventory)
         self.releases = Releaser(self.link, self.user, inventory)
         self._checked = False
@@ -71,26 +80,19 @@ class PgEngine:
         self.close()
 
     def _conn(self) -> None:
-        """The schema checked once (through ``Link.run``, so it rides out a restart); every
-        statement after it goes through ``Link.run`` as well, never straight to a connection
-        that may be down."""
+        """The server's hello checked once (through ``Link.run``, so it rides out a restart): the
+        schema serves this client, and who the server takes it for (its role, where each member
+        has one). Every call after it goes through ``Link.run`` as well."""
         if not self._checked:
-            found = self.link.run(schema.version)  # through a restart, as every statement
-            if found != schema.VERSION:
-                raise LockDirError(where(self.link.conninfo), f"schema version {found}, this mq needs "
-                                   f"{schema.VERSION}: run mq admin init")
+            hello = self.hello or self.link.run(lambda conn: self.link.call("mq_hello", self.user, conn=conn))
+            schema.check_hello(hello, where(self.link.conninfo))
+            self.user = self.link.user = self.taker.user = self.releases.user = str(hello["user"])
             self._checked = True
 
     def _snapshot(self) -> Snapshot:
-        def look(conn: Any) -> Snapshot:
-            with self.link.mutex(conn):
-                snap = read_snapshot(conn, self.link.grace)
-                clear_dead(conn, self.link, self.user, snap)
-                return snap
-
         self._conn()
-        result: Snapshot = self.link.run(look)
-        return result
+        data = self.link.run(lambda conn: self.link.call("mq_snapshot", self.user, self.link.grace, conn=conn))
+        return snapshot_from_json(data)
 
     # -- taking ---------------------------------------------------------------------------
     def wait(self, name: str, key: str = NO_KEY, timeout: int = 0, budget: Optional[float] = None,
@@ -105,6 +107,7 @@ class PgEngine:
             rank = policy.check_priority(self.inventory.queue.priority_for(self.user, key, priority))
         except ValueError as exc:
             raise BadInputError(str(exc)) from None
+        requested = priority is not None  # (a priority the lab configured is the server's to check)
         if not self.inventory.is_pool(name):
             self._check_alone(name, key)
         started = time.monotonic()
@@ -112,14 +115,25 @@ class PgEngine:
         request = Request(name=name, key=key, timeout=timeout, session=session, started=started)
         hooks = Hooks(extra_fds, on_extra, on_tick, on_progress)
         with GUARD.deferred():  # signals are taken at the waiter's safe points only
-            me = self.link.run(lambda conn: self.taker.enqueue(conn, request, boards, rank))
+            first = self.taker.take(request, boards, rank, requested, once=deadline is not None and budget == 0)
+            if first.grant is not None:
+                return first.grant
+            assert first.me is not None and first.snapshot is not None
+            if first.timed_out:  # where it stood, for the caller's give-up line
+                if on_progress is not None:
+                    outlook = self.taker.outlook(first.snapshot, first.me)
+                    on_progress(outlook.position, outlook.total)
+                raise NotAcquiredError(name)
+            waiter = Waiter(self.link, self.taker, first.me, request, deadline, hooks)
             granted = False
             try:
-                grant = Waiter(self.link, self.taker, me, request, deadline, hooks).run()
+                grant = waiter.run(first)
                 granted = True
                 return grant
             finally:
-                self._leave(me, granted)
+                if not granted and not waiter.left:
+                    self._leave(first.seq)
+                self.link.unlisten()
 
     def _check_alone(self, board: str, key: str) -> None:
         """A wait for one board: refused at once if it is offline, or already the caller's."""
@@ -132,16 +146,13 @@ class PgEngine:
                 and not lock.reclaimable(snap.now):
             raise AlreadyHeldError(board, lock.key, key)
 
-    def _leave(self, me: Any, granted: bool) -> None:
-        """After a wait, however it ended: its ticket leaves the queue (a grant took it already; with
-        the connection gone, its owner is lost and the ticket is cleared after the grace period)."""
-        if not granted and not self.link.broken():
-            try:
-                with self.link.conn.transaction():
-                    self.taker.leave(self.link.conn, me)
-            except Exception:  # noqa: S110 - best effort, as the file engine's unlink is
-                pass
-        self.link.unlisten()
+    def _leave(self, seq: int) -> None:
+        """After a wait that did not get its board, however it ended: its ticket leaves the queue
+        (and a grant made for it meanwhile is given back); with the connection gone, its owner is
+        lost and what it had goes with it."""
+        if not self.link.broken():
+            with contextlib.suppress(Exception):  # best effort, as the file engine's unlink is
+                self.taker.leave(seq)
 
     def connections(self) -> Dict[str, int]:
         """The server's connection budget: ``max_connections``, ``reserved`` (superusers'), ``in_use``
@@ -160,38 +171,17 @@ class PgEngine:
         self.inventory.members(name)
         check_key(key)
 
-        def cancel(conn: Any) -> int:
-            with self.link.mutex(conn):
-                snap = read_snapshot(conn, self.link.grace)
-                count = 0
-                for queued in snap.tickets:
-                    ticket = queued.ticket
-                    if (ticket.user != self.user and not force) or ticket.key != key \
-                            or queued.owner_state.state == "dead":
-                        continue
-                    if name != ticket.target and name not in ticket.boards:
-                        continue
-                    conn.execute("UPDATE mq_tickets SET cancelled = true WHERE seq = %s", (queued.seq,))
-                    if ticket.user != self.user:
-                        audit.record(conn, self.user, "force", target=ticket.target, key=key, waiter=ticket.user,
-                                     what="cancel")
-                    self.link.notify(conn, f"cancel {queued.seq}")
-                    count += 1
-                return count
-
         self._conn()
-        return int(self.link.run(cancel))
+        return int(self.link.run(lambda conn: self.link.call("mq_cancel", self.user, name, key, force,
+                                                             self.link.grace, conn=conn)))
 
     def confirm(self, board: str, grant: int) -> bool:
         """The client has reported grant ``grant``: the lock no longer goes with its connection
         (a ``run`` lock stays bound). Until then a client killed right after the grant commits
         leaves no lock held by nobody: it goes with the client's session."""
-        def confirm(conn: Any) -> bool:
-            return conn.execute("UPDATE mq_locks SET session_owner = NULL WHERE board = %s AND grant_no = %s "
-                                "AND NOT session RETURNING board", (board, grant)).fetchone() is not None
-
         self._conn()
-        return bool(self.link.run(confirm))
+        return bool(self.link.run(lambda conn: self.link.call("mq_confirm", self.link.owner, board, grant,
+                                                              conn=conn)))
 
     def undo_grant(self, board: str, key: str, grant: int, reason: str = "interrupted") -> bool:
         self._conn()
@@ -246,7 +236,7 @@ class PgEngine:
 
     def _waiting(self, snap: Snapshot) -> List[Ticket]:
         """The live waiters in the order they are served, with their effective priorities."""
-        return policy.annotate([t.shown for t in ordered(snap.tickets, self.inventory) if t.counted],
+        return policy.annotate([t.shown for t in ordered(snap.tickets) if t.counted],
                                self.inventory, snap.now)
 
     def _state(self, snap: Snapshot, board: str, waiters: tuple[Any, ...] = ()) -> BoardState:
@@ -290,7 +280,10 @@ class PgEngine:
         system's ``health_limit`` the board is taken offline with the row's reason."""
         self._conn()
         count, full = health.note(self.link, self.user, self.inventory, board, failure)
-        return count, None if full is None else self.set_offline(board, full.reason())
+        if full is None:
+            return count, None
+        return count, offline.set_offline(self.link, self.user, self.inventory, board, full.reason(),
+                                          by_health=self.inventory.systems[board].health_limit)
 
     def set_offline(self, board: str, reason: str) -> Offline:
         self._conn()

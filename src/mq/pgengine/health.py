@@ -1,17 +1,15 @@
 """Board health in the database: the rule is ``mq.engine.health`` (``judge``, ``Row``), the row
-of board failures is ``mq_health``; at the system's ``health_limit`` the board goes offline."""
+of board failures is ``mq_health`` (``queue.sql``: ``mq_health_note``); at the system's
+``health_limit`` the board goes offline (``mq_health_offline``: allowed to any member once the
+row has reached the limit)."""
 
 from __future__ import annotations
 
-import json
-import time
-from typing import Any, List, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from mq.engine.health import HISTORY, Failure, Row
 from mq.engine.inventory import Inventory
-from mq.engine.results import Offline
 
-from . import audit
 from .link import Link
 
 
@@ -22,31 +20,14 @@ def note(link: Link, user: str, inventory: Inventory, board: str, failure: Optio
     limit = inventory.systems[board].health_limit
     if not limit:
         return 0, None
-
-    def count(conn: Any) -> Tuple[int, Optional[Row]]:
-        with link.mutex(conn):
-            found = conn.execute("DELETE FROM mq_health WHERE board = %s RETURNING count, failures",
-                                 (board,)).fetchone()
-            had, failures = (found[0], found[1]) if found else (0, [])
-            if failure is None:
-                if had:
-                    audit.record(conn, user, "health", board=board, outcome="healthy", ended_row=had)
-                return 0, None
-            kept: List[Any] = [*failures, [failure.kind, failure.detail, time.time()]][-HISTORY:]
-            row = Row(had + 1, tuple((str(k), str(d), float(t)) for k, d, t in kept))
-            conn.execute("INSERT INTO mq_health (board, count, failures) VALUES (%s, %s, %s)",
-                         (board, row.count, json.dumps(kept)))
-            audit.record(conn, user, "health", board=board, outcome=failure.kind, detail=failure.detail,
-                         count=row.count, limit=limit)
-            return row.count, row if row.count >= limit else None
-
-    result: Tuple[int, Optional[Row]] = link.run(count)
-    return result
+    result: Any = link.run(lambda conn: link.call(
+        "mq_health_note", user, board, limit, None if failure is None else failure.kind,
+        None if failure is None else failure.detail, HISTORY, conn=conn))
+    count = int(result["count"])
+    if failure is None:
+        return 0, None
+    row = Row(count, tuple((str(k), str(d), float(t)) for k, d, t in result["failures"]))
+    return count, row if count >= limit else None
 
 
-def reset(conn: Any, board: str) -> None:
-    """``mq online``: the board's row starts again (inside the caller's transaction)."""
-    conn.execute("DELETE FROM mq_health WHERE board = %s", (board,))
-
-
-__all__ = ["Offline", "note", "reset"]
+__all__ = ["note"]

@@ -1,29 +1,37 @@
-"""One engine's connection to the database: its owner id and liveness lock, the mutex,
-LISTEN, and reconnecting with back-off when the connection drops or the server restarts.
+"""One engine's connection to the database: its owner id and liveness lock, the calls of the
+queue's functions (``queue.sql``), LISTEN, and reconnecting with back-off when the connection
+drops or the server restarts.
 
-The *owner* is registered the first time the engine queues a ticket or takes a
-``run`` lock: an id from ``mq_owner_ids`` whose session advisory lock this
-connection holds for as long as it lives (the server drops it when the connection
-dies). After a reconnect the engine takes that same lock again and so re-claims its
-tickets and ``run`` locks, unless another look found it gone for longer than the grace
-period: then they are dead, and what is left of them is cleared here.
+The *owner* is an id the engine picks (``Link.owner``), registered on the server by its
+first wait (``mq_take``): the session advisory lock (``OWNER_CLASS``, owner id) its
+connection holds for as long as it lives (the server drops it when the connection dies).
+After a reconnect the engine takes that same lock again and re-binds the owner to the new
+session (``mq_reclaim_owner``), which keeps its tickets and ``run`` locks unless the
+connection dropped while the server stayed up, or it was lost for longer than the grace
+period: then they are gone.
+
+Every step is one call (``Link.call``): a function of the server's that takes the queue
+mutex itself, so no transaction of mq's ever waits on the client. A call that finds the
+mutex held past the session's ``lock_timeout`` is tried again, saying who holds it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import psycopg
 
-from mq.engine.errors import EngineError, ExitCode, LockDirError
+from mq.engine.errors import BoardOfflineError, EngineError, ExitCode, LockDirError, NotHolderError
 
-from . import audit, session
-from .rows import MUTEX, OWNER_CLASS, incarnation
+from . import session
+from .rows import MUTEX, OWNER_CLASS
 
 CHANNEL = "mq_queue"
 BACKOFF_FIRST = 0.05
@@ -31,8 +39,7 @@ BACKOFF_MAX = 2.0
 STILL_TRYING = 60.0  # seconds between two "still trying" of a patient reconnect
 LOST_PAST_GRACE = "connection lost past the grace period"  # the audit reason of a run lock cleared so
 RECLAIM_TRIES = 50  # tries to take the owner lock back (a stale backend may still hold it for a moment)
-REGISTER = ("INSERT INTO mq_owners (id, username, pid, host, backend_pid, server_start, incarnation) "
-            "VALUES (%s, %s, %s, %s, pg_backend_pid(), %s, %s)")
+REFUSALS = ("42883", "42501")  # undefined_function, insufficient_privilege: said as mq's refusals
 STUCK_MUTEX = 15.0  # seconds one backend may keep the queue lock (mq's transactions take milliseconds)
 MUTEX_HOLDER = f"""
     SELECT a.pid, coalesce(a.usename, '?') || '@' || coalesce(host(a.client_addr), 'local'),
@@ -41,19 +48,8 @@ MUTEX_HOLDER = f"""
     WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {MUTEX[0]} AND l.objid = {MUTEX[1]}
       AND l.objsubid = 2 LIMIT 1"""  # noqa: S608
 
-BEAT = ("INSERT INTO mq_beats (owner, seen_at) VALUES (%s, clock_timestamp()) "
-        "ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at")
 
 Pause = Callable[[float], None]
-
-# This engine's own earlier backend, if it still holds the owner lock (a connection dropped on
-# the client's side that the server has not noticed yet).
-TERMINATE_STALE = f"""
-    SELECT pg_terminate_backend(o.backend_pid) FROM mq_owners o
-    WHERE o.id = %s AND o.backend_pid <> pg_backend_pid() AND EXISTS (
-        SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.classid = {OWNER_CLASS}
-        AND l.objsubid = 2 AND l.objid::bigint = o.id AND l.pid = o.backend_pid)"""  # noqa: S608
-
 
 class PlaceLost(EngineError):
     """This client's connection dropped while the server stayed up: to the others it died, so its
@@ -66,6 +62,10 @@ class PlaceLost(EngineError):
         super().__init__(f"the connection to the {database} dropped while the server stayed up: this client "
                          "counts as gone, and its place in the queue and its run locks were let go" if not why
                          else f"the {database}: {why}")
+
+
+class OwnerTaken(Exception):
+    """The owner id this engine drew is another client's (a new one is drawn)."""
 
 
 DROPPED = (psycopg.OperationalError, psycopg.errors.IdleInTransactionSessionTimeout)
@@ -113,16 +113,17 @@ class Link:
     """The connection (autocommit; transactions are explicit) and what is bound to it."""
 
     def __init__(self, conninfo: str, user: str, grace: float,
-                 on_reconnect: Optional[Callable[[str], None]] = None, give_up: float = 60.0) -> None:
+                 on_reconnect: Optional[Callable[[str], None]] = None, give_up: float = 60.0,
+                 conn: Optional[psycopg.Connection[Any]] = None) -> None:
         self.conninfo = conninfo
         self.user = user
         self.grace = grace
         self.on_reconnect = on_reconnect
         self.give_up = give_up  # seconds of failed reconnects after which an operation fails
-        self.owner: Optional[int] = None
-        self.server_start: Any = None  # (start time, incarnation) of the server the owner registered with
+        self.owner = new_owner_id()  # registered by the first wait (mq_take); see ``registered``
+        self.registered = False  # the server may know the owner (a call that registers it was sent)
         self.listening = False
-        self._conn: Optional[psycopg.Connection[Any]] = None
+        self._conn: Optional[psycopg.Connection[Any]] = conn  # a connection made already (the CLI's first)
 
     # -- the connection -------------------------------------------------------------------
     @property
@@ -140,8 +141,8 @@ class Link:
             why = FULL if full else _first_line(exc)
             raise error(where(self.conninfo), f"cannot connect ({why})") from None
         try:
-            if self.owner is not None:
-                self._reclaim(conn, self.owner)
+            if self.registered:
+                self._reclaim(conn)
             if self.listening:
                 conn.execute(f"LISTEN {CHANNEL}")
         except DROPPED as exc:  # dropped again at once (a server still recovering): try again, as for a connect
@@ -219,33 +220,64 @@ class Link:
                 self.reconnect(exc, pause, patient=patient)
                 retried = True
 
-    @contextlib.contextmanager
-    def mutex(self, conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
-        """A transaction holding the queue mutex (walks, grants and releases one at a time).
+    def call(self, function: str, *args: Any, conn: Optional[psycopg.Connection[Any]] = None) -> Any:
+        """``SELECT function(args)`` (one transaction on the server), its value. The queue mutex
+        the function takes is waited for in rounds of the session's ``lock_timeout``: after the
+        first, the user is told who holds it; a session that keeps it longer than
+        ``STUCK_MUTEX`` is ended (audited). Errors of mq's (``MQ...``) become engine errors."""
+        conn = conn or self.conn
+        query = f"SELECT {function}({', '.join(['%s'] * len(args))})"
+        started = time.monotonic()
+        said = False
+        while True:
+            try:
+                row = conn.execute(query, args).fetchone()
+                return None if row is None else row[0]
+            except psycopg.errors.LockNotAvailable:
+                holder = conn.execute(MUTEX_HOLDER).fetchone()
+                if holder is None:
+                    continue
+                if not said:
+                    said = True
+                    self.tell(f"the queue is locked by pid {holder[0]} ({holder[1]}, since "
+                              f"{time.strftime('%H:%M:%S', time.localtime(holder[2]))}); waiting")
+                if time.monotonic() - started > STUCK_MUTEX:
+                    conn.execute("SELECT mq_end_stuck(%s, %s, %s)", (self.user, holder[0], STUCK_MUTEX))
+            except psycopg.Error as exc:
+                if exc.sqlstate == "MQ005":
+                    raise OwnerTaken() from None
+                if exc.sqlstate is None or not (exc.sqlstate.startswith("MQ") or exc.sqlstate in REFUSALS):
+                    raise
+                raise self.refusal(exc) from None
 
-        The mutex is waited for in rounds of the session's ``lock_timeout``: after the first,
-        the user is told who holds it (a holder stopped inside its transaction loses it to
-        ``idle_in_transaction_session_timeout`` within seconds; one stuck longer than
-        ``STUCK_MUTEX`` is ended, audited)."""
-        with conn.transaction():
-            started = time.monotonic()
-            said = False
-            while True:
-                try:
-                    with conn.transaction():  # a savepoint: a round that times out is rolled back alone
-                        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", MUTEX)
-                    break
-                except psycopg.errors.LockNotAvailable:
-                    holder = conn.execute(MUTEX_HOLDER).fetchone()
-                    if not said and holder is not None:
-                        said = True
-                        self.tell(f"the queue is locked by pid {holder[0]} ({holder[1]}, since "
-                                  f"{time.strftime('%H:%M:%S', time.localtime(holder[2]))}); waiting")
-                    if holder is not None and time.monotonic() - started > STUCK_MUTEX:
-                        conn.execute("SELECT pg_terminate_backend(%s)", (holder[0],))
-                        audit.record(conn, self.user, "force", reason="queue lock stuck", pid=holder[0],
-                                     holder=holder[1], held=round(time.time() - holder[2], 3))
-            yield conn
+    def refusal(self, exc: psycopg.Error) -> EngineError:
+        """An error of mq's functions (or the server's refusal of a right) as the engine's."""
+        message = exc.diag.message_primary or str(exc)
+        detail: Dict[str, Any] = {}
+        with contextlib.suppress(ValueError, TypeError):
+            detail = json.loads(exc.diag.message_detail or "{}")
+        if exc.sqlstate == "MQ001":
+            return NotHolderError(str(detail.get("board", "")), message,
+                                  NotHolderError.WRONG_KEY if detail.get("kind") == "wrong-key"
+                                  else NotHolderError.NOT_HELD)
+        if exc.sqlstate == "MQ002":
+            return BoardOfflineError(str(detail["board"]), str(detail["reason"]), str(detail["user"]),
+                                     float(detail["since"]))
+        if exc.sqlstate == "42883":  # undefined_function: a schema from before the functions
+            return LockDirError(where(self.conninfo), "the database's mq schema is older than this mq: "
+                                                      "run mq admin init")
+        if exc.sqlstate == "42501":  # insufficient_privilege: a role the lab has not let in
+            role = self._role()
+            return LockDirError(where(self.conninfo), f"the database role {role} may not use this queue: ask an "
+                                                      f"admin to run mq admin grant-user {role}")
+        return LockDirError(where(self.conninfo), message)
+
+    def _role(self) -> str:
+        with contextlib.suppress(psycopg.Error):
+            row = self.conn.execute("SELECT session_user").fetchone()
+            if row is not None:
+                return str(row[0])
+        return "?"
 
     def notify(self, conn: psycopg.Connection[Any], payload: str) -> None:
         conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
@@ -270,81 +302,44 @@ class Link:
         conn = self.conn
         return [n.payload for n in conn.notifies(timeout=0) if n.channel == CHANNEL]
 
-    def seen(self, conn: psycopg.Connection[Any]) -> None:
-        """Inside the caller's transaction: this owner's beat, as it takes a place (an engine idle
-        since its last wait did not beat meanwhile)."""
-        if self.owner is not None:
-            conn.execute(BEAT, (self.owner,))
-
     def beat(self) -> None:
         """Tell the server this client lives (its row of ``mq_beats``), and so find out that the
         connection does: with no reply in ``BEAT_TIMEOUT`` the connection is shut, and the
         OperationalError raised says so (the caller reconnects)."""
-        if self.owner is None:
+        if not self.registered:
             return
         conn = self.conn
         with _Deadline(conn, session.BEAT_TIMEOUT) as deadline:
             try:
-                conn.execute(BEAT, (self.owner,))
+                conn.execute("SELECT mq_beat(%s)", (self.owner,))
             except psycopg.OperationalError:
                 if deadline.passed:
                     raise psycopg.OperationalError(f"no reply from the server in {session.BEAT_TIMEOUT:g} s") from None
                 raise
 
     # -- the owner ---------------------------------------------------------------------------
-    def ensure_owner(self) -> int:
-        """This engine's owner id, registered (and its liveness lock taken) on first use."""
-        if self.owner is None:
-            conn = self.conn
-            owner = int(conn.execute("SELECT nextval('mq_owner_ids')").fetchone()[0])  # type: ignore[index]
-            conn.execute("SELECT pg_advisory_lock(%s, %s)", (OWNER_CLASS, owner))
-            self.server_start = incarnation(conn)
-            conn.execute(REGISTER, (owner, self.user, os.getpid(), socket.gethostname(), *self.server_start))
-            conn.execute(BEAT, (owner,))
-            self.owner = owner
-        return self.owner
-
-    def _reclaim(self, conn: psycopg.Connection[Any], owner: int) -> None:
-        """Take the owner lock back on a new connection (ending this engine's own stale backend
-        if it still holds it); past the grace period, clear what is left of the owner's."""
+    def _reclaim(self, conn: psycopg.Connection[Any]) -> None:
+        """Take the owner's liveness lock back on a new connection (ending this engine's own stale
+        backend if it still holds it), and re-bind the owner to it (``mq_reclaim_owner``)."""
         stale = False  # this engine's own earlier backend still held it: nobody could find it dead
         for _ in range(RECLAIM_TRIES):
-            if conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (OWNER_CLASS, owner)).fetchone()[0]:  # type: ignore[index]
+            if conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (OWNER_CLASS, self.owner)).fetchone()[0]:  # type: ignore[index]
                 break
             stale = True
-            conn.execute(TERMINATE_STALE, (owner,))
+            conn.execute("SELECT pg_terminate_backend(mq_stale_backend(%s))", (self.owner,))
             time.sleep(0.05)
         else:
             raise LockDirError(where(self.conninfo), "cannot take this engine's liveness lock back")
-        started = incarnation(conn)
-        died = not stale and started == self.server_start  # dropped while the server stayed up: a death
-        self.server_start = started
-        with self.mutex(conn):
-            row = conn.execute("SELECT lost_at IS NOT NULL AND lost_at < clock_timestamp() - "
-                               "make_interval(secs => %s) FROM mq_owners WHERE id = %s", (self.grace, owner)).fetchone()
-            if row is None or row[0] or died:
-                self._clear_dead_self(conn, owner)
-            conn.execute("UPDATE mq_owners SET lost_at = NULL, backend_pid = pg_backend_pid(), server_start = %s, "
-                         "incarnation = %s WHERE id = %s", (*started, owner))
-            conn.execute(BEAT, (owner,))
-        if died:
+        outcome = self.call("mq_reclaim_owner", self.owner, self.user, self.grace, stale, conn=conn)
+        if outcome == "none":  # cleared as dead meanwhile: a wait finds its ticket gone
+            self.registered = False
+        elif outcome == "died":
             raise PlaceLost(where(self.conninfo))
 
-    def _clear_dead_self(self, conn: psycopg.Connection[Any], owner: int) -> None:
-        """Gone longer than the grace period: this engine's tickets and ``run`` locks are dead."""
-        for seq, target, key in conn.execute("DELETE FROM mq_tickets WHERE owner = %s RETURNING seq, target, key",
-                                             (owner,)).fetchall():
-            audit.record(conn, self.user, "ticket-lost", target=target, key=key)
-            self.notify(conn, f"gone {seq}")
-        for board, key, grant, pool, since_ns in conn.execute(
-                "DELETE FROM mq_locks WHERE session_owner = %s RETURNING board, key, grant_no, pool, since_ns",
-                (owner,)).fetchall():
-            audit.record(conn, self.user, "release", board=board, key=key, holder=self.user, holder_key=key,
-                         held=round(time.time() - since_ns / 1e9, 3), grant=grant, pool=pool,
-                         reason=LOST_PAST_GRACE, outcome="released")
-            self.notify(conn, f"free {board}")
-        if conn.execute("SELECT 1 FROM mq_owners WHERE id = %s", (owner,)).fetchone() is None:
-            conn.execute(REGISTER, (owner, self.user, os.getpid(), socket.gethostname(), *self.server_start))
+
+def new_owner_id() -> int:
+    """A random owner id (the server refuses one that is taken, ``MQ005``: a new one is drawn)."""
+    return secrets.randbelow(2**31 - 2) + 1
 
 
 class _Deadline:

@@ -1,21 +1,21 @@
-"""One consistent look at the queue and the locks: the rows read in one transaction, as objects.
+"""The queue as the server's functions send it back (``queue.sql``: ``mq_snapshot_json``), as objects.
 
-Liveness: a ticket's or a ``run`` lock's owner is a connection holding the session
-advisory lock (``OWNER_CLASS``, owner id). An owner whose lock is free while the
-server it connected to is still the one running (``server_start``) is dead at once:
-its connection ended (the client was killed, or cut off and found so by keepalives).
-After a server restart or failover every owner's lock is free: such an owner is
-*lost* from the first look that finds it so (``lost_at``), still counted within
-the grace period (it is reconnecting) and dead after it. An owner whose lock is held
-but who has not beaten for ``session.SILENT_LIMIT`` seconds is *silent*, and dead too
-(its link stalled above TCP, or the client is stopped): its backend is ended. A dead
-owner's tickets are skipped and cleared, its ``run`` locks may be reclaimed.
+Liveness (decided by the server, ``mq_states``): a ticket's or a ``run`` lock's owner is
+a connection holding the session advisory lock (``OWNER_CLASS``, owner id). An owner
+whose lock is free while the server it connected to is still the one running is dead at
+once: its connection ended (the client was killed, or cut off and found so by
+keepalives). After a server restart or failover every owner's lock is free: such an
+owner is *lost* from the first look that finds it so (``lost_at``), still counted within
+the grace period (it is reconnecting) and dead after it. An owner whose lock is held but
+who has not beaten for ``session.SILENT_LIMIT`` seconds is *silent*, and dead too (its
+link stalled above TCP, or the client is stopped): its backend is ended. A dead owner's
+tickets are cleared, its ``run`` locks may be reclaimed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional
 
 from mq.engine.results import Holder, Offline, Ticket
 
@@ -25,58 +25,10 @@ OWNER_CLASS = 0x6D72  # advisory lock class of the owners' liveness locks: (OWNE
 MUTEX = (0x6D71, 0)  # transaction advisory lock: queue walks, grants and releases, one at a time
 LIVE, SUSPECT, DEAD = "live", "suspect", "dead"
 
-HELD_OWNERS = f"""
-    SELECT l.objid::bigint AS id FROM pg_locks l
-    WHERE l.locktype = 'advisory' AND l.classid = {OWNER_CLASS} AND l.objsubid = 2 AND l.granted
-      AND l.mode = 'ExclusiveLock'
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"""  # noqa: S608
-
-MARK_LOST = f"""
-    UPDATE mq_owners SET lost_at = clock_timestamp()
-    WHERE lost_at IS NULL AND id NOT IN ({HELD_OWNERS})"""  # noqa: S608
-
-OWNER_STATES = f"""
-    SELECT o.id, o.id IN ({HELD_OWNERS}) AS live, extract(epoch FROM o.lost_at)::float8,
-           o.server_start IS NOT DISTINCT FROM pg_postmaster_start_time()
-           AND o.incarnation IS NOT DISTINCT FROM (SELECT token FROM mq_incarnation) AS same_server,
-           extract(epoch FROM coalesce(b.seen_at, o.connected))::float8, o.backend_pid
-    FROM mq_owners o LEFT JOIN mq_beats b ON b.owner = o.id"""  # noqa: S608
-
-TICKETS = """
-    SELECT seq, username, uid, pid, host, key, target, boards, created, priority, owner, cancelled
-    FROM mq_tickets ORDER BY seq"""
-
-LOCKS = """
-    SELECT board, username, uid, key, timeout, since_ns, grant_no, pool, session, session_owner, maintenance
-    FROM mq_locks"""
-
-OFFLINE = "SELECT board, reason, username, since FROM mq_offline"
-
-NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
-
-# The server as an owner knows it: its start time and incarnation (a token in an unlogged table,
-# made by the first client after the server started or recovered from a crash).
-INCARNATION = """
-    WITH made AS (INSERT INTO mq_incarnation (id, token) VALUES (1, md5(random()::text || clock_timestamp()::text))
-                  ON CONFLICT (id) DO NOTHING RETURNING token)
-    SELECT pg_postmaster_start_time(), token FROM (SELECT token FROM made UNION ALL
-                                                   SELECT token FROM mq_incarnation) t LIMIT 1"""
-
-
-def incarnation(conn: Any) -> Tuple[Any, str]:
-    """(start time, incarnation token) of the server; the token is made if there is none yet. Two
-    clients making it at once: the one whose insert lost sees the other's in its next statement."""
-    for _ in range(5):
-        row = conn.execute(INCARNATION).fetchone()
-        if row is not None:
-            return row[0], str(row[1])
-    raise RuntimeError("no server incarnation could be read")
-
 
 def ticket_name(seq: int, pid: int) -> str:
     """As the file engine names its tickets: ``T<seq>-<pid>``."""
     return f"T{seq:012d}-{pid}"
-
 
 @dataclass(frozen=True)
 class OwnerState:
@@ -105,6 +57,7 @@ class QueuedTicket:
     owner: int
     cancelled: bool
     owner_state: OwnerState
+    vtime: float = 0.0  # its virtual arrival (policy): the queue is served in (vtime, seq) order
 
     @property
     def seq(self) -> int:
@@ -141,6 +94,9 @@ class LockRow:
     session_owner: Optional[int]
     maintenance: bool
     owner_state: Optional[OwnerState]  # a ``run`` lock's owner
+    reclaimed_from: str = ""  # the holder whose lock its grant reclaimed
+    reclaimed_timeout: int = 0  # ... and that lock's -T, when it had expired
+    ticket: Optional[int] = None  # the ticket it was granted to
 
     def expired(self, now: float) -> bool:
         return not self.maintenance and self.timeout > 0 and now - self.since_ns / 1e9 > self.timeout
@@ -179,7 +135,7 @@ class OfflineRow:
 @dataclass
 class Snapshot:
     now: float
-    tickets: List[QueuedTicket] = field(default_factory=list)  # in seq order
+    tickets: List[QueuedTicket] = field(default_factory=list)  # in the order they are served
     locks: Dict[str, LockRow] = field(default_factory=dict)
     offline: Dict[str, OfflineRow] = field(default_factory=dict)
     owners: Dict[int, OwnerState] = field(default_factory=dict)
@@ -198,46 +154,40 @@ class Snapshot:
         return [t.ticket for t in self.tickets if t.counted]
 
 
-def _owner_states(conn: Any, now: float, grace: float, placed: Set[int]) -> Dict[int, OwnerState]:
-    """Each owner's state; ``placed``: the owners with a ticket or a lock (only they beat)."""
-    states = {}
-    for owner, live, lost_at, same_server, seen, backend_pid in conn.execute(OWNER_STATES):
-        if live and now - seen > SILENT_LIMIT and owner in placed:  # its connection is open, but nothing comes
-            states[owner] = OwnerState(DEAD, seen, silent_pid=backend_pid)
-        elif live:
-            states[owner] = OwnerState(LIVE, seen=seen)
-        elif same_server:  # its connection died while the server stayed up: it is dead, at once
-            states[owner] = OwnerState(DEAD, lost_at if lost_at is not None else now)
-        elif lost_at is None or now - lost_at <= grace:
-            states[owner] = OwnerState(SUSPECT, lost_at if lost_at is not None else now)
-        else:
-            states[owner] = OwnerState(DEAD, lost_at)
-    return states
+def _owner_state(data: Optional[Dict[str, Any]]) -> OwnerState:
+    if data is None:
+        return OwnerState(DEAD)
+    return OwnerState(str(data["state"]), data.get("lost_at"), seen=data.get("seen"), silent_pid=data.get("silent_pid"))
 
 
-def read_snapshot(conn: Any, grace: float) -> Snapshot:
-    """Everything a walk or a listing needs (call inside the mutex transaction)."""
-    conn.execute(MARK_LOST)
-    now = float(conn.execute(NOW).fetchone()[0])
-    ticket_rows = conn.execute(TICKETS).fetchall()
-    lock_rows = conn.execute(LOCKS).fetchall()
-    placed = {row[10] for row in ticket_rows} | {row[9] for row in lock_rows if row[9] is not None}
-    owners = _owner_states(conn, now, grace, placed)
+def lock_from_json(row: List[Any], owners: Optional[Dict[int, OwnerState]] = None) -> LockRow:
+    """A lock as ``mq_lock_json`` sends it."""
+    (board, user, uid, key, timeout, since_ns, grant, pool, session, session_owner, maintenance, state,
+     reclaimed_from, reclaimed_timeout, ticket) = row
+    owner_state = None
+    if session_owner is not None:
+        owner_state = (owners or {}).get(int(session_owner)) or OwnerState(str(state or DEAD))
+    return LockRow(str(board), str(user), int(uid), str(key), int(timeout), int(since_ns),
+                   None if grant is None else int(grant), str(pool), bool(session),
+                   None if session_owner is None else int(session_owner), bool(maintenance), owner_state,
+                   str(reclaimed_from or ""), int(reclaimed_timeout or 0), None if ticket is None else int(ticket))
+
+
+def snapshot_from_json(data: Dict[str, Any]) -> Snapshot:
+    """The queue as ``mq_snapshot_json`` sends it: tickets in the order they are served."""
+    owners = {int(owner): _owner_state(state) for owner, state in data["owners"].items()}
     gone = OwnerState(DEAD)
     tickets = []
-    for seq, user, uid, pid, host, key, target, boards, created, priority, owner, cancelled in ticket_rows:
+    for (seq, user, uid, pid, host, key, target, boards, created, priority, owner, cancelled, vtime,
+         _session, _timeout) in data["tickets"]:
         ticket = Ticket(name=ticket_name(seq, pid), seq=seq, uid=uid, user=user, pid=pid, host=host, key=key,
                         target=target, boards=tuple(boards), created=created, priority=priority)
-        tickets.append(QueuedTicket(ticket, priority, owner, cancelled, owners.get(owner, gone)))
-    locks = {}
-    for row in lock_rows:
-        board, user, uid, key, timeout, since_ns, grant, pool, session, session_owner, maintenance = row
-        state = owners.get(session_owner, gone) if session_owner is not None else None
-        locks[board] = LockRow(board, user, uid, key, timeout, since_ns, grant, pool, session, session_owner,
-                               maintenance, state)
-    offline = {board: OfflineRow(reason, user, since) for board, reason, user, since in conn.execute(OFFLINE)}
-    return Snapshot(now=now, tickets=tickets, locks=locks, offline=offline, owners=owners)
+        tickets.append(QueuedTicket(ticket, priority, owner, cancelled, owners.get(owner, gone), float(vtime)))
+    locks = {str(row[0]): lock_from_json(row, owners) for row in data["locks"]}
+    offline = {str(board): OfflineRow(str(reason), str(user), float(since))
+               for board, reason, user, since in data["offline"]}
+    return Snapshot(now=float(data["now"]), tickets=tickets, locks=locks, offline=offline, owners=owners)
 
 
 __all__ = ["DEAD", "LIVE", "MUTEX", "OWNER_CLASS", "SUSPECT", "LockRow", "OfflineRow", "OwnerState",
-           "QueuedTicket", "Snapshot", "read_snapshot", "ticket_name"]
+           "QueuedTicket", "Snapshot", "lock_from_json", "snapshot_from_json", "ticket_name"]

@@ -28,7 +28,7 @@ import select
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 import psycopg
 
@@ -36,6 +36,7 @@ from mq.engine.errors import LockDirError
 
 from . import session
 from .link import LOST_PAST_GRACE, Link, PlaceLost
+from .rows import lock_from_json
 
 CHECK_INTERVAL = 5.0  # seconds between two looks at the lock with no notification
 
@@ -123,37 +124,34 @@ class RunLockWatch:
 
     def _still_ours(self) -> bool:
         """Look at the lock: False (and ``on_lost`` told) when it is no longer the job's."""
-        row = self._reconnecting(lambda conn: conn.execute(  # after a reconnect: that re-claimed (or lost) the owner
-            "SELECT username, key, grant_no, session_owner FROM mq_locks WHERE board = %s", (self.board,)).fetchone())
-        if row is None:
-            self._lost(None, self._why_gone())
+        # (after a reconnect: that re-claimed, or lost, the owner)
+        found = self._reconnecting(lambda conn: self.link.call(
+            "mq_lock_of", self.board, conn=conn))
+        if found["lock"] is None:
+            self._lost(None, self._why_gone(found["last"]))
             return False
-        user, key, grant, owner = row
-        ours = user == self.user and key == self.key and (self.grant is None or grant == self.grant)
+        lock = lock_from_json(found["lock"])
+        ours = lock.user == self.user and lock.key == self.key and (self.grant is None or lock.grant == self.grant)
         if ours and self.grant is not None:
-            ours = owner is not None and owner == self.link.owner
+            ours = lock.session_owner is not None and lock.session_owner == self.link.owner
         if not ours:
-            self._lost(str(user), self._why_gone())
+            self._lost(lock.user, self._why_gone(found["last"]))
             return False
         return True
 
-    def _why_gone(self) -> str:
+    def _why_gone(self, last: Optional[List[Any]]) -> str:
         """The audit log's last word on the end of the board's lock, in words."""
-        with contextlib.suppress(psycopg.Error):
-            row = self.link.conn.execute(
-                "SELECT event, username, fields->>'reason' FROM mq_audit WHERE board = %s "
-                "AND event IN ('release', 'force', 'reclaim') ORDER BY id DESC LIMIT 1", (self.board,)).fetchone()
-            if row is not None:
-                event, user, reason = row
-                if event == "force":
-                    return f"released by {user} with sem -signal -f"
-                if event == "reclaim" and reason == "expired":
-                    return f"its -T timeout passed and {user} reclaimed it"
-                if event == "reclaim" or reason == LOST_PAST_GRACE:
-                    return (f"this client was cut off from the queue database for longer than the grace period "
-                            f"({self.link.grace:g} s)")
-                if reason:
-                    return str(reason)
+        if last is not None:
+            event, user, reason = last
+            if event == "force":
+                return f"released by {user} with sem -signal -f"
+            if event == "reclaim" and reason == "expired":
+                return f"its -T timeout passed and {user} reclaimed it"
+            if event == "reclaim" or reason == LOST_PAST_GRACE:
+                return (f"this client was cut off from the queue database for longer than the grace period "
+                        f"({self.link.grace:g} s)")
+            if reason:
+                return str(reason)
         return "the queue database no longer has it as this job's"
 
     def _lost(self, taken_by: Optional[str], why: str) -> None:

@@ -1,11 +1,12 @@
 """One waiter's sleep-and-look loop: asleep in ``select`` on its connection (LISTEN), never polling.
 
-The waiter looks again (``taking.Taker.attempt``, one transaction) only when its
-turn may have come:
+The waiter looks again (``taking.Taker.look``, one call) only when its turn may have
+come (any client's call may have handed it a board already: it then only fetches it):
 
+* ``grant SEQ`` for its own ticket;
 * ``free BOARD`` for a board it is at the head for (no ticket ahead wants it);
-* ``gone SEQ`` for the nearest ticket ahead on one of its boards (a waiter further
-  back only moves up a place, counted without a query);
+* ``gone SEQ`` or ``grant SEQ`` for the nearest ticket ahead on one of its boards (a
+  waiter further back only moves up a place, counted without a query);
 * ``cancel SEQ`` for its own ticket;
 * a timer: the next ``-T`` expiry of a board it is at the head for, the end of the
   grace period of a lost owner ahead of it or holding such a board, the budget, the
@@ -27,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import select
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import psycopg
 from psycopg import pq
@@ -37,10 +38,10 @@ from mq.engine.results import Grant
 from mq.engine.signals import GUARD
 from mq.engine.waiter import Hooks
 
-from . import audit, session
+from . import session
 from .link import DROPPED, CannotConnect, Link, dropped
 from .rows import OWNER_CLASS, QueuedTicket
-from .taking import Outlook, Request, Taker
+from .taking import Look, Outlook, Request, Taker
 
 MAX_WATCHES = 1  # death watches (extra connections) one waiter keeps at most: 2 connections per waiter
 
@@ -117,21 +118,24 @@ class Waiter:
         self.watch = DeathWatch(link.conninfo)
         self.wake_at: Optional[float] = None  # monotonic time of the next look by a timer (-T, a grace period)
         self.beat_at = time.monotonic() + session.HEARTBEAT  # of the next beat
+        self.left = ""  # what leaving said, once the wait left the queue itself
         self._progress: Optional[tuple[int, int]] = None
 
     # -- one look, through reconnects --------------------------------------------------
-    def _look(self) -> Optional[Grant]:
-        while True:
+    def _look(self, look: Optional[Look] = None) -> Optional[Grant]:
+        while look is None:
             try:
-                grant, self.outlook = self.taker.attempt(self.link.conn, self.me, self.request)
+                look = self.taker.look(self.me, self.request)
             except DROPPED as exc:
                 self._reconnect(exc)
-                continue
-            wake_in = self.outlook.wake_in  # an expiry or a grace period: a deadline, computed once
-            self.wake_at = None if wake_in is None else time.monotonic() + wake_in
-            if grant is None:
-                self._tell_progress(self.outlook.position, self.outlook.total)
-            return grant
+        if look.grant is not None:
+            return look.grant
+        assert look.snapshot is not None
+        self.outlook = self.taker.outlook(look.snapshot, self.me)
+        wake_in = self.outlook.wake_in  # an expiry or a grace period: a deadline, computed once
+        self.wake_at = None if wake_in is None else time.monotonic() + wake_in
+        self._tell_progress(self.outlook.position, self.outlook.total)
+        return None
 
     def _reconnect(self, why: BaseException) -> None:
         """Connect again, for as long as the wait lasts: a waiter keeps its place only by coming back
@@ -182,9 +186,9 @@ class Waiter:
             what, _, arg = payload.partition(" ")
             if what == "free":
                 look = look or arg in self.outlook.head
-            elif what == "cancel" and arg == str(self.me.seq):
+            elif what in ("cancel", "grant") and arg == str(self.me.seq):
                 look = True
-            elif what in ("gone", "cancel") and arg.isdigit() and int(arg) in self.outlook.ahead:
+            elif what in ("gone", "cancel", "grant") and arg.isdigit() and int(arg) in self.outlook.ahead:
                 # a ticket ahead left, or was cancelled (it no longer counts, even while its owner is stopped)
                 look = self._departed(int(arg)) or look
         return look
@@ -209,19 +213,22 @@ class Waiter:
             return None
 
     # -- the loop ---------------------------------------------------------------------------
-    def run(self) -> Grant:
+    def run(self, first: Look) -> Grant:
+        """Wait from ``first`` (what queueing the ticket sent back) until the ticket has a board."""
         GUARD.check()
         try:
             self.link.listen()
         except DROPPED as exc:  # dropped between the enqueue and the LISTEN: the reconnect listens
             self._reconnect(exc)
         try:
-            return self._loop()
+            return self._loop(first)
         finally:
             self.watch.close()
 
-    def _loop(self) -> Grant:
-        grant = self._look()
+    def _loop(self, first: Look) -> Grant:
+        grant = self._look(first)
+        if grant is None:  # what came between the call and the LISTEN: look again once listening
+            grant = self._look()
         while grant is None:
             GUARD.check()
             now = time.monotonic()
@@ -252,12 +259,10 @@ class Waiter:
         return grant
 
     def _time_out(self, now: float) -> None:
-        """The budget ran out: the ticket leaves the queue, logged."""
-        conn: Any = self.link.conn
-        with contextlib.suppress(*DROPPED), conn.transaction():
-            if self.taker.leave(conn, self.me):
-                audit.record(conn, self.link.user, "timeout", target=self.me.ticket.target, key=self.me.ticket.key,
-                             waited=round(now - self.request.started, 3))
+        """The budget ran out: the ticket leaves the queue, logged (a grant made for it meanwhile
+        is given back)."""
+        with contextlib.suppress(*DROPPED):
+            self.left = self.taker.leave(self.me.seq, "timeout", now - self.request.started)
         raise NotAcquiredError(self.me.ticket.target)
 
 

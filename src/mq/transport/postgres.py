@@ -75,8 +75,9 @@ def connect(conninfo: str) -> Any:
 
 
 def open_engine(conninfo: str, on_reconnect: Callable[[str], None] | None = None) -> LockEngine:
-    """A ``PgEngine`` on the database's stored inventory (a connection dropped while it is read:
-    read again, as a restart is ridden out)."""
+    """A ``PgEngine`` on the database's stored inventory, on the connection that fetched it (one
+    connection per command; a connection dropped while it is read: read again, as a restart is
+    ridden out)."""
     import psycopg
 
     for _ in range(3):
@@ -88,19 +89,33 @@ def open_engine(conninfo: str, on_reconnect: Callable[[str], None] | None = None
 
 
 def _open_engine(conninfo: str, on_reconnect: Callable[[str], None] | None) -> LockEngine:
-    with connect(conninfo) as conn:
-        import psycopg
+    import psycopg
 
-        from ..pgengine import PgEngine
-        from ..pgengine.inventory_store import load
+    from ..engine.errors import LockDirError
+    from ..engine.labpaths import user_name
+    from ..pgengine import PgEngine, schema
+    from ..pgengine.inventory_store import from_hello
+    from ..pgengine.link import where
 
+    conn = connect(conninfo)
+    try:
         try:
-            inventory = load(conn)
-        except psycopg.errors.UndefinedTable:
-            raise ConfigError("backend", "", "the database has no mq schema: run mq admin init") from None
-    if inventory is None:
-        raise ConfigError("backend", "", "the database holds no inventory: run mq admin load-inventory LAB.toml")
-    return PgEngine(conninfo, inventory, on_reconnect=on_reconnect)
+            hello = conn.execute("SELECT mq_hello(%s)", (user_name(os.getuid()),)).fetchone()[0]
+        except psycopg.errors.UndefinedFunction:
+            raise ConfigError("backend", "", "the database has no mq schema of this version: run mq admin init") \
+                from None
+        except psycopg.errors.InsufficientPrivilege:
+            role = conn.execute("SELECT session_user").fetchone()[0]
+            raise LockDirError(where(conninfo), f"the database role {role} may not use this queue: ask an admin "
+                                                f"to run mq admin grant-user {role}") from None
+        schema.check_hello(hello, where(conninfo))
+        inventory = from_hello(hello)
+        if inventory is None:
+            raise ConfigError("backend", "", "the database holds no inventory: run mq admin load-inventory LAB.toml")
+        return PgEngine(conninfo, inventory, on_reconnect=on_reconnect, conn=conn, hello=hello)
+    except BaseException:
+        conn.close()
+        raise
 
 
 def _first_line(exc: BaseException) -> str:

@@ -23,12 +23,11 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 from . import arguments, errors, fsutil, protocol, trust
 from .interface import EngineFactory, LockEngine
-from .inventory import system_from_wire
+from .inventory import Inventory, system_from_wire
 from .labpaths import default_inventory, user_name
 from .names import NO_KEY
 from .protocol import NOTICE
 from .results import BoardState, Grant, Offline, Released
-from .semaphore import Engine
 from .signals import GUARD
 
 if TYPE_CHECKING:  # the job modules load only when a client runs a job (sem stays light)
@@ -183,13 +182,20 @@ class RemoteJobIO:
         return self.agent._tick()
 
 
+def _lock_directory_engine(base: str, inventory: Inventory) -> LockEngine:
+    """The file engine (imported when first used: an agent in front of another engine never loads it)."""
+    from .semaphore import Engine
+
+    return Engine(base, inventory)
+
+
 class Agent:
     """Serves one client: its requests go to the engine ``open_engine`` makes for the lab."""
 
     def __init__(self, base: str, lab: Optional[str], out_fd: int, in_fd: int = 0,
-                 open_engine: EngineFactory = Engine) -> None:
+                 open_engine: Optional[EngineFactory] = None) -> None:
         self.base = base
-        self.open_engine = open_engine
+        self.open_engine = open_engine or _lock_directory_engine
         self.lab_path = lab or default_inventory(base)
         self.out_fd = out_fd
         self.channel = LineChannel(in_fd)

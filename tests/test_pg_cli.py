@@ -437,3 +437,23 @@ def test_versions_that_work_together(pg: PgLab) -> None:
     old = pg.mq("sem", "-info", "b1")
     assert old.returncode == ExitCode.LOCKDIR, old
     assert "is too old for the database" in old.stderr and "install mq 9.9.9 or newer" in old.stderr, old.stderr
+
+
+def _loads_psycopg(pg: PgLab, *args: str) -> bool:
+    """Whether ``mq ARGS`` imported psycopg (``-X importtime`` lists every module it imports)."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "mq", *args], env=pg.env(), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done
+    return any(line.rstrip().endswith("| psycopg") for line in done.stderr.splitlines())
+
+
+def test_a_command_that_only_looks_reads_through_libpq_alone(pg: PgLab) -> None:
+    """``import psycopg`` costs more than a whole ``sem -info`` on the file engine: the commands that
+    only look read through libpq itself (``pgengine.reader``); one that changes the queue loads it."""
+    pg.ok("admin", "init")
+    pg.ok("admin", "load-inventory", str(pg.write_lab(TWO_BOARDS)))
+    pg.ok("sem", "-wait", "b1", "-k", "held")
+    for args in (("sem", "-info", "b1"), ("sem", "-mr-info", "pair"), ("status",), ("history",), ("sem", "dumpall")):
+        assert not _loads_psycopg(pg, *args), args
+    assert pg.ok("sem", "-info", "b1").stdout.startswith("Lock for b1 held by ")
+    assert _loads_psycopg(pg, "sem", "-signal", "b1", "-k", "held")

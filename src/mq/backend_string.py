@@ -16,15 +16,14 @@ WHERE_PASSWORDS_GO = "put it in ~/.pgpass (mode 0600), PGPASSWORD, or a service 
 
 def parse(value: str, source: str) -> Dict[str, str]:
     """The libpq parameters of ``value`` (ConfigError, exit 6, naming what is wrong)."""
+    from .pgengine import libpq  # (libpq itself: psycopg is loaded only by a command that changes the queue)
+
     try:
-        from psycopg import conninfo
-    except ImportError:  # the engine says so, when it is used
+        params = libpq.parse_conninfo(value)
+    except libpq.Unavailable:  # the engine says so, when it is used
         return {}
-    try:
-        params = {k: str(v) for k, v in conninfo.conninfo_to_dict(value).items()}
-    except Exception as exc:  # psycopg's ProgrammingError: libpq's own words
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(source, "backend", f"not a valid libpq connection string: {text}") from None
+    except libpq.Error as exc:
+        raise ConfigError(source, "backend", f"not a valid libpq connection string: {exc.primary}") from None
     for name, text in params.items():  # what libpq checks only when it connects (then as "cannot reach")
         wrong = _wrong_value(name, text)
         if wrong:

@@ -8,7 +8,18 @@ Needs ``psycopg`` 3 (the ``pg`` extra); the file engine stays the default.
 
 from __future__ import annotations
 
-from .engine import GRACE, PgEngine
+from typing import Any
+
 from .schema import VERSION, init
 
 __all__ = ["GRACE", "VERSION", "PgEngine", "init"]
+
+
+def __getattr__(name: str) -> Any:
+    """``PgEngine`` (and psycopg with it) is loaded when first asked for: a command that only looks
+    at the queue reads it through libpq itself (``reader``) and never loads psycopg."""
+    if name in ("PgEngine", "GRACE"):
+        from . import engine
+
+        return getattr(engine, name)
+    raise AttributeError(name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 from mq.engine import policy
 from mq.engine.errors import (
@@ -28,16 +28,17 @@ from mq.engine.health import Failure
 from mq.engine.inventory import Inventory
 from mq.engine.labpaths import user_name
 from mq.engine.names import NO_KEY, check_key
-from mq.engine.results import BoardState, Grant, Offline, Released, Ticket
+from mq.engine.results import Grant, Offline, Released
 from mq.engine.signals import GUARD
 from mq.engine.waiter import Hooks
 
 from . import audit, health, offline, schema
 from .link import Link, where
+from .listings import Listings
 from .releasing import Releaser
 from .rows import Snapshot, snapshot_from_json
 from .runwatch import RunLockLoss, RunLockWatch
-from .taking import Request, Taker, ordered
+from .taking import Request, Taker
 from .waiting import Waiter
 
 CONNECTIONS = """
@@ -51,7 +52,7 @@ GRACE = 30.0  # seconds a lost owner (dropped connection, server restart) keeps 
 GIVE_UP = 60.0  # seconds a command other than a wait (and a running job's lock) tries to reconnect
 
 
-class PgEngine:
+class PgEngine(Listings):
     """Lock operations on the queue in one PostgreSQL database, with one inventory."""
 
     def __init__(self, conninfo: str, inventory: Inventory, user: Optional[str] = None,
@@ -227,53 +228,11 @@ class PgEngine:
         self._conn()
         return RunLockWatch(self.link, board, key, self.user, grant, on_lost).start()
 
-    # -- looking --------------------------------------------------------------------------
-    def info(self, name: str) -> List[BoardState]:
-        boards = self.inventory.members(name)
-        snap = self._snapshot()
-        waiting = self._waiting(snap)
-        return [self._state(snap, board, tuple(t for t in waiting if board in t.boards)) for board in boards]
-
-    def _waiting(self, snap: Snapshot) -> List[Ticket]:
-        """The live waiters in the order they are served, with their effective priorities."""
-        return policy.annotate([t.shown for t in ordered(snap.tickets) if t.counted],
-                               self.inventory, snap.now)
-
-    def _state(self, snap: Snapshot, board: str, waiters: tuple[Any, ...] = ()) -> BoardState:
-        lock = snap.locks.get(board)
-        mark = snap.offline.get(board)
-        return BoardState(board, None if lock is None else lock.holder(), waiters,
-                          offline=None if mark is None else mark.offline(lock))
-
-    def dumpall(self, order: str = "inventory") -> List[BoardState]:
-        snap = self._snapshot()
-        boards = list(self.inventory.systems) if order != "directory" else sorted(snap.locks)
-        return [self._state(snap, board) for board in boards if board in snap.locks]
-
-    def events(self, scope: Optional[str] = None, since: Optional[float] = None) -> List[Dict[str, Any]]:
-        names = None
-        if scope is not None:
-            names = {scope, *self.inventory.members(scope)}
-            names |= {pool for board in list(names) for pool in self.inventory.pools_of(board)}
+    # -- looking (``Listings``) ---------------------------------------------------------------
+    def _read_events(self, since: Optional[float], names: Optional[Collection[str]]) -> List[Dict[str, Any]]:
         self._conn()
         found: List[Dict[str, Any]] = self.link.run(lambda conn: audit.read(conn, since, names))
         return found
-
-    def status(self, names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-        from mq.engine.projection import HoldTimes, project
-        from mq.engine.protocol import to_wire
-        from mq.engine.status import HOLD_HISTORY
-
-        inv = self.inventory
-        wanted = None if not names else {b for name in names for b in inv.members(name)}
-        snap = self._snapshot()
-        waiting = self._waiting(snap)
-        states = [self._state(snap, board, tuple(t for t in waiting if board in t.boards)) for board in inv.systems]
-        now = time.time()
-        events: List[Dict[str, Any]] = self.link.run(lambda conn: audit.read(conn, now - HOLD_HISTORY))
-        estimates = project(states, inv, HoldTimes.from_events(events), now)
-        return {"now": now, "boards": [to_wire(s) for s in states if wanted is None or s.board in wanted],
-                "estimates": {e.ticket: {"board": e.board, "eta": e.eta, "basis": e.basis} for e in estimates}}
 
     def note_health(self, board: str, failure: Optional[Failure]) -> Tuple[int, Optional[Offline]]:
         """A ``run``'s verdict on ``board`` (``mq.engine.health``): counted in ``mq_health``; at the

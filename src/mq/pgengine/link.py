@@ -32,6 +32,7 @@ from mq.engine.errors import BoardOfflineError, EngineError, ExitCode, LockDirEr
 
 from . import session
 from .rows import MUTEX, OWNER_CLASS
+from .session import transient
 
 CHANNEL = "mq_queue"
 BACKOFF_FIRST = 0.05
@@ -87,16 +88,8 @@ class CannotConnect(LockDirError):
     ``LockDirError``, said at once."""
 
 
-_FINAL = ("password authentication failed", "does not exist", "no pg_hba.conf entry", "permission denied",
-          "invalid", "SSL", "certificate")
 FULL = ("the server has no connection left (max_connections, or the role's CONNECTION LIMIT, is used up; each "
         "waiting mq client uses at most 2): raise max_connections in postgresql.conf")
-
-
-def transient(exc: BaseException) -> bool:
-    """A connection failure that a restart or failover explains (try again), not a refusal."""
-    text = str(exc)
-    return not any(word in text for word in _FINAL)
 
 
 def where(conninfo: str) -> str:

@@ -15,7 +15,7 @@ tickets are cleared, its ``run`` locks may be reclaimed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from mq.engine.results import Holder, Offline, Ticket
 
@@ -154,6 +154,12 @@ class Snapshot:
         return [t.ticket for t in self.tickets if t.counted]
 
 
+def ordered(tickets: Sequence[QueuedTicket]) -> List[QueuedTicket]:
+    """The tickets in the order they are served: by virtual arrival (``policy``; the arrival itself
+    under FIFO), as the server stored it, then sequence (the server's walk uses the same order)."""
+    return sorted(tickets, key=lambda t: (t.vtime, t.seq))
+
+
 def _owner_state(data: Optional[Dict[str, Any]]) -> OwnerState:
     if data is None:
         return OwnerState(DEAD)
@@ -190,4 +196,4 @@ def snapshot_from_json(data: Dict[str, Any]) -> Snapshot:
 
 
 __all__ = ["DEAD", "LIVE", "MUTEX", "OWNER_CLASS", "SUSPECT", "LockRow", "OfflineRow", "OwnerState",
-           "QueuedTicket", "Snapshot", "lock_from_json", "snapshot_from_json", "ticket_name"]
+           "QueuedTicket", "Snapshot", "lock_from_json", "ordered", "snapshot_from_json", "ticket_name"]

@@ -29,9 +29,9 @@ Each value can be overridden in the backend string (``keepalives_idle=30``, or
 
 from __future__ import annotations
 
+import re
 from typing import Dict
-
-import psycopg
+from urllib.parse import parse_qs, unquote, urlsplit
 
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 2, 3  # seconds, seconds, probes
 USER_TIMEOUT_MS = 15000  # unacknowledged data for this long: the connection is dead
@@ -65,6 +65,8 @@ WATCH: Dict[str, str] = {  # a death watch blocks on a liveness lock for as long
 def conninfo(base: str, watch: bool = False) -> str:
     """``base`` (the backend string) with mq's settings; the string's own win. ``watch``: for a
     connection that waits on a lock by design (``waiting.DeathWatch``)."""
+    import psycopg
+
     params = psycopg.conninfo.conninfo_to_dict(base)
     merged: Dict[str, object] = {**CLIENT, **({"connect_timeout": str(WATCH_CONNECT_TIMEOUT)} if watch else {}),
                                  **params}
@@ -75,4 +77,40 @@ def conninfo(base: str, watch: bool = False) -> str:
     return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in merged.items()})
 
 
-__all__ = ["BEAT_TIMEOUT", "HALF_OPEN_LIMIT", "HEARTBEAT", "SILENT_LIMIT", "conninfo"]
+FINAL = ("password authentication failed", "does not exist", "no pg_hba.conf entry", "permission denied",
+         "invalid", "SSL", "certificate")
+
+
+def transient(exc: BaseException) -> bool:
+    """A connection failure that a restart or failover explains (try again), not a refusal."""
+    text = str(exc)
+    return not any(word in text for word in FINAL)
+
+
+def defaults(watch: bool = False) -> Dict[str, str]:
+    """mq's settings as libpq keywords, for a connection whose string is expanded after them
+    (``libpq.Connection``: the string's own win, as with ``conninfo``)."""
+    server = {**SERVER, **(WATCH if watch else {})}
+    return {**CLIENT, "options": " ".join(f"-c {name}={value}" for name, value in server.items())}
+
+
+_KEYWORD = re.compile(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
+
+
+def describe(base: str) -> str:
+    """The database a backend string names, for messages (never its password), without psycopg."""
+    params: Dict[str, str] = {}
+    if "://" in base:
+        parts = urlsplit(base)
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        params["host"] = unquote(netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc)
+        params["dbname"] = unquote(parts.path.lstrip("/"))
+        params.update({k: v[-1] for k, v in parse_qs(parts.query).items() if k in ("host", "dbname", "user")})
+    else:
+        params.update({k: v.strip("'") for k, v in _KEYWORD.findall(base)})
+    host = params.get("host") or "localhost"
+    return f"postgresql database {params.get('dbname') or params.get('user') or ''} on {host}".strip()
+
+
+__all__ = ["BEAT_TIMEOUT", "FINAL", "HALF_OPEN_LIMIT", "HEARTBEAT", "SILENT_LIMIT", "conninfo", "defaults", "describe",
+           "transient"]

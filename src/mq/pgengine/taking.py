@@ -24,7 +24,17 @@ from mq.engine.inventory import Inventory
 from mq.engine.results import Grant, Ticket
 
 from .link import Link, OwnerTaken, PlaceLost, new_owner_id, where
-from .rows import LIVE, SUSPECT, OwnerState, QueuedTicket, Snapshot, lock_from_json, snapshot_from_json, ticket_name
+from .rows import (
+    LIVE,
+    SUSPECT,
+    OwnerState,
+    QueuedTicket,
+    Snapshot,
+    lock_from_json,
+    ordered,
+    snapshot_from_json,
+    ticket_name,
+)
 
 EXPIRY_MARGIN = 0.01  # look this long after an expiry, so it has surely passed
 
@@ -59,12 +69,6 @@ class Outlook:
                 if board in boards:
                     wanting.setdefault(board, []).append(owner)
         return {owners[0] for owners in wanting.values() if len(owners) == 1 and owners[0] is not None}
-
-
-def ordered(tickets: Sequence[QueuedTicket]) -> List[QueuedTicket]:
-    """The tickets in the order they are served: by virtual arrival (``policy``; the arrival itself
-    under FIFO), as the server stored it, then sequence (the server's walk uses the same order)."""
-    return sorted(tickets, key=lambda t: (t.vtime, t.seq))
 
 
 @dataclass

@@ -55,7 +55,7 @@ def connect(conninfo: str) -> Any:
         raise ConfigError("backend", "", f"the PostgreSQL backend needs psycopg 3 ({exc}): "
                                          "pip install 'mq[pg]'") from None
     from ..pgengine import session
-    from ..pgengine.link import transient
+    from ..pgengine.session import transient
 
     patience = ride_out()
     deadline = time.monotonic() + patience
@@ -93,7 +93,8 @@ def _open_engine(conninfo: str, on_reconnect: Callable[[str], None] | None) -> L
 
     from ..engine.errors import LockDirError
     from ..engine.labpaths import user_name
-    from ..pgengine import PgEngine, schema
+    from ..pgengine import schema
+    from ..pgengine.engine import PgEngine
     from ..pgengine.inventory_store import from_hello
     from ..pgengine.link import where
 
@@ -123,14 +124,74 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-class _PgAgent(Agent):
-    """The in-process agent, with the PostgreSQL engine instead of a lock directory's."""
+READ_OPS = frozenset({"hello", "inventory", "info", "dumpall", "events", "status"})
 
-    def __init__(self, opener: Callable[[], LockEngine]) -> None:
+
+def open_reader(conninfo: str) -> LockEngine | None:
+    """The read-only engine on libpq itself (no psycopg to load; its one connection rides out a
+    restart as ``connect`` does), or None where there is no libpq to load, or where psycopg's
+    path says what is missing (no schema, no inventory)."""
+    from ..pgengine import libpq, reader, session
+
+    try:
+        libpq.library()
+    except libpq.Unavailable:
+        return None
+    patience = ride_out()
+    deadline = time.monotonic() + patience
+    delay = 0.05
+    while True:
+        try:
+            connection = libpq.Connection(conninfo, session.defaults())
+            break
+        except libpq.Error as exc:
+            if not session.transient(exc) or time.monotonic() + delay > deadline:
+                raise HostError(f"cannot reach the queue database: {exc.primary}") from None
+            if delay == 0.05:
+                sys.stderr.write(f"mq: the queue database does not answer ({exc.primary}); "
+                                 f"trying again for up to {patience:.0f} s\n")
+                sys.stderr.flush()
+            time.sleep(delay)
+            delay = min(2.0, delay * 2)
+    try:
+        engine: LockEngine = reader.open_reader(connection, session.describe(conninfo))  # type: ignore[assignment]
+    except (reader.NoSchema, reader.NoInventory):
+        return None
+    return engine
+
+
+class _PgAgent(Agent):
+    """The in-process agent, with the PostgreSQL engine instead of a lock directory's: a command
+    that only looks (``READ_OPS``) reads through libpq alone (``reader``); the first request that
+    changes the queue opens ``PgEngine`` (psycopg) in its place."""
+
+    def __init__(self, opener: Callable[[], LockEngine], reader: Callable[[], LockEngine | None]) -> None:
         super().__init__("", None, out_fd=-1, in_fd=-1)
         self._opener = opener
+        self._reader = reader
+        self._reading = False
+        self._read_only: LockEngine | None = None
+
+    def dispatch(self, op: str, args: dict[str, Any]) -> Any:
+        self._reading = op in READ_OPS
+        if not self._reading:
+            self._leave_read_only()
+        return super().dispatch(op, args)
+
+    def _leave_read_only(self) -> None:
+        if self._engine is not None and self._engine is self._read_only:
+            self.close()  # from here on, the full engine
+            self._engine = self._read_only = None
+
+    def full_engine(self) -> LockEngine:
+        """``PgEngine`` (a running job's lock needs it), whatever was read before."""
+        self._reading = False
+        self._leave_read_only()
+        return self.engine()
 
     def engine(self) -> LockEngine:
+        if self._engine is None and self._reading:
+            self._engine = self._read_only = self._reader()
         if self._engine is None:
             self._engine = self._opener()
         return self._engine
@@ -147,7 +208,8 @@ class PostgresTransport:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._agent = _PgAgent(lambda: open_engine(config.backend, self._reconnecting))
+        self._agent = _PgAgent(lambda: open_engine(config.backend, self._reconnecting),
+                               lambda: open_reader(config.backend))
         self._relay = LockLostRelay()  # the running job's
 
     @staticmethod
@@ -159,7 +221,7 @@ class PostgresTransport:
 
     @property
     def engine(self) -> LockEngine:
-        return self._agent.engine()
+        return self._agent.full_engine()
 
     def call(self, op: str, on_event: EventHandler | None = None, **args: Any) -> Any:
         self._agent.on_event = on_event
@@ -174,7 +236,7 @@ class PostgresTransport:
         return os.path.abspath(path)
 
     def run_job(self, spec: dict[str, Any], on_event: EventHandler, keyboard: Keyboard | None) -> dict[str, Any]:
-        from ..pgengine import PgEngine
+        from ..pgengine.engine import PgEngine
 
         engine = self.engine
         assert isinstance(engine, PgEngine)

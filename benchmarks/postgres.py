@@ -30,6 +30,8 @@ Every figure is measured in the same run for both engines (one board, b1):
 6. a ``-T 8`` take-over while another client takes and releases b2 every 0.2 s: how
    long past the ``-T`` the sleeping waiter has b1 (timers are deadlines: unrelated
    wake-ups never postpone them).
+7. the whole command ``mq sem -info b1``, process start to exit, on each engine (target:
+   the database within 1.4x of the lock directory).
 """
 
 from __future__ import annotations
@@ -229,6 +231,29 @@ def pool_cycling(lab: Lab, clients: int, seconds: float) -> float:
         for child in children:
             child.close()
     return total / seconds
+
+
+def command_times(tmp: str, conninfo: str, runs: int) -> Dict[str, float]:
+    """Median milliseconds of the whole command ``mq sem -info b1`` (a process from start to exit),
+    on the file engine (the lab in ``tmp``) and on the database."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MQ_")}
+    home = os.path.join(tmp, "home")
+    os.makedirs(home, exist_ok=True)
+    base.update(HOME=home, MQ_CONFIG=os.devnull)
+    if SRC:
+        base["PYTHONPATH"] = SRC
+    envs = {"file": {**base, "MQ_BASE": tmp, "MQ_LAB": os.path.join(tmp, "lab.toml")},
+            "postgresql": {**base, "MQ_BACKEND": conninfo}}
+    medians = {}
+    for kind, env in envs.items():
+        samples = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            done = subprocess.run([PYTHON, "-m", "mq", "sem", "-info", "b1"], env=env, capture_output=True)
+            samples.append((time.perf_counter() - started) * 1000)
+            assert done.returncode == 0, done
+        medians[kind] = statistics.median(samples)
+    return medians
 
 
 def round_trips(lab: Lab) -> Dict[str, int]:
@@ -499,7 +524,7 @@ def main() -> int:
         return 0
     import psycopg
 
-    from mq.pgengine import PgEngine, schema
+    from mq.pgengine import PgEngine, inventory_store, schema
 
     server = pgserver.start_server()
     tmp = tempfile.mkdtemp(prefix="mq-bench-pg-")
@@ -507,6 +532,7 @@ def main() -> int:
         conninfo = server.create_database("mq_bench")
         with psycopg.connect(conninfo, autocommit=True) as conn:
             schema.init(conn)
+            inventory_store.store(conn, parse_inventory(LAB_TOML, "lab.toml"), LAB_TOML)
         with open(os.path.join(tmp, "lab.toml"), "w") as toml:
             toml.write(LAB_TOML)
         inventory = parse_inventory(LAB_TOML, "lab.toml")
@@ -528,6 +554,11 @@ def main() -> int:
         print(f"\n6. a -T {TAKE_OVER_T} take-over while b2 cycles every {TRAFFIC_EVERY:g} s: seconds past the -T")
         for lab in labs:
             print("   " + show(f"{lab.kind:10s}", take_over(lab, 3), unit="s"))
+        print("\n7. the whole command mq sem -info b1 (start to exit), median")
+        times = command_times(tmp, conninfo, 10 if args.quick else 30)
+        for kind, median in times.items():
+            print(f"   {kind:10s}: {median:.1f} ms")
+        print(f"   ratio postgresql / file: {times['postgresql'] / times['file']:.2f} (target <= 1.4)")
         print("\n5. a running job's lock force-released: time until its watch knows")
         for lab in labs:
             samples, idle_cpu = lock_loss(lab, max(3, rounds // 3), 10.0)

@@ -114,7 +114,7 @@ CREATE OR REPLACE FUNCTION mq_lock_json(p_lock mq_locks, p_states jsonb) RETURNS
                              p_lock.grant_no, p_lock.pool, p_lock.session, p_lock.session_owner, p_lock.maintenance,
                              CASE WHEN p_lock.session_owner IS NULL THEN NULL
                                   ELSE mq_state_of(p_states, p_lock.session_owner) END,
-                             p_lock.reclaimed_from, p_lock.reclaimed_timeout, p_lock.ticket)
+                             p_lock.reclaimed_from, p_lock.reclaimed_timeout, p_lock.ticket, p_lock.fetched)
 $$;
 
 -- Remove a lock past its -T or a dead client's, logged; why it could be.
@@ -564,7 +564,7 @@ BEGIN
     SELECT coalesce(jsonb_agg(jsonb_build_array(a.board, a.fields ->> 'holder', 0, a.fields ->> 'holder_key', 0,
                                                 ((a.time - (a.fields ->> 'held')::float8) * 1e9)::bigint,
                                                 (a.fields ->> 'grant')::bigint, coalesce(a.fields ->> 'pool', ''),
-                                                false, NULL, false, NULL, '', 0, NULL) ORDER BY a.id), '[]'::jsonb)
+                                                false, NULL, false, NULL, '', 0, NULL, true) ORDER BY a.id), '[]'::jsonb)
       INTO v_released
       FROM mq_audit a WHERE p_request IS NOT NULL AND a.event IN ('release', 'force') AND a.username = v_user
                         AND a.fields ->> 'request' = p_request::text;

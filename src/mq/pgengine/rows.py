@@ -97,6 +97,13 @@ class LockRow:
     reclaimed_from: str = ""  # the holder whose lock its grant reclaimed
     reclaimed_timeout: int = 0  # ... and that lock's -T, when it had expired
     ticket: Optional[int] = None  # the ticket it was granted to
+    fetched: bool = True  # its client has it (a grant a walk made, not fetched yet: False)
+
+    @property
+    def beats(self) -> bool:
+        """Its client must beat to keep it (a ``run`` lock, a grant not fetched yet): it goes when
+        the client is silent (``session.SILENT_LIMIT``), as the server judges in ``mq_states``."""
+        return self.session or not self.fetched
 
     def expired(self, now: float) -> bool:
         return not self.maintenance and self.timeout > 0 and now - self.since_ns / 1e9 > self.timeout
@@ -169,14 +176,15 @@ def _owner_state(data: Optional[Dict[str, Any]]) -> OwnerState:
 def lock_from_json(row: List[Any], owners: Optional[Dict[int, OwnerState]] = None) -> LockRow:
     """A lock as ``mq_lock_json`` sends it."""
     (board, user, uid, key, timeout, since_ns, grant, pool, session, session_owner, maintenance, state,
-     reclaimed_from, reclaimed_timeout, ticket) = row
+     reclaimed_from, reclaimed_timeout, ticket, fetched) = row
     owner_state = None
     if session_owner is not None:
         owner_state = (owners or {}).get(int(session_owner)) or OwnerState(str(state or DEAD))
     return LockRow(str(board), str(user), int(uid), str(key), int(timeout), int(since_ns),
                    None if grant is None else int(grant), str(pool), bool(session),
                    None if session_owner is None else int(session_owner), bool(maintenance), owner_state,
-                   str(reclaimed_from or ""), int(reclaimed_timeout or 0), None if ticket is None else int(ticket))
+                   str(reclaimed_from or ""), int(reclaimed_timeout or 0), None if ticket is None else int(ticket),
+                   bool(fetched))
 
 
 def snapshot_from_json(data: Dict[str, Any]) -> Snapshot:

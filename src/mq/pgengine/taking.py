@@ -37,6 +37,7 @@ from .rows import (
 )
 
 EXPIRY_MARGIN = 0.01  # look this long after an expiry, so it has surely passed
+SILENCE_LOOK_MIN = 1.0  # a look for a silent client comes no sooner than this after the last one
 
 
 @dataclass
@@ -160,10 +161,11 @@ class Taker:
                 left = ticket.owner_state.grace_left(snap.now, self.link.grace)
                 if left is not None:  # reconnecting, or dead once its grace is over
                     waits.append(left + EXPIRY_MARGIN)
-        for owner in outlook.predecessors(mine.boards):  # the one right ahead on a board: silent from when on
-            silent_in = snap.owners[owner].silent_in(snap.now) if owner in snap.owners else None
-            if silent_in is not None:
-                waits.append(silent_in + EXPIRY_MARGIN)
+        if len(outlook.ahead) <= len(mine.boards):  # next in line: the one right ahead, silent from when on
+            for owner in outlook.predecessors(mine.boards):  # (further back: nobody waits on its silence yet)
+                silent_in = snap.owners[owner].silent_in(snap.now) if owner in snap.owners else None
+                if silent_in is not None:
+                    waits.append(max(SILENCE_LOOK_MIN, silent_in + EXPIRY_MARGIN))
         covered = {b for wanted, _owner in outlook.ahead.values() for b in wanted}
         outlook.head = [b for b in mine.boards if b not in covered]
         for board in outlook.head:
@@ -176,7 +178,9 @@ class Taker:
             if lock.session_owner is not None and lock.owner_state is not None:
                 if lock.owner_state.state == LIVE:
                     outlook.watch.add(lock.session_owner or 0)
-                    waits.append((lock.owner_state.silent_in(snap.now) or 0.0) + EXPIRY_MARGIN)
+                    if lock.beats:  # (a grant its client has fetched is its own until it goes: not judged)
+                        waits.append(max(SILENCE_LOOK_MIN, (lock.owner_state.silent_in(snap.now) or 0.0)
+                                         + EXPIRY_MARGIN))
                 elif lock.owner_state.state == SUSPECT:
                     waits.append((lock.owner_state.grace_left(snap.now, self.link.grace) or 0.0) + EXPIRY_MARGIN)
         outlook.wake_in = min(waits) if waits else None

@@ -107,7 +107,8 @@ FILES = [
                       "ProxyCommand, UserKnownHostsFile ...)."),
     ("BASE/lab.toml", "The lab inventory: [systems.NAME] and [pools.NAME] tables, [queue] (the queue "
                       "policy: fifo or priority, aging, priorities by user and key; grace: how long a "
-                      "client of a PostgreSQL queue that lost its connection keeps its place) and [audit] "
+                      "client of a PostgreSQL queue that lost its connection keeps its place; max_priority: "
+                      "the largest priority a member without mq_admin may ask for there) and [audit] "
                       "(syslog = true: audit records to syslog too). mq run executes its commands only if no one "
                       "but root, the lab's admin (the lock directory's owner) or the caller can replace it."),
     ("/etc/mq/lab.toml", "A shared lab's inventory (root-owned, 0644), used when the lock directory is "

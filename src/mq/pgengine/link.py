@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import psycopg
 
-from mq.engine.errors import AlreadyHeldError, BoardOfflineError, EngineError, ExitCode, LockDirError, NotHolderError
+from mq.engine.errors import BoardOfflineError, EngineError, ExitCode, LockDirError, NotHolderError
 
 from . import session
 from .rows import MUTEX, OWNER_CLASS
@@ -256,8 +256,6 @@ class Link:
         if exc.sqlstate == "MQ002":
             return BoardOfflineError(str(detail["board"]), str(detail["reason"]), str(detail["user"]),
                                      float(detail["since"]))
-        if exc.sqlstate == "MQ006":
-            return AlreadyHeldError(str(detail["board"]), str(detail["held_key"]), str(detail["asked_key"]))
         if exc.sqlstate == "42883":  # undefined_function: a schema from before the functions
             return LockDirError(where(self.conninfo), "the database's mq schema is older than this mq: "
                                                       "run mq admin init")

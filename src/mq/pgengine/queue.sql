@@ -13,25 +13,22 @@
 -- Constants: 28017 = 0x6D71 (the queue mutex: pg_advisory_xact_lock(28017, 0)), 28018 =
 -- 0x6D72 (the owners' liveness locks), {silent} s without a beat is a silent owner.
 
--- (Called inside mq's SECURITY DEFINER functions, where current_user is the owner of the tables.)
-CREATE OR REPLACE FUNCTION mq_trusted() RETURNS boolean LANGUAGE plpgsql STABLE
+CREATE OR REPLACE FUNCTION mq_trusted() RETURNS boolean LANGUAGE sql STABLE
 SET search_path = {schema}, pg_temp AS $$
-BEGIN
-    RETURN (SELECT session_user = current_user
-            OR coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = session_user), false));
-END $$;
+    SELECT session_user::text = (SELECT tableowner::text FROM pg_tables
+                                 WHERE schemaname = {schema_literal} AND tablename = 'mq_locks')
+        OR coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = session_user), false)
+$$;
 
-CREATE OR REPLACE FUNCTION mq_who(p_claimed text) RETURNS text LANGUAGE plpgsql STABLE
+CREATE OR REPLACE FUNCTION mq_who(p_claimed text) RETURNS text LANGUAGE sql STABLE
 SET search_path = {schema}, pg_temp AS $$
-BEGIN
-    RETURN (SELECT CASE WHEN mq_trusted() AND coalesce(p_claimed, '') <> '' THEN p_claimed ELSE session_user::text END);
-END $$;
+    SELECT CASE WHEN mq_trusted() AND coalesce(p_claimed, '') <> '' THEN p_claimed ELSE session_user::text END
+$$;
 
-CREATE OR REPLACE FUNCTION mq_is_admin() RETURNS boolean LANGUAGE plpgsql STABLE
+CREATE OR REPLACE FUNCTION mq_is_admin() RETURNS boolean LANGUAGE sql STABLE
 SET search_path = {schema}, pg_temp AS $$
-BEGIN
-    RETURN (SELECT mq_trusted() OR (to_regrole('mq_admin') IS NOT NULL AND pg_has_role(session_user, 'mq_admin', 'MEMBER')));
-END $$;
+    SELECT mq_trusted() OR (to_regrole('mq_admin') IS NOT NULL AND pg_has_role(session_user, 'mq_admin', 'MEMBER'))
+$$;
 
 CREATE OR REPLACE FUNCTION mq_need_admin(p_what text) RETURNS void LANGUAGE plpgsql
 SET search_path = {schema}, pg_temp AS $$
@@ -48,12 +45,11 @@ CREATE OR REPLACE FUNCTION mq_now() RETURNS float8 LANGUAGE sql VOLATILE AS $$
 $$;
 
 CREATE OR REPLACE FUNCTION mq_audit_add(p_user text, p_event text, p_board text, p_target text, p_fields jsonb)
-RETURNS void LANGUAGE plpgsql SET search_path = {schema}, pg_temp AS $$
-BEGIN
+RETURNS void LANGUAGE sql SET search_path = {schema}, pg_temp AS $$
     INSERT INTO mq_audit (time, event, username, board, target, fields)
-        VALUES (round(extract(epoch FROM clock_timestamp())::numeric, 3)::float8, p_event, p_user, p_board, p_target,
-                coalesce(p_fields, '{{}}'::jsonb));
-END $$;
+    VALUES (round(extract(epoch FROM clock_timestamp())::numeric, 3)::float8, p_event, p_user, p_board, p_target,
+            coalesce(p_fields, '{{}}'::jsonb))
+$$;
 
 CREATE OR REPLACE FUNCTION mq_incarnation_token() RETURNS text LANGUAGE plpgsql
 SET search_path = {schema}, pg_temp AS $$
@@ -66,11 +62,8 @@ BEGIN
 END $$;
 
 -- Every owner's state: live, suspect (lost within the grace period) or dead (see rows.py).
-CREATE OR REPLACE FUNCTION mq_states(p_grace float8) RETURNS jsonb LANGUAGE plpgsql
+CREATE OR REPLACE FUNCTION mq_states(p_grace float8) RETURNS jsonb LANGUAGE sql
 SET search_path = {schema}, pg_temp AS $$
-DECLARE v_states jsonb;
-BEGIN
-
     WITH held AS (
         SELECT l.objid::bigint AS id FROM pg_locks l
          WHERE l.locktype = 'advisory' AND l.classid = 28018 AND l.objsubid = 2 AND l.granted
@@ -97,9 +90,8 @@ BEGIN
             WHEN x.lost_at IS NULL OR x.now - x.lost_at <= p_grace
                 THEN jsonb_build_object('state', 'suspect', 'lost_at', coalesce(x.lost_at, x.now))
             ELSE jsonb_build_object('state', 'dead', 'lost_at', x.lost_at) END), '{{}}'::jsonb)
-      INTO v_states FROM x;
-    RETURN v_states;
-END $$;
+      FROM x
+$$;
 
 CREATE OR REPLACE FUNCTION mq_state_of(p_states jsonb, p_owner integer) RETURNS text LANGUAGE sql IMMUTABLE AS $$
     SELECT coalesce(p_states -> p_owner::text ->> 'state', 'dead')
@@ -287,20 +279,19 @@ BEGIN
 END $$;
 
 -- The snapshot a waiter computes its outlook from, and listings show (rows.from_json).
-CREATE OR REPLACE FUNCTION mq_snapshot_json(p_states jsonb, p_now float8) RETURNS jsonb LANGUAGE plpgsql
+CREATE OR REPLACE FUNCTION mq_snapshot_json(p_states jsonb, p_now float8) RETURNS jsonb LANGUAGE sql
 SET search_path = {schema}, pg_temp AS $$
-BEGIN
-    RETURN (SELECT jsonb_build_object(
-            'now', p_now,
-            'owners', p_states,
-            'tickets', coalesce((SELECT jsonb_agg(jsonb_build_array(t.seq, t.username, t.uid, t.pid, t.host, t.key,
-                                      t.target, t.boards, t.created, t.priority, t.owner, t.cancelled,
-                                      coalesce(t.vtime, t.created), t.session, t.timeout)
-                                      ORDER BY coalesce(t.vtime, t.created), t.seq) FROM mq_tickets t), '[]'::jsonb),
-            'locks', coalesce((SELECT jsonb_agg(mq_lock_json(l, p_states) ORDER BY l.board) FROM mq_locks l), '[]'::jsonb),
-            'offline', coalesce((SELECT jsonb_agg(jsonb_build_array(o.board, o.reason, o.username, o.since)
-                                                  ORDER BY o.board) FROM mq_offline o), '[]'::jsonb)));
-END $$;
+    SELECT jsonb_build_object(
+        'now', p_now,
+        'owners', p_states,
+        'tickets', coalesce((SELECT jsonb_agg(jsonb_build_array(t.seq, t.username, t.uid, t.pid, t.host, t.key,
+                                  t.target, t.boards, t.created, t.priority, t.owner, t.cancelled,
+                                  coalesce(t.vtime, t.created), t.session, t.timeout)
+                                  ORDER BY coalesce(t.vtime, t.created), t.seq) FROM mq_tickets t), '[]'::jsonb),
+        'locks', coalesce((SELECT jsonb_agg(mq_lock_json(l, p_states) ORDER BY l.board) FROM mq_locks l), '[]'::jsonb),
+        'offline', coalesce((SELECT jsonb_agg(jsonb_build_array(o.board, o.reason, o.username, o.since)
+                                              ORDER BY o.board) FROM mq_offline o), '[]'::jsonb))
+$$;
 
 -- This session's owner, or an error (another session's, or none).
 CREATE OR REPLACE FUNCTION mq_own(p_owner integer) RETURNS void LANGUAGE plpgsql
@@ -311,13 +302,12 @@ BEGIN
     END IF;
 END $$;
 
-CREATE OR REPLACE FUNCTION mq_beat(p_owner integer) RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+CREATE OR REPLACE FUNCTION mq_beat(p_owner integer) RETURNS void LANGUAGE sql SECURITY DEFINER
 SET search_path = {schema}, pg_temp AS $$
-BEGIN
     INSERT INTO mq_beats (owner, seen_at)
-        SELECT p_owner, clock_timestamp() FROM mq_owners WHERE id = p_owner AND backend_pid = pg_backend_pid()
-        ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at;
-END $$;
+    SELECT p_owner, clock_timestamp() FROM mq_owners WHERE id = p_owner AND backend_pid = pg_backend_pid()
+    ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at
+$$;
 
 -- Register owner p_owner (an id the client chose) on this session, taking its liveness lock.
 CREATE OR REPLACE FUNCTION mq_register(p_owner integer, p_user text, p_pid integer, p_host text)
@@ -407,7 +397,6 @@ DECLARE
     v_priority integer;
     t mq_tickets;
     k mq_locks;
-    m mq_offline;
     v_states jsonb;
     v_now float8;
     v_result jsonb;
@@ -421,25 +410,11 @@ BEGIN
     PERFORM pg_advisory_xact_lock(28017, 0);
     PERFORM mq_register(p_owner, v_user, p_pid, p_host);
     PERFORM mq_beat(p_owner);
-    v_now := mq_now();
-    v_states := mq_states(p_grace);
     -- an earlier try of this very call committed (a restart swallowed its reply): its grant, or its ticket
     UPDATE mq_locks SET fetched = true WHERE session_owner = p_owner AND request = p_request RETURNING * INTO k;
+    v_now := mq_now();
     IF FOUND THEN
-        RETURN jsonb_build_object('seq', k.ticket, 'granted', mq_lock_json(k, v_states));
-    END IF;
-    IF p_boards = ARRAY[p_target] THEN  -- a wait for one board: refused at once if it is offline, or already mine
-        SELECT * INTO m FROM mq_offline WHERE board = p_target;
-        IF FOUND THEN
-            PERFORM mq_fail('MQ002', 'offline', jsonb_build_object('board', p_target, 'reason', m.reason,
-                                                                   'user', m.username, 'since', m.since));
-        END IF;
-        SELECT * INTO k FROM mq_locks WHERE board = p_target;
-        IF FOUND AND NOT k.maintenance AND k.username = v_user AND p_key IN ('0', k.key)
-           AND NOT mq_reclaimable(k, v_states, v_now) THEN
-            PERFORM mq_fail('MQ006', 'already held', jsonb_build_object('board', p_target, 'held_key', k.key,
-                                                                        'asked_key', p_key));
-        END IF;
+        RETURN jsonb_build_object('seq', k.ticket, 'granted', mq_lock_json(k, mq_states(p_grace)));
     END IF;
     SELECT * INTO t FROM mq_tickets WHERE owner = p_owner AND request = p_request;
     IF NOT FOUND THEN
@@ -449,6 +424,7 @@ BEGIN
                 v_now - mq_shift(p_target, v_priority, p_shift), p_session, p_timeout, p_request)
         RETURNING * INTO t;
     END IF;
+    v_states := mq_states(p_grace);
     PERFORM mq_clear_dead(v_user, v_states, v_now, p_owner);
     PERFORM mq_walk(v_user, v_states, v_now);
     v_result := mq_outcome(t.seq, p_owner, v_states, v_now);

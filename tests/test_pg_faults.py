@@ -88,7 +88,7 @@ PROGRESS_BOUND = 60.0  # s: after a fault, every live client has a new grant wit
 # machine runs eight clients and a server, and clients replacing killed ones take a second or more to start)
 STOP_FOR = 12.0  # s a client stays SIGSTOPped (the fault itself: past idle_in_transaction_session_timeout, 10 s)
 POSTMASTER_STOP_FOR = 5.0  # s the postmaster stays SIGSTOPped
-STALL_ONE_FOR = 40.0  # s one client's link stays stalled (past SILENT_LIMIT: it is found silent)
+STALL_ONE_FOR = 30.0  # s one client's link stays stalled (past SILENT_LIMIT: it is found silent)
 STALL_ALL_FOR = 15.0  # s every client's link stays stalled
 DATABASE = "mq_faults"
 PLACE_LOST = 9  # ExitCode.SSH: the documented exit of a client whose own connection was cut

@@ -9,9 +9,11 @@ and ETAs read the log in file order.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -91,3 +93,22 @@ def test_hand_offs_are_logged_in_the_order_they_happen(lab: LabFixture, procs: P
     backwards = [i for i in range(1, len(times)) if times[i] < times[i - 1]]
     assert not backwards, f"{len(backwards)} records stamped before the record above them"
     wait_for(lambda: not lab.held(), what="the board released at the end")
+
+
+@pytest.mark.parametrize(("ahead", "kept"), [(2.0, True), (120.0, False)])
+def test_a_clock_stepped_back_does_not_make_times_go_backwards(lab: LabFixture, ahead: float, kept: bool) -> None:
+    """The wall clock stepped back a little (the last record is 2 s "in the future"): the
+    next record takes the last one's time, so the log's times still never go backwards. A
+    time far ahead (a forged record, or a clock that was wrong then) is not followed."""
+    from mq.engine.audit import AuditLog
+    from mq.engine.labpaths import LabPaths
+
+    future = round(time.time() + ahead, 3)
+    (lab.base / "audit.jsonl").write_text(json.dumps({"event": "grant", "time": future, "user": "x"}) + "\n")
+    AuditLog(LabPaths(str(lab.base))).record("online", board="b1")
+    last = lab.audit()[-1]
+    assert last["event"] == "online"
+    if kept:
+        assert last["time"] == future
+    else:
+        assert float(str(last["time"])) < future - ahead / 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
 from typing import Any, Dict, Tuple
 
@@ -26,18 +27,22 @@ class AuditLog:
         cannot swallow it."""
         entry: Dict[str, Any] = {"time": round(time.time(), 3), "event": event, "user": self.paths.user}
         entry.update(fields)
-        text = json.dumps(entry, sort_keys=True)
-        if self.syslog:
-            _to_syslog(text)
         try:
             fd, readable = self._open()
         except (LockDirError, DiskError) as exc:  # not Interrupted: a signal is never swallowed here
             self._failed(event, exc.detail)
+            if self.syslog:
+                _to_syslog(json.dumps(entry, sort_keys=True))
             return
         try:
-            data = (text + "\n").encode()
             size = os.fstat(fd).st_size
-            if readable and size and os.pread(fd, 1, size - 1) != b"\n":
+            tail = os.pread(fd, TAIL, max(0, size - TAIL)) if readable and size else b""
+            entry["time"] = _not_before(entry["time"], tail)
+            text = json.dumps(entry, sort_keys=True)
+            if self.syslog:
+                _to_syslog(text)
+            data = (text + "\n").encode()
+            if tail and not tail.endswith(b"\n"):
                 data = b"\n" + data
             write_all(fd, data)
         except OSError as exc:
@@ -54,6 +59,27 @@ class AuditLog:
     def _failed(self, event: str, why: str) -> None:
         self.paths.notice(f"the audit log {self.paths.audit_path} could not record this {event} ({why}); "
                           "mq check --host fails until it is fixed")
+
+
+TAIL = 512  # bytes read back from the log's end: its last record's time
+STEP_LIMIT = 5.0  # a wall clock stepped back at most this far is evened out; a forged far-future time is not
+_LAST_TIME = re.compile(rb'"time": ([0-9]+(?:\.[0-9]+)?)[,}]')
+
+
+def _not_before(now: float, tail: bytes) -> float:
+    """The record's time, never before the last record's (records are written under the lab
+    mutex, so file order is the real order; a wall clock stepped back must not make the log
+    say otherwise). A last time more than ``STEP_LIMIT`` ahead is not followed: it is forged,
+    or the clock was wrong then, and following it would stamp every later record wrong."""
+    lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
+    found = _LAST_TIME.search(lines[-1]) if lines[-1] else None
+    if found is None:
+        return now
+    try:
+        last = float(found.group(1))
+    except ValueError:
+        return now
+    return last if now < last <= now + STEP_LIMIT else now
 
 
 def _to_syslog(text: str) -> None:

@@ -344,3 +344,25 @@ def test_a_waiter_cut_off_above_tcp_notices_and_its_place_goes(tcp_server: pgser
             assert survivor.send("release") == {"released": True}
     finally:
         proxy.close()
+
+
+def test_a_notification_read_with_a_reply_is_not_left_unseen(database: str) -> None:
+    """A notification that came in the same read as the reply to the client's last query sits
+    in libpq's buffer, where the socket no longer says there is anything to read: a waiter that
+    then slept on the socket would miss its grant (with nothing else happening, for ever)."""
+    import select
+
+    engine = PgEngine(database, INVENTORY)
+    try:
+        link = engine.link
+        link.listen()
+        with psycopg.connect(database, autocommit=True) as other:
+            other.execute("SELECT pg_notify('mq_queue', 'grant 42')")
+        fd = link.conn.fileno()
+        assert select.select([fd], [], [], 30)[0] == [fd], "the notification never came"
+        link.conn.pgconn.consume_input()  # read as a query's reply would: into libpq's buffer
+        assert select.select([fd], [], [], 0)[0] == []  # the socket has nothing more to say
+        assert link.received() == ["grant 42"]
+        assert link.received() == []
+    finally:
+        engine.close()

@@ -17,7 +17,6 @@ from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tu
 
 from mq.engine import policy
 from mq.engine.errors import (
-    AlreadyHeldError,
     BadInputError,
     BoardOfflineError,
     LockDirError,
@@ -109,8 +108,6 @@ class PgEngine(Listings):
         except ValueError as exc:
             raise BadInputError(str(exc)) from None
         requested = priority is not None  # (a priority the lab configured is the server's to check)
-        if not self.inventory.is_pool(name):
-            self._check_alone(name, key)
         started = time.monotonic()
         deadline = None if budget is None else started + max(0.0, budget)
         request = Request(name=name, key=key, timeout=timeout, session=session, started=started)
@@ -135,17 +132,6 @@ class PgEngine(Listings):
                 if not granted and not waiter.left:
                     self._leave(first.seq)
                 self.link.unlisten()
-
-    def _check_alone(self, board: str, key: str) -> None:
-        """A wait for one board: refused at once if it is offline, or already the caller's."""
-        snap = self._snapshot()
-        mark = snap.offline.get(board)
-        if mark is not None:  # a pool skips it; a wait for it alone would never end
-            raise BoardOfflineError(board, mark.reason, mark.user, mark.since)
-        lock = snap.locks.get(board)
-        if lock is not None and not lock.maintenance and lock.user == self.user and key in (NO_KEY, lock.key) \
-                and not lock.reclaimable(snap.now):
-            raise AlreadyHeldError(board, lock.key, key)
 
     def _leave(self, seq: int) -> None:
         """After a wait that did not get its board, however it ended: its ticket leaves the queue

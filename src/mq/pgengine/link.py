@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import psycopg
 
-from mq.engine.errors import BoardOfflineError, EngineError, ExitCode, LockDirError, NotHolderError
+from mq.engine.errors import AlreadyHeldError, BoardOfflineError, EngineError, ExitCode, LockDirError, NotHolderError
 
 from . import session
 from .rows import MUTEX, OWNER_CLASS
@@ -256,6 +256,8 @@ class Link:
         if exc.sqlstate == "MQ002":
             return BoardOfflineError(str(detail["board"]), str(detail["reason"]), str(detail["user"]),
                                      float(detail["since"]))
+        if exc.sqlstate == "MQ006":
+            return AlreadyHeldError(str(detail["board"]), str(detail["held_key"]), str(detail["asked_key"]))
         if exc.sqlstate == "42883":  # undefined_function: a schema from before the functions
             return LockDirError(where(self.conninfo), "the database's mq schema is older than this mq: "
                                                       "run mq admin init")
@@ -291,9 +293,19 @@ class Link:
                     list(self.conn.notifies(timeout=0))  # drop what came before the UNLISTEN
 
     def received(self) -> List[str]:
-        """The payloads that came (without waiting); OperationalError when the connection dropped."""
+        """The payloads that came (without waiting); OperationalError when the connection dropped.
+
+        Two places: psycopg's (what came during a query, and what the socket has now) and
+        libpq's buffer, which ``notifies()`` does not read unless the socket has more: a
+        notification that came in the same read as the reply to the last query (a grant made
+        right after this client's look) would wait there, unseen, until the next one came."""
         conn = self.conn
-        return [n.payload for n in conn.notifies(timeout=0) if n.channel == CHANNEL]
+        payloads = [n.payload for n in conn.notifies(timeout=0) if n.channel == CHANNEL]
+        encoding = conn.info.encoding
+        while (buffered := conn.pgconn.notifies()) is not None:
+            if buffered.relname.decode(encoding, "replace") == CHANNEL:
+                payloads.append(buffered.extra.decode(encoding, "replace"))
+        return payloads
 
     def beat(self) -> None:
         """Tell the server this client lives (its row of ``mq_beats``), and so find out that the

@@ -1,4 +1,4 @@
--- mq's queue as functions of the database (schema version 6): each step a client takes is one
+-- mq's queue as functions of the database (schema version 6 and later): each step a client takes is one
 -- call, one transaction, one round trip. ``mq admin init`` installs them (CREATE OR REPLACE,
 -- every time), with ``search_path`` pinned to the schema of mq's tables ({schema}).
 --
@@ -13,22 +13,31 @@
 -- Constants: 28017 = 0x6D71 (the queue mutex: pg_advisory_xact_lock(28017, 0)), 28018 =
 -- 0x6D72 (the owners' liveness locks), {silent} s without a beat is a silent owner.
 
-CREATE OR REPLACE FUNCTION mq_trusted() RETURNS boolean LANGUAGE sql STABLE
+-- The helpers called at every step are PL/pgSQL, not SQL: a SQL function with its own
+-- search_path is planned again at every call, a PL/pgSQL function's plans are kept by the
+-- session (the queue's hot steps went from 5.9 to 1.4 ms for a wait).
+CREATE OR REPLACE FUNCTION mq_trusted() RETURNS boolean LANGUAGE plpgsql STABLE
 SET search_path = {schema}, pg_temp AS $$
-    SELECT session_user::text = (SELECT tableowner::text FROM pg_tables
-                                 WHERE schemaname = {schema_literal} AND tablename = 'mq_locks')
-        OR coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = session_user), false)
-$$;
+BEGIN
+    RETURN session_user::text = (SELECT c.relowner::regrole::text FROM pg_class c
+                                  WHERE c.oid = to_regclass({schema_literal} || '.mq_locks'))
+        OR coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = session_user), false);
+END $$;
 
-CREATE OR REPLACE FUNCTION mq_who(p_claimed text) RETURNS text LANGUAGE sql STABLE
+CREATE OR REPLACE FUNCTION mq_who(p_claimed text) RETURNS text LANGUAGE plpgsql STABLE
 SET search_path = {schema}, pg_temp AS $$
-    SELECT CASE WHEN mq_trusted() AND coalesce(p_claimed, '') <> '' THEN p_claimed ELSE session_user::text END
-$$;
+BEGIN
+    IF coalesce(p_claimed, '') <> '' AND mq_trusted() THEN
+        RETURN p_claimed;
+    END IF;
+    RETURN session_user::text;
+END $$;
 
-CREATE OR REPLACE FUNCTION mq_is_admin() RETURNS boolean LANGUAGE sql STABLE
+CREATE OR REPLACE FUNCTION mq_is_admin() RETURNS boolean LANGUAGE plpgsql STABLE
 SET search_path = {schema}, pg_temp AS $$
-    SELECT mq_trusted() OR (to_regrole('mq_admin') IS NOT NULL AND pg_has_role(session_user, 'mq_admin', 'MEMBER'))
-$$;
+BEGIN
+    RETURN mq_trusted() OR (to_regrole('mq_admin') IS NOT NULL AND pg_has_role(session_user, 'mq_admin', 'MEMBER'));
+END $$;
 
 CREATE OR REPLACE FUNCTION mq_need_admin(p_what text) RETURNS void LANGUAGE plpgsql
 SET search_path = {schema}, pg_temp AS $$
@@ -45,11 +54,12 @@ CREATE OR REPLACE FUNCTION mq_now() RETURNS float8 LANGUAGE sql VOLATILE AS $$
 $$;
 
 CREATE OR REPLACE FUNCTION mq_audit_add(p_user text, p_event text, p_board text, p_target text, p_fields jsonb)
-RETURNS void LANGUAGE sql SET search_path = {schema}, pg_temp AS $$
+RETURNS void LANGUAGE plpgsql SET search_path = {schema}, pg_temp AS $$
+BEGIN
     INSERT INTO mq_audit (time, event, username, board, target, fields)
     VALUES (round(extract(epoch FROM clock_timestamp())::numeric, 3)::float8, p_event, p_user, p_board, p_target,
-            coalesce(p_fields, '{{}}'::jsonb))
-$$;
+            coalesce(p_fields, '{{}}'::jsonb));
+END $$;
 
 CREATE OR REPLACE FUNCTION mq_incarnation_token() RETURNS text LANGUAGE plpgsql
 SET search_path = {schema}, pg_temp AS $$
@@ -62,8 +72,10 @@ BEGIN
 END $$;
 
 -- Every owner's state: live, suspect (lost within the grace period) or dead (see rows.py).
-CREATE OR REPLACE FUNCTION mq_states(p_grace float8) RETURNS jsonb LANGUAGE sql
+CREATE OR REPLACE FUNCTION mq_states(p_grace float8) RETURNS jsonb LANGUAGE plpgsql
 SET search_path = {schema}, pg_temp AS $$
+DECLARE v_states jsonb;
+BEGIN
     WITH held AS (
         SELECT l.objid::bigint AS id FROM pg_locks l
          WHERE l.locktype = 'advisory' AND l.classid = 28018 AND l.objsubid = 2 AND l.granted
@@ -90,8 +102,9 @@ SET search_path = {schema}, pg_temp AS $$
             WHEN x.lost_at IS NULL OR x.now - x.lost_at <= p_grace
                 THEN jsonb_build_object('state', 'suspect', 'lost_at', coalesce(x.lost_at, x.now))
             ELSE jsonb_build_object('state', 'dead', 'lost_at', x.lost_at) END), '{{}}'::jsonb)
-      FROM x
-$$;
+      INTO v_states FROM x;
+    RETURN v_states;
+END $$;
 
 CREATE OR REPLACE FUNCTION mq_state_of(p_states jsonb, p_owner integer) RETURNS text LANGUAGE sql IMMUTABLE AS $$
     SELECT coalesce(p_states -> p_owner::text ->> 'state', 'dead')
@@ -279,9 +292,10 @@ BEGIN
 END $$;
 
 -- The snapshot a waiter computes its outlook from, and listings show (rows.from_json).
-CREATE OR REPLACE FUNCTION mq_snapshot_json(p_states jsonb, p_now float8) RETURNS jsonb LANGUAGE sql
+CREATE OR REPLACE FUNCTION mq_snapshot_json(p_states jsonb, p_now float8) RETURNS jsonb LANGUAGE plpgsql
 SET search_path = {schema}, pg_temp AS $$
-    SELECT jsonb_build_object(
+BEGIN
+    RETURN jsonb_build_object(
         'now', p_now,
         'owners', p_states,
         'tickets', coalesce((SELECT jsonb_agg(jsonb_build_array(t.seq, t.username, t.uid, t.pid, t.host, t.key,
@@ -290,8 +304,8 @@ SET search_path = {schema}, pg_temp AS $$
                                   ORDER BY coalesce(t.vtime, t.created), t.seq) FROM mq_tickets t), '[]'::jsonb),
         'locks', coalesce((SELECT jsonb_agg(mq_lock_json(l, p_states) ORDER BY l.board) FROM mq_locks l), '[]'::jsonb),
         'offline', coalesce((SELECT jsonb_agg(jsonb_build_array(o.board, o.reason, o.username, o.since)
-                                              ORDER BY o.board) FROM mq_offline o), '[]'::jsonb))
-$$;
+                                              ORDER BY o.board) FROM mq_offline o), '[]'::jsonb));
+END $$;
 
 -- This session's owner, or an error (another session's, or none).
 CREATE OR REPLACE FUNCTION mq_own(p_owner integer) RETURNS void LANGUAGE plpgsql
@@ -302,12 +316,13 @@ BEGIN
     END IF;
 END $$;
 
-CREATE OR REPLACE FUNCTION mq_beat(p_owner integer) RETURNS void LANGUAGE sql SECURITY DEFINER
+CREATE OR REPLACE FUNCTION mq_beat(p_owner integer) RETURNS void LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = {schema}, pg_temp AS $$
+BEGIN
     INSERT INTO mq_beats (owner, seen_at)
     SELECT p_owner, clock_timestamp() FROM mq_owners WHERE id = p_owner AND backend_pid = pg_backend_pid()
-    ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at
-$$;
+    ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at;
+END $$;
 
 -- Register owner p_owner (an id the client chose) on this session, taking its liveness lock.
 CREATE OR REPLACE FUNCTION mq_register(p_owner integer, p_user text, p_pid integer, p_host text)
@@ -387,6 +402,27 @@ END $$;
 
 -- A wait: queue a ticket (or find the one an earlier try of this call queued), walk, and say
 -- whether it got a board; p_once: a wait of no time (not granted: it leaves, logged).
+-- A wait for one board: refused at once if the board is offline (a pool skips it; a wait for
+-- it alone would never end), or if the caller holds it already.
+CREATE OR REPLACE FUNCTION mq_check_alone(p_user text, p_board text, p_key text, p_grace float8, p_now float8)
+RETURNS void LANGUAGE plpgsql SET search_path = {schema}, pg_temp AS $$
+DECLARE
+    m mq_offline;
+    k mq_locks;
+BEGIN
+    SELECT * INTO m FROM mq_offline WHERE board = p_board;
+    IF FOUND THEN
+        PERFORM mq_fail('MQ002', 'offline', jsonb_build_object('board', p_board, 'reason', m.reason,
+                                                               'user', m.username, 'since', m.since));
+    END IF;
+    SELECT * INTO k FROM mq_locks WHERE board = p_board;
+    IF FOUND AND NOT k.maintenance AND k.username = p_user AND p_key IN ('0', k.key)
+       AND NOT mq_reclaimable(k, mq_states(p_grace), p_now) THEN
+        PERFORM mq_fail('MQ006', 'already held', jsonb_build_object('board', p_board, 'held_key', k.key,
+                                                                    'asked_key', p_key));
+    END IF;
+END $$;
+
 CREATE OR REPLACE FUNCTION mq_take(p_owner integer, p_user text, p_uid integer, p_pid integer, p_host text,
                                    p_target text, p_key text, p_boards text[], p_priority integer,
                                    p_requested boolean, p_shift float8, p_session boolean, p_timeout integer,
@@ -418,14 +454,26 @@ BEGIN
     END IF;
     SELECT * INTO t FROM mq_tickets WHERE owner = p_owner AND request = p_request;
     IF NOT FOUND THEN
+        IF p_boards = ARRAY[p_target] THEN
+            PERFORM mq_check_alone(v_user, p_target, p_key, p_grace, v_now);
+        END IF;
         INSERT INTO mq_tickets (username, uid, pid, host, key, target, boards, created, priority, owner, vtime,
                                 session, timeout, request)
         VALUES (v_user, p_uid, p_pid, p_host, p_key, p_target, p_boards, v_now, v_priority, p_owner,
                 v_now - mq_shift(p_target, v_priority, p_shift), p_session, p_timeout, p_request)
         RETURNING * INTO t;
     END IF;
-    v_states := mq_states(p_grace);
-    PERFORM mq_clear_dead(v_user, v_states, v_now, p_owner);
+    IF NOT EXISTS (SELECT 1 FROM mq_tickets WHERE seq <> t.seq) AND NOT EXISTS (SELECT 1 FROM mq_offline)
+       AND EXISTS (SELECT 1 FROM unnest(p_boards) AS mine (board)
+                    WHERE NOT EXISTS (SELECT 1 FROM mq_locks held WHERE held.board = mine.board)) THEN
+        -- Nobody else waits, nothing is offline and one of its boards is free: the walk grants
+        -- it that board whatever anyone's state, so only the caller's is needed (it is live: it
+        -- called), not everyone's (a read of pg_locks).
+        v_states := jsonb_build_object(p_owner::text, jsonb_build_object('state', 'live', 'seen', v_now));
+    ELSE
+        v_states := mq_states(p_grace);
+        PERFORM mq_clear_dead(v_user, v_states, v_now, p_owner);
+    END IF;
     PERFORM mq_walk(v_user, v_states, v_now);
     v_result := mq_outcome(t.seq, p_owner, v_states, v_now);
     IF p_once AND NOT v_result ? 'granted' THEN
@@ -528,14 +576,13 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION mq_confirm(p_owner integer, p_board text, p_grant bigint) RETURNS boolean
-LANGUAGE sql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
-    WITH done AS (
-        UPDATE mq_locks SET session_owner = NULL
-         WHERE board = p_board AND grant_no = p_grant AND NOT session AND session_owner = p_owner
-           AND p_owner IN (SELECT id FROM mq_owners WHERE backend_pid = pg_backend_pid())
-        RETURNING board)
-    SELECT EXISTS (SELECT 1 FROM done)
-$$;
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
+BEGIN
+    UPDATE mq_locks SET session_owner = NULL
+     WHERE board = p_board AND grant_no = p_grant AND NOT session AND session_owner = p_owner
+       AND p_owner IN (SELECT id FROM mq_owners WHERE backend_pid = pg_backend_pid());
+    RETURN FOUND;
+END $$;
 
 CREATE OR REPLACE FUNCTION mq_fail(p_code text, p_message text, p_detail jsonb) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -551,6 +598,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
 DECLARE
     v_user text := mq_who(p_user);
     v_states jsonb;
+    v_walk boolean;
     v_now float8 := mq_now();
     k mq_locks;
     m mq_offline;
@@ -566,12 +614,15 @@ BEGIN
                                                 (a.fields ->> 'grant')::bigint, coalesce(a.fields ->> 'pool', ''),
                                                 false, NULL, false, NULL, '', 0, NULL, true) ORDER BY a.id), '[]'::jsonb)
       INTO v_released
-      FROM mq_audit a WHERE p_request IS NOT NULL AND a.event IN ('release', 'force') AND a.username = v_user
-                        AND a.fields ->> 'request' = p_request::text;
+      FROM mq_audit a WHERE p_request IS NOT NULL AND a.fields ? 'request' AND a.fields ->> 'request' = p_request::text
+                        AND a.event IN ('release', 'force') AND a.username = v_user;  -- (index mq_audit_request)
     IF jsonb_array_length(v_released) > 0 THEN
         RETURN jsonb_build_object('released', v_released, 'done_before', true);
     END IF;
-    v_states := mq_states(p_grace);
+    -- Owners' states (a read of pg_locks) only for a queue to walk or a run lock: with nobody
+    -- waiting and no board offline, a sem -wait lock's release is its removal alone.
+    v_walk := EXISTS (SELECT 1 FROM mq_tickets) OR EXISTS (SELECT 1 FROM mq_offline);
+    v_states := CASE WHEN v_walk THEN mq_states(p_grace) ELSE '{{}}'::jsonb END;
     FOREACH b IN ARRAY CASE WHEN p_pool THEN p_boards ELSE ARRAY[p_name] END LOOP
         SELECT * INTO k FROM mq_locks WHERE board = b;
         IF p_pool THEN
@@ -596,6 +647,10 @@ BEGIN
                                 jsonb_build_object('board', b, 'kind', 'wrong-key'));
             END IF;
         END IF;
+        IF k.session AND NOT v_walk THEN  -- a run lock's release says whether its job lives
+            v_walk := true;
+            v_states := mq_states(p_grace);
+        END IF;
         v_released := v_released || jsonb_build_array(mq_lock_json(k, v_states));
         PERFORM mq_remove(v_user, k, p_key, p_force, '', v_now, p_request);
     END LOOP;
@@ -603,8 +658,10 @@ BEGIN
         PERFORM mq_fail('MQ001', format('You hold no lock in pool %s with key ''%s''', p_name, p_key),
                         jsonb_build_object('board', p_name, 'kind', 'none'));
     END IF;
-    PERFORM mq_clear_dead(v_user, v_states, v_now, NULL);
-    PERFORM mq_walk(v_user, v_states, v_now);
+    IF v_walk THEN
+        PERFORM mq_clear_dead(v_user, v_states, v_now, NULL);
+        PERFORM mq_walk(v_user, v_states, v_now);
+    END IF;
     RETURN jsonb_build_object('released', v_released);
 END $$;
 

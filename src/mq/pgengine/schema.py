@@ -131,6 +131,9 @@ MIGRATIONS: Sequence[Sequence[str]] = (
                min_client int NOT NULL,
                installed_by text NOT NULL)""",
     ),
+    (  # 7: a release's retry finds what its first try released without reading the whole log
+        "CREATE INDEX mq_audit_request ON mq_audit ((fields ->> 'request')) WHERE fields ? 'request'",
+    ),
 )
 VERSION = len(MIGRATIONS)
 MIN_CLIENT = 6  # the oldest client schema version this one serves (a migration that drops what older

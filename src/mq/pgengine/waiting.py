@@ -239,15 +239,16 @@ class Waiter:
                 grant = self._look()
                 continue
             self.watch.arm(sorted(self.outlook.watch | self.outlook.predecessors(self.boards)))
+            tick = self.hooks.on_tick() if self.hooks.on_tick else None
             sleep = _shortest(None if self.wake_at is None else self.wake_at - now,
-                              None if self.deadline is None else self.deadline - now,
-                              self.hooks.on_tick() if self.hooks.on_tick else None, self.beat_at - now)
+                              None if self.deadline is None else self.deadline - now, tick, self.beat_at - now)
             conn_fd = self.link.conn.fileno()
             fds = [conn_fd, *self.watch.fds(), *self.hooks.extra_fds, *GUARD.wake_fds]
             ready = select.select(fds, [], [], sleep)[0]
             GUARD.check()  # safe point: nothing is half done here
             woken = time.monotonic()
-            look = not ready or (self.wake_at is not None and woken >= self.wake_at)  # a timer: whatever woke it
+            # a timer (-T, a grace period, the caller's tick): a look whatever woke it; a beat alone is no reason
+            look = any(at is not None and woken >= at for at in (self.wake_at, None if tick is None else now + tick))
             if conn_fd in ready:
                 payloads = self._received()
                 look = look or payloads is None or self._relevant(payloads)

@@ -74,6 +74,14 @@ END $$;
 -- Every owner's state: live, suspect (lost within the grace period) or dead (see rows.py).
 CREATE OR REPLACE FUNCTION mq_states(p_grace float8) RETURNS jsonb LANGUAGE plpgsql
 SET search_path = {schema}, pg_temp AS $$
+BEGIN
+    RETURN mq_states_marking(p_grace, true);
+END $$;
+
+-- ... p_mark: an owner found lost is marked so (the start of its grace period); a peek (no
+-- queue lock) does not write, and counts a loss not marked yet from now.
+CREATE OR REPLACE FUNCTION mq_states_marking(p_grace float8, p_mark boolean) RETURNS jsonb LANGUAGE plpgsql
+SET search_path = {schema}, pg_temp AS $$
 DECLARE v_states jsonb;
 BEGIN
     WITH held AS (
@@ -82,7 +90,7 @@ BEGIN
            AND l.mode = 'ExclusiveLock' AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())),
     marked AS (
         UPDATE mq_owners SET lost_at = clock_timestamp()
-         WHERE lost_at IS NULL AND id NOT IN (SELECT id FROM held) RETURNING id, lost_at),
+         WHERE p_mark AND lost_at IS NULL AND id NOT IN (SELECT id FROM held) RETURNING id, lost_at),
     x AS (
         SELECT o.id, o.backend_pid, o.id IN (SELECT id FROM held) AS live,
                extract(epoch FROM coalesce(m.lost_at, o.lost_at))::float8 AS lost_at,
@@ -483,6 +491,13 @@ BEGIN
         RETURN v_result || jsonb_build_object('timeout', true, 'created', t.created, 'priority', t.priority,
                                               'user', v_user);
     END IF;
+    IF NOT v_result ? 'granted' THEN
+        -- It waits: it listens from this transaction's commit, before any walk can grant it a
+        -- board (walks hold the queue lock this call holds), so no look is needed to catch one
+        -- made between this call and a LISTEN of its own.
+        EXECUTE 'LISTEN mq_queue';
+        v_result := v_result || jsonb_build_object('listening', true);
+    END IF;
     RETURN v_result || jsonb_build_object('created', t.created, 'priority', t.priority, 'user', v_user);
 END $$;
 
@@ -492,9 +507,21 @@ CREATE OR REPLACE FUNCTION mq_look(p_owner integer, p_seq bigint, p_grace float8
 SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
 DECLARE
     t mq_tickets;
+    k mq_locks;
     v_states jsonb;
     v_now float8 := mq_now();
 BEGIN
+    -- The grant a walk made for it since (what most looks are for: the grantee woken by its
+    -- notification): fetched without the queue lock, which the lock's row lock makes safe.
+    UPDATE mq_locks SET fetched = true
+     WHERE ticket = p_seq AND session_owner = p_owner
+       AND EXISTS (SELECT 1 FROM mq_owners WHERE id = p_owner AND backend_pid = pg_backend_pid())
+    RETURNING * INTO k;
+    IF FOUND THEN
+        PERFORM mq_beat(p_owner);
+        RETURN jsonb_build_object('seq', p_seq, 'granted',
+            mq_lock_json(k, jsonb_build_object(p_owner::text, jsonb_build_object('state', 'live', 'seen', v_now))));
+    END IF;
     PERFORM pg_advisory_xact_lock(28017, 0);
     IF NOT EXISTS (SELECT 1 FROM mq_owners WHERE id = p_owner) THEN  -- cleared as dead, with its ticket
         RETURN jsonb_build_object('seq', p_seq, 'lost', true);
@@ -520,6 +547,23 @@ BEGIN
     RETURN mq_outcome(p_seq, p_owner, v_states, v_now);
 END $$;
 
+-- A waiter's peek, after a walk granted a board to a ticket ahead of it: its grant, or the queue
+-- as it stands, without the queue lock and without a walk of its own (the walk that made the
+-- grant it heard of walked the whole queue). A ticket not found: a look.
+CREATE OR REPLACE FUNCTION mq_peek(p_owner integer, p_seq bigint, p_grace float8) RETURNS jsonb LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = {schema}, pg_temp AS $$
+DECLARE
+    v_now float8 := mq_now();
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM mq_tickets t JOIN mq_owners o ON o.id = t.owner
+                    WHERE t.seq = p_seq AND t.owner = p_owner AND NOT t.cancelled
+                      AND o.backend_pid = pg_backend_pid()) THEN
+        RETURN mq_look(p_owner, p_seq, p_grace);
+    END IF;
+    PERFORM mq_beat(p_owner);
+    RETURN jsonb_build_object('seq', p_seq, 'snapshot', mq_snapshot_json(mq_states_marking(p_grace, false), v_now));
+END $$;
+
 -- Remove a lock, logged (release, or force), with the maintenance lock in its place on an
 -- offline board, else a 'free BOARD' for the waiters.
 CREATE OR REPLACE FUNCTION mq_remove(p_user text, p_lock mq_locks, p_key text, p_forced boolean, p_reason text,
@@ -534,13 +578,23 @@ BEGIN
                            'pool', p_lock.pool, 'reason', nullif(p_reason, ''), 'outcome', 'released')
         || CASE WHEN p_request IS NULL THEN '{{}}'::jsonb ELSE jsonb_build_object('request', p_request) END);
     SELECT * INTO m FROM mq_offline WHERE board = p_lock.board;
-    IF NOT FOUND THEN
-        PERFORM pg_notify('mq_queue', 'free ' || p_lock.board);
+    IF NOT FOUND THEN  -- (its 'free' is said by the caller after its walk, if nobody got it: mq_said_free)
         RETURN;
     END IF;
     PERFORM mq_place_maintenance(p_lock.board);
     PERFORM mq_audit_add(p_user, 'maintenance-lock', p_lock.board, NULL,
         jsonb_build_object('reason', m.reason, 'offline_by', m.username, 'after', 'release'));
+END $$;
+
+-- After a walk: 'free BOARD' for a removed lock's board that no waiter got (one that went to a
+-- waiter said 'grant' already: a second wake-up of every listener for the same hand-off would
+-- cost each of them a round trip for nothing).
+CREATE OR REPLACE FUNCTION mq_said_free(p_board text) RETURNS void LANGUAGE plpgsql
+SET search_path = {schema}, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM mq_locks WHERE board = p_board) THEN
+        PERFORM pg_notify('mq_queue', 'free ' || p_board);
+    END IF;
 END $$;
 
 -- A wait that ends without its board (Ctrl+C, its budget, an error): the ticket goes; a grant a
@@ -572,6 +626,7 @@ BEGIN
     PERFORM mq_remove(k.username, k, k.key, false, coalesce(nullif(p_reason, ''), 'interrupted'), v_now);
     v_states := mq_states(p_grace);
     PERFORM mq_walk(k.username, v_states, v_now);
+    PERFORM mq_said_free(k.board);
     RETURN 'given back';
 END $$;
 
@@ -662,6 +717,7 @@ BEGIN
         PERFORM mq_clear_dead(v_user, v_states, v_now, NULL);
         PERFORM mq_walk(v_user, v_states, v_now);
     END IF;
+    PERFORM mq_said_free(r ->> 0) FROM jsonb_array_elements(v_released) AS r;
     RETURN jsonb_build_object('released', v_released);
 END $$;
 
@@ -684,6 +740,7 @@ BEGIN
     END IF;
     PERFORM mq_remove(v_user, k, p_key, false, p_reason, v_now);
     PERFORM mq_walk(v_user, mq_states(p_grace), v_now);
+    PERFORM mq_said_free(k.board);
     RETURN true;
 END $$;
 
@@ -703,6 +760,7 @@ BEGIN
     END IF;
     PERFORM mq_remove(v_user, k, p_key, false, p_reason, v_now);
     PERFORM mq_walk(v_user, mq_states(p_grace), v_now);
+    PERFORM mq_said_free(k.board);
     RETURN true;
 END $$;
 

@@ -140,7 +140,7 @@ MIN_CLIENT = 6  # the oldest client schema version this one serves (a migration 
 # clients use raises it, one version after the one that stopped using it)
 
 # The functions clients call (queue.sql): members of mq_user may execute these, and nothing else.
-API = ("mq_take", "mq_look", "mq_leave", "mq_confirm", "mq_beat", "mq_release", "mq_end_session_lock",
+API = ("mq_take", "mq_look", "mq_peek", "mq_leave", "mq_confirm", "mq_beat", "mq_release", "mq_end_session_lock",
        "mq_undo_grant", "mq_cancel", "mq_snapshot", "mq_offline", "mq_online", "mq_health_note",
        "mq_health_offline", "mq_events", "mq_hello", "mq_reclaim_owner", "mq_stale_backend", "mq_end_stuck",
        "mq_lock_of")

@@ -81,6 +81,7 @@ class Look:
     snapshot: Optional[Snapshot] = None
     me: Optional[QueuedTicket] = None
     timed_out: bool = False  # a wait of no time that got no board (its ticket left at once)
+    listening: bool = False  # the call that queued the ticket listened, in the same transaction
 
 
 class Taker:
@@ -119,11 +120,15 @@ class Taker:
             me = QueuedTicket(ticket, ticket.priority, self.link.owner, False, OwnerState(LIVE))
         look = self._look(result, request, me)
         look.timed_out = bool(result.get("timeout"))
+        if result.get("listening"):  # the call listened, in its own transaction
+            self.link.listening = look.listening = True
         return look
 
-    def look(self, me: QueuedTicket, request: Request) -> Look:
-        """Look again: the grant (made by this look's walk or an earlier one), or the queue."""
-        result = self.link.call("mq_look", self.link.owner, me.seq, self.link.grace)
+    def look(self, me: QueuedTicket, request: Request, peek: bool = False) -> Look:
+        """Look again: the grant (made by this look's walk or an earlier one), or the queue.
+        ``peek``: after a grant to a ticket ahead (whose walk walked the whole queue), the queue
+        read without the queue lock and without a walk."""
+        result = self.link.call("mq_peek" if peek else "mq_look", self.link.owner, me.seq, self.link.grace)
         if result.get("lost"):
             raise PlaceLost(where(self.link.conninfo), "its place in the queue was cleared while it could not "
                                                        "be heard (cut off, or silent, for too long)")

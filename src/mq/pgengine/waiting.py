@@ -122,12 +122,13 @@ class Waiter:
         self._progress: Optional[tuple[int, int]] = None
 
     # -- one look, through reconnects --------------------------------------------------
-    def _look(self, look: Optional[Look] = None) -> Optional[Grant]:
+    def _look(self, look: Optional[Look] = None, peek: bool = False) -> Optional[Grant]:
         while look is None:
             try:
-                look = self.taker.look(self.me, self.request)
+                look = self.taker.look(self.me, self.request, peek)
             except DROPPED as exc:
                 self._reconnect(exc)
+                peek = False
         if look.grant is not None:
             return look.grant
         assert look.snapshot is not None
@@ -180,18 +181,22 @@ class Waiter:
             self.hooks.on_progress(position, total)
 
     # -- what a notification means to this waiter -----------------------------------------
-    def _relevant(self, payloads: List[str]) -> bool:
-        look = False
+    def _relevant(self, payloads: List[str]) -> Optional[str]:
+        """What the notifications call for: None (nothing), "peek" (only tickets ahead were granted
+        boards: the walks that did it walked the whole queue) or "look"."""
+        look, peek = False, False
         for payload in payloads:
             what, _, arg = payload.partition(" ")
             if what == "free":
                 look = look or arg in self.outlook.head
             elif what in ("cancel", "grant") and arg == str(self.me.seq):
                 look = True
-            elif what in ("gone", "cancel", "grant") and arg.isdigit() and int(arg) in self.outlook.ahead:
+            elif what in ("gone", "cancel", "grant") and arg.isdigit() and int(arg) in self.outlook.ahead \
+                    and self._departed(int(arg)):
                 # a ticket ahead left, or was cancelled (it no longer counts, even while its owner is stopped)
-                look = self._departed(int(arg)) or look
-        return look
+                look = look or what != "grant"
+                peek = peek or what == "grant"
+        return "look" if look else "peek" if peek else None
 
     def _departed(self, seq: int) -> bool:
         """A ticket ahead left: look only if that makes this waiter the head for another board."""
@@ -227,7 +232,7 @@ class Waiter:
 
     def _loop(self, first: Look) -> Grant:
         grant = self._look(first)
-        if grant is None:  # what came between the call and the LISTEN: look again once listening
+        if grant is None and not first.listening:  # what came between the call and the LISTEN: look again
             grant = self._look()
         while grant is None:
             GUARD.check()
@@ -235,8 +240,9 @@ class Waiter:
             if self.deadline is not None and now >= self.deadline:
                 self._time_out(now)
             payloads = self._received()  # (those that came during the look)
-            if payloads is None or self._relevant(payloads):
-                grant = self._look()
+            wanted = "look" if payloads is None else self._relevant(payloads)
+            if wanted:
+                grant = self._look(peek=wanted == "peek")
                 continue
             self.watch.arm(sorted(self.outlook.watch | self.outlook.predecessors(self.boards)))
             tick = self.hooks.on_tick() if self.hooks.on_tick else None
@@ -249,14 +255,15 @@ class Waiter:
             woken = time.monotonic()
             # a timer (-T, a grace period, the caller's tick): a look whatever woke it; a beat alone is no reason
             look = any(at is not None and woken >= at for at in (self.wake_at, None if tick is None else now + tick))
+            wanted = "look" if look else None
             if conn_fd in ready:
                 payloads = self._received()
-                look = look or payloads is None or self._relevant(payloads)
-            look = self.watch.fired(ready) or look
-            look = not self._beat() or look
+                wanted = "look" if payloads is None else (wanted or self._relevant(payloads))
+            if self.watch.fired(ready) or not self._beat():
+                wanted = "look"
             self._extra(ready)
-            if look:
-                grant = self._look()
+            if wanted:
+                grant = self._look(peek=wanted == "peek")
         return grant
 
     def _time_out(self, now: float) -> None:

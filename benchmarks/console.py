@@ -9,7 +9,7 @@ Not part of CI. Run as root from the repository (mq installed, editable is fine)
 Like ``ssh_latency.py`` it starts its own OpenSSH sshd on 127.0.0.1
 (``tests/sshd.py``, test users of ``tests/conftest.py``: mqalice logs in) and
 a shared lab directory whose board b1 boots the simulator
-(``boot = "{python} -m mq.engine.simboard {system} {files}"``). The big image
+(``boot = "{python} -m mq.engine.host.simboard {system} {files}"``). The big image
 is ``repeat N <80-character line>``, ``print DONE-MARKER``, ``pass``: about
 ``--mb`` MB of console (MB = 10^6 bytes). It prints, in one run:
 
@@ -18,7 +18,7 @@ is ``repeat N <80-character line>``, ``print DONE-MARKER``, ``pass``: about
    the OpenSSH transport for reference) against, in the same run,
    ``ssh -F CFG labhost cat FILE > /dev/null`` of a file holding exactly the
    same console bytes, and the simulator run directly through ssh
-   (``ssh labhost env PYTHONPATH=src python3 -m mq.engine.simboard b1 IMG``),
+   (``ssh labhost env PYTHONPATH=src python3 -m mq.engine.host.simboard b1 IMG``),
    which separates the simulator's cost from the transport's, and ``mq run`` on a
    board whose boot command is ``cat FILE`` (mq's cost on the same bytes as
    ``ssh cat``, without the simulator's). Medians over
@@ -87,7 +87,7 @@ TARGET_RATIO = 2.0
 CAT_BOARD = "catb"  # a board whose console is ``cat`` of the console file: mq's cost without the simulator's
 LAB_TOML = """[systems.{board}]
 arch = "arm"
-boot = "{{python}} -m mq.engine.simboard {{system}} {{files}}"
+boot = "{{python}} -m mq.engine.host.simboard {{system}} {{files}}"
 
 [systems.{cat}-big]
 arch = "arm"
@@ -132,7 +132,7 @@ finally:
 sys.exit(code)
 """
 
-# The host agent (``mq.engine.agent``) on this machine's pipes, optionally under cProfile.
+# The host agent (``mq.engine.host.agent``) on this machine's pipes, optionally under cProfile.
 # argv = profile output path or "", then the agent's arguments (BASE).
 AGENT_PROBE = """
 import cProfile, sys
@@ -223,9 +223,9 @@ class HostSampler:
         if not argv[0]:  # a zombie
             return None
         text = b" ".join(argv)
-        if b"mq.engine.simboard" in text or argv[0] in (b"cat", b"/usr/bin/cat", b"/bin/cat"):
+        if b"mq.engine.host.simboard" in text or argv[0] in (b"cat", b"/usr/bin/cat", b"/bin/cat"):
             return "board"
-        if b"mq.engine.agent" in text:
+        if b"mq.engine.host.agent" in text:
             return "agent"
         return "sshd" if argv[0].startswith(b"sshd") or argv[0].endswith(b"/sshd") else "other"
 
@@ -341,11 +341,11 @@ class Bench:
         return [*self.mq_run("small", board=f"{CAT_BOARD}-{size}")]
 
     def ssh_simboard(self, size: str) -> list[str]:
-        return self.ssh(shlex.join(["env", f"PYTHONPATH={SRC}", HOST_PYTHON, "-m", "mq.engine.simboard", BOARD,
+        return self.ssh(shlex.join(["env", f"PYTHONPATH={SRC}", HOST_PYTHON, "-m", "mq.engine.host.simboard", BOARD,
                                     str(self.images[size])]))
 
     def local_simboard(self, size: str) -> list[str]:
-        return [PYTHON, "-m", "mq.engine.simboard", BOARD, str(self.images[size])]
+        return [PYTHON, "-m", "mq.engine.host.simboard", BOARD, str(self.images[size])]
 
 
 @dataclass
@@ -446,7 +446,7 @@ def section_ssh(bench: Bench) -> dict[str, Case]:
     cases = {
         "cat": Case("ssh labhost cat FILE (baseline)", bench.ssh(f"cat {bench.data['big']}"),
                     bench.ssh(f"cat {bench.data['small']}"), bench.base_env, ssh=True),
-        "sim": Case("ssh labhost python3 -m mq.engine.simboard", bench.ssh_simboard("big"),
+        "sim": Case("ssh labhost python3 -m mq.engine.host.simboard", bench.ssh_simboard("big"),
                     bench.ssh_simboard("small"), bench.base_env, ssh=True),
         "mq": Case("mq run > /dev/null (paramiko)", bench.mq_run("big"), bench.mq_run("small"), env, ssh=True),
         "mq_log": Case("mq run -l LOG > /dev/null (paramiko)", bench.mq_run("big", "ssh.log"),
@@ -476,7 +476,7 @@ def section_local(bench: Bench) -> dict[str, Case]:
     cases = {
         "cat": Case("cat FILE (baseline)", ["cat", str(bench.data["big"])], ["cat", str(bench.data["small"])],
                     bench.base_env, ssh=False),
-        "sim": Case("python -m mq.engine.simboard", bench.local_simboard("big"), bench.local_simboard("small"),
+        "sim": Case("python -m mq.engine.host.simboard", bench.local_simboard("big"), bench.local_simboard("small"),
                     bench.base_env, ssh=False),
         "mq": Case("mq run > /dev/null (MQ_HOST=local)", bench.mq_run("big"), bench.mq_run("small"), env,
                    ssh=False),
@@ -501,7 +501,7 @@ def section_latency(bench: Bench) -> None:
     # (name, argv, env, expected first line or None: plain wall time of a command)
     rows: list[tuple[str, list[str], dict[str, str], bytes | None]] = [
         ("local: mq run (tiny image)", bench.mq_run("small"), env_l, boot),
-        ("local: python -m mq.engine.simboard", bench.local_simboard("small"), bench.base_env, boot),
+        ("local: python -m mq.engine.host.simboard", bench.local_simboard("small"), bench.base_env, boot),
         ("local: mq sem -info b1", sem, env_l, None),
         ("ssh: mq run (tiny image, paramiko)", bench.mq_run("small"), env_p, boot),
         ("ssh: mq run (tiny image, openssh)", bench.mq_run("small"), env_o, boot),
@@ -549,7 +549,7 @@ def pipe_job(bench: Bench, profile_dir: Path | None) -> tuple[float, pstats.Stat
     """The real protocol with no SSH: agent child on pipes, ``AgentClient`` here; (wall, client profile)."""
     import cProfile
 
-    from mq.engine.boardlock import NO_KEY
+    from mq.engine.lockdir.boardlock import NO_KEY
     from mq.transport.base import AgentClient
     from mq.transport.pipe import PipeStream
 

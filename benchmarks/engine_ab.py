@@ -26,8 +26,8 @@ HERE = Path(__file__).resolve().parent.parent
 
 WORKER = r"""
 import json, os, sys, tempfile, time
-from mq.engine.inventory import parse_inventory
-from mq.engine.semaphore import Engine
+from mq.engine.core.inventory import parse_inventory
+from mq.engine.lockdir.semaphore import Engine
 
 seconds = float(sys.argv[1])
 base = tempfile.mkdtemp(prefix="mq-ab-")

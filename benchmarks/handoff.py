@@ -39,13 +39,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FROM_CHECKOUT = False
 try:
-    from mq.engine.inventory import load_inventory
-    from mq.engine.semaphore import Engine
+    from mq.engine.core.inventory import load_inventory
+    from mq.engine.lockdir.semaphore import Engine
 except ImportError:  # not installed: use the checkout (children get PYTHONPATH too)
     FROM_CHECKOUT = True
     sys.path.insert(0, os.path.join(REPO, "src"))
-    from mq.engine.inventory import load_inventory
-    from mq.engine.semaphore import Engine
+    from mq.engine.core.inventory import load_inventory
+    from mq.engine.lockdir.semaphore import Engine
 
 PYTHON = sys.executable  # the real interpreter (a pyenv shim would add its own start-up)
 BOARD = "b1"
@@ -61,8 +61,8 @@ TARGET_STARTUP_RATIO = 4.0
 # time as soon as the grant is in hand, then releases and says "r".
 HANDOFF_WAITER = """
 import os, sys, time
-from mq.engine.inventory import load_inventory
-from mq.engine.semaphore import Engine
+from mq.engine.core.inventory import load_inventory
+from mq.engine.lockdir.semaphore import Engine
 base, board, key = sys.argv[1:4]
 engine = Engine(base, load_inventory(os.path.join(base, "lab.toml")))
 while os.read(0, 1) == b"w":
@@ -76,8 +76,8 @@ while os.read(0, 1) == b"w":
 # The idle waiters of section 3: wait forever, release at once, exit.
 IDLE_WAITER = """
 import os, sys
-from mq.engine.inventory import load_inventory
-from mq.engine.semaphore import Engine
+from mq.engine.core.inventory import load_inventory
+from mq.engine.lockdir.semaphore import Engine
 base, board, key = sys.argv[1:4]
 engine = Engine(base, load_inventory(os.path.join(base, "lab.toml")))
 engine.wait(board, key=key, budget=None)

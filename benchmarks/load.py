@@ -61,7 +61,7 @@ from _prereqs import mq_source_path, ssh_bench_ready
 
 REPO = Path(__file__).resolve().parent.parent
 SRC_PATH = mq_source_path()  # "" when installed; else children get it on PYTHONPATH
-from mq.engine import boardlock  # noqa: E402
+from mq.engine.lockdir import boardlock  # noqa: E402
 
 PYTHON = sys.executable
 USER = "mqalice"
@@ -75,8 +75,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 # and answers with the monotonic time just before the release (system-wide clock).
 HOLDER = """
 import os, sys, time
-from mq.engine.inventory import load_inventory
-from mq.engine.semaphore import Engine
+from mq.engine.core.inventory import load_inventory
+from mq.engine.lockdir.semaphore import Engine
 base, board = sys.argv[1:3]
 engine = Engine(base, load_inventory(os.path.join(base, "lab.toml")))
 for line in sys.stdin:

@@ -27,9 +27,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE / "src"))
 
-from mq.engine.inventory import parse_inventory  # noqa: E402
-from mq.engine.legacy_waiters import Scan  # noqa: E402
-from mq.engine.semaphore import Engine  # noqa: E402
+from mq.engine.core.inventory import parse_inventory  # noqa: E402
+from mq.engine.lockdir.legacy_waiters import Scan  # noqa: E402
+from mq.engine.lockdir.semaphore import Engine  # noqa: E402
 
 LAB = "[systems.b1]\n"
 

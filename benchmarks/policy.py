@@ -36,8 +36,8 @@ QUEUES = {"fifo": "", "priority": '[queue]\npolicy = "priority"\naging = 60\n'}
 
 OTHER = """
 import os, sys
-from mq.engine.inventory import load_inventory
-from mq.engine.semaphore import Engine
+from mq.engine.core.inventory import load_inventory
+from mq.engine.lockdir.semaphore import Engine
 base, key, priority = sys.argv[1], sys.argv[2], int(sys.argv[3])
 engine = Engine(base, load_inventory(os.path.join(base, "lab.toml")))
 engine.wait("b2", key=key, budget=None, priority=priority)

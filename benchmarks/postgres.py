@@ -57,8 +57,8 @@ from _prereqs import mq_source_path  # noqa: E402
 SRC = mq_source_path()
 
 import pgserver  # noqa: E402
-from mq.engine.inventory import parse_inventory  # noqa: E402
-from mq.engine.semaphore import Engine  # noqa: E402
+from mq.engine.core.inventory import parse_inventory  # noqa: E402
+from mq.engine.lockdir.semaphore import Engine  # noqa: E402
 
 PYTHON = sys.executable
 LAB_TOML = ('[systems.b1]\narch = "arm"\nsoc = "bench"\n[systems.b2]\narch = "arm"\nsoc = "bench"\n'
@@ -78,9 +78,9 @@ import os, sys, time
 kind, where, grace = sys.argv[1:4]
 toml = ('[systems.b1]\\narch = "arm"\\nsoc = "bench"\\n[systems.b2]\\narch = "arm"\\nsoc = "bench"\\n'
         '[systems.b3]\\narch = "arm"\\nsoc = "bench"\\n[pools.trio]\\nmatch = { soc = "bench" }\\n')
-from mq.engine.inventory import parse_inventory
+from mq.engine.core.inventory import parse_inventory
 if kind == "file":
-    from mq.engine.semaphore import Engine
+    from mq.engine.lockdir.semaphore import Engine
     engine = Engine(where, parse_inventory(toml, os.path.join(where, "lab.toml")))
 else:
     from mq.pgengine import PgEngine
@@ -111,7 +111,7 @@ for line in sys.stdin:
         grant = engine.wait("b1", key=key, session=True)
         if kind == "file":
             import select
-            from mq.engine.lockwatch import LockLost, watch_lock
+            from mq.engine.lockdir.lockwatch import LockLost, watch_lock
             watch = watch_lock(engine, "b1", grant.grant)
             os.write(1, b"W\\n")
             try:

@@ -98,7 +98,7 @@ def open_transport(config):
         return open0(config)
     finally:
         marks["connection in hand"] = time.monotonic() - T0
-tr.open_transport = open_transport  # before mq.service imports it by name
+tr.open_transport = open_transport  # before mq.client.service imports it by name
 if hasattr(tr, "_Early"):  # the background connect started before typer is imported
     run0 = tr._Early._run
     def run(self):
@@ -159,7 +159,7 @@ def _phase_child(mode: str, repeat: int) -> None:
 
 def _settings(phases: Phases) -> tuple[Any, Any, str, str]:
     """(config, HostSettings, ssh config path, remote command), as ParamikoTransport.__init__ gets them."""
-    from mq.config import load_config
+    from mq.settings.config import load_config
     from mq.transport.bundle import remote_command
     from mq.transport.sshconfig import config_file, resolve
 
@@ -550,7 +550,7 @@ def breakdown(bench: Bench) -> None:
     from mq.transport.bundle import engine_zip
 
     engine_dir = f"/tmp/mq-home-{USER}/.cache/mq/engine-{engine_zip()[0]}"
-    agent = f"python3 -c 'import sys; sys.path.insert(0, \"{engine_dir}\"); import mq.engine.agent'"
+    agent = f"python3 -c 'import sys; sys.path.insert(0, \"{engine_dir}\"); import mq.engine.host.agent'"
     print(" b) host-side costs: remote python3 start-up and engine import over bare ssh (round-robin)")
     time_commands([
         ("ssh labhost python3 -c pass", bench.ssh(bench.cfg, "python3 -c pass"), env),

@@ -15,7 +15,8 @@ its key) and, as root, starts its own OpenSSH sshd on 127.0.0.1 as
 logs in). Then measures wall time, interleaved round-robin in one run so
 drift hits every variant alike, of:
 
-* ``python3 -c pass`` (the interpreter alone: the local baseline)
+* ``python3 -c pass`` (the interpreter alone: the local baseline), and a two-command Typer
+  app that prints one line (the framework's floor: CPU time is compared with it)
 * ``mq sem -info b1`` and ``mq --help`` on the local lab (no SSH)
 * ``mq.sh sem -info b1`` (mq invoked as mq.sh: its own parser, typer never imported)
 * bare ``ssh labhost true`` (the SSH baseline) and ``mq sem -info b1`` over
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -51,11 +53,32 @@ LAB = '[systems.b1]\narch = "arm"\n[systems.b2]\narch = "arm"\n[pools.p]\nsystem
 ALIAS = "labhost"
 SSH_USER = "mqalice"
 
-# (numerator, denominator, target ratio) of issue 8
-TARGETS = [("mq sem -info b1", "python3 -c pass", 4.0),
-           ("mq --help", "python3 -c pass", 4.0),
-           ("mq.sh sem -info b1", "python3 -c pass", 4.0),
-           ("mq sem -info b1 (ssh)", "ssh labhost true", 1.3)]
+# (numerator, denominator, target ratio, measure): wall time (issue 8), and CPU time against the
+# framework's own floor, a two-command Typer app printing one line (issue 22)
+FLOOR = "typer floor app"
+TARGETS = [("mq sem -info b1", "python3 -c pass", 4.0, "wall"),
+           ("mq --help", "python3 -c pass", 4.0, "wall"),
+           ("mq.sh sem -info b1", "python3 -c pass", 4.0, "wall"),
+           ("mq sem -info b1 (ssh)", "ssh labhost true", 1.1, "wall"),
+           ("mq sem -info b1", FLOOR, 1.5, "cpu"),
+           ("mq --help", FLOOR, 1.0, "cpu")]
+FLOOR_APP = """import typer
+
+app = typer.Typer()
+
+
+@app.command()
+def hello() -> None:
+    print("hello")
+
+
+@app.command()
+def other() -> None:
+    print("other")
+
+
+app()
+"""
 
 
 COMPARED = " (compared)"  # the suffix of a variant run with the --compare tree
@@ -68,18 +91,22 @@ class Variant:
     env: dict[str, str]
     runs_mq: bool = True
     times: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # user + system seconds of the child
 
     def compared(self, src: str) -> Variant:
         return Variant(self.name + COMPARED, self.argv, {**self.env, "PYTHONPATH": src})
 
-    def run(self) -> float:
+    def run(self) -> tuple[float, float]:
+        """(wall seconds, CPU seconds) of one run."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         proc = subprocess.run(self.argv, env=self.env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=60)
         elapsed = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
             raise RuntimeError(f"{self.name}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-        return elapsed
+        return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def mq_command() -> list[str]:
@@ -97,7 +124,10 @@ def local_variants(tmp: Path, env: dict[str, str]) -> list[Variant]:
     local = {**env, "MQ_HOST": "local", "MQ_BASE": str(base)}
     mq = mq_command()
     subprocess.run([*mq, "sem", "-wait", "b1", "-k", "bench"], env=local, check=True, capture_output=True)
+    floor = tmp / "floor.py"
+    floor.write_text(FLOOR_APP)
     return [Variant("python3 -c pass", [sys.executable, "-c", "pass"], env, runs_mq=False),
+            Variant(FLOOR, [sys.executable, str(floor), "hello"], env, runs_mq=False),
             Variant("mq sem -info b1", [*mq, "sem", "-info", "b1"], local),
             Variant("mq --help", [*mq, "--help"], local),
             Variant("mq.sh sem -info b1", [str(mqsh), "sem", "-info", "b1"], local)]
@@ -119,23 +149,28 @@ def ssh_variants(tmp: Path, env: dict[str, str], sshd: Any) -> list[Variant]:
 def measure(variants: list[Variant], runs: int, warmup: int = 2) -> None:
     for index in range(warmup + runs):
         for variant in variants:
-            elapsed = variant.run()
+            elapsed, cpu = variant.run()
             if index >= warmup:
                 variant.times.append(elapsed)
+                variant.cpu.append(cpu)
 
 
 def report(variants: list[Variant]) -> None:
-    medians = {v.name: statistics.median(v.times) for v in variants}
-    print(f"{'command':<35} {'median ms':>10} {'min':>8} {'max':>8}   ({len(variants[0].times)} runs each)")
+    medians = {"wall": {v.name: statistics.median(v.times) for v in variants},
+               "cpu": {v.name: statistics.median(v.cpu) for v in variants}}
+    runs = len(variants[0].times)
+    print(f"{'command':<35} {'median ms':>10} {'min':>8} {'max':>8} {'CPU ms':>8}   ({runs} runs each)")
     for v in variants:
-        print(f"{v.name:<35} {medians[v.name] * 1000:>10.1f} {min(v.times) * 1000:>8.1f} {max(v.times) * 1000:>8.1f}")
-    print("\nratios of medians (target of issue 8)")
-    for command, baseline, target in TARGETS:
+        print(f"{v.name:<35} {medians['wall'][v.name] * 1000:>10.1f} {min(v.times) * 1000:>8.1f} "
+              f"{max(v.times) * 1000:>8.1f} {medians['cpu'][v.name] * 1000:>8.1f}")
+    print("\nratios of medians (targets of issues 8 and 22)")
+    for command, baseline, target, measure_ in TARGETS:
+        found = medians[measure_]
         for name in (command, command + COMPARED):
-            if name in medians and baseline in medians:
-                ratio = medians[name] / medians[baseline]
+            if name in found and baseline in found:
+                ratio = found[name] / found[baseline]
                 verdict = "meets" if ratio <= target else "MISSES"
-                print(f"  {name:<35} / {baseline:<18} {ratio:5.2f}x   (target <= {target}x: {verdict})")
+                print(f"  {name:<35} / {baseline:<18} {measure_:>4} {ratio:5.2f}x   (target <= {target}x: {verdict})")
 
 
 def main() -> int:

@@ -22,8 +22,8 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from mq.engine.inventory import load_inventory
-from mq.engine.semaphore import Engine
+from mq.engine.core.inventory import load_inventory
+from mq.engine.lockdir.semaphore import Engine
 from sshd import SSHD, Sshd, client_config, start_sshd
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
@@ -472,7 +472,7 @@ def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     """Run a test with the TOML parser this Python uses, and again with tomli (Python < 3.11)."""
     import tomli
 
-    from mq.engine import tomlparse
+    from mq.engine.core import tomlparse
 
     if request.param == "tomli":
         monkeypatch.setattr(tomlparse, "loads", tomli.loads)
@@ -480,7 +480,7 @@ def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     return str(request.param)
 
 
-WAITING_LINES = ("mq: waiting: ", "mq: queue moved: ", "mq: still waiting: ")  # mq.waitline, in a log
+WAITING_LINES = ("mq: waiting: ", "mq: queue moved: ", "mq: still waiting: ")  # mq.views.waitline, in a log
 
 
 def said(err: str) -> list[str]:

@@ -2,7 +2,7 @@
 
 Each ``Kind`` opens a ``LockEngine`` on a lab directory: the file engine in
 this very process, or the same engine behind the host agent's JSON-lines
-protocol (``python3 -m mq.engine.agent``, over a pipe as over SSH, or over a
+protocol (``python3 -m mq.engine.host.agent``, over a pipe as over SSH, or over a
 real sshd), reached through ``WireEngine``. A second engine (PostgreSQL) is
 one more ``Kind``.
 
@@ -23,13 +23,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mq.engine import protocol
-from mq.engine.errors import EngineError
-from mq.engine.interface import LockEngine
-from mq.engine.inventory import Inventory, Pool, System, load_inventory
-from mq.engine.names import NO_KEY
-from mq.engine.results import BoardState, Grant, Holder, Offline, Released
-from mq.engine.semaphore import Engine
+from mq.engine.core import protocol
+from mq.engine.core.errors import EngineError
+from mq.engine.core.interface import LockEngine
+from mq.engine.core.inventory import Inventory, Pool, System, load_inventory
+from mq.engine.core.names import NO_KEY
+from mq.engine.core.results import BoardState, Grant, Holder, Offline, Released
+from mq.engine.lockdir.semaphore import Engine
 
 Call = Callable[..., Any]
 
@@ -117,7 +117,7 @@ def open_agent(base: str, env: dict[str, str]) -> Iterator[Opened]:
     from mq.transport.base import AgentClient
     from mq.transport.pipe import PipeStream
 
-    proc = subprocess.Popen([sys.executable, "-m", "mq.engine.agent", base], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "mq.engine.host.agent", base], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     client = AgentClient(PipeStream(proc), "agent", keepalive=15.0)
     try:
@@ -131,7 +131,7 @@ def open_agent(base: str, env: dict[str, str]) -> Iterator[Opened]:
 def open_ssh(base: str, env: dict[str, str]) -> Iterator[Opened]:
     """The host agent over a real SSH connection (``MQ_HOST``, ``MQ_SSH_CONFIG`` in ``env``),
     through the transport ``mq`` itself uses."""
-    from mq.config import load_config
+    from mq.settings.config import load_config
     from mq.transport import open_transport
 
     transport = open_transport(load_config(env=env))
@@ -201,7 +201,7 @@ def serve(kind_name: str, base: str) -> None:
     """Open an engine of ``kind_name`` on ``base`` and call it as told, one JSON line per call:
     ``{"method": ..., "kwargs": {...}}`` in, ``{"ok": true, "result": ...}`` or
     ``{"ok": false, "error": ...}`` out. First line out: ``{"pid": engine process}``."""
-    from mq.engine.signals import GUARD
+    from mq.engine.core.signals import GUARD
 
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # nothing but replies on the reply stream

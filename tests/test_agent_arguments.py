@@ -1,7 +1,7 @@
 """The host agent checks every field of every request, as the CLI checks its options.
 
 A client is not trusted: these tests speak the JSON-lines protocol straight to
-``python -m mq.engine.agent BASE`` over a pipe (as ``mq`` does over SSH) with
+``python -m mq.engine.host.agent BASE`` over a pipe (as ``mq`` does over SSH) with
 values the CLI would never send, and each must be refused as
 ``BadInputError`` (exit 5) before anything is made in the lock directory.
 """
@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 
 from conftest import LabFixture, run_mq
-from mq.engine import arguments, protocol
-from mq.engine.agent import OPERATIONS
-from mq.engine.errors import ExitCode
-from mq.engine.run_host import JobSpec
+from mq.engine.core import arguments, protocol
+from mq.engine.core.errors import ExitCode
+from mq.engine.host.agent import OPERATIONS
+from mq.engine.host.run_host import JobSpec
 
 
 class RawClient:
@@ -34,7 +34,7 @@ class RawClient:
     is reported as the reply (``AgentDied``) and started again for the next one."""
 
     def __init__(self, base: Path, env: dict[str, str]) -> None:
-        self.argv = [sys.executable, "-m", "mq.engine.agent", str(base)]
+        self.argv = [sys.executable, "-m", "mq.engine.host.agent", str(base)]
         self.env = env
         self.next_id = 0
         self.proc = self._start()
@@ -245,7 +245,7 @@ def talk(agent: RawClient) -> Iterator[JobTalk]:
 
 
 def bare_system(mark: Path) -> dict[str, Any]:
-    from mq.engine.inventory import System
+    from mq.engine.core.inventory import System
 
     return dataclasses.asdict(System("b1", power_off=f"touch {mark}"))
 
@@ -298,8 +298,9 @@ def test_only_a_bare_job_listens_to_lock_lost(lab: LabFixture, agent: RawClient,
 def test_the_client_and_the_host_name_a_lost_lock_alike() -> None:
     """The client side keeps its own copies (it does not load the host's run side)."""
     from mq.cli import run as cli_run
-    from mq.engine import boot, run_host
+    from mq.engine.core import outcomes
+    from mq.engine.host import run_host
     from mq.transport import base
 
-    assert base.LOCK_LOST == cli_run.LOCK_LOST == boot.LOCK_LOST
+    assert base.LOCK_LOST == cli_run.LOCK_LOST == outcomes.LOCK_LOST
     assert base.LOCK_LOST_OP == run_host.LOCK_LOST

@@ -26,9 +26,9 @@ ENDS = {"release", "force", "reclaim", "taken-over"}
 WORKER = textwrap.dedent(
     """
     import os, sys, time
-    from mq.engine.audit import AuditLog
-    from mq.engine.inventory import load_inventory
-    from mq.engine.semaphore import Engine
+    from mq.engine.lockdir.audit import AuditLog
+    from mq.engine.core.inventory import load_inventory
+    from mq.engine.lockdir.semaphore import Engine
 
     base, rounds, key, lag = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
     record = AuditLog.record
@@ -100,8 +100,8 @@ def test_a_clock_stepped_back_does_not_make_times_go_backwards(lab: LabFixture, 
     """The wall clock stepped back a little (the last record is 2 s "in the future"): the
     next record takes the last one's time, so the log's times still never go backwards. A
     time far ahead (a forged record, or a clock that was wrong then) is not followed."""
-    from mq.engine.audit import AuditLog
-    from mq.engine.labpaths import LabPaths
+    from mq.engine.lockdir.audit import AuditLog
+    from mq.engine.lockdir.labpaths import LabPaths
 
     future = round(time.time() + ahead, 3)
     (lab.base / "audit.jsonl").write_text(json.dumps({"event": "grant", "time": future, "user": "x"}) + "\n")

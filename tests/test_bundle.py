@@ -58,7 +58,7 @@ def engine_dir(host: Path) -> Path:
 # -- the bundle ---------------------------------------------------------------------------
 def test_bundle_holds_the_engine_and_tomli_and_nothing_else() -> None:
     names = zipfile.ZipFile(io.BytesIO(bundle.engine_zip()[1])).namelist()
-    engine = sorted(p.name for p in Path(bundle.ENGINE_DIR).glob("*.py"))
+    engine = sorted(p.relative_to(bundle.ENGINE_DIR).as_posix() for p in Path(bundle.ENGINE_DIR).rglob("*.py"))
     tomli = Path(bundle.sources()[-1][1]).parent
     assert names == ["mq/__init__.py", *(f"mq/engine/{n}" for n in engine),
                      *(f"tomli/{p.name}" for p in sorted(tomli.glob("*.py"))), "tomli/LICENSE"]
@@ -105,7 +105,7 @@ def test_installs_once_then_reuses(host: Path) -> None:
         assert client.call("info", name="b1")[0]["board"] == "b1"
     finally:
         client.close()
-    agent = engine_dir(host) / "mq" / "engine" / "agent.py"
+    agent = engine_dir(host) / "mq" / "engine" / "host" / "agent.py"
     assert (engine_dir(host) / "tomli" / "__init__.py").exists()
     stamp = (engine_dir(host).stat().st_ino, agent.stat().st_mtime_ns)
     client = start(host)
@@ -165,7 +165,7 @@ def test_an_engine_that_does_not_load_exits_with_its_status_and_a_hint(host: Pat
 
 def test_a_damaged_engine_is_replaced(host: Path) -> None:
     start(host).close()
-    agent = engine_dir(host) / "mq" / "engine" / "agent.py"
+    agent = engine_dir(host) / "mq" / "engine" / "host" / "agent.py"
     good = agent.read_bytes()
     agent.write_text("def broken(:\n")
     client = start(host)

@@ -72,8 +72,8 @@ QUICK_IMG = ("print Starting quick test", "sleep 1.2", f"print {SUCCESS}", "pass
 CHURNER = textwrap.dedent(
     """
     import os, random, sys, time
-    from mq.engine.inventory import load_inventory
-    from mq.engine.semaphore import Engine
+    from mq.engine.core.inventory import load_inventory
+    from mq.engine.lockdir.semaphore import Engine
 
     base, stop, hold = sys.argv[1], sys.argv[2], float(sys.argv[3])
     eng = Engine(base, load_inventory(os.path.join(base, "lab.toml")))
@@ -162,7 +162,7 @@ class Trial:
 
 
 def handles_hup(pid: int) -> bool:
-    """Whether ``pid`` catches SIGHUP: mq's first code (``mq._early_signals``) catches INT, TERM
+    """Whether ``pid`` catches SIGHUP: mq's first code (``mq.engine.core.early_signals``) catches INT, TERM
     and HUP at once; the Python interpreter starting up catches no SIGHUP (and SIGINT only
     to raise KeyboardInterrupt), so a signal before this is outside mq's reach."""
     try:

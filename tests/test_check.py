@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 
 from conftest import LAB_TOML, LabFixture, SshLab, engine, run_mq
-from mq.engine.errors import ExitCode
+from mq.engine.core.errors import ExitCode
 
 BROKEN = Path(__file__).resolve().parent / "data" / "broken_labs"
 BROKEN_LABS = sorted(BROKEN.glob("*.toml"))
 PASS_IMG = Path(__file__).resolve().parent.parent / "examples" / "sel4test-pass.img"
-SIMBOARD = 'boot = "{python} -m mq.engine.simboard {system} {files}"\n'
+SIMBOARD = 'boot = "{python} -m mq.engine.host.simboard {system} {files}"\n'
 WITH_BOOT = LAB_TOML.replace("[systems.b1]\n", "[systems.b1]\n" + SIMBOARD)  # b1 only
 
 

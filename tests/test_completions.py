@@ -259,8 +259,8 @@ def test_names_follow_the_name_and_the_options(isolated_env: Path, lab: LabFixtu
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Completing for ``mq.sh`` reads mq.sh's configuration (``~/.mq`` first), for ``mq`` mq's;
     ``--host``/``--base`` on the line win, as they do when the command runs."""
-    from mq import inventory_cache
-    from mq.config import load_config
+    from mq.client import inventory_cache
+    from mq.settings.config import load_config
 
     config_dir = isolated_env / ".config" / "mq"
     config_dir.mkdir(parents=True)

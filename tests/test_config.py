@@ -158,7 +158,7 @@ def test_unreachable_host_clear_error(tmp_path: Path) -> None:
 
 def test_legacy_mq_sh_config_is_read_never_run(tmp_path: Path) -> None:
     """mq.sh users' ``~/.mq`` keeps working: HOST and BASE are read, the file is never executed."""
-    from mq.config import load_config
+    from mq.settings.config import load_config
 
     canary = tmp_path / "ran"
     (tmp_path / ".mq").write_text(f'touch {canary}\nHOST=tftp.lab\nexport BASE="/var/cache/locks"  # lab\n'

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mq.config import Config
-from mq.errors import EXIT_SSH
+from mq.settings.config import Config
+from mq.settings.errors import EXIT_SSH
 from mq.transport import _is_this_host
 from mq.transport.base import SshError
 from mq.transport.paramiko_ssh import ParamikoTransport

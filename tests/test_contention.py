@@ -93,8 +93,8 @@ def grants(lab: LabFixture) -> list[dict[str, object]]:
 WITNESS_WORKER = textwrap.dedent(
     """
     import os, sys, time
-    from mq.engine.inventory import load_inventory
-    from mq.engine.semaphore import Engine
+    from mq.engine.core.inventory import load_inventory
+    from mq.engine.lockdir.semaphore import Engine
 
     base, loops = sys.argv[1], int(sys.argv[2])
     eng = Engine(base, load_inventory(os.path.join(base, "lab.toml")))
@@ -310,8 +310,8 @@ def test_twenty_clients_on_pool_of_three(lab: LabFixture, procs: Procs) -> None:
 MANY_WORKER = textwrap.dedent(
     """
     import os, sys
-    from mq.engine.inventory import load_inventory
-    from mq.engine.semaphore import Engine
+    from mq.engine.core.inventory import load_inventory
+    from mq.engine.lockdir.semaphore import Engine
 
     base, key = sys.argv[1], sys.argv[2]
     eng = Engine(base, load_inventory(os.path.join(base, "lab.toml")))
@@ -391,8 +391,8 @@ def test_waiters_beyond_the_inotify_instance_limit_still_sleep(shared_lab: LabFi
 OVERLAP_WORKER = textwrap.dedent(
     """
     import os, sys
-    from mq.engine.inventory import load_inventory
-    from mq.engine.semaphore import Engine
+    from mq.engine.core.inventory import load_inventory
+    from mq.engine.lockdir.semaphore import Engine
 
     base, target, key, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     eng = Engine(base, load_inventory(os.path.join(base, "lab.toml")))
@@ -438,8 +438,8 @@ def test_pool_holders_never_exceed_members_with_cli_waiters(lab: LabFixture,
 TAKE_AND_KEEP = textwrap.dedent(
     """
     import os, sys
-    from mq.engine.inventory import load_inventory
-    from mq.engine.semaphore import Engine
+    from mq.engine.core.inventory import load_inventory
+    from mq.engine.lockdir.semaphore import Engine
 
     base, target, key = sys.argv[1], sys.argv[2], sys.argv[3]
     eng = Engine(base, load_inventory(os.path.join(base, "lab.toml")))
@@ -544,8 +544,8 @@ def test_an_expiry_that_passes_while_the_waiter_is_awake_is_not_missed(lab: LabF
 SESSION_CHILD = textwrap.dedent(
     """
     import os, sys, time
-    from mq.engine.inventory import load_inventory
-    from mq.engine.semaphore import Engine
+    from mq.engine.core.inventory import load_inventory
+    from mq.engine.lockdir.semaphore import Engine
 
     base, key, session = sys.argv[1], sys.argv[2], sys.argv[3] == "session"
     eng = Engine(base, load_inventory(os.path.join(base, "lab.toml")))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mq.engine.demo import DEMO_INVENTORY
+from mq.engine.host.demo import DEMO_INVENTORY
 
 STARTERS = 6
 SLOW_WRITE = 0.3  # seconds added before lab.toml is put in place

@@ -17,8 +17,8 @@ import typer.main
 
 from mq.cli.app import app
 from mq.cli.docs import ROOT, generated
-from mq.config import _ENV
-from mq.engine.errors import ExitCode
+from mq.engine.core.errors import ExitCode
+from mq.settings.config import _ENV
 
 
 def test_committed_docs_match_the_cli() -> None:

@@ -39,8 +39,8 @@ import pytest
 
 from conftest import LabFixture, make_lab, wait_for
 from engines import KINDS, Kind
-from mq.engine import protocol
-from mq.engine.errors import (
+from mq.engine.core import protocol
+from mq.engine.core.errors import (
     AlreadyHeldError,
     BadInputError,
     BoardOfflineError,
@@ -49,8 +49,8 @@ from mq.engine.errors import (
     NotHolderError,
     UnknownTargetError,
 )
-from mq.engine.interface import LockEngine
-from mq.engine.results import Grant
+from mq.engine.core.interface import LockEngine
+from mq.engine.core.results import Grant
 
 TESTS = str(Path(__file__).resolve().parent)
 WORKER = "import sys; sys.path.insert(0, sys.argv[3]); from engines import serve; serve(sys.argv[1], sys.argv[2])"

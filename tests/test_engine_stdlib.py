@@ -26,9 +26,9 @@ PYTHON39 = next((p for p in ("/root/.pyenv/versions/3.9.18/bin/python3", shutil.
                  if p and os.access(p, os.X_OK)), None)
 
 
-def imported_modules(path: Path) -> list[tuple[int, str]]:
-    """(line, absolute module name) for every import in ``path``; relative ones resolved."""
-    package = "mq.engine"
+def imported_modules(path: Path, package: str = "mq.engine") -> list[tuple[int, str]]:
+    """(line, absolute module name) for every import in ``path`` (a module of ``package``);
+    relative ones resolved."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -51,7 +51,8 @@ def test_engine_imports_only_stdlib_and_itself() -> None:
     assert len(modules) >= 5, f"engine modules not found under {ENGINE}"
     offenders = []
     for path in modules:
-        for line, name in imported_modules(path):
+        package = ".".join(path.relative_to(SRC).parent.parts)
+        for line, name in imported_modules(path, package):
             top = name.split(".")[0]
             if name == "mq.engine" or name.startswith("mq.engine."):
                 continue
@@ -76,8 +77,8 @@ def test_engine_runs_on_python39(tmp_path: Path) -> None:
         """
         import json, os, sys
         assert sys.version_info[:2] == (3, 9), sys.version
-        from mq.engine.inventory import load_inventory
-        from mq.engine.semaphore import Engine
+        from mq.engine.core.inventory import load_inventory
+        from mq.engine.lockdir.semaphore import Engine
         base = sys.argv[1]
         engine = Engine(base, load_inventory(os.path.join(base, "lab.toml")))
         grant = engine.wait("trio", key="py39", timeout=30, budget=0)
@@ -106,8 +107,8 @@ def test_engine_runs_on_python39(tmp_path: Path) -> None:
 
 def test_protocol_mismatch_is_a_host_error(tmp_path: Path) -> None:
     """A client and host engine of different protocol versions: exit 10 (host), clearly worded."""
-    from mq.engine.agent import Agent
-    from mq.engine.errors import EXIT_HOST, ProtocolMismatch
+    from mq.engine.core.errors import EXIT_HOST, ProtocolMismatch
+    from mq.engine.host.agent import Agent
 
     with pytest.raises(ProtocolMismatch) as caught:
         Agent(str(tmp_path), None, out_fd=-1, in_fd=-1)._hello(protocol_version=999)

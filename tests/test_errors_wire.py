@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-import mq.engine.boot
-import mq.errors
+import mq.engine.host.boot
+import mq.settings.errors
 import mq.transport.base  # registers the client-side kinds too
-from mq.engine import errors, protocol
+from mq.engine.core import errors, protocol
 
 SAMPLES: list[errors.EngineError] = [
     errors.EngineError("plain trouble"),
@@ -25,7 +25,7 @@ SAMPLES: list[errors.EngineError] = [
     errors.DiskError("/var/cache/machinelocks/b1.lock", "disk full creating lock"),
     errors.Interrupted(15),
     errors.ProtocolMismatch("mq protocol mismatch"),
-    mq.engine.boot.BootError("cannot start the boot command 'x'"),
+    mq.engine.host.boot.BootError("cannot start the boot command 'x'"),
 ]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Procs, make_lab, run_mq, spawn_mq, ticket_pids, wait_for
-from mq.engine.errors import ExitCode
+from mq.engine.core.errors import ExitCode
 
 BOOT = textwrap.dedent(
     """

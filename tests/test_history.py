@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from conftest import LabFixture, Procs, SshLab, queued, run_mq, spawn_mq, wait_for
-from mq.errors import BadInputError
-from mq.since import parse_since, span_seconds
+from mq.client.since import parse_since, span_seconds
+from mq.settings.errors import BadInputError
 
 ME = pwd.getpwuid(os.getuid()).pw_name
 HISTORY_KEYS = {"time", "event", "board", "user", "key", "grant", "pool", "waited", "held", "holder", "detail"}

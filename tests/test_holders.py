@@ -18,7 +18,7 @@ import pytest
 
 from conftest import LabFixture, engine, run_mq
 from mq.cli import holders as holders_cli
-from mq.engine.errors import ExitCode
+from mq.engine.core.errors import ExitCode
 
 HOSTILE_KEY = "'; touch pwned #$(touch pwned2) `id` {user}"
 RECORDER = textwrap.dedent("""\

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from conftest import LabFixture, make_lab
-from mq import render
-from mq.engine.boot import Images, expand
-from mq.engine.inventory import System, load_inventory
-from mq.mqsh_import import import_lab
+from mq.client.mqsh_import import import_lab
+from mq.engine.core.inventory import System, load_inventory
+from mq.engine.host.boot import Images, expand
+from mq.views import render
 
 LAB = Path(__file__).resolve().parent / "data" / "mqsh_lab"
 MQ = [sys.executable, "-m", "mq"]

@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mq.engine.boot import Images, expand
-from mq.engine.demo import DEMO_INVENTORY
-from mq.engine.errors import InventoryError, UnknownTargetError
-from mq.engine.inventory import (
+from mq.engine.core.errors import InventoryError, UnknownTargetError
+from mq.engine.core.inventory import (
     Inventory,
     Pool,
     System,
@@ -19,6 +17,8 @@ from mq.engine.inventory import (
     load_inventory,
     parse_inventory,
 )
+from mq.engine.host.boot import Images, expand
+from mq.engine.host.demo import DEMO_INVENTORY
 
 GOOD = """
 [systems.b2]
@@ -94,7 +94,7 @@ def test_demo_inventory(parser: str) -> None:
     assert inv.systems["tx2"].dtb and inv.systems["tx2"].pxe_linux
     assert inv.systems["pc99"].files == 2 and inv.systems["pc99"].isa == "x86_64"
     boots = {system.boot for system in inv.systems.values()}
-    assert boots == {"{python} -m mq.engine.simboard {system} {files}"}
+    assert boots == {"{python} -m mq.engine.host.simboard {system} {files}"}
     assert all(system.power_off is None for system in inv.systems.values())
 
 
@@ -324,7 +324,7 @@ def test_template_mistakes(parser: str, template: str, files: int, message: str)
 @pytest.mark.parametrize(
     "template",
     [
-        "{python} -m mq.engine.simboard {system} {files}",
+        "{python} -m mq.engine.host.simboard {system} {files}",
         "boot-it --kernel={file1} {file2} {linux} {dtb} {bitstream}",
         "sh -c 'awk \"{ print $1 }\" \"$0\"' {file1}",  # braces that pair up, with no placeholder name inside
         "find /x -name {system} -exec rm {} ;",

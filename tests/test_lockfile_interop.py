@@ -36,7 +36,7 @@ from conftest import (
     user_env,
     wait_for,
 )
-from mq.engine import boardlock, legacy
+from mq.engine.lockdir import boardlock, legacy
 
 LOCKFILE = shutil.which("lockfile") or "/usr/bin/lockfile"
 pytestmark = pytest.mark.skipif(not os.access(LOCKFILE, os.X_OK), reason="procmail lockfile(1) not installed")

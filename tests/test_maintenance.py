@@ -36,7 +36,7 @@ from conftest import (
     user_env,
     wait_for,
 )
-from mq.engine.errors import ExitCode
+from mq.engine.core.errors import ExitCode
 from test_mqsh import run_sh
 from test_run import PASS_IMG, SUCCESS, RunLab, jobs_left
 

@@ -28,7 +28,7 @@ from conftest import (
     ticket_pids,
     wait_for,
 )
-from mq.engine.legacy_waiters import Scan
+from mq.engine.lockdir.legacy_waiters import Scan
 from test_run import needs_lockfile
 
 

@@ -26,12 +26,12 @@ import pytest
 
 import pgserver
 from conftest import PROMPT, SshLab, wait_for
-from mq.engine.errors import ExitCode
+from mq.engine.core.errors import ExitCode
 
 pytestmark = pytest.mark.skipif(pgserver.missing(), reason="needs the PostgreSQL server binaries")
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-SIM = 'boot = "{python} -m mq.engine.simboard {system} {files}"\n'
+SIM = 'boot = "{python} -m mq.engine.host.simboard {system} {files}"\n'
 
 
 @dataclass

@@ -28,8 +28,8 @@ import pytest
 
 import pgserver
 from conftest import LAB_TOML, PROMPT, wait_for
-from mq.engine.errors import LockDirError, NotAcquiredError
-from mq.engine.inventory import parse_inventory
+from mq.engine.core.errors import LockDirError, NotAcquiredError
+from mq.engine.core.inventory import parse_inventory
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -42,7 +42,7 @@ INVENTORY = parse_inventory(LAB_TOML, "lab.toml")
 # A waiter process: one wait, then its grant as a JSON line, then (on "release" from stdin) its release.
 WAITER = """
 import json, sys
-from mq.engine.inventory import parse_inventory
+from mq.engine.core.inventory import parse_inventory
 from mq.pgengine import PgEngine
 conninfo, toml, name, key, grace, session, give_up = sys.argv[1:8]
 engine = PgEngine(conninfo, parse_inventory(toml, "lab.toml"), grace=float(grace), give_up=float(give_up),

@@ -64,8 +64,8 @@ from conftest import PROMPT, proc_state, wait_for
 
 psycopg = pytest.importorskip("psycopg")
 
-from mq.engine.errors import NotAcquiredError, NotHolderError  # noqa: E402
-from mq.engine.inventory import parse_inventory  # noqa: E402
+from mq.engine.core.errors import NotAcquiredError, NotHolderError  # noqa: E402
+from mq.engine.core.inventory import parse_inventory  # noqa: E402
 from mq.pgengine import PgEngine, schema, session  # noqa: E402
 from mq.pgengine.rows import OWNER_CLASS  # noqa: E402
 
@@ -100,7 +100,7 @@ FIGURES: list[dict[str, Any]] = []  # every fault's figures in this run, printed
 # the witness directory, its log, the doubles file, the stop file, grace, seed.
 CLIENT = r'''
 import json, os, random, sys, time
-from mq.engine.inventory import parse_inventory
+from mq.engine.core.inventory import parse_inventory
 from mq.pgengine import PgEngine
 from mq.pgengine.link import PlaceLost
 
@@ -971,7 +971,7 @@ class CommitCutter:
 # One wait for b1 and its release, each said as a JSON line (or the error that ended them).
 WAIT_AND_RELEASE = r'''
 import json, sys
-from mq.engine.inventory import parse_inventory
+from mq.engine.core.inventory import parse_inventory
 from mq.pgengine import PgEngine
 engine = PgEngine(sys.argv[1], parse_inventory("[systems.b1]\narch = \"arm\"\n", "lab.toml"), grace=10.0,
                   on_reconnect=lambda message: print("reconnect:", message, file=sys.stderr, flush=True))
@@ -1023,7 +1023,7 @@ def test_a_restart_that_swallows_a_commits_acknowledgement(tcp_server: pgserver.
 # ``mq_release``: a sem -signal of its own), then waits for b1 and releases it, each said as a JSON line.
 STOPS_BEFORE = r'''
 import json, os, signal, sys
-from mq.engine.inventory import parse_inventory
+from mq.engine.core.inventory import parse_inventory
 from mq.pgengine import PgEngine
 from mq.pgengine.link import Link
 conninfo, step = sys.argv[1:3]

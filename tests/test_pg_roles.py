@@ -21,8 +21,8 @@ import pytest
 
 import pgserver
 from conftest import LAB_TOML
-from mq.engine.errors import LockDirError, NotHolderError
-from mq.engine.inventory import parse_inventory
+from mq.engine.core.errors import LockDirError, NotHolderError
+from mq.engine.core.inventory import parse_inventory
 from mq.pgengine import PgEngine, inventory_store, schema
 
 psycopg = pytest.importorskip("psycopg")

@@ -1,7 +1,7 @@
 """Queue policies (issue 12): priorities, aging that bounds how long anyone is passed, per-pool
 policies, and how the CLI shows them.
 
-The rule (README "Queue policies", ``mq.engine.policy``): under ``policy = "priority"`` with
+The rule (README "Queue policies", ``mq.engine.core.policy``): under ``policy = "priority"`` with
 ``aging = A``, each waiter is served in the order of its virtual arrival time ``created - p*A``
 (arrival order on a tie); without aging, by priority, then arrival. The 20-waiter scenario
 below predicts the grant order from that rule alone, written out here again, and checks the
@@ -20,15 +20,15 @@ import time
 import pytest
 
 from conftest import LabFixture, Procs, engine, queued, run_mq, spawn_mq, ticket_pids, wait_for
-from mq.engine import policy
-from mq.engine.inventory import Inventory, Pool, System
-from mq.engine.results import Ticket
+from mq.engine.core import policy
+from mq.engine.core.inventory import Inventory, Pool, System
+from mq.engine.core.results import Ticket
 
 WORKER = textwrap.dedent(
     """
     import os, sys, time
-    from mq.engine.inventory import load_inventory
-    from mq.engine.semaphore import Engine
+    from mq.engine.core.inventory import load_inventory
+    from mq.engine.lockdir.semaphore import Engine
 
     base, key, priority = sys.argv[1], sys.argv[2], int(sys.argv[3])
     eng = Engine(base, load_inventory(os.path.join(base, "lab.toml")))

@@ -1,6 +1,6 @@
 """``mq run`` end to end: real ``mq`` processes, the board simulator as console, a real sshd.
 
-Every board of the test inventory boots ``mq.engine.simboard`` (or a probe
+Every board of the test inventory boots ``mq.engine.host.simboard`` (or a probe
 that prints its argv) and powers off by touching a marker file, so each test
 can check what a job left behind: no lock, no waiting ticket, no console
 process, no uploaded image, and a power-off that happened.
@@ -64,7 +64,7 @@ power_off = "touch @MARKS@/poweroff-{system}"
 
 [systems.badoff]
 arch = "none"
-boot = "{python} -m mq.engine.simboard {system} {files}"
+boot = "{python} -m mq.engine.host.simboard {system} {files}"
 power_off = "false"
 
 [systems.nob]
@@ -79,7 +79,7 @@ systems = ["b2", "x86a"]
 
 def run_toml(marks: Path, probe: Path) -> str:
     """conftest.LAB_TOML with a boot and power_off for every system, x86b PXE-booting too, plus extras."""
-    commands = ('boot = "{python} -m mq.engine.simboard {system} {files}"\n'
+    commands = ('boot = "{python} -m mq.engine.host.simboard {system} {files}"\n'
                 'power_off = "touch @MARKS@/poweroff-{system}"\n')
     text = LAB_TOML.replace("dtb = true\n", "dtb = true\npxe_linux = true\n")  # x86b
     text = re.sub(r"^\[systems\.\w+\]\n", lambda m: m.group(0) + commands, text, flags=re.MULTILINE)
@@ -92,8 +92,8 @@ def run_toml(marks: Path, probe: Path) -> str:
 
 def consoles(needle: str, user: str | None = None) -> list[str]:
     """Simulated-board processes whose command line mentions ``needle``."""
-    cmd = ["pgrep", "-af", "mq.engine.simboard"] if user is None else \
-        ["pgrep", "-u", user, "-af", "mq.engine.simboard"]
+    cmd = ["pgrep", "-af", "mq.engine.host.simboard"] if user is None else \
+        ["pgrep", "-u", user, "-af", "mq.engine.host.simboard"]
     out = subprocess.run(cmd, capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if needle in line and "pgrep" not in line]
 
@@ -782,7 +782,7 @@ def test_reserve_warns_about_ignored_options(rl: RunLab) -> None:
 # -- 6. kill -9 of a local client ------------------------------------------------------------
 def local_engines(rl: RunLab) -> list[int]:
     """The job engine processes a local ``mq run`` of this lab started."""
-    out = subprocess.run(["pgrep", "-af", "mq.engine.agent"], capture_output=True, text=True).stdout
+    out = subprocess.run(["pgrep", "-af", "mq.engine.host.agent"], capture_output=True, text=True).stdout
     return [int(line.split()[0]) for line in out.splitlines() if str(rl.lab.base) in line]
 
 
@@ -1278,7 +1278,7 @@ SPLIT_LINE_BOARD = textwrap.dedent(
     (r"prompt>\s*$", "completed"),  # ... also with $, once the console is quiet
 ])
 def test_match_at_the_end_of_an_unfinished_line(pattern: str, outcome: str) -> None:
-    from mq.engine import boot
+    from mq.engine.host import boot
 
     console = boot.Console([sys.executable, "-c", SPLIT_LINE_BOARD])
     try:

@@ -48,7 +48,7 @@ from conftest import (
     user_env,
     wait_for,
 )
-from mq.engine.errors import ExitCode
+from mq.engine.core.errors import ExitCode
 
 ALICE, MALLORY = "mqalice", "mqbob"
 SUCCESS = "All is well in the universe"
@@ -56,7 +56,7 @@ SUCCESS = "All is well in the universe"
 
 def evil_inventory(marker: Path) -> str:
     """The test inventory with a boot command that leaves proof of who ran it."""
-    boot = f'boot = "sh -c \'id -un > {marker}; {sys.executable} -m mq.engine.simboard {{system}} {{files}}\'"\n'
+    boot = f'boot = "sh -c \'id -un > {marker}; {sys.executable} -m mq.engine.host.simboard {{system}} {{files}}\'"\n'
     return LAB_TOML.replace('[systems.b1]\n', '[systems.b1]\n' + boot)
 
 
@@ -439,9 +439,10 @@ def test_an_engine_planted_in_a_group_writable_cache_is_not_run(ssh_lab: SshLab,
             os.chmod(directory, 0o2775)
             os.chown(directory, pwd_uid(ALICE), grp.getgrnam(TEST_GROUP).gr_gid)
         engine = cache / "mq" / f"engine-{engine_zip()[0]}"
-        script = (f"import os; e = {str(engine)!r}; os.makedirs(e + '/mq/engine'); "
+        script = (f"import os; e = {str(engine)!r}; os.makedirs(e + '/mq/engine/host'); "
                   f"open(e + '/mq/__init__.py', 'w').close(); open(e + '/mq/engine/__init__.py', 'w').close(); "
-                  f"open(e + '/mq/engine/agent.py', 'w').write({PLANTED_AGENT.format(marker=str(marker))!r})")
+                  f"open(e + '/mq/engine/host/__init__.py', 'w').close(); "
+                  f"open(e + '/mq/engine/host/agent.py', 'w').write({PLANTED_AGENT.format(marker=str(marker))!r})")
         assert subprocess.run([sys.executable, "-c", script], **as_user(MALLORY)).returncode == 0  # type: ignore[call-overload]
         proc = ssh_lab.mq(ALICE, "--debug", "sem", "-info", "b1")
         assert proc.returncode == 0 and "b1" in proc.stdout, proc
@@ -454,7 +455,7 @@ def test_an_engine_planted_in_a_group_writable_cache_is_not_run(ssh_lab: SshLab,
 
 # -- the rules themselves ----------------------------------------------------------------
 def test_a_sticky_directory_protects_what_others_do_not_own(tmp_path: Path) -> None:
-    from mq.engine import trust
+    from mq.engine.host import trust
 
     sticky = tmp_path / "sticky"
     sticky.mkdir()
@@ -468,7 +469,7 @@ def test_a_sticky_directory_protects_what_others_do_not_own(tmp_path: Path) -> N
 
 def test_a_symlink_is_judged_where_it_lies_too(shared_lab: LabFixture, test_users: tuple[str, ...]) -> None:
     """``BASE/lab.toml -> /etc/...``: the link itself lies where any member can replace it."""
-    from mq.engine import trust
+    from mq.engine.host import trust
 
     link = shared_lab.base / "link.toml"
     link.symlink_to(shared_lab.inventory)
@@ -481,7 +482,7 @@ def test_a_symlink_is_judged_where_it_lies_too(shared_lab: LabFixture, test_user
 
 
 def test_a_group_writable_inventory_file_is_refused(tmp_path: Path) -> None:
-    from mq.engine import trust
+    from mq.engine.host import trust
 
     path = tmp_path / "lab.toml"
     path.write_text(LAB_TOML)

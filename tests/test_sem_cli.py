@@ -2,7 +2,7 @@
 
 Every form of ``mq.sh sem`` is checked against the exact lines mq.sh prints
 (see shared/reference/mq-sh.md), plus mq's own additions (grant numbers,
-waiters, ``--json``). Exit codes are the named ones of ``mq.engine.errors``.
+waiters, ``--json``). Exit codes are the named ones of ``mq.engine.core.errors``.
 """
 
 from __future__ import annotations

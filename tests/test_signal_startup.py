@@ -134,8 +134,8 @@ def test_signal_ignored_at_start_stays_ignored(lab: LabFixture, signum: int) -> 
 HELD_BY_AN_IMPORT = """
 import sys, threading, time
 from pathlib import Path
-from mq.engine.errors import Interrupted
-from mq.engine.signals import GUARD
+from mq.engine.core.errors import Interrupted
+from mq.engine.core.signals import GUARD
 
 GUARD.install()
 Path(sys.argv[1], "slow_module.py").write_text(

@@ -135,8 +135,8 @@ def test_pool_wait_ctrl_c_leaves_pool_untouched(lab: LabFixture, children: list[
 CHURNER = textwrap.dedent(
     """
     import os, random, sys, time
-    from mq.engine.inventory import load_inventory
-    from mq.engine.semaphore import Engine
+    from mq.engine.core.inventory import load_inventory
+    from mq.engine.lockdir.semaphore import Engine
 
     base, stop = sys.argv[1], sys.argv[2]
     eng = Engine(base, load_inventory(os.path.join(base, "lab.toml")))

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not Path("/usr/sbin/sshd").exists(), reason="nee
 def host_agents(lab: LabFixture, user: str) -> list[str]:
     """The host-side processes of ``user`` serving ``lab`` (their command lines name its directory;
     other labs' agents, other tests' or other runs', are not this test's business)."""
-    out = subprocess.run(["pgrep", "-u", user, "-af", "mq.engine.agent"], capture_output=True, text=True).stdout
+    out = subprocess.run(["pgrep", "-u", user, "-af", "mq.engine.host.agent"], capture_output=True, text=True).stdout
     return [line.split()[0] for line in out.splitlines() if str(lab.base) in line]
 
 

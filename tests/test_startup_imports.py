@@ -24,8 +24,10 @@ with open(sys.argv[1], "w") as out:
 
 NEVER = {"rich", "zipfile", "filelock"}  # the progress bar of `mq run`, the bundle, the demo lab's creation
 SSH = {"paramiko", "mq.transport.bundle", "mq.transport.sshconfig", "mq.transport.paramiko_ssh"}
-RUN = {"mq.run_client", "mq.keyboard", "mq.console", "mq.engine.run_host", "mq.engine.boot", "mq.engine.jobdir"}
-LAB = {"mq.service", "mq.config", "mq.transport", "mq.engine.results", "mq.engine.inventory", "tomllib", "tomli"}
+RUN = {"mq.client.run_client", "mq.transport.keyboard", "mq.client.console", "mq.engine.host.run_host",
+       "mq.engine.host.boot", "mq.engine.host.jobdir"}
+LAB = {"mq.client.service", "mq.settings.config", "mq.transport", "mq.engine.core.results", "mq.engine.core.inventory",
+       "tomllib", "tomli"}
 
 
 def modules(lab: LabFixture, tmp_path: Path, *args: str) -> set[str]:
@@ -48,7 +50,7 @@ def test_help_loads_no_lab(lab: LabFixture, tmp_path: Path, args: tuple[str, ...
 
 def test_local_sem_loads_no_ssh_and_no_run(lab: LabFixture, tmp_path: Path) -> None:
     loaded = modules(lab, tmp_path, "sem", "-info", "b1")
-    assert {"mq.service", "mq.engine.inventory"} <= loaded
+    assert {"mq.client.service", "mq.engine.core.inventory"} <= loaded
     assert loaded & (NEVER | SSH | RUN | {"mq.cli.mqsh"}) == set()
 
 

@@ -20,7 +20,7 @@ import pexpect
 import pytest
 
 from conftest import LabFixture, run_mq
-from mq.stats import compute, holds, percentile, report_json
+from mq.views.stats import compute, holds, percentile, report_json
 
 T0 = float(calendar.timegm((2026, 11, 18, 10, 0, 0)))  # TZ is UTC in the tests
 PERIOD = 36000.0  # ten hours

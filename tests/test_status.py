@@ -175,7 +175,7 @@ def test_a_terminal_gets_one_live_line_that_goes_when_the_board_comes(lab: LabFi
 def test_hold_times_come_from_the_logs_tail_only(tmp_path: Any) -> None:
     """A waiter's ETA reads the last 2 MiB of the audit log, not years of it; a line cut by the
     tail is dropped, not misread."""
-    from mq.engine.history import read_events
+    from mq.engine.lockdir.history import read_events
 
     log = tmp_path / "audit.jsonl"
     lines = [json.dumps({"time": 1000.0 + i, "event": "release", "board": "b1", "held": float(i)}) for i in range(50)]
@@ -192,7 +192,7 @@ def test_a_waiting_line_closed_before_its_thread_started_ends_quietly() -> None:
     import io
     import threading
 
-    from mq.waitline import WaitLine
+    from mq.views.waitline import WaitLine
 
     line = WaitLine(stream=io.StringIO(), tty=False)
     line._thread = threading.Thread(target=lambda: None)  # made, never started

@@ -1,4 +1,4 @@
-"""TOML through tomllib or tomli (mq.engine.tomlparse): errors name the file and the key, with
+"""TOML through tomllib or tomli (mq.engine.core.tomlparse): errors name the file and the key, with
 either parser; without tomllib (Python < 3.11) tomli is used."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from conftest import SRC
-from mq.config import load_config
-from mq.engine.errors import InventoryError
-from mq.engine.inventory import load_inventory, parse_inventory
-from mq.errors import ConfigError
+from mq.engine.core.errors import InventoryError
+from mq.engine.core.inventory import load_inventory, parse_inventory
+from mq.settings.config import load_config
+from mq.settings.errors import ConfigError
 
 
 def inventory_error(text: str, path: str = "lab.toml") -> InventoryError:
@@ -83,7 +83,7 @@ FALLBACK = """
 import json, sys
 sys.modules["tomllib"] = None  # as on Python 3.9 and 3.10
 from mq.engine import tomlparse
-from mq.engine.inventory import parse_inventory
+from mq.engine.core.inventory import parse_inventory
 try:
     parse_inventory('[systems.a]\\narch = "x"\\narch = "y"\\n', "lab.toml")
 except Exception as exc:

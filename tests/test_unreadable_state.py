@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LabFixture, SshLab, run_mq, spawn_mq, wait_for
-from mq.engine.errors import ExitCode
+from mq.engine.core.errors import ExitCode
 
 Mq = Callable[..., subprocess.CompletedProcess[str]]
 READ_ONLY = (("sem", "-info", "b1"), ("sem", "-mr-info", "b1"), ("sem", "-info", "trio"), ("sem", "dumpall"),

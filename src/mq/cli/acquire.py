@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Callable
 
-from .. import service
-from ..engine.signals import GUARD
+from mq.client import service
+from mq.engine.core.signals import GUARD
 
 if TYPE_CHECKING:
-    from ..engine.results import Grant
+    from mq.engine.core.results import Grant
 
 
 def acquire(lab: service.Lab, name: str, key: str, lock_timeout: int, period: float, retries: int,
@@ -20,7 +20,7 @@ def acquire(lab: service.Lab, name: str, key: str, lock_timeout: int, period: fl
     # before the grant is reported (then it is given back). Once reported, it stands.
     line = None
     if show_wait:
-        from ..waitline import WaitLine
+        from mq.views.waitline import WaitLine
 
         line = WaitLine()
     with GUARD.deferred():

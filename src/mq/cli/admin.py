@@ -6,8 +6,9 @@ from typing import Any, Optional
 
 import typer
 
-from .. import render
-from ..errors import ConfigError
+from mq.settings.errors import ConfigError
+from mq.views import render
+
 from .state import Globals
 
 admin = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
@@ -15,10 +16,10 @@ admin = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
 
 
 def _backend(ctx: typer.Context, given: Optional[str]) -> str:
-    from ..config import load_config
+    from mq.settings.config import load_config
 
     if given:
-        from ..backend_string import check
+        from mq.settings.backend_string import check
 
         check(given, "--backend", on_command_line=True)
         return given
@@ -31,7 +32,7 @@ def _backend(ctx: typer.Context, given: Optional[str]) -> str:
 
 
 def _connect(backend: str) -> Any:
-    from ..transport.postgres import connect
+    from mq.transport.postgres import connect
 
     return connect(backend)
 
@@ -43,7 +44,7 @@ BACKEND_HELP = "The database (a libpq URI or keywords); default: the configured 
 def init(ctx: typer.Context, backend: Optional[str] = typer.Option(None, "--backend", help=BACKEND_HELP),
          as_json: bool = typer.Option(False, "--json", help="Versioned JSON output.")) -> None:
     """Create or migrate mq's tables in the database (versioned; running it again changes nothing)."""
-    from ..pgengine import schema
+    from mq.pgengine import schema
 
     with _connect(_backend(ctx, backend)) as conn:
         before = schema.version(conn)
@@ -64,7 +65,7 @@ def init(ctx: typer.Context, backend: Optional[str] = typer.Option(None, "--back
 
 
 def _grant(ctx: typer.Context, backend: Optional[str], role: str, name: str, revoke: bool) -> None:
-    from ..pgengine import schema
+    from mq.pgengine import schema
 
     with _connect(_backend(ctx, backend)) as conn:
         try:
@@ -82,7 +83,7 @@ def grant_user(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HEL
                revoke: bool = typer.Option(False, "--revoke", help="Take the right away again."),
                backend: Optional[str] = typer.Option(None, "--backend", help=BACKEND_HELP)) -> None:
     """Let database role NAME use the queue (mq_user): wait, release and cancel its own, as itself."""
-    from ..pgengine import schema
+    from mq.pgengine import schema
 
     _grant(ctx, backend, schema.USER_ROLE, name, revoke)
 
@@ -93,7 +94,7 @@ def grant_admin(ctx: typer.Context, name: str = typer.Argument(..., help=NAME_HE
                 backend: Optional[str] = typer.Option(None, "--backend", help=BACKEND_HELP)) -> None:
     """Make database role NAME an admin of the queue (mq_admin): -f, offline/online, admin commands,
     any priority."""
-    from ..pgengine import schema
+    from mq.pgengine import schema
 
     _grant(ctx, backend, schema.ADMIN_ROLE, name, revoke)
 
@@ -105,8 +106,8 @@ def load_inventory(ctx: typer.Context,
                    as_json: bool = typer.Option(False, "--json", help="Versioned JSON output.")) -> None:
     """Check a lab inventory and store it in the database: every client then sees the same
     systems, pools, lab hosts and [queue] policy. Locks and waiters stay as they are."""
-    from ..engine.inventory import parse_inventory, read_inventory
-    from ..pgengine import inventory_store, schema
+    from mq.engine.core.inventory import parse_inventory, read_inventory
+    from mq.pgengine import inventory_store, schema
 
     text = read_inventory(path)
     inventory = parse_inventory(text, path)  # a broken file is refused before anything changes

@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from .. import __version__
+from mq import __version__
+
 from . import check, import_mqsh, listing, run, sem, status
 from .state import Globals
 

@@ -18,7 +18,7 @@ from typing import List
 
 import click
 
-from ..errors import UsageError
+from mq.settings.errors import UsageError
 
 _WORD = re.compile(r"-[A-Za-z][A-Za-z-]+")
 

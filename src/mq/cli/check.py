@@ -6,8 +6,9 @@ from typing import Optional
 
 import typer
 
-from .. import render
-from ..engine.errors import safe_text
+from mq.engine.core.errors import safe_text
+from mq.views import render
+
 from .state import Globals
 
 
@@ -24,7 +25,7 @@ def check(ctx: typer.Context,
     `HOST: CHECK: FAIL: reason`. Exit 0 with no problem, else the first problem's code: 6 for the
     configuration or the lab file, 7 for the lock directory, 9 when the host cannot be reached.
     """
-    from ..check import check as run_checks  # here, not at import: only `mq check` needs it
+    from mq.client.check import check as run_checks  # here, not at import: only `mq check` needs it
 
     opts: Globals = ctx.obj or Globals()
     report = run_checks(file, host, opts.host, opts.base, opts.mqsh)

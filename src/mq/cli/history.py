@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from .. import render
+from mq.views import render
+
 from .state import complete_names, open_from
 
 
@@ -25,9 +26,9 @@ def history(ctx: typer.Context,
     lock-lost, cancel, timeout, offline, online ...), board, user, key, grant number,
     the wait or hold it ends, and what else there is to say.
     """
-    from .. import service
-    from ..history_view import history_json, history_lines
-    from ..since import parse_since
+    from mq.client import service
+    from mq.client.since import parse_since
+    from mq.views.history_view import history_json, history_lines
 
     start = None if since is None else parse_since(since)
     lab = open_from(ctx)

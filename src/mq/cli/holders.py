@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from .. import render
-from ..engine.errors import BadInputError, ExitCode, safe_text
+from mq.engine.core.errors import BadInputError, ExitCode, safe_text
+from mq.views import render
+
 from .state import open_from
 
 if TYPE_CHECKING:
     import subprocess
 
-    from ..engine.results import BoardState, Offline
+    from mq.engine.core.results import BoardState, Offline
 
 DEFAULT_OLDER_THAN = "2h"  # the old mail script's two hours
 PLACEHOLDERS = ("user", "board", "since", "key", "held", "grant")
@@ -60,7 +61,7 @@ class Held:
 
 def parse_duration(text: str) -> float:
     """``--older-than``: ``2h``, ``90m``, ``1d``, ``1h30m``, ``45s`` or plain seconds; BadInputError (5) else."""
-    from ..since import span_seconds
+    from mq.client.since import span_seconds
 
     seconds = span_seconds(text.strip())
     if seconds is None:
@@ -70,7 +71,7 @@ def parse_duration(text: str) -> float:
 
 def parse_template(text: str) -> Template:
     """``--notify``'s words, checked before anything runs: every placeholder known."""
-    from ..engine import templates  # here: `mq --help` loads no inventory code
+    from mq.engine.core import templates  # here: `mq --help` loads no inventory code
 
     try:
         words = templates.split(text)
@@ -186,7 +187,7 @@ def holders(ctx: typer.Context,
     """
     limit = parse_duration(older_than)
     template = parse_template(notify_template) if notify_template is not None else None
-    from .. import service
+    from mq.client import service
 
     states = service.sem_dumpall(open_from(ctx))
     now = time.time()

@@ -1,4 +1,4 @@
-"""``mq import-mqsh``: an mq.sh lab's systems and pools as a lab.toml (``mq.mqsh_import``)."""
+"""``mq import-mqsh``: an mq.sh lab's systems and pools as a lab.toml (``mq.client.mqsh_import``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .. import render
+from mq.views import render
 
 
 def import_mqsh(
@@ -30,9 +30,10 @@ def import_mqsh(
     Systems function, a file that cannot be sourced or a value lab.toml cannot hold writes nothing
     and exits 6. Put the result in /etc/mq/lab.toml (root's, mode 0644) and check it with mq check.
     """
-    from .. import __version__
-    from ..engine.errors import ExitCode
-    from ..mqsh_import import check_output, import_lab, lab_toml, write_lab
+    from mq import __version__
+    from mq.client.mqsh_import import import_lab
+    from mq.client.mqsh_toml import check_output, lab_toml, write_lab
+    from mq.engine.core.errors import ExitCode
 
     if output is not None:
         check_output(output, force)  # before the lab is read

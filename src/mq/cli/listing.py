@@ -6,12 +6,13 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
 
-from .. import render
-from ..errors import BadInputError
+from mq.settings.errors import BadInputError
+from mq.views import render
+
 from .state import Globals, open_from
 
 if TYPE_CHECKING:
-    from ..engine.inventory import Inventory
+    from mq.engine.core.inventory import Inventory
 
 JSON_HELP = "Versioned JSON output."
 
@@ -41,13 +42,13 @@ def inventory_of(ctx: typer.Context) -> Inventory:
     """The lab's inventory; when its host cannot be reached, the copy the last command that
     read it kept (``inventory_cache``), saying on stderr how old it is (as ``mq.sh``, which
     reads its own scripts, nothing is said)."""
-    from ..config import load_config
-    from ..transport.base import SshError
+    from mq.settings.config import load_config
+    from mq.transport.base import SshError
 
     try:
         return open_from(ctx).inventory
     except SshError as exc:
-        from ..service import cached_inventory
+        from mq.client.service import cached_inventory
 
         opts: Globals = ctx.obj or Globals()
         cached = cached_inventory(load_config(host=opts.host, base=opts.base, mqsh=opts.mqsh))

@@ -7,9 +7,9 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
-from ..engine.errors import EngineError, ExitCode, Interrupted
-from ..engine.signals import GUARD
-from ..render import diag, err
+from mq.engine.core.errors import EngineError, ExitCode, Interrupted
+from mq.engine.core.signals import GUARD
+from mq.views.render import diag, err
 
 MQSH_NAME = "mq.sh"  # invoked under this name, mq is mq.sh (cli/mqsh.py)
 
@@ -41,8 +41,8 @@ def connect_early(args: List[str], mqsh_name: bool) -> None:
     if any(a in ("-h", "--help", "--version") for a in args) or not args:
         return
     try:
-        from ..config import load_config
-        from ..transport import start_early
+        from mq.settings.config import load_config
+        from mq.transport import start_early
 
         given = split_globals(args)[0]
         start_early(load_config(host=given.get("host"), base=given.get("base"), mqsh=mqsh_name))
@@ -59,7 +59,7 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     if "_MQ_COMPLETE" in os.environ:  # shell completion (completions/*) under either name: the typer CLI answers
         return cli_main(args, mqsh_name=mqsh_name)
     # Until a command runs, nothing is held or queued: a signal ends mq at once with one
-    # line (mq/_early_signals.py, installed by mq's first line). GUARD takes over just
+    # line (mq/engine/core/early_signals.py, installed by mq's first line). GUARD takes over just
     # before the command; from then on, one landing in an import waits for a safe point.
     if os.environ.get("MQ_NO_EARLY") != "1":
         connect_early(args, mqsh_name)
@@ -110,7 +110,7 @@ def cli_main(args: List[str], mqsh_name: bool = False) -> int:
     except Interrupted as exc:
         return _failed(exc.message, exc.exit_code, "Interrupted", rest)
     except EngineError as exc:
-        from ..transport.base import SshError
+        from mq.transport.base import SshError
 
         if mqsh_name and isinstance(exc, SshError):
             raise  # mqsh.main says it as mq.sh does: on stdout, exit 1
@@ -132,7 +132,7 @@ def _failed(message: str, code: int, kind: str, rest: List[str]) -> int:
     diag(message)
     options = rest[1:rest.index("--")] if "--" in rest else rest[1:]
     if "--json" in options:
-        from ..render import envelope, out
+        from mq.views.render import envelope, out
 
         with contextlib.suppress(OSError):
             out(envelope("error", {"error": kind, "message": message, "exit_code": int(code)}))

@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from .. import render
-from ..engine.errors import safe_text
+from mq.engine.core.errors import safe_text
+from mq.views import render
+
 from .state import complete_names, open_from
 
 if TYPE_CHECKING:
-    from ..engine.results import Offline
+    from mq.engine.core.results import Offline
 
 
 def offline_json(board: str, offline: Offline, holder: Optional[str] = None) -> dict[str, Any]:
@@ -36,7 +37,7 @@ def offline(ctx: typer.Context,
     already queued for the board keeps its place. Any user of the lab may do this (audited);
     again on an offline board, it gives a new reason. `mq online BOARD` ends it.
     """
-    from .. import service
+    from mq.client import service
 
     lab = open_from(ctx)
     result = service.set_offline(lab, board, reason)
@@ -65,7 +66,7 @@ def online(ctx: typer.Context,
     its waiters are served as after a release. Any user of the lab may do this (audited).
     On a board that is not offline nothing changes: a note on stderr, exit 0.
     """
-    from .. import service
+    from mq.client import service
 
     was = service.set_online(open_from(ctx), board)
     if as_json:

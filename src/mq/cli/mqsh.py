@@ -22,9 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
-from .. import render, service
-from ..config import load_config
-from ..engine.errors import (
+from mq.client import service
+from mq.engine.core.errors import (
     AlreadyHeldError,
     EngineError,
     Interrupted,
@@ -32,29 +31,21 @@ from ..engine.errors import (
     NotHolderError,
     UnknownTargetError,
 )
-from ..engine.names import NO_KEY
-from ..engine.results import Grant
+from mq.engine.core.names import NO_KEY
+from mq.engine.core.results import Grant
+from mq.settings.config import load_config
+from mq.views import render
+
 from .acquire import acquire
+from .mqsh_exits import FAILED, MISSING_VALUE, NOT_ACQUIRED, OK, Exit, already_held, gave_up, unknown_target
 from .mqsh_usage import full_usage, sem_usage, usage
 
-# mq.sh's own exit codes: it knows only these.
-OK, FAILED, NOT_ACQUIRED = 0, 1, 2
-MISSING_VALUE = 2  # the shell's status when an option's value is missing
 COMMANDS = ("run", "systems", "sem", "system-tsv", "pool-tsv", "features")
 ACTIONS = ("-info", "-mr-info", "-signal", "-wait", "-cancel")
 VALUE_OPTIONS = ("-w", "-t", "-k", "-T")
 _INTEGER = re.compile(r"[0-9]+")
 _SIGNED = re.compile(r"[-+]?[0-9]+")
 _NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
-
-
-class Exit(Exception):
-    """Leave with mq.sh's ``code`` after printing ``lines`` on stdout."""
-
-    def __init__(self, code: int, lines: Sequence[str] = ()) -> None:
-        super().__init__(code)
-        self.code = code
-        self.lines = list(lines)
 
 
 @dataclass
@@ -104,11 +95,6 @@ def parse_sem(args: Sequence[str], prog: str) -> SemArgs:
     if not _INTEGER.fullmatch(parsed.timeout):
         raise Exit(FAILED, ["-T <timeout> requires a positive integer"])
     return parsed
-
-
-def unknown_target(exc: UnknownTargetError) -> Exit:
-    return Exit(FAILED, [f"System or pool '{exc.name}' does not exist. Valid systems are", *exc.systems,
-                         "Valid pools are", " ".join(exc.pools)])
 
 
 class Sem:
@@ -197,29 +183,6 @@ class Sem:
         return OK
 
 
-def already_held(exc: AlreadyHeldError) -> Exit:
-    same = exc.held_key != NO_KEY and exc.held_key == exc.asked_key
-    return Exit(NOT_ACQUIRED, [
-        "Attempting to grab lock you already own with the same key. Please explicitly release" if same
-        else "Attempting to grab lock you already own. Please explicitly release",
-        f"Failed to acquire lock for system ({exc.name})"])
-
-
-def gave_up(lab: service.Lab, name: str, exc: NotAcquiredError) -> Exit:
-    """A wait that ended without the lock, as mq.sh says it: on a pool, first the member it
-    picked (a free one, else the first) and then the rest about that member; lockfile's own
-    line when the retries ran out (not for a cancelled wait)."""
-    lines: List[str] = []
-    board = name
-    if name in lab.inventory.pools:
-        states = service.sem_info(lab, name)
-        board = next((s.board for s in states if s.holder is None), states[0].board)
-        lines.append(board)
-    if not exc.reason:
-        lines.append(f'lockfile: Sorry, giving up on "{lab.config.base.rstrip("/")}/{board}.lock"')
-    return Exit(NOT_ACQUIRED, [*lines, f"Failed to acquire lock for system ({board})"])
-
-
 def sem(args: Sequence[str], prog: str, host: Optional[str], base: Optional[str]) -> int:
     parsed = parse_sem(args, prog)
     lab = service.open_lab(load_config(host=host, base=base, mqsh=True))
@@ -233,7 +196,7 @@ def sem(args: Sequence[str], prog: str, host: Optional[str], base: Optional[str]
 
 def failure(exc: EngineError) -> Exit:
     """Any other error, as mq.sh reports trouble: one line on stdout, exit 1."""
-    from ..transport.base import SshError
+    from mq.transport.base import SshError
 
     if isinstance(exc, SshError):
         render.err(f"mq.sh: {exc.reason}")

@@ -27,9 +27,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Sequence
 
-from .. import render, service
-from ..config import load_config
-from ..engine.errors import (
+from mq.client import service
+from mq.client.run_client import RunOptions, Voice, run
+from mq.engine.core.errors import (
     AlreadyHeldError,
     BadInputError,
     Interrupted,
@@ -37,9 +37,11 @@ from ..engine.errors import (
     NotHolderError,
     UnknownTargetError,
 )
-from ..engine.names import NO_KEY
-from ..run_client import RunOptions, Voice, run
-from .mqsh import FAILED, Exit, already_held, gave_up, unknown_target
+from mq.engine.core.names import NO_KEY
+from mq.settings.config import load_config
+from mq.views import render
+
+from .mqsh_exits import FAILED, Exit, already_held, gave_up, unknown_target
 from .mqsh_usage import run_usage
 
 VALUES = {"-s": "target", "-c": "completion", "-e": "error", "-d": "timeout", "-l": "log", "-k": "key",

@@ -7,9 +7,10 @@ from typing import Optional
 
 import typer
 
-from .. import render
-from ..engine.errors import safe_text
-from ..engine.names import NO_KEY
+from mq.engine.core.errors import safe_text
+from mq.engine.core.names import NO_KEY
+from mq.views import render
+
 from .state import PRIORITY_HELP, check_priority_option, complete_names, open_from
 
 OUTCOME_TEXT = {
@@ -20,7 +21,7 @@ OUTCOME_TEXT = {
     "detached": "released",
     "released": "its lock was released (sem -signal with its key); job ended",
 }
-LOCK_LOST = "lock-lost"  # engine.boot.LOCK_LOST (not imported here: only `mq run` loads the engine's run side)
+LOCK_LOST = "lock-lost"  # engine.core.outcomes.LOCK_LOST (not imported here: only `mq run` loads the engine's run side)
 
 
 def run_command(
@@ -44,7 +45,7 @@ def run_command(
     as_json: bool = typer.Option(False, "--json", help="The console to stderr; on stdout, a summary (JSON)."),
 ) -> None:
     """Lock, boot, stream the console until the completion text, power off, release."""
-    from ..run_client import RunOptions, Voice, run  # here, not at import: only `mq run` needs it
+    from mq.client.run_client import RunOptions, Voice, run  # here, not at import: only `mq run` needs it
 
     lab = open_from(ctx)
     result = run(lab, RunOptions(target=system, completion=completion, error=error, timeout=timeout, log=log,

@@ -6,15 +6,16 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from .. import render
-from ..engine.arguments import MAX_LOCK_TIMEOUT
-from ..engine.names import NO_KEY
-from ..errors import BadInputError, UsageError
+from mq.engine.core.arguments import MAX_LOCK_TIMEOUT
+from mq.engine.core.names import NO_KEY
+from mq.settings.errors import BadInputError, UsageError
+from mq.views import render
+
 from .state import PRIORITY_HELP, check_priority_option, complete_names, open_from
 
 if TYPE_CHECKING:
-    from .. import service
-    from ..engine.results import Grant
+    from mq.client import service
+    from mq.engine.core.results import Grant
 
 ACTIONS = ("wait", "signal", "info", "mr-info", "cancel")
 
@@ -55,7 +56,7 @@ def sem(
         raise UsageError(f"mq sem -{chosen[0]} needs a system or pool name")
     if not 0 <= lock_timeout <= MAX_LOCK_TIMEOUT:
         raise BadInputError(f"-T {lock_timeout}: out of range (0 to {MAX_LOCK_TIMEOUT} seconds)")
-    from .. import service  # here, not at import: `mq --help` needs no lab
+    from mq.client import service  # here, not at import: `mq --help` needs no lab
 
     lab = open_from(ctx)
     action = chosen[0]
@@ -100,7 +101,7 @@ def _wait(lab: service.Lab, name: str, key: str, lock_timeout: int, period: floa
 
 
 def _dumpall(ctx: typer.Context, as_json: bool) -> None:
-    from .. import service
+    from mq.client import service
 
     states = service.sem_dumpall(open_from(ctx))
     if as_json:

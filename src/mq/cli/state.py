@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from ..render import diag
+from mq.views.render import diag
 
 if TYPE_CHECKING:
-    from ..service import Lab
+    from mq.client.service import Lab
 
 
 @dataclass
@@ -22,8 +22,8 @@ class Globals:
 
 
 def open_from(ctx: typer.Context) -> Lab:
-    from ..config import load_config  # here, not at import: `mq --help` needs neither
-    from ..service import open_lab
+    from mq.client.service import open_lab
+    from mq.settings.config import load_config  # here, not at import: `mq --help` needs neither
 
     opts: Globals = ctx.obj or Globals()
     lab = open_lab(load_config(host=opts.host, base=opts.base, mqsh=opts.mqsh))
@@ -35,9 +35,9 @@ def open_from(ctx: typer.Context) -> Lab:
 
 
 def complete_names(ctx: typer.Context, incomplete: str = "") -> list[str]:
-    """Shell completion of system and pool names (``mq.inventory_cache``, loaded when asked), from
+    """Shell completion of system and pool names (``mq.client.inventory_cache``, loaded when asked), from
     the lab the line being completed names (``--host``/``--base``), under the name it was typed."""
-    from ..inventory_cache import names
+    from mq.client.inventory_cache import names
 
     given = ctx.find_root().params
     opts = ctx.obj if isinstance(ctx.obj, Globals) else Globals()
@@ -50,8 +50,8 @@ PRIORITY_HELP = ("Queue priority (higher first; default: the inventory's [queue]
 
 def check_priority_option(priority: Optional[int]) -> Optional[int]:
     """``--priority``, in range (a wrong one exits 5 before anything is asked of the lab)."""
-    from ..engine.policy import MAX_PRIORITY
-    from ..errors import BadInputError
+    from mq.engine.core.policy import MAX_PRIORITY
+    from mq.settings.errors import BadInputError
 
     if priority is not None and abs(priority) > MAX_PRIORITY:
         raise BadInputError(f"--priority {priority}: out of range (-{MAX_PRIORITY} to {MAX_PRIORITY})")

@@ -10,8 +10,9 @@ from typing import Optional
 
 import typer
 
-from .. import render
-from ..errors import BadInputError
+from mq.settings.errors import BadInputError
+from mq.views import render
+
 from .state import open_from
 
 DEFAULT_SINCE = "7d"
@@ -44,9 +45,9 @@ def stats(ctx: typer.Context,
     terminal, drawn as bar charts; otherwise plain aligned text. A pool's utilization
     is the mean of its members'.
     """
-    from .. import service
-    from ..since import parse_since
-    from ..stats import compute, report_json
+    from mq.client import service
+    from mq.client.since import parse_since
+    from mq.views.stats import compute, report_json
 
     now = time.time()
     start = parse_since(since, now)
@@ -57,17 +58,17 @@ def stats(ctx: typer.Context,
     pools = {p.name: p.members for p in inventory.pools.values()}
     report = compute(events, start, now, list(inventory.systems), pools, held_now)
     if html is not None:
-        from ..stats_html import page
+        from mq.views.stats_html import page
 
         _write_page(html, page(report))
         render.diag(f"wrote the stats page {html}")
     if as_json:
         render.out(render.envelope("stats", report_json(report)))
     elif html is None and sys.stdout.isatty():
-        from ..stats_chart import print_rich
+        from mq.views.stats_chart import print_rich
 
         print_rich(report)
     elif html is None:
-        from ..stats_chart import plain_lines
+        from mq.views.stats_chart import plain_lines
 
         render.write_lines(plain_lines(report))

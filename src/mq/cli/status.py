@@ -6,7 +6,8 @@ from typing import List, Optional
 
 import typer
 
-from .. import render
+from mq.views import render
+
 from .state import complete_names, open_from
 
 
@@ -21,8 +22,8 @@ def status(ctx: typer.Context,
     of that board (or its pool) in the audit log, else it is unknown; the basis of
     each estimate is shown.
     """
-    from .. import service
-    from ..status_view import status_json, status_lines
+    from mq.client import service
+    from mq.views.status_view import status_json, status_lines
 
     result = service.status(open_from(ctx), list(names or []))
     if as_json:

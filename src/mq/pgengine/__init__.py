@@ -4,6 +4,10 @@ in one database, shared by clients on many hosts (``PgEngine``, an ``interface.L
 ``schema.init`` creates or migrates the tables (``mq admin init``);
 ``inventory_store.store`` loads a lab inventory into them (``mq admin load-inventory``).
 Needs ``psycopg`` 3 (the ``pg`` extra); the file engine stays the default.
+
+May import: ``mq.engine.core`` (the interface, results, rules it shares with the file
+engine), ``psycopg`` and the standard library; never the lock-directory engine, the host
+side, the transports or the CLI.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Collection, Dict, List, Optional
 
-from mq.engine.history import MAX_EVENTS
+from mq.engine.core.protocol import MAX_EVENTS
 
 
 def read(conn: Any, since: Optional[float] = None, names: Optional[Collection[str]] = None,

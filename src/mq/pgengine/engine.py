@@ -15,21 +15,14 @@ import contextlib
 import time
 from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
-from mq.engine import policy
-from mq.engine.errors import (
-    BadInputError,
-    BoardOfflineError,
-    LockDirError,
-    NotAcquiredError,
-    not_held,
-)
-from mq.engine.health import Failure
-from mq.engine.inventory import Inventory
-from mq.engine.labpaths import user_name
-from mq.engine.names import NO_KEY, check_key
-from mq.engine.results import Grant, Offline, Released
-from mq.engine.signals import GUARD
-from mq.engine.waiter import Hooks
+from mq.engine.core import policy
+from mq.engine.core.errors import BadInputError, BoardOfflineError, LockDirError, NotAcquiredError, not_held
+from mq.engine.core.health import Failure
+from mq.engine.core.inventory import Inventory
+from mq.engine.core.names import NO_KEY, check_key, user_name
+from mq.engine.core.results import Grant, Offline, Released
+from mq.engine.core.signals import GUARD
+from mq.engine.core.waits import Hooks
 
 from . import audit, health, offline, schema
 from .link import Link, where
@@ -221,7 +214,7 @@ class PgEngine(Listings):
         return found
 
     def note_health(self, board: str, failure: Optional[Failure]) -> Tuple[int, Optional[Offline]]:
-        """A ``run``'s verdict on ``board`` (``mq.engine.health``): counted in ``mq_health``; at the
+        """A ``run``'s verdict on ``board`` (``mq.engine.core.health``): counted in ``mq_health``; at the
         system's ``health_limit`` the board is taken offline with the row's reason."""
         self._conn()
         count, full = health.note(self.link, self.user, self.inventory, board, failure)

@@ -1,4 +1,4 @@
-"""Board health in the database: the rule is ``mq.engine.health`` (``judge``, ``Row``), the row
+"""Board health in the database: the rule is ``mq.engine.core.health`` (``judge``, ``Row``), the row
 of board failures is ``mq_health`` (``queue.sql``: ``mq_health_note``); at the system's
 ``health_limit`` the board goes offline (``mq_health_offline``: allowed to any member once the
 row has reached the limit)."""
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Optional, Tuple
 
-from mq.engine.health import HISTORY, Failure, Row
-from mq.engine.inventory import Inventory
+from mq.engine.core.health import HISTORY, Failure, Row
+from mq.engine.core.inventory import Inventory
 
 from .link import Link
 

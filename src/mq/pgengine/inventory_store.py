@@ -8,8 +8,8 @@ import json
 import re
 from typing import Any, Dict, Optional
 
-from mq.engine import policy
-from mq.engine.inventory import Inventory, parse_inventory
+from mq.engine.core import policy
+from mq.engine.core.inventory import Inventory, parse_inventory
 
 
 def store(conn: Any, inventory: Inventory, toml: Optional[str] = None) -> None:

@@ -28,7 +28,14 @@ from typing import Any, Callable, Dict, List, Optional
 
 import psycopg
 
-from mq.engine.errors import AlreadyHeldError, BoardOfflineError, EngineError, ExitCode, LockDirError, NotHolderError
+from mq.engine.core.errors import (
+    AlreadyHeldError,
+    BoardOfflineError,
+    EngineError,
+    ExitCode,
+    LockDirError,
+    NotHolderError,
+)
 
 from . import session
 from .rows import MUTEX, OWNER_CLASS

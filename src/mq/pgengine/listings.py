@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 from typing import Any, Collection, Dict, List, Optional, Sequence
 
-from mq.engine import policy
-from mq.engine.inventory import Inventory
-from mq.engine.results import BoardState, Ticket
+from mq.engine.core import policy
+from mq.engine.core.inventory import Inventory
+from mq.engine.core.results import BoardState, Ticket
 
 from .rows import Snapshot, ordered
 
@@ -55,9 +55,8 @@ class Listings:
         return self._read_events(since, names)
 
     def status(self, names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-        from mq.engine.projection import HoldTimes, project
-        from mq.engine.protocol import to_wire
-        from mq.engine.status import HOLD_HISTORY
+        from mq.engine.core.projection import HOLD_HISTORY, HoldTimes, project
+        from mq.engine.core.protocol import to_wire
 
         inv = self.inventory
         wanted = None if not names else {b for name in names for b in inv.members(name)}

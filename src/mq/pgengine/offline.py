@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from mq.engine.errors import BadInputError
-from mq.engine.inventory import Inventory
-from mq.engine.maintenance import check_reason
-from mq.engine.results import Offline
+from mq.engine.core.arguments import check_reason
+from mq.engine.core.errors import BadInputError
+from mq.engine.core.inventory import Inventory
+from mq.engine.core.results import Offline
 
 from .link import Link
 

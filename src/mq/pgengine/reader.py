@@ -9,10 +9,10 @@ import json
 import os
 from typing import Any, Collection, Dict, List, Optional
 
-from mq.engine.errors import BoardOfflineError, EngineError, LockDirError, NotHolderError
-from mq.engine.history import MAX_EVENTS
-from mq.engine.inventory import Inventory
-from mq.engine.labpaths import user_name
+from mq.engine.core.errors import BoardOfflineError, EngineError, LockDirError, NotHolderError
+from mq.engine.core.inventory import Inventory
+from mq.engine.core.names import user_name
+from mq.engine.core.protocol import MAX_EVENTS
 
 from . import libpq, schema
 from .listings import Listings

@@ -14,9 +14,9 @@ from __future__ import annotations
 import secrets
 from typing import Any, List
 
-from mq.engine.inventory import Inventory
-from mq.engine.names import NO_KEY, check_key
-from mq.engine.results import Released
+from mq.engine.core.inventory import Inventory
+from mq.engine.core.names import NO_KEY, check_key
+from mq.engine.core.results import Released
 
 from .link import Link
 from .rows import lock_from_json

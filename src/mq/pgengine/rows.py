@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence
 
-from mq.engine.results import Holder, Offline, Ticket
+from mq.engine.core.results import Holder, Offline, Ticket
 
 from .session import SILENT_LIMIT
 

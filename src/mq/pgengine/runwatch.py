@@ -32,7 +32,7 @@ from typing import Any, Callable, List, Optional
 
 import psycopg
 
-from mq.engine.errors import LockDirError
+from mq.engine.core.errors import LockDirError
 
 from . import session
 from .link import LOST_PAST_GRACE, Link, PlaceLost

@@ -151,7 +151,7 @@ def check_hello(hello: Dict[str, Any], database: str) -> None:
     """What ``mq_hello`` said, checked: the database serves this client (else a ``LockDirError``
     saying which version to install or to run ``mq admin init``)."""
     from mq import __version__
-    from mq.engine.errors import LockDirError
+    from mq.engine.core.errors import LockDirError
 
     found = int(hello.get("version") or 0)
     if found < VERSION:

@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
-from mq.engine import policy
-from mq.engine.errors import NotAcquiredError
-from mq.engine.grant import Request
-from mq.engine.inventory import Inventory
-from mq.engine.results import Grant, Ticket
+from mq.engine.core import policy
+from mq.engine.core.errors import NotAcquiredError
+from mq.engine.core.inventory import Inventory
+from mq.engine.core.results import Grant, Ticket
+from mq.engine.core.waits import Request
 
 from .link import Link, OwnerTaken, PlaceLost, new_owner_id, where
 from .rows import (

@@ -33,10 +33,10 @@ from typing import Dict, List, Optional, Sequence
 import psycopg
 from psycopg import pq
 
-from mq.engine.errors import NotAcquiredError
-from mq.engine.results import Grant
-from mq.engine.signals import GUARD
-from mq.engine.waiter import Hooks
+from mq.engine.core.errors import NotAcquiredError
+from mq.engine.core.results import Grant
+from mq.engine.core.signals import GUARD
+from mq.engine.core.waits import Hooks
 
 from . import session
 from .link import DROPPED, CannotConnect, Link, dropped

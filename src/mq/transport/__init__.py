@@ -2,6 +2,10 @@
 
 Every transport offers the same ``Transport`` interface; the service layer
 never knows which one it has.
+
+May import: ``mq.settings``, ``mq.pgengine`` (the PostgreSQL queue's transport), the
+engine's host agent (in-process, for a local lab) and ``mq.engine.core``; paramiko only
+in ``paramiko_ssh``; never the client, the views or the CLI.
 """
 
 from __future__ import annotations
@@ -9,8 +13,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from ..config import Config
-from ..engine.signals import GUARD
+from mq.engine.core.signals import GUARD
+from mq.settings.config import Config
+
 from .base import Transport
 
 _early: dict[Config, _Early] = {}
@@ -61,7 +66,7 @@ def open_transport(config: Config) -> Transport:
     if config.backend:  # the queue is in PostgreSQL: no lab host for the locks
         from .postgres import PostgresTransport
 
-        return PostgresTransport(config)
+        return PostgresTransport(config, open_transport)
     if config.is_local or _is_this_host(config):
         from .local import LocalTransport
 

@@ -10,14 +10,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..engine import protocol
-from ..engine.errors import AGENT_CLIENT_GONE, EXIT_HOST, EXIT_SSH, EngineError, Interrupted, safe_text
-from ..engine.labpaths import say_on_stderr
-from ..engine.signals import GUARD
+from mq.engine.core import protocol
+from mq.engine.core.errors import AGENT_CLIENT_GONE, EXIT_HOST, EXIT_SSH, EngineError, Interrupted, safe_text
+from mq.engine.core.signals import GUARD
+from mq.engine.lockdir.labpaths import say_on_stderr
+
 from . import bootstrap
 
 if TYPE_CHECKING:
-    from ..keyboard import Keyboard
+    from .keyboard import Keyboard
 
 ABORT_GRACE = 1.0  # seconds to wait for the host to confirm an abort
 JOB_ABORT_GRACE = 10.0  # ... of a job: console stopped, board powered off, lock released
@@ -26,7 +27,7 @@ JOB_ABORT_GRACE = 10.0  # ... of a job: console stopped, board powered off, lock
 EventHandler = Callable[[str, bytes, dict[str, Any]], None]
 Progress = Callable[[int], None]  # bytes just sent
 CHUNK = 256 * 1024
-LOCK_LOST = "lock-lost"  # a job's outcome when its lock was taken away (engine.boot.LOCK_LOST)
+LOCK_LOST = "lock-lost"  # a job's outcome when its lock was taken away (engine.core.outcomes.LOCK_LOST)
 LOCK_LOST_OP = "lock_lost"  # the message that tells a bare job so (engine.run_host.LOCK_LOST)
 
 

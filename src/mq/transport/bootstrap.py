@@ -267,7 +267,7 @@ def main() -> int:
     sys.path.insert(0, fresh or target)
     try:
         try:
-            from mq.engine.agent import main as agent_main
+            from mq.engine.host.agent import main as agent_main
         except (SyntaxError, ImportError):
             import traceback
 

@@ -38,15 +38,20 @@ def _tomli_dir() -> str:
 def sources() -> list[tuple[str, str]]:
     """(name in the zip, file) of every file the bundle holds, in zip order."""
     tomli = _tomli_dir()
-    return ([(f"mq/engine/{name}", os.path.join(ENGINE_DIR, name)) for name in sorted(os.listdir(ENGINE_DIR))
-             if name.endswith(".py")]
+    engine = []
+    for directory, dirs, names in os.walk(ENGINE_DIR):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        relative = os.path.relpath(directory, ENGINE_DIR).replace(os.sep, "/")
+        prefix = "mq/engine/" if relative == "." else f"mq/engine/{relative}/"
+        engine += [(prefix + name, os.path.join(directory, name)) for name in sorted(names) if name.endswith(".py")]
+    return (sorted(engine)
             + [(f"tomli/{name}", os.path.join(tomli, name)) for name in sorted(os.listdir(tomli))
                if name.endswith(".py")])
 
 
 @functools.lru_cache(maxsize=1)
 def engine_zip() -> tuple[str, bytes]:
-    """(digest, zip bytes): an empty ``mq/__init__.py``, ``mq/engine/*.py``, ``tomli/*.py``
+    """(digest, zip bytes): an empty ``mq/__init__.py``, ``mq/engine/**/*.py``, ``tomli/*.py``
     (and tomli's license), each dated 1980 so that the same files give the same digest."""
     import io
     import zipfile

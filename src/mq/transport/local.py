@@ -8,12 +8,13 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..engine.agent import Agent
+from mq.engine.host.agent import Agent
+
 from .base import AgentClient, EventHandler, HostError, HostGaveUp, LockLostRelay, Progress, SshError
 from .pipe import PipeStream
 
 if TYPE_CHECKING:
-    from ..keyboard import Keyboard
+    from .keyboard import Keyboard
 
 
 class LocalTransport:
@@ -26,7 +27,7 @@ class LocalTransport:
 
     def __init__(self, base: str, lab: str | None) -> None:
         self._agent = Agent(base, lab, out_fd=-1, in_fd=-1)
-        self._argv = [sys.executable, "-m", "mq.engine.agent", base, *([lab] if lab else [])]
+        self._argv = [sys.executable, "-m", "mq.engine.host.agent", base, *([lab] if lab else [])]
         self._child: AgentClient | None = None
         self._lost = LockLostRelay()
 
@@ -39,7 +40,7 @@ class LocalTransport:
 
     def _job_engine(self) -> AgentClient:
         if self._child is None:
-            from ..engine.run_host import ENGINE_ROOT  # only a job needs the child engine
+            from mq.engine.host.run_host import ENGINE_ROOT  # only a job needs the child engine
 
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (ENGINE_ROOT, env.get("PYTHONPATH")) if p)

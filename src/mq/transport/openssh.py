@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 
-from ..config import Config
+from mq.settings.config import Config
+
 from .base import SshError, describe_end
 from .bundle import remote_command
 from .pipe import SSH_FAILED, PipeStream

@@ -11,8 +11,9 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from ..config import Config
-from ..engine.signals import GUARD
+from mq.engine.core.signals import GUARD
+from mq.settings.config import Config
+
 from .base import SshError
 from .bundle import remote_command
 from .remote import RemoteTransport, start_agent

@@ -8,7 +8,7 @@ import select
 import subprocess
 import time
 
-from ..engine.signals import GUARD
+from mq.engine.core.signals import GUARD
 
 SSH_FAILED = 255
 

@@ -23,16 +23,17 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..config import Config
-from ..engine.agent import LOCAL_PROGRESS_TICK, Agent
-from ..engine.health import Failure, note_line
-from ..engine.interface import LockEngine
-from ..engine.inventory import System
-from ..errors import ConfigError
-from .base import LOCK_LOST, EventHandler, HostError, LockLostRelay, Progress
+from mq.engine.core.health import Failure, note_line
+from mq.engine.core.interface import LockEngine
+from mq.engine.core.inventory import System
+from mq.engine.host.agent import LOCAL_PROGRESS_TICK, Agent
+from mq.settings.config import Config
+from mq.settings.errors import ConfigError
+
+from .base import LOCK_LOST, EventHandler, HostError, LockLostRelay, Progress, Transport
 
 if TYPE_CHECKING:
-    from ..keyboard import Keyboard
+    from .keyboard import Keyboard
 
 
 RIDE_OUT = 60.0  # seconds the first connection keeps trying through a restart or failover
@@ -54,8 +55,8 @@ def connect(conninfo: str) -> Any:
     except ImportError as exc:
         raise ConfigError("backend", "", f"the PostgreSQL backend needs psycopg 3 ({exc}): "
                                          "pip install 'mq[pg]'") from None
-    from ..pgengine import session
-    from ..pgengine.session import transient
+    from mq.pgengine import session
+    from mq.pgengine.session import transient
 
     patience = ride_out()
     deadline = time.monotonic() + patience
@@ -91,12 +92,12 @@ def open_engine(conninfo: str, on_reconnect: Callable[[str], None] | None = None
 def _open_engine(conninfo: str, on_reconnect: Callable[[str], None] | None) -> LockEngine:
     import psycopg
 
-    from ..engine.errors import LockDirError
-    from ..engine.labpaths import user_name
-    from ..pgengine import schema
-    from ..pgengine.engine import PgEngine
-    from ..pgengine.inventory_store import from_hello
-    from ..pgengine.link import where
+    from mq.engine.core.errors import LockDirError
+    from mq.engine.core.names import user_name
+    from mq.pgengine import schema
+    from mq.pgengine.engine import PgEngine
+    from mq.pgengine.inventory_store import from_hello
+    from mq.pgengine.link import where
 
     conn = connect(conninfo)
     try:
@@ -131,7 +132,7 @@ def open_reader(conninfo: str) -> LockEngine | None:
     """The read-only engine on libpq itself (no psycopg to load; its one connection rides out a
     restart as ``connect`` does), or None where there is no libpq to load, or where psycopg's
     path says what is missing (no schema, no inventory)."""
-    from ..pgengine import libpq, reader, session
+    from mq.pgengine import libpq, reader, session
 
     try:
         libpq.library()
@@ -206,8 +207,11 @@ class _PgAgent(Agent):
 class PostgresTransport:
     host = "postgresql"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, open_host: Callable[[Config], Transport]) -> None:
+        """``open_host``: how to reach a system's own lab host for its jobs (``open_transport``,
+        passed in: this module is one of the transports it chooses from)."""
         self.config = config
+        self._open_host = open_host
         self._agent = _PgAgent(lambda: open_engine(config.backend, self._reconnecting),
                                lambda: open_reader(config.backend))
         self._relay = LockLostRelay()  # the running job's
@@ -236,7 +240,7 @@ class PostgresTransport:
         return os.path.abspath(path)
 
     def run_job(self, spec: dict[str, Any], on_event: EventHandler, keyboard: Keyboard | None) -> dict[str, Any]:
-        from ..pgengine.engine import PgEngine
+        from mq.pgengine.engine import PgEngine
 
         engine = self.engine
         assert isinstance(engine, PgEngine)
@@ -264,11 +268,9 @@ class PostgresTransport:
     def _job(self, system: System, spec: dict[str, Any], on_event: EventHandler, keyboard: Keyboard | None,
              relay: LockLostRelay, grant: int | None) -> dict[str, Any]:
         """The bare job on ``system``'s own lab host: one connection there, the uploads, the job."""
-        from . import open_transport
-
         host = system.host or self.config.host
         on_event("board", b"", {"board": system.name, "grant": grant is not None, "host": host})
-        remote = open_transport(dataclasses.replace(self.config, host=host, backend=""))
+        remote = self._open_host(dataclasses.replace(self.config, host=host, backend=""))
         try:
             relay.attach(remote.lock_lost)
             total = sum(os.path.getsize(spec[k]) for k in ("dtb", "bitstream") if spec.get(k)) \
@@ -300,7 +302,7 @@ class PostgresTransport:
         """The board and the number of the grant that locked it for the job (None: ``-n``, held already)."""
         if spec["mode"] == "held":
             return engine.check_held(spec["target"], spec["key"], spec["boards"]), None
-        from ..engine.waitinfo import queue_event
+        from mq.engine.core.waitinfo import queue_event
 
         def progress(position: int, total: int) -> None:
             event = queue_event(engine, spec["target"], spec["key"], position, total)

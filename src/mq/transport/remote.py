@@ -7,12 +7,13 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..engine.errors import EngineError, Interrupted, safe_text
-from ..engine.labpaths import say_on_stderr
+from mq.engine.core.errors import EngineError, Interrupted, safe_text
+from mq.engine.lockdir.labpaths import say_on_stderr
+
 from .base import AgentClient, EventHandler, HostError, Progress, Stream
 
 if TYPE_CHECKING:
-    from ..keyboard import Keyboard
+    from .keyboard import Keyboard
 from .bundle import bundle_message
 
 

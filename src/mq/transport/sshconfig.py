@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import Config
+from mq.settings.config import Config
 
 
 @dataclass(frozen=True)

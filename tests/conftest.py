@@ -227,9 +227,28 @@ def as_user(user: str | None) -> dict[str, object]:
             "umask": 0o022}
 
 
+@contextlib.contextmanager
+def machine_lock(name: str) -> Iterator[None]:
+    """One test process at a time (pytest-xdist workers too) for something the whole machine
+    shares: the user database, ``/etc/mq``."""
+    import fcntl
+
+    with open(f"/tmp/mq-tests-{name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _ensure_users() -> bool:
     if os.geteuid() != 0 or not shutil.which("useradd"):
         return False
+    with machine_lock("users"):
+        return _make_users()
+
+
+def _make_users() -> bool:
     try:
         grp.getgrnam(TEST_GROUP)
     except KeyError:

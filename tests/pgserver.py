@@ -59,11 +59,15 @@ def _free_port() -> int:
 
 
 def _ensure_server_user() -> None:
-    try:
-        pwd.getpwnam(SERVER_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "-M", "-s", "/usr/sbin/nologin", "-d", "/nonexistent",
-                        SERVER_USER], check=True, capture_output=True)
+    import fcntl
+
+    with open("/tmp/mq-tests-users.lock", "a") as lock:  # (conftest.machine_lock: xdist workers at once)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            pwd.getpwnam(SERVER_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "-M", "-s", "/usr/sbin/nologin", "-d", "/nonexistent",
+                            SERVER_USER], check=True, capture_output=True)
 
 
 @dataclass

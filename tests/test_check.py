@@ -126,6 +126,17 @@ def test_check_of_the_configured_lab(lab: LabFixture) -> None:
     assert sorted(os.listdir(lab.base)) == ["lab.toml"]  # nothing was made
 
 
+def test_check_of_a_missing_lock_directory_says_so_as_every_command_does(tmp_path: Path) -> None:
+    """``base`` names no directory: ``mq check`` fails as ``mq sem -info`` does (exit 7), not
+    "configuration: ok" and then a missing lab.toml."""
+    missing = LabFixture(base=tmp_path / "no-such-lab")
+    check = run_mq(missing, "check")
+    info = run_mq(missing, "sem", "-info", "b1")
+    assert check.returncode == info.returncode == ExitCode.LOCKDIR, (check, info)
+    assert check.stdout == f"configuration: base: the lock directory does not exist: {missing.base}\n"
+    assert f"the lock directory does not exist: {missing.base}" in info.stderr
+
+
 def test_check_json(lab: LabFixture) -> None:
     lab.inventory.write_text(WITH_BOOT.replace("{system}", "{sytem}"))
     proc = run_mq(lab, "check", "--json")

@@ -33,6 +33,18 @@ def test_a_misspelt_command_is_suggested_once() -> None:
     assert mq("sme").stderr.count("Did you mean") == 1
 
 
+def test_a_misspelt_command_with_two_near_names_is_suggested_once() -> None:
+    proc = mq("stauts")
+    one_line(proc, 64, "No such command 'stauts'. Did you mean 'stats', 'status'?")
+    assert proc.stderr.count("Did you mean") == 1, proc.stderr
+
+
+def test_dash_help_alone() -> None:
+    """``mq -help``, as ``mq sem -help`` works: the usage, not "No such option '-e'"."""
+    proc = mq("-help")
+    assert proc.returncode == 0 and proc.stdout.startswith("Usage: mq [OPTIONS] COMMAND"), proc
+
+
 @pytest.mark.parametrize("command", ["sem", "run"])
 def test_dash_help_as_mq_sh_users_type_it(command: str) -> None:
     proc = mq(command, "-help")
@@ -122,3 +134,14 @@ def test_an_infinite_period_with_one_try_is_one_try(lab: LabFixture) -> None:
     proc = run_mq(lab, "sem", "-wait", "b1", "-k", "W", "-w", "inf", "-t", "0")
     assert proc.returncode == 2, proc
     assert lab.tickets() == []
+
+
+def test_an_unknown_systems_mode_fails_whatever_the_format(lab: LabFixture) -> None:
+    """``mq systems foo --json`` fails as ``mq systems foo`` does (it printed the inventory, exit 0)."""
+    import json
+
+    one_line(run_mq(lab, "systems", "foo"), 5, "Unknown systems mode 'foo' (did you mean 'simple'?)")
+    proc = run_mq(lab, "systems", "foo", "--json")
+    assert proc.returncode == 5, proc
+    envelope = json.loads(proc.stdout)
+    assert envelope["kind"] == "error" and envelope["data"]["error"] == "BadInputError", envelope

@@ -27,6 +27,7 @@ from mq.cli.docs import ROOT
 
 COMPLETIONS = ROOT / "completions"
 NAMES = ["b1", "b2", "b3", "solo", "x86a", "x86b", "trio", "pair", "x86"]  # tests/conftest.py LAB_TOML
+POOL_NAMES = {"trio", "pair", "x86"}
 COMMANDS = ["sem", "systems", "system-tsv"]  # what `mq s<TAB>` offers
 PROGS = ["mq", "mq.sh"]
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[=>78]")
@@ -224,13 +225,16 @@ def test_fish_completes(shell_env: dict[str, str], isolated_env: Path, shells: l
 
 
 # -- the protocol, without a shell -------------------------------------------------------------
-@pytest.mark.parametrize("line", ["status ", "history ", "offline ", "online ", "status b1 "])
-def test_the_newer_commands_complete_names_too(shell_env: dict[str, str], line: str) -> None:
+@pytest.mark.parametrize(("line", "pools"), [("status ", True), ("history ", True), ("offline ", False),
+                                             ("online ", False), ("status b1 ", True)])
+def test_the_newer_commands_complete_names_too(shell_env: dict[str, str], line: str, pools: bool) -> None:
+    """Each completes the names it takes: ``offline`` and ``online`` take a board, not a pool."""
     words = f"mq {line}"
     done = subprocess.run(["mq"], env={**shell_env, "_MQ_COMPLETE": "complete_bash", "COMP_WORDS": words,
                                        "COMP_CWORD": str(len(words.split()))},
                           capture_output=True, text=True, timeout=30)
-    assert (done.returncode, done.stdout.split()) == (0, NAMES), done.stderr
+    expected = NAMES if pools else [n for n in NAMES if n not in POOL_NAMES]
+    assert (done.returncode, done.stdout.split()) == (0, expected), done.stderr
 
 
 @pytest.mark.parametrize("prog", PROGS)

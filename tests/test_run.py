@@ -732,10 +732,12 @@ def test_interactive_with_closed_stdin_ends_after_the_match(rl: RunLab) -> None:
     (["-n", "-r", "-k", "K"], 64, "do not go together"),
     (["-c", SUCCESS, "-d", "nan", "-f", "@pass"], 5, "-d nan: must be a number of seconds"),
     (["-c", SUCCESS, "-d", "1e10", "-f", "@pass"], 5, "-d 1e+10: must be a number of seconds up to 999999999"),
+    (["-c", SUCCESS, "-d", "-5", "-f", "@pass"], 5, "-d -5: must be a number of seconds up to 999999999 "
+                                                    "(-1 or inf: no time limit)"),
     (["-c", SUCCESS, "-w", "nan", "-f", "@pass"], 5, "-w nan: the retry period must be"),
     (["-c", SUCCESS, "-t", "99999999999999999999", "-f", "@pass"], 5, "out of range"),
     (["-c", SUCCESS, "-l", "/dev/full", "-f", "@pass"], 8, "writing the log failed"),
-], ids=["n-and-r", "d-nan", "d-huge", "w-nan", "t-huge", "log-disk-full"])
+], ids=["n-and-r", "d-nan", "d-huge", "d-negative", "w-nan", "t-huge", "log-disk-full"])
 def test_bad_values_one_line_and_nothing_held(rl: RunLab, args: list[str], code: int, message: str) -> None:
     proc = rl.mq("run", "-s", "b1", *[str(PASS_IMG) if a == "@pass" else a for a in args])
     assert proc.returncode == code, proc.stderr
@@ -745,7 +747,7 @@ def test_bad_values_one_line_and_nothing_held(rl: RunLab, args: list[str], code:
     assert jobs_left(rl.home) == []
 
 
-@pytest.mark.parametrize("deadline", ["inf", "999999999"])
+@pytest.mark.parametrize("deadline", ["inf", "999999999", "-1"])
 def test_huge_deadline_means_none(rl: RunLab, deadline: str) -> None:
     proc = rl.mq("run", "-s", "b1", "-c", SUCCESS, "-d", deadline, "-f", str(PASS_IMG))
     assert proc.returncode == 0, proc.stderr

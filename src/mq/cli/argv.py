@@ -35,7 +35,10 @@ def _options(command: click.Command) -> dict[str, bool]:
 
 
 def normalize(group: click.Group, args: List[str], start: int) -> List[str]:
-    """``args`` with the command's ``-help`` made ``--help``; ``start``: where the command's name is."""
+    """``args`` with ``-help`` made ``--help`` (``mq -help`` as ``mq sem -help``: mq.sh users type it);
+    ``start``: where the command's name is."""
+    if start < len(args) and args[start] == "-help":
+        return [*args[:start], "--help", *args[start + 1:]]
     if start >= len(args) or args[start] not in group.commands:
         return args
     options = _options(group.commands[args[start]])

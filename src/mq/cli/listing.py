@@ -26,16 +26,16 @@ def systems(ctx: typer.Context,
     members. MODE 'simple' prints just the names, one a line, systems then pools (as
     `mq.sh systems simple`, for scripts and completion).
     """
+    if mode not in (None, "simple"):  # (with --json too: the mode is checked, whatever the format)
+        raise BadInputError(f"Unknown systems mode '{mode}' (did you mean 'simple'?)")
     inv = inventory_of(ctx)
     as_mqsh = _as_mqsh(ctx)  # mq.sh's own boxes, byte for byte
     if as_json:
         render.out(render.envelope("systems", render.inventory_json(inv)))
     elif mode == "simple":
         render.write_lines(render.systems_simple(inv, as_mqsh=as_mqsh))
-    elif mode is None:
-        render.write_lines(render.systems_lines(inv, as_mqsh=as_mqsh))
     else:
-        raise BadInputError(f"Unknown systems mode '{mode}' (did you mean 'simple'?)")
+        render.write_lines(render.systems_lines(inv, as_mqsh=as_mqsh))
 
 
 def inventory_of(ctx: typer.Context) -> Inventory:

@@ -143,7 +143,8 @@ def _once(message: str) -> str:
     """Click's message with a sentence said twice said once (typer adds its own "Did you mean")."""
     import re
 
-    sentences = re.split(r"(?<=[.?!])\s+", message.strip())
+    text = re.sub(r"\s*\(Did you mean one of: [^)]*\)", "", message.strip())  # click's, after typer's
+    sentences = re.split(r"(?<=[.?!])\s+", text)
     return " ".join(dict.fromkeys(sentences))
 
 

@@ -10,7 +10,7 @@ import typer
 from mq.engine.core.errors import safe_text
 from mq.views import render
 
-from .state import complete_names, open_from
+from .state import complete_boards, open_from
 
 if TYPE_CHECKING:
     from mq.engine.core.results import Offline
@@ -24,7 +24,7 @@ def offline_json(board: str, offline: Offline, holder: Optional[str] = None) -> 
 
 
 def offline(ctx: typer.Context,
-            board: str = typer.Argument(..., help="The board (a system, not a pool).", autocompletion=complete_names),
+            board: str = typer.Argument(..., help="The board (a system, not a pool).", autocompletion=complete_boards),
             reason: str = typer.Option(..., "--reason", help="Why it is out of service (shown to everyone)."),
             as_json: bool = typer.Option(False, "--json", help="Versioned JSON output.")) -> None:
     """Take a board out of service, saying why.
@@ -58,7 +58,7 @@ def offline(ctx: typer.Context,
 
 
 def online(ctx: typer.Context,
-           board: str = typer.Argument(..., help="The board (a system, not a pool).", autocompletion=complete_names),
+           board: str = typer.Argument(..., help="The board (a system, not a pool).", autocompletion=complete_boards),
            as_json: bool = typer.Option(False, "--json", help="Versioned JSON output.")) -> None:
     """Put a board taken offline back in service.
 

@@ -44,6 +44,15 @@ def complete_names(ctx: typer.Context, incomplete: str = "") -> list[str]:
     return names(incomplete, host=given.get("host"), base=given.get("base"), mqsh=opts.mqsh)
 
 
+def complete_boards(ctx: typer.Context, incomplete: str = "") -> list[str]:
+    """Shell completion of system names only (``mq offline``/``online`` refuse a pool)."""
+    from mq.client.inventory_cache import names
+
+    given = ctx.find_root().params
+    opts = ctx.obj if isinstance(ctx.obj, Globals) else Globals()
+    return names(incomplete, host=given.get("host"), base=given.get("base"), mqsh=opts.mqsh, pools=False)
+
+
 PRIORITY_HELP = ("Queue priority (higher first; default: the inventory's [queue], else 0); "
                  "orders the queue only under the priority policy.")
 

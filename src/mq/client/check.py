@@ -14,6 +14,7 @@ Each finding is one line: ``SOURCE: KEY: message`` for a mistake,
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -84,7 +85,7 @@ def check(file: str | None, host: bool, host_option: str | None = None, base_opt
     """``mq check [FILE] [--host]``: the configuration, the lab file (FILE, else the configured
     lab's), and with ``host`` the lab host."""
     report = Report()
-    config = _check_config(report, host_option, base_option, mqsh)
+    config = _check_config(report, host_option, base_option, mqsh, host)
     if file is not None:
         report.findings += check_lab_file(file)
     if config is None and host:
@@ -110,7 +111,8 @@ def check(file: str | None, host: bool, host_option: str | None = None, base_opt
     return report
 
 
-def _check_config(report: Report, host: str | None, base: str | None, mqsh: bool) -> Config | None:
+def _check_config(report: Report, host: str | None, base: str | None, mqsh: bool,
+                  host_checks: bool = False) -> Config | None:
     from mq.settings.config import load_config
 
     try:
@@ -125,6 +127,12 @@ def _check_config(report: Report, host: str | None, base: str | None, mqsh: bool
 
         report.findings.append(Finding("configuration", "", OK, f"queue in PostgreSQL ({redacted(config.backend)}), "
                                                                 f"lab host {config.host} for systems without one"))
+    elif config.is_local and not config.default_lab and not host_checks and not os.path.isdir(config.base):
+        # as every other command says it (exit 7); the demo lab is made on first use
+        # (with --host, the host's checks say it, with the rest of what they find)
+        report.findings.append(Finding("configuration", "base", FAIL,
+                                       f"the lock directory does not exist: {config.base}", ExitCode.LOCKDIR))
+        return None
     else:
         report.findings.append(Finding("configuration", "", OK, f"host {config.host}, base {config.base}, "
                                                                 f"lab {config.lab}"))

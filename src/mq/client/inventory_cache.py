@@ -55,12 +55,13 @@ def load(config: Config) -> Optional[tuple[dict[str, Any], float]]:
     return data, saved
 
 
-def cached(config: Config) -> Optional[list[str]]:
-    """The system and pool names of the cached copy, or None when there is none (or it is unreadable)."""
+def cached(config: Config, pools: bool = True) -> Optional[list[str]]:
+    """The system (and with ``pools``, pool) names of the cached copy, or None when there is none
+    (or it is unreadable)."""
     try:
         with open(cache_path(config), encoding="utf-8") as handle:
             data = json.load(handle)
-        return [str(s["name"]) for s in data["systems"]] + [str(p["name"]) for p in data["pools"]]
+        return [str(s["name"]) for s in data["systems"]] + [str(p["name"]) for p in data["pools"] if pools]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -74,8 +75,9 @@ def lacks(config: Config, name: Optional[str] = None) -> bool:
 
 
 def names(incomplete: str = "", host: Optional[str] = None, base: Optional[str] = None,
-          mqsh: Optional[bool] = None) -> list[str]:
-    """System and pool names for completion (local inventory, or the cached remote one).
+          mqsh: Optional[bool] = None, pools: bool = True) -> list[str]:
+    """System and pool names for completion (local inventory, or the cached remote one); the
+    system names alone without ``pools`` (``mq offline``/``online`` take a board).
 
     ``host``/``base`` are the global options on the command line being completed; ``mqsh``
     says it is the ``mq.sh`` name's (None: decided by the name this process was started as).
@@ -88,9 +90,9 @@ def names(incomplete: str = "", host: Optional[str] = None, base: Optional[str] 
             from mq.engine.core.inventory import load_inventory
 
             inv = load_inventory(config.lab)
-            found: Optional[list[str]] = [*inv.systems, *inv.pools]
+            found: Optional[list[str]] = [*inv.systems, *(inv.pools if pools else ())]
         else:
-            found = cached(config)
+            found = cached(config, pools)
     except Exception:
         return []
     return [n for n in found or [] if n.startswith(incomplete)]

@@ -126,9 +126,10 @@ def check(lab: Lab, opts: RunOptions) -> list[str]:
         raise UsageError("mq run needs -c TEXT (the completion text) or -r (reserve the board)")
     if opts.dtb and not opts.linux:
         raise BadInputError("-b DTB is only accepted together with -L")
-    if math.isnan(opts.timeout) or (math.isfinite(opts.timeout) and opts.timeout > MAX_SECONDS):
+    no_limit = opts.timeout in (-1, math.inf)  # (-5 is a slip, not "no limit")
+    if not no_limit and not 0 <= opts.timeout <= MAX_SECONDS:
         raise BadInputError(f"-d {opts.timeout:g}: must be a number of seconds up to {MAX_SECONDS:.0f} "
-                            "(-1: no time limit)")
+                            "(-1 or inf: no time limit)")
     wait_budget(opts.period, opts.retries)  # a bad -w fails here, before anything is copied
     if opts.held and opts.reserve:
         raise UsageError("-n (run on a board you hold) and -r (reserve a board) do not go together")

@@ -13,12 +13,14 @@ Results are the frozen dataclasses of ``results``; failures are the
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
-from .health import Failure
-from .inventory import Inventory
 from .names import NO_KEY
-from .results import BoardState, Grant, Offline, Released
+
+if TYPE_CHECKING:  # (annotations only: `sem -info` loads neither the health rules nor the inventory parser)
+    from .health import Failure
+    from .inventory import Inventory
+    from .results import BoardState, Grant, Offline, Released
 
 
 class LockEngine(Protocol):
@@ -150,7 +152,7 @@ class JobEngine(Protocol):
     def note_health(self, board: str, failure: Optional[Failure]) -> Tuple[int, Optional[Offline]]: ...
 
 
-EngineFactory = Callable[[str, Inventory], LockEngine]
+EngineFactory = Callable[[str, "Inventory"], "LockEngine"]
 """Opens an engine on a lab: ``(base, inventory)``, where ``base`` names where its locks live."""
 
 

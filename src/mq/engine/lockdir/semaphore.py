@@ -19,14 +19,15 @@ from mq.engine.core.names import NO_KEY
 from mq.engine.core.results import BoardState, Grant, Holder, Offline, Released
 from mq.engine.core.waits import Hooks
 
-from .grant import Granter
 from .labdir import LabDir
 from .lockstate import LockState
 from .queue import Queue
-from .release import Releaser
 
 if TYPE_CHECKING:
     from mq.engine.core.health import Failure
+
+    from .grant import Granter
+    from .release import Releaser
 
 
 class Engine:
@@ -38,8 +39,25 @@ class Engine:
         self.inventory = inventory
         self.queue = Queue(self.lab)
         self.state = LockState(self.lab, inventory, self.queue)
-        self.grants = Granter(self.lab, inventory, self.queue, self.state)
-        self.releases = Releaser(self.lab, inventory, self.state)
+        self._grants: Optional[Granter] = None
+        self._releases: Optional[Releaser] = None
+
+    # Waiting and releasing load when first used: ``sem -info`` and listings need neither.
+    @property
+    def grants(self) -> Granter:
+        if self._grants is None:
+            from .grant import Granter
+
+            self._grants = Granter(self.lab, self.inventory, self.queue, self.state)
+        return self._grants
+
+    @property
+    def releases(self) -> Releaser:
+        if self._releases is None:
+            from .release import Releaser
+
+            self._releases = Releaser(self.lab, self.inventory, self.state)
+        return self._releases
 
     @property
     def user(self) -> str:

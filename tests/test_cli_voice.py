@@ -145,3 +145,12 @@ def test_an_unknown_systems_mode_fails_whatever_the_format(lab: LabFixture) -> N
     assert proc.returncode == 5, proc
     envelope = json.loads(proc.stdout)
     assert envelope["kind"] == "error" and envelope["data"]["error"] == "BadInputError", envelope
+
+
+def test_one_try_shows_no_waiting_line_and_says_who_holds_the_board(lab: LabFixture) -> None:
+    """``-w 0 -t 0`` is one try: no ``waiting: position 1 of 1`` line, and the failure says who
+    holds the board (the waiting line used to, the failure line did not)."""
+    run_mq(lab, "sem", "-wait", "b1", "-k", "A", check=True)
+    proc = run_mq(lab, "sem", "-wait", "b1", "-k", "B", "-w", "0", "-t", "0")
+    one_line(proc, 2, "Failed to acquire lock for system (b1): b1 held by ")
+    assert "key A" in proc.stderr and "waiting" not in proc.stderr, proc.stderr

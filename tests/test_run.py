@@ -725,6 +725,7 @@ def test_interactive_with_closed_stdin_ends_after_the_match(rl: RunLab) -> None:
     proc = rl.mq("run", "-s", "b1", "-c", "shell>", "-a", "-f", str(rl.image("interactive")), timeout=20)
     assert proc.returncode == 0, proc.stderr
     assert "console is interactive now" in proc.stderr
+    assert "mq: \n" not in proc.stderr and "mq: \r" not in proc.stderr, proc.stderr  # no empty mq: line
     rl.assert_clean("b1")
 
 

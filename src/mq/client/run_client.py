@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,7 +100,9 @@ class Voice:
             self.notify(f"mq: running on {board}" + ("" if took else " (already held by you)"))
 
     def interactive(self) -> None:
-        self.notify("\r\nmq: console is interactive now; Ctrl+] or Ctrl+D ends the session")
+        if sys.stderr.isatty():  # the console may have left the cursor mid-line (a raw terminal: \r too)
+            sys.stderr.write("\r\n")
+        self.notify("mq: console is interactive now; Ctrl+] or Ctrl+D ends the session")
 
     def waited(self) -> None:
         """The wait is over, one way or the other."""

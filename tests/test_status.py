@@ -197,3 +197,19 @@ def test_a_waiting_line_closed_before_its_thread_started_ends_quietly() -> None:
     line = WaitLine(stream=io.StringIO(), tty=False)
     line._thread = threading.Thread(target=lambda: None)  # made, never started
     line.close()
+
+
+def test_the_waiting_line_keeps_counting_and_says_overdue() -> None:
+    """The holder's age goes on with the time since the event (it froze while ``waited`` counted
+    on); an ETA that has passed is ``overdue by``, not ``ETA now`` for ever; the key is shown."""
+    from mq.views.waitline import describe
+
+    event = {"target": "b1", "position": 1, "total": 1, "now": 1000.0, "eta": 1030.0, "eta_basis": "median hold",
+             "holders": [{"board": "b1", "user": "alice", "key": "ci-42", "since": 965.0, "timeout": None}]}
+    fresh = describe(event, waited=0.0)
+    assert "b1 held by alice (35s, key ci-42)" in fresh and "ETA " in fresh and "overdue" not in fresh
+    later = describe(event, waited=90.0, since_event=90.0)
+    assert "b1 held by alice (2m, key ci-42)" in later, later
+    assert "overdue by 1m (median hold)" in later and "waited 1m" in later, later
+    unkeyed = dict(event, holders=[dict(event["holders"][0], key="0")])  # no -k: no key shown
+    assert "key" not in describe(unkeyed, waited=0.0).split(";")[1]

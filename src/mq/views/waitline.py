@@ -15,6 +15,7 @@ import time
 from typing import Any, Dict, List, Optional, TextIO
 
 from mq.engine.core.errors import safe_text
+from mq.engine.core.names import NO_KEY
 
 from .render import PREFIX, clock, duration, priority_text
 
@@ -22,10 +23,11 @@ CHANGE_GAP = 5.0  # seconds between two "place changed" lines in a log
 REMINDER = 60.0  # seconds without a change before a log is reminded the wait goes on
 
 
-def describe(event: Dict[str, Any], waited: float) -> str:
-    """``position 2 of 3 for trio; b1 held by alice (12m), b2 by bob (-T 1800); ETA 14:32 (in 18m:
-    median hold of b1 (40 grants)); waited 3m``."""
-    now = float(event.get("now") or time.time())
+def describe(event: Dict[str, Any], waited: float, since_event: float = 0.0) -> str:
+    """``position 2 of 3 for trio; b1 held by alice (12m, key ci-42), b2 by bob (-T 1800, 3m); ETA
+    14:32 (in 18m: median hold of b1 (40 grants)); waited 3m``. ``since_event``: seconds since the
+    event was made: the holders' ages and the ETA go on from it (``overdue by`` once it has passed)."""
+    now = float(event.get("now") or time.time()) + max(0.0, since_event)
     parts = [f"position {event.get('position', '?')} of {event.get('total', '?')} for "
              f"{safe_text(str(event.get('target', '')))}"
              f"{priority_text(int(event.get('priority') or 0), event.get('effective_priority'))}"]
@@ -33,7 +35,10 @@ def describe(event: Dict[str, Any], waited: float) -> str:
     for h in event.get("holders") or []:
         since = now - float(h.get("since") or now)
         tail = f"-T {h['timeout']}, " if h.get("timeout") else ""
-        held.append(f"{safe_text(h['board'])} held by {safe_text(str(h.get('user')))} ({tail}{duration(since)})")
+        key = h.get("key")
+        keyed = f", key {safe_text(str(key), 40)}" if key not in (None, "", NO_KEY) else ""
+        held.append(f"{safe_text(h['board'])} held by {safe_text(str(h.get('user')))} "
+                    f"({tail}{duration(since)}{keyed})")
     held += [f"{safe_text(o['board'])} offline: {safe_text(str(o.get('reason')), 80)}"
              for o in event.get("offline") or []]
     if held:
@@ -41,6 +46,8 @@ def describe(event: Dict[str, Any], waited: float) -> str:
     eta = event.get("eta")
     if eta is None:
         parts.append("ETA unknown" + (f" ({event['eta_basis']})" if event.get("eta_basis") else ""))
+    elif eta < now - 1:  # its time passed and the board has not come: say so, not "now" for ever
+        parts.append(f"overdue by {duration(now - eta)} ({event.get('eta_basis')})")
     elif eta <= now + 1:
         parts.append("ETA now")
     else:
@@ -57,6 +64,7 @@ class WaitLine:
         self.tty = self.stream.isatty() if tty is None else tty
         self.started = time.monotonic()
         self._event: Optional[Dict[str, Any]] = None
+        self._event_at = 0.0  # monotonic time the event came
         self._place: Optional[tuple[Any, Any]] = None
         self._lock = threading.Lock()
         self._changed = False
@@ -68,6 +76,7 @@ class WaitLine:
     def update(self, event: Dict[str, Any]) -> None:
         with self._lock:
             self._event = event
+            self._event_at = time.monotonic()
             place = (event.get("position"), event.get("total"))
             if place != self._place:
                 self._place = place
@@ -80,8 +89,9 @@ class WaitLine:
 
     def text(self) -> str:
         with self._lock:
-            event = self._event
-        return "" if event is None else describe(event, time.monotonic() - self.started)
+            event, event_at = self._event, self._event_at
+        now = time.monotonic()
+        return "" if event is None else describe(event, now - self.started, now - event_at)
 
     # -- a terminal ---------------------------------------------------------------------------------
     def _start_live(self) -> None:

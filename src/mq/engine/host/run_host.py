@@ -78,7 +78,7 @@ def _env(engine_root: str) -> Dict[str, str]:
     return env
 
 
-ENGINE_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))  # holds mq/ (engine/host/ here)
+ENGINE_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))  # holds mq/
 
 
 class _Keys:

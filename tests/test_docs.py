@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -74,14 +75,14 @@ def test_man_page_sections() -> None:
 
 def test_every_exit_status_is_documented() -> None:
     """Each ExitCode (70 included) is a tagged paragraph of EXIT STATUS, and every code of the
-    README's table is there too."""
+    exit codes page's table is there too."""
     tags = re.findall(r"^\.TP\n\.B (\S+)$", _section((ROOT / "man" / "mq.1").read_text(), "EXIT STATUS"),
                       re.MULTILINE)
     expected = ["128+N" if code == ExitCode.SIGNALLED else str(int(code)) for code in ExitCode]
     assert tags == expected
     assert "70" in tags
-    readme = (ROOT / "README.md").read_text().split("## Exit codes", 1)[1].split("\n## ", 1)[0]
-    table = re.findall(r"^\| (\d+(?:\+N)?) \|", readme, re.MULTILINE)
+    page = (ROOT / "docs" / "exit-codes.md").read_text()
+    table = re.findall(r"^\| (\d+(?:\+N)?) \|", page, re.MULTILINE)
     assert table and set(table) <= set(tags)
 
 
@@ -135,3 +136,39 @@ def test_man_page_renders_every_line_with_ascii_quotes(renderer: str) -> None:
     flat = " ".join(page.split())
     lost = [text for text in _rendered_texts() if " ".join(text.split()) not in flat]
     assert not lost
+
+
+# -- the README and the documentation site ------------------------------------------------------
+def test_the_samples_in_the_docs_are_what_the_demo_lab_prints() -> None:
+    """docs/samples/ are made from the demo lab by tools/docs_samples.py: fail when they drift."""
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "docs_samples.py"), "--check"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_readme_is_short_and_its_links_lead_somewhere() -> None:
+    """A newcomer reads it to the end (at most ~200 lines); every relative link names a file."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", readme):
+        assert (ROOT / target).exists(), f"README links to a missing {target}"
+    for heading in ("## Your own lab in five steps", "## Documentation"):
+        assert heading in readme
+
+
+def test_every_docs_page_is_in_the_site() -> None:
+    """Each page of docs/ is in mkdocs.yml's nav (the site builds with --strict in CI)."""
+    nav = (ROOT / "mkdocs.yml").read_text()
+    pages = sorted(p.name for p in (ROOT / "docs").glob("*.md"))
+    missing = [page for page in pages if f": {page}" not in nav]
+    assert not missing, f"not in mkdocs.yml's nav: {missing}"
+
+
+def test_the_site_builds_strictly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With MkDocs installed (``pip install '.[docs]'``; CI builds it in .ci/run too)."""
+    mkdocs = shutil.which("mkdocs") or str(Path(sys.executable).with_name("mkdocs"))
+    if not os.path.exists(mkdocs):
+        pytest.skip("mkdocs not installed (pip install '.[docs]')")
+    proc = subprocess.run([mkdocs, "build", "--strict", "-q", "-d", str(tmp_path / "site")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert proc.returncode == 0, proc.stderr

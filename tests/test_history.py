@@ -205,9 +205,9 @@ def test_since_spans_and_dates() -> None:
         parse_since("2033-06-01", now)
 
 
-def test_history_is_documented_in_the_readme() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("### `mq history`", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+def test_history_is_documented() -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "usage.md").read_text()
+    section = page.split("## `mq history`", 1)[1].split("\n# ", 1)[0].split("\n## ", 1)[0]
     assert "mq history" in section and "--since" in section and "`history`" in section
 
 

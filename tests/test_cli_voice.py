@@ -154,3 +154,20 @@ def test_one_try_shows_no_waiting_line_and_says_who_holds_the_board(lab: LabFixt
     proc = run_mq(lab, "sem", "-wait", "b1", "-k", "B", "-w", "0", "-t", "0")
     one_line(proc, 2, "Failed to acquire lock for system (b1): b1 held by ")
     assert "key A" in proc.stderr and "waiting" not in proc.stderr, proc.stderr
+
+
+def test_durations_where_people_think_in_durations(lab: LabFixture) -> None:
+    """``-T 10m`` is 600 s (a plain number is still seconds); ``--timeout`` is the total wait
+    (instead of ``-w`` x ``-t``); a word that is no duration is a usage error."""
+    run_mq(lab, "sem", "-wait", "b1", "-k", "A", "-T", "10m", check=True)
+    assert "timeout 600 with key 'A'" in run_mq(lab, "sem", "-info", "b1", check=True).stdout
+    started = time.monotonic()
+    proc = run_mq(lab, "sem", "-wait", "b1", "-k", "B", "--timeout", "1s")
+    assert proc.returncode == 2 and time.monotonic() - started >= 1.0, proc
+    assert "Failed to acquire lock for system (b1)" in proc.stderr
+    one_line(run_mq(lab, "sem", "-wait", "b1", "-k", "B", "--timeout", "1x"), 64,
+             "'1x' is not a duration (90, 90s, 30m, 2h or 1h30m)")
+    one_line(run_mq(lab, "sem", "-wait", "b1", "-k", "B", "--timeout", "5", "-t", "3"), 64,
+             "--timeout replaces -w and -t")
+    one_line(run_mq(lab, "sem", "-wait", "b2", "-k", "B", "-T", "1.5"), 64, "not a whole number of seconds")
+    assert lab.tickets() == [] and lab.held() == {"b1"}

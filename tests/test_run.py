@@ -748,7 +748,7 @@ def test_bad_values_one_line_and_nothing_held(rl: RunLab, args: list[str], code:
     assert jobs_left(rl.home) == []
 
 
-@pytest.mark.parametrize("deadline", ["inf", "999999999", "-1"])
+@pytest.mark.parametrize("deadline", ["inf", "999999999", "-1", "10m", "1h30m"])
 def test_huge_deadline_means_none(rl: RunLab, deadline: str) -> None:
     proc = rl.mq("run", "-s", "b1", "-c", SUCCESS, "-d", deadline, "-f", str(PASS_IMG))
     assert proc.returncode == 0, proc.stderr

@@ -11,6 +11,7 @@ from mq.engine.core.errors import safe_text
 from mq.engine.core.names import NO_KEY
 from mq.views import render
 
+from .durations import SECONDS, as_period_and_retries
 from .state import PRIORITY_HELP, check_priority_option, complete_names, open_from
 
 OUTCOME_TEXT = {
@@ -29,7 +30,8 @@ def run_command(
     system: str = typer.Option(..., "-s", help="System or pool to run on.", autocompletion=complete_names),
     completion: Optional[str] = typer.Option(None, "-c", help="Completion text (regular expression): success."),
     error: Optional[str] = typer.Option(None, "-e", help="Error text (regular expression): failure."),
-    timeout: float = typer.Option(-1, "-d", help="Seconds without the completion text before failing (-1: none)."),
+    timeout: float = typer.Option(-1, "-d", click_type=SECONDS,
+                                  help="How long without the completion text before failing (600, 10m; -1: none)."),
     log: Optional[str] = typer.Option(None, "-l", help="Also write the console to this file."),
     key: str = typer.Option(NO_KEY, "-k", help="Lock key."),
     held: bool = typer.Option(False, "-n", help="You already hold the lock: run, do not release."),
@@ -41,12 +43,16 @@ def run_command(
     files: list[str] = typer.Option([], "-f", help="Image file; repeat for systems taking several."),
     period: float = typer.Option(8.0, "-w", help="Seconds per retry period while waiting for the lock."),
     retries: int = typer.Option(-1, "-t", help="Retry periods: -1 forever, 0 one try."),
+    budget: Optional[float] = typer.Option(None, "--timeout", click_type=SECONDS,
+                                           help="Wait for the lock at most this long in all (90s, 30m, 2h; 0: one "
+                                                "try; -1 or inf: for ever), instead of -w x -t."),
     priority: Optional[int] = typer.Option(None, "--priority", help=PRIORITY_HELP),
     as_json: bool = typer.Option(False, "--json", help="The console to stderr; on stdout, a summary (JSON)."),
 ) -> None:
     """Lock, boot, stream the console until the completion text, power off, release."""
     from mq.client.run_client import RunOptions, Voice, run  # here, not at import: only `mq run` needs it
 
+    period, retries = as_period_and_retries(budget, period, retries)
     lab = open_from(ctx)
     result = run(lab, RunOptions(target=system, completion=completion, error=error, timeout=timeout, log=log,
                                  key=key, held=held, reserve=reserve, interactive=interactive, linux=linux, dtb=dtb,

@@ -12,6 +12,7 @@ from mq.engine.core.names import NO_KEY
 from mq.settings.errors import BadInputError, UsageError
 from mq.views import render
 
+from .durations import SECONDS, WHOLE_SECONDS, as_period_and_retries
 from .state import PRIORITY_HELP, check_priority_option, complete_names, open_from
 
 if TYPE_CHECKING:
@@ -35,7 +36,11 @@ def sem(
                                help="Release even another user's lock; with -cancel, end other users' waits too."),
     period: float = typer.Option(8.0, "-w", help="Seconds per retry period (budget = -w x -t)."),
     retries: int = typer.Option(-1, "-t", help="Retry periods: -1 forever, 0 one try."),
-    lock_timeout: int = typer.Option(0, "-T", help="Others may reclaim the lock after this many seconds."),
+    lock_timeout: int = typer.Option(0, "-T", click_type=WHOLE_SECONDS,
+                                     help="Others may reclaim the lock after this long (600, 10m, 2h)."),
+    budget: Optional[float] = typer.Option(None, "--timeout", click_type=SECONDS,
+                                           help="Wait at most this long in all (90s, 30m, 2h; 0: one try; "
+                                                "-1 or inf: for ever), instead of -w x -t."),
     priority: Optional[int] = typer.Option(None, "--priority", help=PRIORITY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Versioned JSON output."),
 ) -> None:
@@ -62,6 +67,7 @@ def sem(
     lab = open_from(ctx)
     action = chosen[0]
     if action == "wait":
+        period, retries = as_period_and_retries(budget, period, retries)
         _wait(lab, name, key, lock_timeout, period, retries, as_json, check_priority_option(priority))
     elif action == "signal":
         released = service.sem_signal(lab, name, key=key, force=force)

@@ -213,3 +213,29 @@ def test_the_waiting_line_keeps_counting_and_says_overdue() -> None:
     assert "overdue by 1m (median hold)" in later and "waited 1m" in later, later
     unkeyed = dict(event, holders=[dict(event["holders"][0], key="0")])  # no -k: no key shown
     assert "key" not in describe(unkeyed, waited=0.0).split(";")[1]
+
+
+def test_status_mine_is_what_you_hold_and_wait_for(lab: LabFixture, waiters: list[subprocess.Popen[str]]) -> None:
+    """``--mine``: the boards you hold (key, grant, how long, -T left) and the queues you wait
+    in (position, ETA), across the lab, a wait for a pool once; ``--user NAME`` the same for
+    NAME; in the table and in ``--json``."""
+    import getpass
+
+    me = getpass.getuser()
+    hold_since(lab, "b3", "H", timeout=900, age=60)
+    hold_since(lab, "solo", "S", timeout=0, age=5)
+    enqueue(lab, waiters, "pair", "pw")
+    doc = json.loads(run_mq(lab, "status", "--mine", "--json", check=True).stdout)
+    assert (doc["mq"], doc["kind"]) == (1, "mine")
+    mine = doc["data"]
+    assert mine["user"] == me
+    assert [(h["board"], h["key"], h["timeout"]) for h in mine["holding"]] == [("b3", "H", 900), ("solo", "S", None)]
+    assert 835 < mine["holding"][0]["timeout_left"] <= 840
+    assert [(w["target"], w["key"], w["position"]) for w in mine["waiting"]] == [("pair", "pw", 1)]
+    lines = run_mq(lab, "status", "--mine", check=True).stdout.splitlines()
+    assert lines[0] == f"{me} holds 2 boards:"
+    assert lines[1].startswith("    b3 ") and "key 'H', held 1m" in lines[1] and "-T 900 (13m left)" in lines[1]
+    assert lines[3] == f"{me} waits for 1:" and lines[4].startswith("    pair key 'pw': position 1 of 1 (on ")
+    other = run_mq(lab, "status", "--user", "nobody-here", check=True).stdout.splitlines()
+    assert other == ["nobody-here holds no board", "nobody-here waits for nothing"]
+    assert run_mq(lab, "status", "--mine", "--user", me).returncode == 64

@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import typer
 
+from mq.settings.errors import UsageError
 from mq.views import render
 
 from .state import complete_names, open_from
@@ -14,6 +15,9 @@ from .state import complete_names, open_from
 def status(ctx: typer.Context,
            names: Optional[List[str]] = typer.Argument(None, help="Systems or pools (default: all).",
                                                        autocompletion=complete_names),
+           mine: bool = typer.Option(False, "--mine", help="Only what you hold and wait for, across the lab."),
+           user: Optional[str] = typer.Option(None, "--user", metavar="NAME",
+                                              help="Only what NAME holds and waits for, across the lab."),
            as_json: bool = typer.Option(False, "--json", help="Versioned JSON output.")) -> None:
     """Boards, holders, and the waiters in queue order with their estimated start.
 
@@ -23,9 +27,20 @@ def status(ctx: typer.Context,
     each estimate is shown.
     """
     from mq.client import service
-    from mq.views.status_view import status_json, status_lines
+    from mq.views.status_view import mine_json, mine_lines, status_json, status_lines
 
-    result = service.status(open_from(ctx), list(names or []))
+    lab = open_from(ctx)
+    if mine or user is not None:
+        if mine and user is not None:
+            raise UsageError("--mine and --user NAME: give one of them")
+        who = user if user is not None else service.whoami(lab)
+        found = service.status(lab, [])  # (the whole lab: a wait for a pool shows under its members)
+        if as_json:
+            render.out(render.envelope("mine", mine_json(found, who)))
+        else:
+            render.write_lines(mine_lines(found, who))
+        return
+    result = service.status(lab, list(names or []))
     if as_json:
         render.out(render.envelope("status", status_json(result)))
     else:

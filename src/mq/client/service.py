@@ -199,6 +199,11 @@ def events(lab: Lab, scope: str | None = None, since: float | None = None) -> li
     return data
 
 
+def whoami(lab: Lab) -> str:
+    """The user this client is to the lab's engine (its login there, or its database role)."""
+    return str(lab.transport.call("whoami")["user"])
+
+
 def status(lab: Lab, names: list[str] | None = None) -> LabStatus:
     data = lab.transport.call("status", names=names or None)
     return LabStatus(now=float(data["now"]), boards=_states(data["boards"]), estimates=dict(data["estimates"]))
@@ -214,4 +219,4 @@ def set_online(lab: Lab, board: str) -> Offline | None:
 
 
 __all__ = ["Lab", "LabStatus", "Ticket", "events", "open_lab", "sem_cancel", "sem_dumpall", "sem_info", "sem_signal",
-           "sem_wait", "set_offline", "set_online", "status"]
+           "sem_wait", "set_offline", "set_online", "status", "whoami"]

@@ -91,4 +91,50 @@ def _reconnecting(waiter: Dict[str, Any], now: float) -> str:
     return "" if since is None else f"; reconnecting since {clock(since, now)} (the database restarted)"
 
 
-__all__ = ["board_json", "eta_text", "state_word", "status_json", "status_lines"]
+def mine_json(status: LabStatus, user: str) -> Dict[str, Any]:
+    """``mq status --mine`` (``--user NAME``): the boards ``user`` holds and the waits it is in,
+    across the lab (a wait for a pool once, at its best place)."""
+    now = status.now
+    holding: List[Dict[str, Any]] = []
+    waiting: Dict[str, Dict[str, Any]] = {}
+    for state in status.boards:
+        board = board_json(state, status)
+        holder = board["holder"]
+        if holder is not None and holder["user"] == user and state.offline is None:
+            left = None if not holder["timeout"] else round(holder["since"] + holder["timeout"] - now, 3)
+            holding.append({"board": state.board, "key": holder["key"], "grant": holder["grant"],
+                            "since": holder["since"], "held": round(now - holder["since"], 3),
+                            "timeout": holder["timeout"], "timeout_left": left})
+        for ticket, waiter in zip(state.waiters, board["waiters"], strict=True):
+            if waiter["user"] != user:
+                continue
+            seen = waiting.get(ticket.name)
+            if seen is None or waiter["position"] < seen["position"]:
+                waiting[ticket.name] = {"target": waiter["target"], "key": waiter["key"], "board": state.board,
+                                        "position": waiter["position"], "of": len(state.waiters),
+                                        "since": waiter["since"], "eta": waiter["eta"],
+                                        "eta_basis": waiter["eta_basis"]}
+    return {"user": user, "holding": holding, "waiting": sorted(waiting.values(), key=lambda w: w["since"])}
+
+
+def mine_lines(status: LabStatus, user: str) -> List[str]:
+    mine, now = mine_json(status, user), status.now
+    lines = [f"{safe_text(user)} holds " + (f"{len(mine['holding'])} board"
+                                            f"{'' if len(mine['holding']) == 1 else 's'}:" if mine["holding"]
+                                            else "no board")]
+    for h in mine["holding"]:
+        left = "" if h["timeout_left"] is None else (f", -T {h['timeout']} ({duration(h['timeout_left'])} left)"
+                                                      if h["timeout_left"] > 0 else f", -T {h['timeout']} (expired)")
+        grant = "" if h["grant"] is None else f" #{h['grant']}"
+        lines.append(f"    {h['board']}{grant} key '{safe_text(h['key'] or '', 40)}', held {duration(h['held'])}"
+                     f" (since {clock(h['since'], now)}){left}")
+    lines.append(f"{safe_text(user)} waits " + (f"for {len(mine['waiting'])}:" if mine["waiting"] else "for nothing"))
+    for w in mine["waiting"]:
+        where = f" (on {w['board']})" if w["board"] != w["target"] else ""
+        lines.append(f"    {safe_text(w['target'])} key '{safe_text(w['key'], 40)}': position {w['position']} of "
+                     f"{w['of']}{where}, waiting {duration(now - w['since'])}; ETA {eta_text(w['eta'], now)}: "
+                     f"{w['eta_basis']}")
+    return lines
+
+
+__all__ = ["board_json", "eta_text", "mine_json", "mine_lines", "state_word", "status_json", "status_lines"]

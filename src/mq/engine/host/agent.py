@@ -166,6 +166,11 @@ class Agent:
                 "systems": [protocol.to_wire(s) for s in inv.systems.values()],
                 "pools": [protocol.to_wire(p) for p in inv.pools.values()], "queue": protocol.to_wire(inv.queue)}
 
+    @operation("whoami")
+    def _whoami(self) -> Dict[str, Any]:
+        """Who this client is to the engine (the name its locks and waits carry): ``--mine``."""
+        return {"user": self.engine().user}
+
     @operation("wait")
     def _wait(self, name: str, key: str = NO_KEY, timeout: int = 0, budget: Optional[float] = None,
               session: bool = False, boards: Optional[Sequence[str]] = None, progress: bool = False,

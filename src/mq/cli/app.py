@@ -57,3 +57,7 @@ app.command("online")(maintenance.online)
 from . import admin  # noqa: E402 - issue 13: the queue in PostgreSQL
 
 app.add_typer(admin.admin, name="admin")
+
+from . import demo  # noqa: E402 - issue 23: the demo lab's history
+
+app.add_typer(demo.demo, name="demo")

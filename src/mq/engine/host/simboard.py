@@ -14,6 +14,7 @@ on stdout (its "serial console"), then runs the first image's script:
 
 Any other line is printed as is. An image without a script (a real binary)
 boots to a prompt and hangs, as a board whose test never reports would.
+``--power-off BOARD`` is the demo boards' ``power_off``: it succeeds at once.
 """
 
 from __future__ import annotations
@@ -90,10 +91,17 @@ def run_script(lines: List[str]) -> int:
     return 0
 
 
+def power_off(board: str) -> int:
+    """``simboard --power-off BOARD``: the simulated outlet switched off (nothing to say)."""
+    return 0 if board else 64
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if not args:
-        sys.stderr.write("usage: simboard BOARD [IMAGE...]\n")
+    if len(args) == 2 and args[0] == "--power-off":
+        return power_off(args[1])
+    if not args or args[0].startswith("-"):
+        sys.stderr.write("usage: simboard BOARD [IMAGE...] | simboard --power-off BOARD\n")
         return 64
     board, images = args[0], args[1:]
     image = images[0] if images else "(none)"

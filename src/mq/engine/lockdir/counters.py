@@ -23,19 +23,19 @@ class Counters:
         self.paths = paths
         self.audit = audit
 
-    def next_number(self, name: str) -> int:
+    def next_number(self, name: str, by: int = 1) -> int:
         """Increment and return a fixed-width counter (call with the mutex held); rewrites in
-        place (no new blocks)."""
+        place (no new blocks). ``by``: a block of that many numbers, the last returned."""
         path = os.path.join(self.paths.state, name)
         fd = self.paths.open_shared(path)
         try:
             raw = os.pread(fd, 4 * COUNTER_WIDTH, 0)
             digits = raw.strip()
             if digits.isdigit() and len(digits) <= COUNTER_WIDTH and raw.count(b"\n") <= 1:
-                value = int(digits) + 1
+                value = int(digits) + by
             else:  # new, or damaged: never go back below a number already handed out
                 floor = self._floor(name)
-                value = floor + 1
+                value = floor + by
                 if raw or floor:
                     self.audit.record("counter-recovered", counter=name, found=raw[:40].decode("ascii", "replace"),
                                       restarted_at=value)

@@ -220,6 +220,27 @@ def test_bar_charts_on_a_terminal(lab: LabFixture) -> None:
     assert "████████████████████" in b3 and "100.0%" in b3
 
 
+def test_an_80_column_terminal_gets_every_row_on_one_line(lab: LabFixture) -> None:
+    """At 80 columns the tables keep each board's and each pool's row, and the headers, on one
+    line (short headers, bare busiest hours); nothing is wider than the terminal."""
+    import re
+
+    since = known_lab(lab)
+    child = pexpect.spawn(sys.executable, ["-m", "mq", "stats", "--since", since], env={**lab.env, "COLUMNS": "80"},
+                          encoding="utf-8", timeout=30, dimensions=(60, 80))
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in child.before.splitlines()]
+    assert max(len(line) for line in lines) <= 80
+    header = next(line for line in lines if line.startswith("board "))
+    assert header.split() == ["board", "grants", "util", "wait50", "wait90", "hold50", "hold90", "busiest"]
+    assert next(line for line in lines if line.startswith("pool ")).split()[:3] == ["pool", "via", "grants"]
+    for name in ("b1", "trio"):  # a row whole: the name, the figures and the busiest hours
+        row = next(line for line in lines if line.startswith(name + " ") and "%" in line and "█" not in line)
+        assert len(row.split()) >= 8, row
+
+
 def test_since_is_checked(lab: LabFixture) -> None:
     proc = run_mq(lab, "stats", "--since", "soon")
     assert proc.returncode == 5 and proc.stderr.startswith("mq: --since soon: ") and proc.stdout == ""

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 HOUR_BAR = 40  # characters of the longest hour-of-day bar
 HEAD = ("grants", "util", "wait p50", "wait p90", "hold p50", "hold p90", "busiest hours")
+NARROW_HEAD = ("grants", "util", "wait50", "wait90", "hold50", "hold90", "busiest")  # under WIDE columns
+WIDE = 100  # a terminal narrower than this gets the short headers and hours (80 columns fit)
 
 
 def _span(value: float | None) -> str:
@@ -71,20 +73,23 @@ def _bar(fraction: float, width: int) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
-def _rich_table(report: Report, pools: bool) -> object:
-    """The figures, one row per board (or pool), as the plain table has them."""
+def _rich_table(report: Report, pools: bool, narrow: bool = False) -> object:
+    """The figures, one row per board (or pool), as the plain table has them; ``narrow``: short
+    headers and busiest hours as bare numbers, so that 80 columns hold a row on one line."""
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("pool" if pools else "board", overflow="fold")
+    table = Table(box=None, pad_edge=False, header_style="bold", padding=(0, 1 if narrow else 2, 0, 0))
+    table.add_column("pool" if pools else "board", no_wrap=True)
     if pools:
-        table.add_column("via pool", justify="right")
-    for name in HEAD:
-        table.add_column(name, justify="left" if name == "busiest hours" else "right")
+        table.add_column("via" if narrow else "via pool", justify="right")
+    for name in NARROW_HEAD if narrow else HEAD:
+        table.add_column(name, justify="left" if name.startswith("busiest") else "right", no_wrap=True)
     rows = [(f, f.via_pool) for f, _ in report.pools] if pools else [(f, None) for f in report.boards]
     for figures, via in rows:
-        cells = [safe_text(figures.name), *([str(via)] if pools else []), *figure_cells(figures)]
+        cells = [safe_text(figures.name, 20 if narrow else 64), *([str(via)] if pools else []), *figure_cells(figures)]
+        if narrow:
+            cells[-1] = cells[-1].replace("h", "")
         table.add_row(*(Text(cell) for cell in cells))
     return table
 
@@ -152,10 +157,11 @@ def print_rich(report: Report, console: Console | None = None) -> None:
         console.print("[bold]utilization per pool[/bold] (mean of its members)", markup=True)
         console.print(_rich_bars([(f.name, f.utilization) for f, _ in report.pools], console.width, "blue"))
     console.print()
-    console.print(_rich_table(report, pools=False))
+    narrow = console.width < WIDE
+    console.print(_rich_table(report, pools=False, narrow=narrow))
     if report.pools:
         console.print()
-        console.print(_rich_table(report, pools=True))
+        console.print(_rich_table(report, pools=True, narrow=narrow))
     console.print()
     console.print("[bold]grants by hour of day[/bold] (local time)", markup=True)
     console.print(_rich_hours(report))

@@ -137,7 +137,7 @@ sys.exit(code)
 AGENT_PROBE = """
 import cProfile, sys
 OUT = sys.argv[1]
-from mq.engine import agent
+from mq.engine.host import agent
 prof = cProfile.Profile() if OUT else None
 if prof:
     prof.enable()

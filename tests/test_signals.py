@@ -90,7 +90,8 @@ def test_kill9_pool_waiter_is_skipped(lab: LabFixture, procs: list[subprocess.Po
     out, _ = behind.communicate(timeout=5)
     assert (behind.returncode, out) == (0, "b2\n")
     assert lab.tickets() == []
-    assert len(events(lab, "dead-waiter")) == 3
+    # each dead waiter logged (twice, if the waiter that logged it was killed before it cleared it)
+    assert {e["key"] for e in events(lab, "dead-waiter")} == {"d0", "d1", "d2"}
 
 
 # -- Ctrl+C, TERM, HUP while waiting -------------------------------------------------------

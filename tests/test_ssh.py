@@ -63,9 +63,9 @@ def test_engine_is_cached_on_the_host_by_hash(ssh_lab: SshLab) -> None:
     assert ssh_lab.mq("mqcarol", "sem", "-info", "b1").returncode == 0
     engine = cache / f"engine-{engine_zip()[0]}"
     assert [p.name for p in cache.iterdir()] == [engine.name]
-    assert (engine / "mq" / "engine" / "agent.py").exists()
+    assert (engine / "mq" / "engine" / "host" / "agent.py").exists()
     assert oct(cache.stat().st_mode & 0o777) == "0o700"  # nobody else can plant code there
-    agent = engine / "mq" / "engine" / "agent.py"
+    agent = engine / "mq" / "engine" / "host" / "agent.py"
     stamp = (engine.stat().st_ino, agent.stat().st_mtime_ns)
     assert ssh_lab.mq("mqcarol", "sem", "-info", "b1").returncode == 0
     assert (engine.stat().st_ino, agent.stat().st_mtime_ns) == stamp  # reused, not sent again

@@ -161,7 +161,7 @@ def test_a_terminal_gets_one_live_line_that_goes_when_the_board_comes(lab: LabFi
     child = pexpect.spawn(sys.executable, ["-m", "mq", "sem", "-wait", "b1", "-k", "tty"], env=lab.env,
                           encoding="utf-8", timeout=15, dimensions=(24, 200))
     try:
-        child.expect(r"mq: waiting: position 1 of 1 for b1; b1 held by \S+ \(-T 900, \d+s\); ETA ")
+        child.expect(r"mq: waiting: position 1 of 1 for b1; b1 held by \S+ \(-T 900, \d+s, key H\); ETA ")
         child.expect(r"waited \d+s")
         engine(lab).signal("b1", key="H")
         child.expect("mq: Acquired lock for b1")

@@ -82,7 +82,7 @@ def test_config_file_errors_name_the_file(parser: str, tmp_path: Path) -> None:
 FALLBACK = """
 import json, sys
 sys.modules["tomllib"] = None  # as on Python 3.9 and 3.10
-from mq.engine import tomlparse
+from mq.engine.core import tomlparse
 from mq.engine.core.inventory import parse_inventory
 try:
     parse_inventory('[systems.a]\\narch = "x"\\narch = "y"\\n', "lab.toml")

@@ -128,7 +128,7 @@ def _who_holds(lab: service.Lab, name: str) -> str:
     now, parts = time.time(), []
     for state in states:
         if state.offline is not None:
-            parts.append(f"{state.board} offline ({safe_text(state.offline.reason, 60)})")
+            parts.append(f"{state.board} offline: {safe_text(state.offline.reason, 60)}")
         elif state.holder is not None:
             key = f", key {safe_text(state.holder.key, 40)}" if state.holder.key not in (None, NO_KEY) else ""
             held = render.duration(now - state.holder.since_ns / 1e9)

@@ -172,9 +172,13 @@ class Granter:
         return policy.order([t for t in tickets if t.name not in self.queue.cancelled], self.inventory)
 
     def clear_dead(self, ticket: Ticket) -> None:
-        if self.queue.clear_dead(ticket):
-            self.lab.audit.record("dead-waiter", target=ticket.target, key=ticket.key, waiter=ticket.user,
-                                  pid=ticket.pid)
+        """A dead waiter's ticket goes, logged first: a walker killed in between leaves the record
+        (the next walker may log it again), never a ticket gone without one."""
+        if self.queue.is_alive(ticket):
+            return
+        self.lab.audit.record("dead-waiter", target=ticket.target, key=ticket.key, waiter=ticket.user,
+                              pid=ticket.pid)
+        self.queue.clear_dead(ticket)
 
     # -- taking the board ------------------------------------------------------------
     def _walk(self, own: OwnTicket, alive: Optional[Callable[[Ticket], bool]] = None) -> Optional[str]:

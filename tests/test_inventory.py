@@ -95,7 +95,9 @@ def test_demo_inventory(parser: str) -> None:
     assert inv.systems["pc99"].files == 2 and inv.systems["pc99"].isa == "x86_64"
     boots = {system.boot for system in inv.systems.values()}
     assert boots == {"{python} -m mq.engine.host.simboard {system} {files}"}
-    assert all(system.power_off is None for system in inv.systems.values())
+    # the demo run powers its board off, as the README says: every demo board has a power_off
+    assert {system.power_off for system in inv.systems.values()} == \
+        {"{python} -m mq.engine.host.simboard --power-off {system}"}
 
 
 def test_attribute() -> None:

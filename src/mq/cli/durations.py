@@ -27,6 +27,8 @@ class Duration(click.ParamType):  # type: ignore[type-arg]  # (generic in newer 
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return value
         text = str(value).strip()
+        if self.integer and text.lstrip("-").isdigit():
+            return int(text)  # exactly as typed (a huge -T is named as the user wrote it)
         try:
             seconds: Optional[float] = float(text)  # a plain number: seconds (mq.sh's)
         except ValueError:

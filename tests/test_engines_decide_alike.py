@@ -254,10 +254,6 @@ def play(labs: dict[str, Lab], scenario: list[Step]) -> None:
                                    f"PostgreSQL {database}\nscenario: {scenario}")
 
 
-def _check(labs: dict[str, Lab], scenario: list[Step]) -> None:
-    play(labs, scenario)
-
-
 def test_a_known_scenario_decides_alike(labs: dict[str, Lab]) -> None:
     """Pools sharing a board, priorities, an offline board, a cancel and a kill, in one go."""
     play(labs, [("wait", 0, "b2", 0), ("wait", 1, "p12", 0), ("wait", 2, "p23", 2), ("wait", 3, "p12", 1),
@@ -269,7 +265,7 @@ def test_a_known_scenario_decides_alike(labs: dict[str, Lab]) -> None:
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(scenario=scenarios)
 def test_random_scenarios_decide_alike(labs: dict[str, Lab], scenario: list[Step]) -> None:
-    _check(labs, scenario)
+    play(labs, scenario)
 
 
 @pytest.mark.slow
@@ -277,7 +273,7 @@ def test_random_scenarios_decide_alike(labs: dict[str, Lab], scenario: list[Step
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(scenario=scenarios)
 def test_many_random_scenarios_decide_alike(labs: dict[str, Lab], scenario: list[Step]) -> None:
-    _check(labs, scenario)
+    play(labs, scenario)
 
 
 def test_a_difference_is_seen(labs: dict[str, Lab], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -205,14 +205,19 @@ def test_plain_text_when_not_a_terminal(lab: LabFixture) -> None:
     assert "&lt;" not in proc.stdout and HOSTILE in proc.stdout
 
 
-def test_bar_charts_on_a_terminal(lab: LabFixture) -> None:
-    since = known_lab(lab)
-    child = pexpect.spawn(sys.executable, ["-m", "mq", "stats", "--since", since], env={**lab.env, "COLUMNS": "130"},
-                          encoding="utf-8", timeout=30, dimensions=(60, 130))
+def stats_on_a_terminal(lab: LabFixture, since: str, columns: int) -> str:
+    """What ``mq stats --since SINCE`` draws on a pty ``columns`` wide (it exits 0)."""
+    child = pexpect.spawn(sys.executable, ["-m", "mq", "stats", "--since", since],
+                          env={**lab.env, "COLUMNS": str(columns)}, encoding="utf-8", timeout=30,
+                          dimensions=(60, columns))
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
-    text = child.before
+    return str(child.before)
+
+
+def test_bar_charts_on_a_terminal(lab: LabFixture) -> None:
+    text = stats_on_a_terminal(lab, known_lab(lab), 130)
     assert "\x1b[" in text  # coloured
     assert "█" in text and "░" in text  # utilization bars
     assert "grants by hour of day" in text and "00 01 02" in text
@@ -225,13 +230,8 @@ def test_an_80_column_terminal_gets_every_row_on_one_line(lab: LabFixture) -> No
     line (short headers, bare busiest hours); nothing is wider than the terminal."""
     import re
 
-    since = known_lab(lab)
-    child = pexpect.spawn(sys.executable, ["-m", "mq", "stats", "--since", since], env={**lab.env, "COLUMNS": "80"},
-                          encoding="utf-8", timeout=30, dimensions=(60, 80))
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
-    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in child.before.splitlines()]
+    text = stats_on_a_terminal(lab, known_lab(lab), 80)
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in text.splitlines()]
     assert max(len(line) for line in lines) <= 80
     header = next(line for line in lines if line.startswith("board "))
     assert header.split() == ["board", "grants", "util", "wait50", "wait90", "hold50", "hold90", "busiest"]

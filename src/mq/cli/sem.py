@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from mq.engine.core.arguments import MAX_LOCK_TIMEOUT
-from mq.engine.core.errors import EngineError, NotAcquiredError, safe_text
+from mq.engine.core.errors import EngineError, NotAcquiredError
 from mq.engine.core.names import NO_KEY
 from mq.settings.errors import BadInputError, UsageError
 from mq.views import render
@@ -115,25 +115,15 @@ def _wait(lab: service.Lab, name: str, key: str, lock_timeout: int, period: floa
 
 
 def _who_holds(lab: service.Lab, name: str) -> str:
-    """What kept ``name`` from its waiter, for the failure line: each board's holder and for
-    how long (or that it is offline); '' when that cannot be read."""
+    """What kept ``name`` from its waiter, for the failure line ('' when that cannot be read)."""
     import time
 
     from mq.client import service
 
     try:
-        states = service.sem_info(lab, name)
+        return render.busy_text(service.sem_info(lab, name), time.time())
     except EngineError:
         return ""
-    now, parts = time.time(), []
-    for state in states:
-        if state.offline is not None:
-            parts.append(f"{state.board} offline: {safe_text(state.offline.reason, 60)}")
-        elif state.holder is not None:
-            key = f", key {safe_text(state.holder.key, 40)}" if state.holder.key not in (None, NO_KEY) else ""
-            held = render.duration(now - state.holder.since_ns / 1e9)
-            parts.append(f"{state.board} held by {safe_text(state.holder.user, 40)} ({held}{key})")
-    return "; ".join(parts)
 
 
 def _dumpall(ctx: typer.Context, as_json: bool) -> None:

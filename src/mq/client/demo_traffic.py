@@ -4,10 +4,13 @@ show something real on the first day. Never into a real lab: only the demo lab m
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 import time
 
 from mq.engine.host.demo import traffic
+from mq.engine.lockdir.fsutil import write_atomic
 from mq.engine.lockdir.labdir import LabDir
 from mq.settings.config import Config
 from mq.settings.errors import BadInputError, LockDirError
@@ -27,34 +30,30 @@ def add_traffic(config: Config, days: int, now: float | None = None, seed: int |
         raise LockDirError(config.base, "the demo lab does not exist yet (any command makes it: mq systems)")
     lab = LabDir(config.base)
     with lab.mutex():
-        with open(lab.audit_path, "rb") if os.path.exists(lab.audit_path) else open(os.devnull, "rb") as old:
-            existing = old.read()
-        first_time = _first_time(existing)
-        end = min(time.time() if now is None else now, first_time)
+        existing = _read_log(lab.audit_path)
+        end = min(time.time() if now is None else now, _first_time(existing))
         records = traffic(days, end, seed if seed is not None else int(end))
         count = sum(r["event"] == "grant" for r in records)
-        last = lab.counters.next_number("grants", by=count) if count else 0
-        offset = last - count
-        import json
-
-        lines = []
-        for record in records:
-            record["grant"] = record["grant"] + offset
-            lines.append(json.dumps({**record, "generated": True}, sort_keys=True))
-        data = ("\n".join(lines) + "\n").encode() + existing if lines else existing
-        temporary = f"{lab.audit_path}.demo{os.getpid()}"
-        with open(temporary, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, lab.audit_path)
+        offset = (lab.counters.next_number("grants", by=count) - count) if count else 0
+        lines = [json.dumps({**r, "grant": r["grant"] + offset}, sort_keys=True) for r in records]
+        write_atomic(lab.audit_path, "".join(line + "\n" for line in lines).encode() + existing, lab.read_mode)
     return len(records)
+
+
+def _read_log(path: str) -> bytes:
+    """The audit log as it is (empty when there is none yet): never through a symlink or a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return b""
+    with os.fdopen(fd, "rb") as log:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise LockDirError(path, "the audit log is not a regular file")
+        return log.read()
 
 
 def _first_time(log: bytes) -> float:
     """The time of the log's first record (the history goes before it); infinity for none."""
-    import json
-
     for line in log.splitlines():
         try:
             return float(json.loads(line)["time"])

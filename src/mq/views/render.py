@@ -59,6 +59,30 @@ def duration(seconds: float) -> str:
     return f"{s // 86400}d{s % 86400 // 3600}h"
 
 
+def held_text(board: str, user: str, seconds: float, key: Optional[str], timeout: Optional[int] = None) -> str:
+    """``b1 held by alice (-T 600, 12m, key ci-42)``: one board's holder, as the waiting line and
+    a wait's failure say it (no key shown for a lock taken without one)."""
+    tail = f"-T {timeout}, " if timeout else ""
+    keyed = f", key {safe_text(key, 40)}" if key not in (None, "", NO_KEY) else ""
+    return f"{safe_text(board)} held by {safe_text(user, 40)} ({tail}{duration(seconds)}{keyed})"
+
+
+def offline_text(board: str, reason: str) -> str:
+    return f"{safe_text(board)} offline: {safe_text(reason, 80)}"
+
+
+def busy_text(states: Sequence[BoardState], now: float) -> str:
+    """What keeps a waiter from ``states``' boards: each one's holder or offline reason."""
+    parts = []
+    for state in states:
+        if state.offline is not None:
+            parts.append(offline_text(state.board, state.offline.reason))
+        elif state.holder is not None:
+            parts.append(held_text(state.board, state.holder.user, now - state.holder.since_ns / 1e9,
+                                   state.holder.key))
+    return "; ".join(parts)
+
+
 def clock(when: float, now: float) -> str:
     """The time of day, with the date when it is not today."""
     local = time.localtime(when)

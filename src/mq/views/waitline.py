@@ -15,9 +15,8 @@ import time
 from typing import Any, Dict, List, Optional, TextIO
 
 from mq.engine.core.errors import safe_text
-from mq.engine.core.names import NO_KEY
 
-from .render import PREFIX, clock, duration, priority_text
+from .render import PREFIX, clock, duration, held_text, offline_text, priority_text
 
 CHANGE_GAP = 5.0  # seconds between two "place changed" lines in a log
 REMINDER = 60.0  # seconds without a change before a log is reminded the wait goes on
@@ -33,14 +32,10 @@ def describe(event: Dict[str, Any], waited: float, since_event: float = 0.0) -> 
              f"{priority_text(int(event.get('priority') or 0), event.get('effective_priority'))}"]
     held: List[str] = []
     for h in event.get("holders") or []:
-        since = now - float(h.get("since") or now)
-        tail = f"-T {h['timeout']}, " if h.get("timeout") else ""
         key = h.get("key")
-        keyed = f", key {safe_text(str(key), 40)}" if key not in (None, "", NO_KEY) else ""
-        held.append(f"{safe_text(h['board'])} held by {safe_text(str(h.get('user')))} "
-                    f"({tail}{duration(since)}{keyed})")
-    held += [f"{safe_text(o['board'])} offline: {safe_text(str(o.get('reason')), 80)}"
-             for o in event.get("offline") or []]
+        held.append(held_text(str(h["board"]), str(h.get("user")), now - float(h.get("since") or now),
+                              None if key is None else str(key), h.get("timeout")))
+    held += [offline_text(str(o["board"]), str(o.get("reason"))) for o in event.get("offline") or []]
     if held:
         parts.append(", ".join(held))
     eta = event.get("eta")

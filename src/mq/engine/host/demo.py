@@ -17,7 +17,8 @@ HOLD_MEDIAN = {"ci": 9 * 60.0, "person": 35 * 60.0}  # seconds: CI runs are shor
 
 
 def traffic(days: int, now: float, seed: int = 0) -> List[Dict[str, Any]]:
-    """``days`` of generated use of the demo lab up to ``now``, as audit records (oldest first):
+    """``days`` of generated use of the demo lab up to ``now``, as audit records (oldest first,
+    each marked ``generated``, grants numbered from 1):
     CI jobs through the day and night (more in working hours), people in working hours; each a
     grant and its release, a board never held twice at once. Holds are lognormal around
     ``HOLD_MEDIAN``; some waited for their board."""
@@ -47,7 +48,8 @@ def traffic(days: int, now: float, seed: int = 0) -> List[Dict[str, Any]]:
         grant += 1
         pool = target if target != board else ""
         records.append({"time": round(start, 3), "event": "grant", "user": user, "board": board, "pool": pool,
-                        "key": key, "grant": grant, "timeout": 0, "waited": round(start - clock, 3)})
+                        "key": key, "grant": grant, "timeout": 0, "waited": round(start - clock, 3),
+                        "generated": True})
         records.append({"time": round(start + held, 3), "event": "release", "user": user, "board": board,
                         "key": key, "holder": user, "holder_key": key, "held": round(held, 3), "grant": grant,
                         "pool": pool, "outcome": "released", "generated": True})
